@@ -1,0 +1,197 @@
+/*
+ * backend.h - the only door to a lock store.
+ *
+ * A backend keeps the granted locks and the queued requests of the whole
+ * cluster (or, for "local:", of this process).  The daemon reaches it only
+ * through the inline wrappers below; it never includes a client library's
+ * headers, and a backend never includes FUSE's.
+ *
+ * Identity.  A lock belongs to an owner: this daemon's host id and
+ * incarnation (given at open) plus the local owner id of the request (the
+ * kernel's lock owner).  Resources are names (the path relative to the
+ * mount root); a backend maps any byte string to a valid, collision-free
+ * key of its own.
+ *
+ * Asynchrony.  A request with a nonzero wait_id may be queued: lock()
+ * returns -EINPROGRESS and later exactly one of cb->granted / cb->failed is
+ * called with that wait_id, unless cancel() returned 0 first.  Callbacks run
+ * on a backend thread or on the thread of another call into the backend
+ * (an unlock that hands the lock over), but never while the backend holds a
+ * lock of its own, and never before lock() has queued the request, so the
+ * caller must be ready to be called back before lock() returns.  Callers
+ * must not hold a mutex across a backend call that a callback also takes.
+ *
+ * Errors are negative errnos: -EAGAIN conflict, -EINPROGRESS queued,
+ * -ENOLCK the store cannot grant safely (unreachable, lease gone), -ENOENT
+ * nothing to cancel, -EINVAL bad argument, -ENOMEM.
+ */
+#ifndef DL_BACKEND_H
+#define DL_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/config.h"
+#include "backend/range.h"
+
+#define DL_HOST_MAX 64
+
+enum dl_space {
+	DL_SPACE_FLOCK = 0, /* flock(2): whole file, owner = open file description */
+	DL_SPACE_POSIX = 1, /* fcntl/lockf/OFD record locks */
+};
+
+/* A lock, unlock or test request. */
+struct dl_lock_req {
+	const char *resource;	/* path relative to the mount root */
+	enum dl_space space;
+	enum dl_lock_type type; /* DL_RDLCK, DL_WRLCK; DL_UNLCK for unlock */
+	uint64_t start;		/* inclusive range; flock: 0..DL_RANGE_EOF */
+	uint64_t end;
+	uint64_t owner;		/* local owner id (kernel lock owner) */
+	uint32_t pid;		/* caller's pid, as F_GETLK reports it */
+	uint64_t wait_id;	/* nonzero: queue when blocked */
+};
+
+/* A granted lock or a queued request, for F_GETLK and inspection. */
+struct dl_lock_info {
+	enum dl_space space;
+	enum dl_lock_type type;
+	uint64_t start;
+	uint64_t end;
+	char host[DL_HOST_MAX]; /* host id of the owner's daemon */
+	uint64_t owner;		/* owner id on that host */
+	bool mine;		/* owner belongs to this daemon incarnation */
+	bool waiting;		/* a queued request, not a grant */
+	uint32_t pid;
+	uint64_t token;		/* fencing token (0 for a waiter) */
+	int64_t since_ms;	/* wall clock, ms: grant or enqueue time */
+};
+
+/* Called by a backend; see "Asynchrony" above. */
+struct dl_backend_cb {
+	void *ctx;
+	void (*granted)(void *ctx, uint64_t wait_id, uint64_t token);
+	void (*failed)(void *ctx, uint64_t wait_id, int err);
+	/* a lock this daemon held is gone (lease ended, broken by an admin) */
+	void (*lost)(void *ctx, const char *resource, enum dl_space space,
+		     uint64_t owner, int err);
+};
+
+struct dl_backend_conf {
+	const char *uri;
+	const char *host_id;
+	uint64_t incarnation;
+	const struct dl_config *config; /* options and secrets; may be NULL */
+};
+
+/* Each backend embeds this as its first member. */
+struct dl_backend {
+	const struct dl_backend_ops *ops;
+};
+
+typedef int (*dl_lock_info_fn)(const struct dl_lock_info *info, void *arg);
+
+struct dl_backend_ops {
+	const char *scheme; /* "local", "redis", ... */
+	const char *guarantee; /* one line for the status xattr and README */
+	/* check the part of @uri after "scheme:"; no connection is made */
+	int (*check_uri)(const char *uri, char *err, size_t errlen);
+	int (*open)(const struct dl_backend_conf *conf,
+		    const struct dl_backend_cb *cb, struct dl_backend **out,
+		    char *err, size_t errlen);
+	void (*close)(struct dl_backend *be);
+	int (*lock)(struct dl_backend *be, const struct dl_lock_req *req,
+		    uint64_t *token);
+	int (*unlock)(struct dl_backend *be, const struct dl_lock_req *req);
+	int (*cancel)(struct dl_backend *be, uint64_t wait_id);
+	int (*release_owner)(struct dl_backend *be, const char *resource,
+			     enum dl_space space, uint64_t owner);
+	int (*getlk)(struct dl_backend *be, const struct dl_lock_req *req,
+		     struct dl_lock_info *conflict);
+	int (*list)(struct dl_backend *be, const char *resource,
+		    dl_lock_info_fn fn, void *arg);
+	int (*status)(struct dl_backend *be, char *buf, size_t len);
+};
+
+/* the backends this build knows, one file each */
+extern const struct dl_backend_ops dl_local_ops;
+
+/*
+ * dl_backend_find() - the ops table for @uri's scheme, or NULL.
+ * dl_backend_check_uri() - 0, or -EINVAL with a one-line reason in @err.
+ * dl_backend_open() - connect; 0 or a negative errno with a reason in @err.
+ */
+const struct dl_backend_ops *dl_backend_find(const char *uri);
+int dl_backend_check_uri(const char *uri, char *err, size_t errlen);
+int dl_backend_open(const struct dl_backend_conf *conf,
+		    const struct dl_backend_cb *cb, struct dl_backend **out,
+		    char *err, size_t errlen);
+
+/*
+ * dl_uri_redact() - copy @uri to @buf with any password ("user:pass@")
+ * replaced by "***", for logs and the status xattr.
+ */
+void dl_uri_redact(const char *uri, char *buf, size_t len);
+
+static inline void dl_backend_close(struct dl_backend *be)
+{
+	be->ops->close(be);
+}
+
+/* 0 granted, -EAGAIN, -EINPROGRESS (queued), -ENOLCK, -ENOMEM */
+static inline int dl_backend_lock(struct dl_backend *be,
+				  const struct dl_lock_req *req,
+				  uint64_t *token)
+{
+	return be->ops->lock(be, req, token);
+}
+
+/* unlock [start,end] of req->owner in req->space; 0 or -ENOLCK/-ENOMEM */
+static inline int dl_backend_unlock(struct dl_backend *be,
+				    const struct dl_lock_req *req)
+{
+	return be->ops->unlock(be, req);
+}
+
+/* 0 removed from the queue, -ENOENT already granted/failed (callback due) */
+static inline int dl_backend_cancel(struct dl_backend *be, uint64_t wait_id)
+{
+	return be->ops->cancel(be, wait_id);
+}
+
+static inline int dl_backend_release_owner(struct dl_backend *be,
+					   const char *resource,
+					   enum dl_space space, uint64_t owner)
+{
+	return be->ops->release_owner(be, resource, space, owner);
+}
+
+/* 0 no conflict, 1 *conflict filled, negative errno */
+static inline int dl_backend_getlk(struct dl_backend *be,
+				   const struct dl_lock_req *req,
+				   struct dl_lock_info *conflict)
+{
+	return be->ops->getlk(be, req, conflict);
+}
+
+/* calls @fn for every holder then every waiter of @resource (NULL: all
+ * resources) until @fn returns nonzero; returns 0 or a negative errno */
+static inline int dl_backend_list(struct dl_backend *be, const char *resource,
+				  dl_lock_info_fn fn, void *arg)
+{
+	return be->ops->list(be, resource, fn, arg);
+}
+
+static inline int dl_backend_status(struct dl_backend *be, char *buf,
+				    size_t len)
+{
+	return be->ops->status(be, buf, len);
+}
+
+/* wall clock and monotonic clock in milliseconds */
+int64_t dl_now_ms(void);
+int64_t dl_mono_ms(void);
+
+#endif /* DL_BACKEND_H */

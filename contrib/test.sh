@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite, as CI runs it: dependencies, a -Werror
+# build, the unit tests plain and under AddressSanitizer/UBSan, then the
+# integration tests (real FUSE mounts; needs root and /dev/fuse).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+bash contrib/deps.sh
+
+setup() { # setup DIR [meson options...]
+	local dir=$1
+	shift
+	if [ -d "$dir" ]; then
+		meson setup --reconfigure "$dir" "$@" >/dev/null
+	else
+		meson setup "$dir" "$@" >/dev/null
+	fi
+}
+
+setup build-ci -Dwerror=true
+ninja -C build-ci >/dev/null
+setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+ninja -C build-asan >/dev/null
+
+rm -f build-ci/meson-logs/unit.json build-asan/meson-logs/unit.json \
+	build-ci/meson-logs/integration.json
+status=0
+meson test -C build-ci --suite unit --logbase unit --print-errorlogs || status=1
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	meson test -C build-asan --suite unit --logbase unit --print-errorlogs || status=1
+meson test -C build-ci --suite integration --logbase integration \
+	--print-errorlogs || status=1
+
+# one closing line over all three runs
+python3 - build-ci/meson-logs/unit.json build-asan/meson-logs/unit.json \
+	build-ci/meson-logs/integration.json <<'PY'
+import json, sys
+ok = bad = skip = 0
+for f in sys.argv[1:]:
+    try:
+        lines = open(f).read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL"):
+            ok += 1
+        elif r == "SKIP":
+            skip += 1
+        else:
+            bad += 1
+print(f"{ok} passed, {bad} failed, {skip} skipped")
+PY
+exit $status

@@ -1,0 +1,1106 @@
+/*
+ * lockmgr.c - the per-host lock manager (see lockmgr.h for the contract).
+ *
+ * What it keeps, all guarded by lockmgr.mutex:
+ *  - objs: one struct lm_obj per locked object (inode), with its bound
+ *    resource name and its holds;
+ *  - holds: per (owner, lock space) on an object, "this owner may hold
+ *    locks here", with the open file it locked through.  A hold is made by
+ *    every grant and removed when the owner's locks there are released in
+ *    full, so a close of a file nobody locked costs no backend call;
+ *  - waiters: every request between lockmgr_prepare() and its done(), in
+ *    one list (wait ids are unique and never reused).
+ *
+ * Mutex order: lockmgr.mutex is a leaf with respect to the backend: it is
+ * never held across a backend call, nor across done() (which replies to
+ * FUSE), because backends call us back from unlocking threads.
+ *
+ * Deadlock detection follows Linux's posix_locks_deadlock(): only POSIX
+ * record locks, a bounded walk of "owner waits for holder" edges.  Edges
+ * come from the backend's list of holders and from this host's waiters,
+ * so the graph can span hosts once remote backends publish their waiters.
+ */
+#include "fs/lockmgr.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/log.h"
+#include "fs/fs.h"
+
+#define LM_BUCKETS 1024
+#define LM_DEADLOCK_MAX_OWNERS 64 /* bound on the wait-for graph walk */
+
+struct lm_hold {
+	struct lm_hold *next;
+	uint64_t owner;
+	enum dl_space space;
+	struct dl_file *file; /* first file locked through; NULL once closed */
+	bool multi_file;      /* also locked through another file */
+	bool lost;	      /* the backend no longer has its locks */
+	int64_t lost_ms;
+};
+
+struct lm_obj {
+	struct lm_obj *next; /* hash chain */
+	uint64_t obj;
+	char *resource;
+	struct lm_hold *holds;
+	unsigned pins; /* waiters and calls in flight that use resource */
+};
+
+enum lm_wstate {
+	W_PREPARED,  /* registered, not yet sent */
+	W_SUBMITTING, /* in the backend call */
+	W_QUEUED,    /* the backend queued it: a callback will follow */
+};
+
+struct lm_waiter {
+	struct lm_waiter *next, *prev;
+	uint64_t id;
+	struct lockmgr_req req;
+	struct lm_obj *o; /* pinned from submit to completion */
+	struct lm_hold *spare; /* allocated up front: a grant cannot fail */
+	enum lm_wstate state;
+	bool interrupted;
+	bool cancelling;
+	int64_t deadline; /* monotonic ms, 0: none */
+	lockmgr_done_fn done;
+	void *arg;
+};
+
+struct lockmgr {
+	struct dl_backend *be;
+	struct lockmgr_conf conf;
+	char *host_id;
+	pthread_mutex_t mutex;
+	pthread_cond_t timer_cond; /* CLOCK_MONOTONIC */
+	pthread_t timer;
+	bool timer_started;
+	/* guarded by mutex: */
+	bool stopping;
+	struct lm_obj *objs[LM_BUCKETS];
+	struct lm_waiter waiters; /* list head */
+	uint64_t next_id;
+	size_t nwaiters;
+	size_t nholds;
+	size_t nlost;
+};
+
+/* ---- objects and holds (mutex held) ---------------------------------- */
+
+static struct lm_obj **obj_slot(struct lockmgr *lm, uint64_t obj)
+{
+	struct lm_obj **p = &lm->objs[(obj * 0x9e3779b97f4a7c15ULL) >> 54];
+
+	while (*p && (*p)->obj != obj)
+		p = &(*p)->next;
+	return p;
+}
+
+static struct lm_obj *obj_find(struct lockmgr *lm, uint64_t obj)
+{
+	return *obj_slot(lm, obj);
+}
+
+/* find or create; takes @name (freed when not needed), NULL on -ENOMEM */
+static struct lm_obj *obj_get(struct lockmgr *lm, uint64_t obj, char *name)
+{
+	struct lm_obj **p = obj_slot(lm, obj);
+
+	if (*p) {
+		free(name);
+		return *p;
+	}
+	*p = calloc(1, sizeof(**p));
+	if (!*p) {
+		free(name);
+		return NULL;
+	}
+	(*p)->obj = obj;
+	(*p)->resource = name;
+	return *p;
+}
+
+/* free @o once no hold, waiter or call refers to it */
+static void obj_put(struct lockmgr *lm, struct lm_obj *o)
+{
+	struct lm_obj **p;
+
+	if (o->holds || o->pins)
+		return;
+	p = obj_slot(lm, o->obj);
+	*p = o->next;
+	free(o->resource);
+	free(o);
+}
+
+static struct lm_hold *hold_find(struct lm_obj *o, uint64_t owner,
+				 enum dl_space space)
+{
+	struct lm_hold *h;
+
+	for (h = o->holds; h; h = h->next)
+		if (h->owner == owner && h->space == space)
+			return h;
+	return NULL;
+}
+
+/* record a grant; uses *spare if a new hold is needed */
+static void hold_add(struct lockmgr *lm, struct lm_obj *o,
+		     const struct lockmgr_req *req, struct lm_hold **spare)
+{
+	struct lm_hold *h = hold_find(o, req->owner, req->space);
+
+	if (h && h->lost) {
+		/* a new grant after a loss: start afresh */
+		h->lost = false;
+		lm->nlost--;
+	}
+	if (h) {
+		if (!h->file)
+			h->file = req->file;
+		else if (req->file && h->file != req->file)
+			h->multi_file = true;
+		return;
+	}
+	h = *spare;
+	*spare = NULL;
+	*h = (struct lm_hold){ .owner = req->owner, .space = req->space,
+			       .file = req->file };
+	h->next = o->holds;
+	o->holds = h;
+	lm->nholds++;
+}
+
+static void hold_remove(struct lockmgr *lm, struct lm_obj *o,
+			struct lm_hold *h)
+{
+	struct lm_hold **p = &o->holds;
+
+	while (*p != h)
+		p = &(*p)->next;
+	*p = h->next;
+	if (h->lost)
+		lm->nlost--;
+	lm->nholds--;
+	free(h);
+}
+
+/* ---- waiters (mutex held) -------------------------------------------- */
+
+static struct lm_waiter *waiter_find(struct lockmgr *lm, uint64_t id)
+{
+	struct lm_waiter *w;
+
+	for (w = lm->waiters.next; w != &lm->waiters; w = w->next)
+		if (w->id == id)
+			return w;
+	return NULL;
+}
+
+/* unlink @w and drop its pin; the caller calls done() and frees it */
+static void waiter_unlink(struct lockmgr *lm, struct lm_waiter *w)
+{
+	w->prev->next = w->next;
+	w->next->prev = w->prev;
+	lm->nwaiters--;
+	if (w->o) {
+		w->o->pins--;
+		obj_put(lm, w->o);
+		w->o = NULL;
+	}
+}
+
+static void waiter_finish(struct lm_waiter *w, int err)
+{
+	w->done(w->arg, err);
+	free(w->spare);
+	free(w);
+}
+
+static void req_to_backend(const struct lockmgr_req *r, const char *resource,
+			   uint64_t wait_id, struct dl_lock_req *out)
+{
+	*out = (struct dl_lock_req){
+		.resource = resource,
+		.space = r->space,
+		.type = r->type,
+		.start = r->start,
+		.end = r->end,
+		.owner = r->owner,
+		.pid = r->pid,
+		.wait_id = wait_id,
+	};
+}
+
+static const char *space_name(enum dl_space s)
+{
+	return s == DL_SPACE_FLOCK ? "flock" : "posix";
+}
+
+static const char *type_name(enum dl_lock_type t)
+{
+	return t == DL_WRLCK ? "exclusive" : t == DL_RDLCK ? "shared" : "unlock";
+}
+
+/* ---- backend callbacks ------------------------------------------------ */
+
+static void cb_granted(void *ctx, uint64_t wait_id, uint64_t token)
+{
+	struct lockmgr *lm = ctx;
+	struct lm_waiter *w;
+
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, wait_id);
+	if (!w) {
+		pthread_mutex_unlock(&lm->mutex);
+		dl_log(DL_LOG_ERR, "grant for unknown wait %" PRIu64, wait_id);
+		return;
+	}
+	hold_add(lm, w->o, &w->req, &w->spare);
+	dl_log(DL_LOG_DEBUG, "granted %s %s %s [%" PRIu64 ",%" PRIu64
+	       "] owner=%" PRIx64 " token=%" PRIu64 " after waiting",
+	       w->o->resource, space_name(w->req.space),
+	       type_name(w->req.type), w->req.start, w->req.end, w->req.owner,
+	       token);
+	waiter_unlink(lm, w);
+	pthread_mutex_unlock(&lm->mutex);
+	waiter_finish(w, 0);
+}
+
+static void cb_failed(void *ctx, uint64_t wait_id, int err)
+{
+	struct lockmgr *lm = ctx;
+	struct lm_waiter *w;
+
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, wait_id);
+	if (w)
+		waiter_unlink(lm, w);
+	pthread_mutex_unlock(&lm->mutex);
+	if (w)
+		waiter_finish(w, err);
+}
+
+static void cb_lost(void *ctx, const char *resource, enum dl_space space,
+		    uint64_t owner, int err)
+{
+	struct lockmgr *lm = ctx;
+
+	pthread_mutex_lock(&lm->mutex);
+	for (size_t b = 0; b < LM_BUCKETS; b++) {
+		for (struct lm_obj *o = lm->objs[b]; o; o = o->next) {
+			struct lm_hold *h;
+
+			if (strcmp(o->resource, resource) != 0)
+				continue;
+			h = hold_find(o, owner, space);
+			if (!h || h->lost)
+				continue;
+			h->lost = true;
+			h->lost_ms = dl_now_ms();
+			lm->nlost++;
+			if (h->file)
+				atomic_store(&h->file->lost, true);
+			dl_log(DL_LOG_WARNING,
+			       "lock lost: %s %s owner=%" PRIx64 ": %s; writes "
+			       "through its descriptors now fail with EIO",
+			       resource, space_name(space), owner,
+			       strerror(-err));
+		}
+	}
+	pthread_mutex_unlock(&lm->mutex);
+}
+
+/* ---- waits: cancel, deadlock, timeout ---------------------------------- */
+
+/* end a queued wait with @err, unless the backend already decided it */
+static void lm_cancel(struct lockmgr *lm, uint64_t id, int err)
+{
+	struct lm_waiter *w;
+
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, id);
+	if (!w || w->state != W_QUEUED || w->cancelling) {
+		pthread_mutex_unlock(&lm->mutex);
+		return;
+	}
+	w->cancelling = true;
+	pthread_mutex_unlock(&lm->mutex);
+
+	if (dl_backend_cancel(lm->be, id) != 0)
+		return; /* granted or failed meanwhile: its callback answers */
+
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, id);
+	if (w)
+		waiter_unlink(lm, w);
+	pthread_mutex_unlock(&lm->mutex);
+	if (w) {
+		dl_log(DL_LOG_DEBUG, "wait %" PRIu64 " ended: %s", id,
+		       strerror(-err));
+		waiter_finish(w, err);
+	}
+}
+
+struct dl_probe {
+	struct dl_lock_req req;
+	uint64_t *owners; /* conflicting holders found (local ones only) */
+	size_t n, cap;
+};
+
+static int probe_holder(const struct dl_lock_info *info, void *arg)
+{
+	struct dl_probe *p = arg;
+	struct dl_range_lock held = { .start = info->start, .end = info->end,
+				      .owner = info->owner, .type = info->type };
+	struct dl_range_lock want = { .start = p->req.start, .end = p->req.end,
+				      .owner = p->req.owner, .type = p->req.type };
+
+	if (info->waiting || !info->mine || info->space != p->req.space ||
+	    !range_conflicts(&held, &want))
+		return 0;
+	if (p->n == p->cap)
+		return 1; /* bounded: stop listing */
+	p->owners[p->n++] = info->owner;
+	return 0;
+}
+
+/*
+ * Would queued request @id close a cycle of POSIX waits?  Walk breadth
+ * first from its blockers: a blocker that itself waits contributes that
+ * wait's blockers, until the requester's owner shows up (a deadlock) or
+ * the bound is reached (assume none, as Linux does).
+ */
+static bool lm_deadlock(struct lockmgr *lm, uint64_t id)
+{
+	uint64_t seen[LM_DEADLOCK_MAX_OWNERS];
+	size_t nseen = 0, next = 0;
+	uint64_t me;
+	bool found = false;
+	struct lm_waiter *w;
+
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, id);
+	if (!w || w->state != W_QUEUED) {
+		pthread_mutex_unlock(&lm->mutex);
+		return false;
+	}
+	me = w->req.owner;
+	seen[nseen++] = me;
+	pthread_mutex_unlock(&lm->mutex);
+
+	/* seen[] doubles as the BFS queue: seen[next..] are still to expand */
+	while (next < nseen && !found) {
+		uint64_t owner = seen[next++];
+		struct dl_probe probes[8];
+		size_t nprobes = 0;
+		uint64_t found_owners[LM_DEADLOCK_MAX_OWNERS];
+
+		/* the queued requests of @owner on this host */
+		pthread_mutex_lock(&lm->mutex);
+		for (w = lm->waiters.next; w != &lm->waiters && nprobes < 8;
+		     w = w->next) {
+			if (w->req.owner != owner || w->state != W_QUEUED ||
+			    w->req.space != DL_SPACE_POSIX || !w->o)
+				continue;
+			req_to_backend(&w->req, strdup(w->o->resource), 0,
+				       &probes[nprobes].req);
+			if (!probes[nprobes].req.resource)
+				continue;
+			nprobes++;
+		}
+		pthread_mutex_unlock(&lm->mutex);
+
+		for (size_t i = 0; i < nprobes; i++) {
+			struct dl_probe *p = &probes[i];
+
+			p->owners = found_owners;
+			p->n = 0;
+			p->cap = LM_DEADLOCK_MAX_OWNERS;
+			if (!found &&
+			    dl_backend_list(lm->be, p->req.resource,
+					    probe_holder, p) == 0) {
+				for (size_t k = 0; k < p->n && !found; k++) {
+					size_t s;
+
+					/* never at the first step: a request
+					 * does not conflict with its owner */
+					if (p->owners[k] == me) {
+						found = true;
+						break;
+					}
+					for (s = 0; s < nseen; s++)
+						if (seen[s] == p->owners[k])
+							break;
+					if (s == nseen &&
+					    nseen < LM_DEADLOCK_MAX_OWNERS)
+						seen[nseen++] = p->owners[k];
+				}
+			}
+			free((char *)p->req.resource);
+		}
+	}
+	return found;
+}
+
+static void *timer_main(void *arg)
+{
+	struct lockmgr *lm = arg;
+
+	pthread_mutex_lock(&lm->mutex);
+	while (!lm->stopping) {
+		int64_t now = dl_mono_ms(), next = 0;
+		uint64_t expired = 0;
+		struct lm_waiter *w;
+
+		for (w = lm->waiters.next; w != &lm->waiters; w = w->next) {
+			if (w->state != W_QUEUED || w->cancelling ||
+			    !w->deadline)
+				continue;
+			if (w->deadline <= now) {
+				expired = w->id;
+				break;
+			}
+			if (!next || w->deadline < next)
+				next = w->deadline;
+		}
+		if (expired) {
+			pthread_mutex_unlock(&lm->mutex);
+			lm_cancel(lm, expired, -EDEADLK);
+			pthread_mutex_lock(&lm->mutex);
+			continue;
+		}
+		if (next) {
+			struct timespec ts = { .tv_sec = next / 1000,
+					       .tv_nsec = (next % 1000) * 1000000 };
+
+			pthread_cond_timedwait(&lm->timer_cond, &lm->mutex, &ts);
+		} else {
+			pthread_cond_wait(&lm->timer_cond, &lm->mutex);
+		}
+	}
+	pthread_mutex_unlock(&lm->mutex);
+	return NULL;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+uint64_t lockmgr_prepare(struct lockmgr *lm, const struct lockmgr_req *req,
+			 lockmgr_done_fn done, void *arg)
+{
+	struct lm_waiter *w = calloc(1, sizeof(*w));
+	uint64_t id;
+
+	if (!w)
+		return 0;
+	w->spare = calloc(1, sizeof(*w->spare));
+	if (!w->spare) {
+		free(w);
+		return 0;
+	}
+	w->req = *req;
+	w->done = done;
+	w->arg = arg;
+	w->state = W_PREPARED;
+	pthread_mutex_lock(&lm->mutex);
+	id = w->id = ++lm->next_id;
+	w->prev = lm->waiters.prev;
+	w->next = &lm->waiters;
+	w->prev->next = w;
+	lm->waiters.prev = w;
+	lm->nwaiters++;
+	pthread_mutex_unlock(&lm->mutex);
+	return id;
+}
+
+/* find or bind the object of @obj and pin it; NULL with *err on failure */
+static struct lm_obj *lm_pin_obj(struct lockmgr *lm, uint64_t obj, int *err)
+{
+	struct lm_obj *o;
+	char *name = NULL;
+
+	pthread_mutex_lock(&lm->mutex);
+	o = obj_find(lm, obj);
+	if (!o) {
+		pthread_mutex_unlock(&lm->mutex);
+		*err = lm->conf.name(lm->conf.name_ctx, obj, &name);
+		if (*err < 0)
+			return NULL;
+		pthread_mutex_lock(&lm->mutex);
+		o = obj_get(lm, obj, name);
+		if (!o) {
+			pthread_mutex_unlock(&lm->mutex);
+			*err = -ENOMEM;
+			return NULL;
+		}
+	}
+	o->pins++;
+	pthread_mutex_unlock(&lm->mutex);
+	return o;
+}
+
+static void lm_unpin_obj(struct lockmgr *lm, struct lm_obj *o)
+{
+	pthread_mutex_lock(&lm->mutex);
+	o->pins--;
+	obj_put(lm, o);
+	pthread_mutex_unlock(&lm->mutex);
+}
+
+void lockmgr_submit(struct lockmgr *lm, uint64_t id)
+{
+	struct dl_lock_req breq;
+	struct lm_waiter *w;
+	struct lm_obj *o;
+	uint64_t token = 0;
+	int ret;
+
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, id);
+	pthread_mutex_unlock(&lm->mutex);
+	if (!w || w->state != W_PREPARED)
+		return;
+
+	/* w cannot go away before it is submitted: only we complete it */
+	o = lm_pin_obj(lm, w->req.obj, &ret);
+	pthread_mutex_lock(&lm->mutex);
+	if (!o || w->interrupted || lm->stopping) {
+		if (o) {
+			o->pins--;
+			obj_put(lm, o);
+		}
+		waiter_unlink(lm, w);
+		pthread_mutex_unlock(&lm->mutex);
+		waiter_finish(w, o ? -EINTR : ret);
+		return;
+	}
+	w->o = o; /* the pin now belongs to the waiter */
+	w->state = W_SUBMITTING;
+	req_to_backend(&w->req, o->resource, w->req.wait ? id : 0, &breq);
+	pthread_mutex_unlock(&lm->mutex);
+
+	ret = dl_backend_lock(lm->be, &breq, &token);
+
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, id);
+	if (!w) { /* granted or failed already, by a callback */
+		pthread_mutex_unlock(&lm->mutex);
+		return;
+	}
+	if (ret == -EINPROGRESS) {
+		bool check = w->req.space == DL_SPACE_POSIX;
+		bool intr = w->interrupted;
+
+		w->state = W_QUEUED;
+		if (lm->conf.lock_timeout_s) {
+			w->deadline = dl_mono_ms() +
+				      (int64_t)lm->conf.lock_timeout_s * 1000;
+			pthread_cond_signal(&lm->timer_cond);
+		}
+		dl_log(DL_LOG_DEBUG, "queued %s %s %s [%" PRIu64 ",%" PRIu64
+		       "] owner=%" PRIx64 " wait=%" PRIu64, o->resource,
+		       space_name(w->req.space), type_name(w->req.type),
+		       w->req.start, w->req.end, w->req.owner, id);
+		pthread_mutex_unlock(&lm->mutex);
+		if (intr)
+			lm_cancel(lm, id, -EINTR);
+		else if (check && lm_deadlock(lm, id))
+			lm_cancel(lm, id, -EDEADLK);
+		return;
+	}
+	if (ret == 0)
+		hold_add(lm, o, &w->req, &w->spare);
+	dl_log(DL_LOG_DEBUG, "%s %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%"
+	       PRIx64 " pid=%u: %s", ret == 0 ? "granted" : "refused",
+	       o->resource, space_name(w->req.space), type_name(w->req.type),
+	       w->req.start, w->req.end, w->req.owner, w->req.pid,
+	       ret == 0 ? "ok" : strerror(-ret));
+	waiter_unlink(lm, w);
+	pthread_mutex_unlock(&lm->mutex);
+	waiter_finish(w, ret);
+}
+
+void lockmgr_interrupt(struct lockmgr *lm, uint64_t id)
+{
+	struct lm_waiter *w;
+	bool queued;
+
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, id);
+	if (!w) {
+		pthread_mutex_unlock(&lm->mutex);
+		return;
+	}
+	w->interrupted = true;
+	queued = w->state == W_QUEUED;
+	pthread_mutex_unlock(&lm->mutex);
+	if (queued)
+		lm_cancel(lm, id, -EINTR);
+	/* otherwise lockmgr_submit() sees the flag */
+}
+
+int lockmgr_unlock(struct lockmgr *lm, const struct lockmgr_req *req)
+{
+	struct dl_lock_req breq;
+	struct lm_hold *h;
+	struct lm_obj *o;
+	int ret;
+
+	pthread_mutex_lock(&lm->mutex);
+	o = obj_find(lm, req->obj);
+	h = o ? hold_find(o, req->owner, req->space) : NULL;
+	if (!h) {
+		/* every grant makes a hold: no hold, nothing to unlock */
+		pthread_mutex_unlock(&lm->mutex);
+		return 0;
+	}
+	o->pins++;
+	req_to_backend(req, o->resource, 0, &breq);
+	breq.type = DL_UNLCK;
+	pthread_mutex_unlock(&lm->mutex);
+
+	ret = dl_backend_unlock(lm->be, &breq);
+
+	pthread_mutex_lock(&lm->mutex);
+	if (ret == 0 && req->start == 0 && req->end == DL_RANGE_EOF) {
+		h = hold_find(o, req->owner, req->space);
+		if (h)
+			hold_remove(lm, o, h);
+	}
+	o->pins--;
+	obj_put(lm, o);
+	pthread_mutex_unlock(&lm->mutex);
+	return ret;
+}
+
+int lockmgr_getlk(struct lockmgr *lm, const struct lockmgr_req *req,
+		  struct dl_lock_info *info)
+{
+	struct dl_lock_req breq;
+	struct lm_obj *o;
+	int ret;
+
+	o = lm_pin_obj(lm, req->obj, &ret);
+	if (!o)
+		return ret;
+	req_to_backend(req, o->resource, 0, &breq);
+	ret = dl_backend_getlk(lm->be, &breq, info);
+	lm_unpin_obj(lm, o);
+	return ret;
+}
+
+/* release (space, owner) pairs of @o collected by the caller */
+struct lm_release {
+	enum dl_space space;
+	uint64_t owner;
+};
+
+static void lm_release_many(struct lockmgr *lm, struct lm_obj *o,
+			    const struct lm_release *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int ret = dl_backend_release_owner(lm->be, o->resource,
+						   v[i].space, v[i].owner);
+
+		if (ret < 0)
+			dl_log(DL_LOG_WARNING,
+			       "release %s %s owner=%" PRIx64 ": %s",
+			       o->resource, space_name(v[i].space),
+			       v[i].owner, strerror(-ret));
+	}
+}
+
+void lockmgr_release_owner(struct lockmgr *lm, uint64_t obj,
+			   enum dl_space space, uint64_t owner)
+{
+	struct lm_release rel = { space, owner };
+	struct lm_hold *h;
+	struct lm_obj *o;
+
+	pthread_mutex_lock(&lm->mutex);
+	o = obj_find(lm, obj);
+	h = o ? hold_find(o, owner, space) : NULL;
+	if (!h) {
+		pthread_mutex_unlock(&lm->mutex);
+		return;
+	}
+	hold_remove(lm, o, h);
+	o->pins++;
+	pthread_mutex_unlock(&lm->mutex);
+
+	lm_release_many(lm, o, &rel, 1);
+	lm_unpin_obj(lm, o);
+}
+
+void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
+			  struct dl_file *file, bool has_flock_owner,
+			  uint64_t flock_owner)
+{
+	struct lm_release *rel = NULL;
+	struct lm_hold *h, *next;
+	struct lm_obj *o;
+	size_t n = 0, cap = 0;
+
+	pthread_mutex_lock(&lm->mutex);
+	o = obj_find(lm, obj);
+	if (!o) {
+		pthread_mutex_unlock(&lm->mutex);
+		return;
+	}
+	for (h = o->holds; h; h = next) {
+		bool drop;
+
+		next = h->next;
+		if (h->space == DL_SPACE_FLOCK)
+			drop = has_flock_owner && h->owner == flock_owner;
+		else
+			drop = h->file == file && !h->multi_file;
+		if (!drop) {
+			if (h->file == file)
+				h->file = NULL;
+			continue;
+		}
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 4;
+			struct lm_release *p = realloc(rel, nc * sizeof(*p));
+
+			if (!p) {
+				/* keep the hold: the owner's next close or
+				 * the unmount releases it */
+				if (h->file == file)
+					h->file = NULL;
+				continue;
+			}
+			rel = p;
+			cap = nc;
+		}
+		rel[n++] = (struct lm_release){ h->space, h->owner };
+		hold_remove(lm, o, h);
+	}
+	o->pins++;
+	pthread_mutex_unlock(&lm->mutex);
+
+	lm_release_many(lm, o, rel, n);
+	free(rel);
+	lm_unpin_obj(lm, o);
+}
+
+/* ---- inspection -------------------------------------------------------- */
+
+struct lm_text {
+	char *buf;
+	size_t len, cap;
+	int err;
+};
+
+static void text_add(struct lm_text *t, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void text_add(struct lm_text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->err)
+		return;
+	for (;;) {
+		size_t room = t->cap - t->len;
+
+		va_start(ap, fmt);
+		n = vsnprintf(t->buf ? t->buf + t->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->err = -EINVAL;
+			return;
+		}
+		if ((size_t)n < room) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t nc = (t->cap + (size_t)n + 1) * 2;
+		char *p = realloc(t->buf, nc);
+
+		if (!p) {
+			t->err = -ENOMEM;
+			return;
+		}
+		t->buf = p;
+		t->cap = nc;
+	}
+}
+
+static void text_time(struct lm_text *t, int64_t ms)
+{
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+	char b[32];
+
+	gmtime_r(&s, &tm);
+	strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
+	text_add(t, "%s.%03dZ", b, (int)(ms % 1000));
+}
+
+static void text_range(struct lm_text *t, uint64_t start, uint64_t end)
+{
+	if (end == DL_RANGE_EOF)
+		text_add(t, " %" PRIu64 "-EOF", start);
+	else
+		text_add(t, " %" PRIu64 "-%" PRIu64, start, end);
+}
+
+struct lm_describe {
+	struct lm_text *t;
+	bool waiters;
+};
+
+static int describe_one(const struct dl_lock_info *info, void *arg)
+{
+	struct lm_describe *d = arg;
+
+	if (info->waiting != d->waiters)
+		return 0;
+	text_add(d->t, "%s %s", space_name(info->space), type_name(info->type));
+	text_range(d->t, info->start, info->end);
+	text_add(d->t, " host=%s pid=%u owner=%016" PRIx64, info->host,
+		 info->pid, info->owner);
+	if (!info->waiting)
+		text_add(d->t, " token=%" PRIu64, info->token);
+	text_add(d->t, " since=");
+	text_time(d->t, info->since_ms);
+	text_add(d->t, "\n");
+	return 0;
+}
+
+int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters,
+		     char **out)
+{
+	struct lm_text t = { 0 };
+	struct lm_describe d = { &t, waiters };
+	struct lm_obj *o;
+	int ret;
+
+	o = lm_pin_obj(lm, obj, &ret);
+	if (!o)
+		return ret;
+	ret = dl_backend_list(lm->be, o->resource, describe_one, &d);
+	if (!waiters) {
+		pthread_mutex_lock(&lm->mutex);
+		for (struct lm_hold *h = o->holds; h; h = h->next) {
+			if (!h->lost)
+				continue;
+			text_add(&t, "%s lost host=%s owner=%016" PRIx64
+				 " since=", space_name(h->space), lm->host_id,
+				 h->owner);
+			text_time(&t, h->lost_ms);
+			text_add(&t, "\n");
+		}
+		pthread_mutex_unlock(&lm->mutex);
+	}
+	lm_unpin_obj(lm, o);
+	text_add(&t, "%s", "");
+	if (ret == 0)
+		ret = t.err;
+	if (ret < 0) {
+		free(t.buf);
+		return ret;
+	}
+	*out = t.buf;
+	return 0;
+}
+
+struct lm_token {
+	uint32_t pid;
+	uint64_t token;
+};
+
+static int token_one(const struct dl_lock_info *info, void *arg)
+{
+	struct lm_token *k = arg;
+
+	if (!info->waiting && info->mine && info->pid == k->pid &&
+	    info->token > k->token)
+		k->token = info->token;
+	return 0;
+}
+
+int lockmgr_token(struct lockmgr *lm, uint64_t obj, uint32_t pid,
+		  uint64_t *token)
+{
+	struct lm_token k = { pid, 0 };
+	struct lm_obj *o;
+	int ret;
+
+	o = lm_pin_obj(lm, obj, &ret);
+	if (!o)
+		return ret;
+	ret = dl_backend_list(lm->be, o->resource, token_one, &k);
+	lm_unpin_obj(lm, o);
+	if (ret == 0 && k.token == 0)
+		ret = -ENODATA;
+	*token = k.token;
+	return ret;
+}
+
+int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out)
+{
+	struct lm_text t = { 0 };
+	char bs[256];
+	size_t nholds, nwaiters, nlost;
+	int ret;
+
+	ret = dl_backend_status(lm->be, bs, sizeof(bs));
+	if (ret < 0)
+		snprintf(bs, sizeof(bs), "health=down (%s)", strerror(-ret));
+	pthread_mutex_lock(&lm->mutex);
+	nholds = lm->nholds;
+	nwaiters = lm->nwaiters;
+	nlost = lm->nlost;
+	pthread_mutex_unlock(&lm->mutex);
+	text_add(&t, "host_id=%s\nbackend=%s\nguarantee=%s\nbackend_status=%s\n"
+		 "held=%zu waiting=%zu lost=%zu\nlock_timeout=%u\nversion=%s\n",
+		 lm->host_id, backend_shown, lm->be->ops->guarantee, bs,
+		 nholds, nwaiters, nlost, lm->conf.lock_timeout_s,
+		 DLOCKFS_VERSION);
+	if (t.err) {
+		free(t.buf);
+		return t.err;
+	}
+	*out = t.buf;
+	return 0;
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,
+		   char *err, size_t errlen)
+{
+	struct dl_backend_cb cb = { .granted = cb_granted,
+				    .failed = cb_failed,
+				    .lost = cb_lost };
+	pthread_condattr_t ca;
+	struct lockmgr *lm;
+	int ret;
+
+	lm = calloc(1, sizeof(*lm));
+	if (!lm)
+		return -ENOMEM;
+	lm->conf = *conf;
+	lm->host_id = strdup(conf->backend.host_id);
+	if (!lm->host_id) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	lm->conf.backend.host_id = lm->host_id;
+	lm->waiters.next = lm->waiters.prev = &lm->waiters;
+	pthread_mutex_init(&lm->mutex, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&lm->timer_cond, &ca);
+	pthread_condattr_destroy(&ca);
+
+	cb.ctx = lm;
+	ret = dl_backend_open(&lm->conf.backend, &cb, &lm->be, err, errlen);
+	if (ret < 0)
+		goto out_destroy;
+	if (conf->lock_timeout_s) {
+		ret = -pthread_create(&lm->timer, NULL, timer_main, lm);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot start timer thread: %s",
+				 strerror(-ret));
+			goto out_close;
+		}
+		lm->timer_started = true;
+	}
+	*out = lm;
+	return 0;
+
+out_close:
+	dl_backend_close(lm->be);
+out_destroy:
+	pthread_cond_destroy(&lm->timer_cond);
+	pthread_mutex_destroy(&lm->mutex);
+out_free:
+	free(lm->host_id);
+	free(lm);
+	return ret;
+}
+
+void lockmgr_destroy(struct lockmgr *lm)
+{
+	pthread_mutex_lock(&lm->mutex);
+	lm->stopping = true;
+	pthread_cond_signal(&lm->timer_cond);
+	pthread_mutex_unlock(&lm->mutex);
+	if (lm->timer_started)
+		pthread_join(lm->timer, NULL);
+
+	/* end every wait: the unmount interrupts its process anyway */
+	for (;;) {
+		struct lm_waiter *w;
+		uint64_t id = 0;
+
+		pthread_mutex_lock(&lm->mutex);
+		for (w = lm->waiters.next; w != &lm->waiters; w = w->next)
+			if (w->state == W_QUEUED && !w->cancelling) {
+				id = w->id;
+				break;
+			}
+		pthread_mutex_unlock(&lm->mutex);
+		if (!id)
+			break;
+		lm_cancel(lm, id, -EINTR);
+	}
+
+	/* release every lock this daemon holds */
+	for (size_t b = 0; b < LM_BUCKETS; b++) {
+		for (;;) {
+			struct lm_release rel;
+			struct lm_obj *o;
+
+			pthread_mutex_lock(&lm->mutex);
+			o = lm->objs[b];
+			while (o && !o->holds)
+				o = o->next;
+			if (!o) {
+				pthread_mutex_unlock(&lm->mutex);
+				break;
+			}
+			rel = (struct lm_release){ o->holds->space,
+						   o->holds->owner };
+			hold_remove(lm, o, o->holds);
+			o->pins++;
+			pthread_mutex_unlock(&lm->mutex);
+			lm_release_many(lm, o, &rel, 1);
+			lm_unpin_obj(lm, o);
+		}
+	}
+	dl_backend_close(lm->be);
+	for (size_t b = 0; b < LM_BUCKETS; b++) {
+		while (lm->objs[b]) {
+			struct lm_obj *o = lm->objs[b];
+
+			lm->objs[b] = o->next;
+			free(o->resource);
+			free(o);
+		}
+	}
+	while (lm->waiters.next != &lm->waiters) {
+		struct lm_waiter *w = lm->waiters.next;
+
+		lm->waiters.next = w->next;
+		free(w->spare);
+		free(w);
+	}
+	pthread_cond_destroy(&lm->timer_cond);
+	pthread_mutex_destroy(&lm->mutex);
+	free(lm->host_id);
+	free(lm);
+}

@@ -1,0 +1,108 @@
+/*
+ * lockmgr.h - the per-host lock manager.
+ *
+ * One manager serves every front-end (the FUSE mount now, the preload
+ * socket later).  It turns front-end requests into backend requests and
+ * keeps what only this host knows: which local owners hold or wait for
+ * which locks through which open files, the name each locked object is
+ * known by in the cluster, waits (interrupt, timeout, deadlock), and locks
+ * that were lost.
+ *
+ * An object ("obj") is what a front-end locks: the FUSE inode number.  Its
+ * resource name (the cluster-wide name) is looked up once, when the first
+ * lock or wait on it starts, and kept while any remains, so a rename of a
+ * locked file cannot make its unlock miss.
+ *
+ * Requests complete through a callback: lockmgr_submit() calls done()
+ * exactly once, either before it returns or later from whichever thread
+ * learns the outcome (an unlocking thread, a backend thread, the timer).
+ * done() is never called with a manager mutex held.
+ */
+#ifndef DL_LOCKMGR_H
+#define DL_LOCKMGR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+struct lockmgr;
+struct dl_file;
+
+typedef void (*lockmgr_done_fn)(void *arg, int err);
+/* the resource name of @obj, malloc'd; 0 or a negative errno */
+typedef int (*lockmgr_name_fn)(void *ctx, uint64_t obj, char **out);
+
+struct lockmgr_conf {
+	struct dl_backend_conf backend;
+	unsigned lock_timeout_s; /* 0: wait forever */
+	lockmgr_name_fn name;
+	void *name_ctx;
+};
+
+/* A lock or unlock request of a front-end. */
+struct lockmgr_req {
+	uint64_t obj;
+	struct dl_file *file; /* the open file it came through, or NULL */
+	enum dl_space space;
+	enum dl_lock_type type;
+	uint64_t start, end;
+	uint64_t owner;
+	uint32_t pid;
+	bool wait;
+};
+
+int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,
+		   char *err, size_t errlen);
+/* fail every wait with -EINTR, release every lock, close the backend */
+void lockmgr_destroy(struct lockmgr *lm);
+
+/*
+ * lockmgr_prepare() - register a lock request (type RD/WR) and return its
+ * wait id (never 0), or 0 on -ENOMEM.  Nothing is asked of the backend yet:
+ * this lets the front-end arm its interrupt hook first.
+ * lockmgr_submit() - send it; done(arg, err) follows exactly once with 0
+ * (granted), -EAGAIN, -EDEADLK (cycle or lock_timeout), -EINTR, -ENOLCK.
+ */
+uint64_t lockmgr_prepare(struct lockmgr *lm, const struct lockmgr_req *req,
+			 lockmgr_done_fn done, void *arg);
+void lockmgr_submit(struct lockmgr *lm, uint64_t wait_id);
+
+/* lockmgr_interrupt() - the caller gave up (signal): end the wait with
+ * -EINTR unless it is already decided.  Safe with any id, any time. */
+void lockmgr_interrupt(struct lockmgr *lm, uint64_t wait_id);
+
+/* unlock [start,end] of req->owner (req->type is ignored) */
+int lockmgr_unlock(struct lockmgr *lm, const struct lockmgr_req *req);
+
+/* F_GETLK: 0 no conflict, 1 *info filled, negative errno */
+int lockmgr_getlk(struct lockmgr *lm, const struct lockmgr_req *req,
+		  struct dl_lock_info *info);
+
+/* drop every lock of @owner on @obj in @space (close, flock release) */
+void lockmgr_release_owner(struct lockmgr *lm, uint64_t obj,
+			   enum dl_space space, uint64_t owner);
+
+/*
+ * lockmgr_release_file() - the last reference to @file is going away:
+ * drop its flock lock (@flock_owner, when @has_flock_owner) and the locks
+ * of owners that only ever locked through it (OFD locks), and forget it.
+ */
+void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
+			  struct dl_file *file, bool has_flock_owner,
+			  uint64_t flock_owner);
+
+/*
+ * Inspection.  lockmgr_describe() writes the text of user.dlock.locks
+ * (@waiters false) or user.dlock.waiters (true) for @obj into a malloc'd
+ * string; lockmgr_token() finds the newest fencing token held by @pid on
+ * @obj (-ENODATA if none); lockmgr_status() the text of user.dlock.status.
+ */
+int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters,
+		     char **out);
+int lockmgr_token(struct lockmgr *lm, uint64_t obj, uint32_t pid,
+		  uint64_t *token);
+int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out);
+
+#endif /* DL_LOCKMGR_H */

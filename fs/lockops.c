@@ -1,0 +1,284 @@
+/*
+ * lockops.c - FUSE's lock operations in front of the lock manager.
+ *
+ * The kernel sends flock(2) as FUSE_SETLK with the flock flag (owner: the
+ * open file description), fcntl/lockf/OFD locks as FUSE_SETLK(W) (owner:
+ * the process's files table, or the open file description for OFD locks),
+ * and never drops FUSE locks by itself: closing a descriptor arrives here
+ * as flush (drop the closing process's POSIX locks), the last close of a
+ * description as release (drop its flock and OFD locks).
+ *
+ * A blocking request keeps its fuse_req_t and is answered by the manager's
+ * done() callback, from whichever thread learns of the grant: no worker
+ * thread waits for a lock.  A signal to the waiting process arrives as a
+ * FUSE interrupt and ends the wait with EINTR (the kernel restarts the
+ * call when the handler asked for SA_RESTART, as it does on ext4).
+ */
+#include "fs/lockops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "backend/log.h"
+#include "fs/lockmgr.h"
+
+#define XATTR_PREFIX "user.dlock."
+
+static struct lockmgr *lm_of(fuse_req_t req)
+{
+	return dl_fs_of(req)->lm;
+}
+
+/* the manager's done(): answer the request, wherever we are */
+static void lk_done(void *arg, int err)
+{
+	fuse_req_t req = arg;
+
+	fuse_reply_err(req, -err);
+}
+
+/* FUSE_INTERRUPT for a waiting request; @data is its wait id */
+static void lk_interrupt(fuse_req_t req, void *data)
+{
+	lockmgr_interrupt(lm_of(req), (uint64_t)(uintptr_t)data);
+}
+
+static void lk_lock(fuse_req_t req, const struct lockmgr_req *r)
+{
+	struct lockmgr *lm = lm_of(req);
+	uint64_t id = lockmgr_prepare(lm, r, lk_done, req);
+
+	if (!id) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* armed before submission, so no interrupt can fall in between */
+	if (r->wait)
+		fuse_req_interrupt_func(req, lk_interrupt, (void *)(uintptr_t)id);
+	lockmgr_submit(lm, id);
+}
+
+static int type_from_flock(short l_type, enum dl_lock_type *t)
+{
+	switch (l_type) {
+	case F_RDLCK:
+		*t = DL_RDLCK;
+		return 0;
+	case F_WRLCK:
+		*t = DL_WRLCK;
+		return 0;
+	case F_UNLCK:
+		*t = DL_UNLCK;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static void lo_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct flock *lock, int sleep)
+{
+	struct lockmgr_req r = {
+		.obj = ino,
+		.file = dl_file_of(fi),
+		.space = DL_SPACE_POSIX,
+		.owner = fi->lock_owner,
+		.pid = (uint32_t)lock->l_pid,
+		.wait = sleep != 0,
+	};
+	int ret;
+
+	ret = type_from_flock(lock->l_type, &r.type);
+	if (ret == 0)
+		ret = range_from_flock(lock->l_start, lock->l_len, &r.start,
+				       &r.end);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (r.type == DL_UNLCK) {
+		fuse_reply_err(req, -lockmgr_unlock(lm_of(req), &r));
+		return;
+	}
+	lk_lock(req, &r);
+}
+
+static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     int op)
+{
+	struct lockmgr_req r = {
+		.obj = ino,
+		.file = dl_file_of(fi),
+		.space = DL_SPACE_FLOCK,
+		.start = 0,
+		.end = DL_RANGE_EOF,
+		.owner = fi->lock_owner,
+		.pid = (uint32_t)fuse_req_ctx(req)->pid,
+		.wait = !(op & LOCK_NB),
+	};
+
+	switch (op & ~LOCK_NB) {
+	case LOCK_SH:
+		r.type = DL_RDLCK;
+		break;
+	case LOCK_EX:
+		r.type = DL_WRLCK;
+		break;
+	case LOCK_UN:
+		fuse_reply_err(req, -lockmgr_unlock(lm_of(req), &r));
+		return;
+	default:
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	lk_lock(req, &r);
+}
+
+static void lo_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct flock *lock)
+{
+	struct lockmgr_req r = {
+		.obj = ino,
+		.file = dl_file_of(fi),
+		.space = DL_SPACE_POSIX,
+		.owner = fi->lock_owner,
+		.pid = (uint32_t)lock->l_pid,
+	};
+	struct dl_lock_info info;
+	int ret;
+
+	ret = type_from_flock(lock->l_type, &r.type);
+	if (ret == 0 && r.type == DL_UNLCK)
+		ret = -EINVAL;
+	if (ret == 0)
+		ret = range_from_flock(lock->l_start, lock->l_len, &r.start,
+				       &r.end);
+	if (ret == 0)
+		ret = lockmgr_getlk(lm_of(req), &r, &info);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (ret == 0) {
+		lock->l_type = F_UNLCK;
+	} else {
+		int64_t start, len;
+
+		range_to_flock(info.start, info.end, &start, &len);
+		lock->l_type = info.type == DL_WRLCK ? F_WRLCK : F_RDLCK;
+		lock->l_whence = SEEK_SET;
+		lock->l_start = start;
+		lock->l_len = len;
+		lock->l_pid = (pid_t)info.pid;
+	}
+	fuse_reply_lock(req, lock);
+}
+
+void lockops_fill(struct fuse_lowlevel_ops *ops)
+{
+	ops->setlk = lo_setlk;
+	ops->getlk = lo_getlk;
+	ops->flock = lo_flock;
+}
+
+void lockops_flush(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f,
+		   uint64_t lock_owner)
+{
+	lockmgr_release_owner(fs->lm, ino, DL_SPACE_POSIX, lock_owner);
+}
+
+void lockops_release(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f,
+		     const struct fuse_file_info *fi)
+{
+	lockmgr_release_file(fs->lm, ino, f, fi->flock_release != 0,
+			     fi->lock_owner);
+}
+
+bool lockops_is_virtual_xattr(const char *name)
+{
+	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0;
+}
+
+void lockops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		      size_t size)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+	const char *attr = name + strlen(XATTR_PREFIX);
+	char *text = NULL;
+	size_t len;
+	int ret;
+
+	if (strcmp(attr, "locks") == 0 || strcmp(attr, "waiters") == 0) {
+		ret = lockmgr_describe(fs->lm, ino, attr[0] == 'w', &text);
+	} else if (strcmp(attr, "token") == 0) {
+		uint64_t token;
+
+		ret = lockmgr_token(fs->lm, ino,
+				    (uint32_t)fuse_req_ctx(req)->pid, &token);
+		if (ret == 0 && asprintf(&text, "%" PRIu64, token) < 0)
+			ret = -ENOMEM;
+	} else if (strcmp(attr, "status") == 0 && ino == FUSE_ROOT_ID) {
+		ret = lockmgr_status(fs->lm, fs->backend_redacted, &text);
+	} else {
+		ret = -ENODATA;
+	}
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	len = strlen(text);
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, text, len);
+	free(text);
+}
+
+static int lockops_name(void *ctx, uint64_t obj, char **out)
+{
+	return dl_fs_resource(ctx, (fuse_ino_t)obj, out);
+}
+
+int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
+{
+	struct lockmgr_conf conf = {
+		.backend = {
+			.uri = fs->opt.backend,
+			.host_id = fs->opt.host_id,
+			.config = &fs->config,
+		},
+		.lock_timeout_s = fs->opt.lock_timeout,
+		.name = lockops_name,
+		.name_ctx = fs,
+	};
+	int ret;
+
+	/* a fresh incarnation per start: a restarted daemon owns nothing */
+	if (getrandom(&conf.backend.incarnation,
+		      sizeof(conf.backend.incarnation), 0) < 0)
+		conf.backend.incarnation =
+			((uint64_t)getpid() << 32) ^ (uint64_t)dl_now_ms();
+	ret = lockmgr_create(&conf, &fs->lm, err, errlen);
+	if (ret == 0)
+		dl_log(DL_LOG_INFO, "host %s, backend %s, lock_timeout %us",
+		       fs->opt.host_id, fs->backend_redacted,
+		       fs->opt.lock_timeout);
+	return ret;
+}
+
+void lockops_destroy(struct dl_fs *fs)
+{
+	if (!fs->lm)
+		return;
+	lockmgr_destroy(fs->lm);
+	fs->lm = NULL;
+}

@@ -1,0 +1,1235 @@
+/*
+ * passthrough.c - the FUSE low-level passthrough over BACKING_DIR.
+ *
+ * Every inode the kernel knows is an O_PATH descriptor in an inode table
+ * keyed by (st_dev, st_ino), with the kernel's lookup count; fuse_ino_t is
+ * the address of the table entry (FUSE_ROOT_ID is the backing directory).
+ * Open files and directories carry a struct dl_file in fi->fh.  This file
+ * knows nothing about locks: it calls the lockops_* hooks at flush and
+ * release, refuses writes through a file whose lock was lost, and leaves
+ * the "user.dlock.*" xattrs to lockops.c.
+ *
+ * It deliberately does not enable the writeback cache: a write must reach
+ * the backing store before the lock that covers it can be released.
+ *
+ * With allow_other and a root daemon, every operation that creates or
+ * opens a file runs with the caller's fsuid/fsgid (per thread), so the
+ * backing filesystem checks permissions and assigns owners as it would
+ * for the caller.  Supplementary groups are not switched.
+ *
+ * Invariants: an entry lives while its lookup count is non-zero (the root
+ * never goes); the count and the hash chains are guarded by
+ * pt_inode_table.lock, the descriptor and the key never change.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "backend/log.h"
+#include "fs/fs.h"
+#include "fs/lockops.h"
+
+/* attribute and entry cache timeouts, seconds */
+#define PT_TIMEOUT 1.0
+#define PT_MIN_BUCKETS 1024
+
+struct pt_inode {
+	struct pt_inode *next;	/* hash chain, guarded by table->lock */
+	int fd;			/* O_PATH | O_NOFOLLOW, never changes */
+	dev_t dev;
+	ino_t ino;
+	uint64_t nlookup;	/* guarded by table->lock */
+};
+
+struct pt_inode_table {
+	pthread_mutex_t lock;	/* guards buckets, nbuckets, count, nlookup */
+	struct pt_inode **buckets;
+	size_t nbuckets;	/* a power of two */
+	size_t count;
+	struct pt_inode root;	/* fd is fs->backing_fd, not ours to close */
+	bool switch_creds;	/* allow_other and we are root */
+};
+
+/* an open directory: fi->fh points at .f, which comes first */
+struct pt_dir {
+	struct dl_file f;
+	DIR *dp;
+	struct dirent *entry;	/* read but not yet sent */
+	off_t offset;
+};
+
+/* ---- inode table ---------------------------------------------------- */
+
+static struct pt_inode *pt_inode(struct dl_fs *fs, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return &fs->inodes->root;
+	return (struct pt_inode *)(uintptr_t)ino;
+}
+
+static int pt_fd(struct dl_fs *fs, fuse_ino_t ino)
+{
+	return pt_inode(fs, ino)->fd;
+}
+
+static fuse_ino_t pt_ino_of(struct pt_inode_table *t, struct pt_inode *in)
+{
+	return in == &t->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)in;
+}
+
+static size_t pt_hash(dev_t dev, ino_t ino, size_t nbuckets)
+{
+	uint64_t h = (uint64_t)ino ^ ((uint64_t)dev << 32 | (uint64_t)dev >> 32);
+
+	h *= 0x9e3779b97f4a7c15ULL;
+	h ^= h >> 31;
+	return (size_t)h & (nbuckets - 1);
+}
+
+/* caller holds t->lock */
+static struct pt_inode *pt_find(struct pt_inode_table *t, dev_t dev, ino_t ino)
+{
+	struct pt_inode *in = t->buckets[pt_hash(dev, ino, t->nbuckets)];
+
+	while (in && !(in->dev == dev && in->ino == ino))
+		in = in->next;
+	return in;
+}
+
+/* caller holds t->lock; a failed resize only makes chains longer */
+static void pt_insert(struct pt_inode_table *t, struct pt_inode *in)
+{
+	size_t h;
+
+	if (t->count >= t->nbuckets * 2) {
+		size_t n = t->nbuckets * 2;
+		struct pt_inode **b = calloc(n, sizeof(*b));
+
+		if (b) {
+			for (size_t i = 0; i < t->nbuckets; i++) {
+				struct pt_inode *p = t->buckets[i], *next;
+
+				for (; p; p = next) {
+					next = p->next;
+					h = pt_hash(p->dev, p->ino, n);
+					p->next = b[h];
+					b[h] = p;
+				}
+			}
+			free(t->buckets);
+			t->buckets = b;
+			t->nbuckets = n;
+		}
+	}
+	h = pt_hash(in->dev, in->ino, t->nbuckets);
+	in->next = t->buckets[h];
+	t->buckets[h] = in;
+	t->count++;
+}
+
+/* caller holds t->lock */
+static void pt_remove(struct pt_inode_table *t, struct pt_inode *in)
+{
+	struct pt_inode **pp = &t->buckets[pt_hash(in->dev, in->ino,
+						   t->nbuckets)];
+
+	while (*pp != in)
+		pp = &(*pp)->next;
+	*pp = in->next;
+	t->count--;
+}
+
+static void pt_forget_one(struct dl_fs *fs, fuse_ino_t ino, uint64_t n)
+{
+	struct pt_inode_table *t = fs->inodes;
+	struct pt_inode *in = pt_inode(fs, ino);
+	bool gone = false;
+
+	if (in == &t->root)
+		return;
+	pthread_mutex_lock(&t->lock);
+	if (in->nlookup < n) {
+		/* the kernel never forgets more than it looked up */
+		dl_log(DL_LOG_ERR, "forget: ino %llu: %llu > nlookup %llu",
+		       (unsigned long long)in->ino, (unsigned long long)n,
+		       (unsigned long long)in->nlookup);
+		n = in->nlookup;
+	}
+	in->nlookup -= n;
+	if (in->nlookup == 0) {
+		pt_remove(t, in);
+		gone = true;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (gone) {
+		close(in->fd);
+		free(in);
+	}
+}
+
+int dl_fs_init(struct dl_fs *fs)
+{
+	struct pt_inode_table *t;
+	struct stat st;
+	int err;
+
+	if (fstat(fs->backing_fd, &st) == -1)
+		return -errno;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->nbuckets = PT_MIN_BUCKETS;
+	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+	if (!t->buckets) {
+		err = -ENOMEM;
+		goto out_free;
+	}
+	err = -pthread_mutex_init(&t->lock, NULL);
+	if (err)
+		goto out_free_buckets;
+	t->root.fd = fs->backing_fd;
+	t->root.dev = st.st_dev;
+	t->root.ino = st.st_ino;
+	t->root.nlookup = 2;
+	pt_insert(t, &t->root);
+	t->switch_creds = fs->opt.allow_other && geteuid() == 0;
+	fs->inodes = t;
+	return 0;
+
+out_free_buckets:
+	free(t->buckets);
+out_free:
+	free(t);
+	return err;
+}
+
+void dl_fs_destroy(struct dl_fs *fs)
+{
+	struct pt_inode_table *t = fs->inodes;
+
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->nbuckets; i++) {
+		struct pt_inode *in = t->buckets[i], *next;
+
+		for (; in; in = next) {
+			next = in->next;
+			if (in == &t->root)
+				continue;
+			close(in->fd);
+			free(in);
+		}
+	}
+	pthread_mutex_destroy(&t->lock);
+	free(t->buckets);
+	free(t);
+	fs->inodes = NULL;
+}
+
+/*
+ * pt_do_lookup() - look @name up in @parent and take one lookup reference
+ * on its entry.  Returns 0 with @e filled, or a negative errno.
+ */
+static int pt_do_lookup(struct dl_fs *fs, fuse_ino_t parent, const char *name,
+			struct fuse_entry_param *e)
+{
+	struct pt_inode_table *t = fs->inodes;
+	struct pt_inode *in, *fresh;
+	int fd, err;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = PT_TIMEOUT;
+	e->entry_timeout = PT_TIMEOUT;
+
+	fd = openat(pt_fd(fs, parent), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd == -1)
+		return -errno;
+	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+	    == -1) {
+		err = -errno;
+		goto out_close;
+	}
+	fresh = calloc(1, sizeof(*fresh));
+	if (!fresh) {
+		err = -ENOMEM;
+		goto out_close;
+	}
+
+	pthread_mutex_lock(&t->lock);
+	in = pt_find(t, e->attr.st_dev, e->attr.st_ino);
+	if (in) {
+		in->nlookup++;
+	} else {
+		in = fresh;
+		in->fd = fd;
+		in->dev = e->attr.st_dev;
+		in->ino = e->attr.st_ino;
+		in->nlookup = 1;
+		pt_insert(t, in);
+		fresh = NULL;
+		fd = -1;
+	}
+	pthread_mutex_unlock(&t->lock);
+
+	free(fresh);
+	if (fd != -1)
+		close(fd);
+	e->ino = pt_ino_of(t, in);
+	return 0;
+
+out_close:
+	close(fd);
+	return err;
+}
+
+/* ---- helpers -------------------------------------------------------- */
+
+/* /proc/self/fd/N: how to reach an O_PATH descriptor by path */
+static void pt_proc_path(int fd, char *buf, size_t len)
+{
+	snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+struct pt_creds {
+	bool active;
+	uid_t uid;
+	gid_t gid;
+};
+
+static int pt_setfsuid(uid_t uid)
+{
+#ifdef SYS_setfsuid32
+	return (int)syscall(SYS_setfsuid32, uid);
+#else
+	return (int)syscall(SYS_setfsuid, uid);
+#endif
+}
+
+static int pt_setfsgid(gid_t gid)
+{
+#ifdef SYS_setfsgid32
+	return (int)syscall(SYS_setfsgid32, gid);
+#else
+	return (int)syscall(SYS_setfsgid, gid);
+#endif
+}
+
+/*
+ * pt_creds_enter() - act as the caller of @req in this thread (allow_other
+ * only).  setfsuid() reports no errors, so we read the value back.
+ * Returns 0 or -EPERM.
+ */
+static int pt_creds_enter(fuse_req_t req, struct pt_creds *old)
+{
+	const struct fuse_ctx *ctx;
+
+	old->active = false;
+	if (!dl_fs_of(req)->inodes->switch_creds)
+		return 0;
+	ctx = fuse_req_ctx(req);
+	old->gid = (gid_t)pt_setfsgid(ctx->gid);
+	old->uid = (uid_t)pt_setfsuid(ctx->uid);
+	old->active = true;
+	if ((gid_t)pt_setfsgid((gid_t)-1) != ctx->gid ||
+	    (uid_t)pt_setfsuid((uid_t)-1) != ctx->uid) {
+		pt_setfsuid(old->uid);
+		pt_setfsgid(old->gid);
+		old->active = false;
+		dl_log(DL_LOG_ERR, "setfsuid(%u)/setfsgid(%u) failed",
+		       (unsigned)ctx->uid, (unsigned)ctx->gid);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* undo pt_creds_enter(); preserves errno */
+static void pt_creds_leave(const struct pt_creds *old)
+{
+	int saved = errno;
+
+	if (old->active) {
+		pt_setfsuid(old->uid);
+		pt_setfsgid(old->gid);
+	}
+	errno = saved;
+}
+
+static struct dl_file *pt_file_new(int fd, fuse_ino_t ino)
+{
+	struct dl_file *f = malloc(sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->fd = fd;
+	f->ino = ino;
+	atomic_init(&f->lost, false);
+	f->lm_priv = NULL;
+	return f;
+}
+
+static struct pt_dir *pt_dir_of(const struct fuse_file_info *fi)
+{
+	return (struct pt_dir *)(uintptr_t)fi->fh;
+}
+
+/* ---- dl_fs_resource ------------------------------------------------- */
+
+/* readlink() of /proc/self/fd/@fd, malloc'd in *out; 0 or -errno */
+static int pt_fd_path(int fd, char **out)
+{
+	char proc[64];
+	size_t size = PATH_MAX;
+	ssize_t n;
+	char *buf = NULL;
+
+	pt_proc_path(fd, proc, sizeof(proc));
+	for (;;) {
+		char *b = realloc(buf, size);
+
+		if (!b) {
+			free(buf);
+			return -ENOMEM;
+		}
+		buf = b;
+		n = readlink(proc, buf, size);
+		if (n == -1) {
+			int err = -errno;
+
+			free(buf);
+			return err;
+		}
+		if ((size_t)n < size)
+			break;
+		size *= 2;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	return 0;
+}
+
+/* the part of @path under @base ("" for @base itself), or NULL */
+static const char *pt_under(const char *path, const char *base)
+{
+	size_t blen = strlen(base);
+
+	if (blen == 1 && base[0] == '/')
+		return path[0] == '/' ? path + 1 : NULL;
+	if (strncmp(path, base, blen) != 0)
+		return NULL;
+	if (path[blen] == '\0')
+		return path + blen;
+	if (path[blen] != '/')
+		return NULL;
+	return path + blen + 1;
+}
+
+int dl_fs_resource(struct dl_fs *fs, fuse_ino_t ino, char **out)
+{
+	char *path, *base = NULL;
+	const char *rel;
+	int err;
+
+	if (ino == FUSE_ROOT_ID) {
+		*out = strdup("");
+		return *out ? 0 : -ENOMEM;
+	}
+	err = pt_fd_path(pt_fd(fs, ino), &path);
+	if (err)
+		return err;
+	rel = pt_under(path, fs->opt.backing);
+	if (!rel) {
+		/* the backing directory itself may have been renamed */
+		if (pt_fd_path(fs->backing_fd, &base) == 0)
+			rel = pt_under(path, base);
+	}
+	if (!rel) {
+		dl_log(DL_LOG_DEBUG, "resource: %s is not under %s", path,
+		       fs->opt.backing);
+		err = -ESTALE;
+		goto out_free;
+	}
+	memmove(path, rel, strlen(rel) + 1);
+	*out = path;
+	path = NULL;
+out_free:
+	free(base);
+	free(path);
+	return err;
+}
+
+/* ---- the operations ------------------------------------------------- */
+
+static void pt_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* writes must reach the backing store before a lock is released */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* let the kernel clear setuid/setgid bits on write: we write as root */
+	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+	/* fuse_ino_t values are addresses, not stable handles */
+	conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
+	/* FUSE_CAP_POSIX_LOCKS and FUSE_CAP_FLOCK_LOCKS stay as libfuse set
+	 * them: on, because lockops_fill() provides the lock operations */
+}
+
+static void pt_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	int err = pt_do_lookup(dl_fs_of(req), parent, name, &e);
+
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void pt_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	pt_forget_one(dl_fs_of(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void pt_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+
+	for (size_t i = 0; i < count; i++)
+		pt_forget_one(fs, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void pt_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	if (fstatat(pt_fd(dl_fs_of(req), ino), "", &st,
+		    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	fuse_reply_attr(req, &st, PT_TIMEOUT);
+}
+
+/* the changes of setattr, in the order chmod, chown, truncate, utimens */
+static int pt_do_setattr(int ifd, const struct stat *attr, int valid,
+			 struct fuse_file_info *fi)
+{
+	int fd = fi ? dl_file_of(fi)->fd : -1;
+	char proc[64];
+
+	/* a truncate through a file whose lock was lost is a write */
+	if ((valid & FUSE_SET_ATTR_SIZE) && fi &&
+	    atomic_load(&dl_file_of(fi)->lost))
+		return -EIO;
+
+	pt_proc_path(ifd, proc, sizeof(proc));
+	if (valid & FUSE_SET_ATTR_MODE) {
+		if ((fd != -1 ? fchmod(fd, attr->st_mode)
+			      : chmod(proc, attr->st_mode)) == -1)
+			return -errno;
+	}
+	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = valid & FUSE_SET_ATTR_UID ? attr->st_uid
+						      : (uid_t)-1;
+		gid_t gid = valid & FUSE_SET_ATTR_GID ? attr->st_gid
+						      : (gid_t)-1;
+
+		if (fchownat(ifd, "", uid, gid,
+			     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+			return -errno;
+	}
+	if (valid & FUSE_SET_ATTR_SIZE) {
+		if ((fd != -1 ? ftruncate(fd, attr->st_size)
+			      : truncate(proc, attr->st_size)) == -1)
+			return -errno;
+	}
+	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec tv[2] = {
+			{ .tv_nsec = UTIME_OMIT },
+			{ .tv_nsec = UTIME_OMIT },
+		};
+
+		if (valid & FUSE_SET_ATTR_ATIME_NOW)
+			tv[0].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_ATIME)
+			tv[0] = attr->st_atim;
+		if (valid & FUSE_SET_ATTR_MTIME_NOW)
+			tv[1].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_MTIME)
+			tv[1] = attr->st_mtim;
+		if ((fd != -1 ? futimens(fd, tv)
+			      : utimensat(ifd, "", tv,
+					  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+		    == -1)
+			return -errno;
+	}
+	return 0;
+}
+
+static void pt_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int valid, struct fuse_file_info *fi)
+{
+	int ifd = pt_fd(dl_fs_of(req), ino);
+	struct pt_creds cr;
+	int err;
+
+	err = pt_creds_enter(req, &cr);
+	if (!err)
+		err = pt_do_setattr(ifd, attr, valid, fi);
+	pt_creds_leave(&cr);
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	pt_getattr(req, ino, fi);
+}
+
+static void pt_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[PATH_MAX + 1];
+	ssize_t n = readlinkat(pt_fd(dl_fs_of(req), ino), "", buf,
+			       sizeof(buf));
+
+	if (n == -1) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if ((size_t)n == sizeof(buf)) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	buf[n] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+enum pt_make_kind { PT_MKNOD, PT_MKDIR, PT_SYMLINK };
+
+/* create @name in @parent as the caller, then answer with its entry */
+static void pt_make(fuse_req_t req, fuse_ino_t parent, const char *name,
+		    enum pt_make_kind kind, mode_t mode, dev_t rdev,
+		    const char *link)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+	int dfd = pt_fd(fs, parent);
+	struct fuse_entry_param e;
+	struct pt_creds cr;
+	int err, res = -1;
+
+	err = pt_creds_enter(req, &cr);
+	if (!err) {
+		switch (kind) {
+		case PT_MKNOD:
+			res = mknodat(dfd, name, mode, rdev);
+			break;
+		case PT_MKDIR:
+			res = mkdirat(dfd, name, mode);
+			break;
+		case PT_SYMLINK:
+			res = symlinkat(link, dfd, name);
+			break;
+		}
+		err = res == -1 ? -errno : 0;
+	}
+	pt_creds_leave(&cr);
+	if (!err)
+		err = pt_do_lookup(fs, parent, name, &e);
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void pt_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	pt_make(req, parent, name, PT_MKNOD, mode, rdev, NULL);
+}
+
+static void pt_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	pt_make(req, parent, name, PT_MKDIR, mode, 0, NULL);
+}
+
+static void pt_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	pt_make(req, parent, name, PT_SYMLINK, 0, 0, link);
+}
+
+static void pt_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+	struct pt_inode *in = pt_inode(fs, ino);
+	struct fuse_entry_param e;
+	struct pt_creds cr;
+	char proc[64];
+	int err;
+
+	memset(&e, 0, sizeof(e));
+	e.attr_timeout = PT_TIMEOUT;
+	e.entry_timeout = PT_TIMEOUT;
+	pt_proc_path(in->fd, proc, sizeof(proc));
+
+	/* linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH */
+	err = pt_creds_enter(req, &cr);
+	if (!err && linkat(AT_FDCWD, proc, pt_fd(fs, newparent), newname,
+			   AT_SYMLINK_FOLLOW) == -1)
+		err = -errno;
+	pt_creds_leave(&cr);
+	if (!err && fstatat(in->fd, "", &e.attr,
+			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+		err = -errno;
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	pthread_mutex_lock(&fs->inodes->lock);
+	in->nlookup++;
+	pthread_mutex_unlock(&fs->inodes->lock);
+	e.ino = ino;
+	fuse_reply_entry(req, &e);
+}
+
+static void pt_remove_name(fuse_req_t req, fuse_ino_t parent,
+			   const char *name, int flags)
+{
+	struct pt_creds cr;
+	int err;
+
+	err = pt_creds_enter(req, &cr);
+	if (!err && unlinkat(pt_fd(dl_fs_of(req), parent), name, flags) == -1)
+		err = -errno;
+	pt_creds_leave(&cr);
+	fuse_reply_err(req, -err);
+}
+
+static void pt_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	pt_remove_name(req, parent, name, 0);
+}
+
+static void pt_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	pt_remove_name(req, parent, name, AT_REMOVEDIR);
+}
+
+static void pt_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+	struct pt_creds cr;
+	int err;
+
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	err = pt_creds_enter(req, &cr);
+	if (!err && renameat2(pt_fd(fs, parent), name, pt_fd(fs, newparent),
+			      newname, flags) == -1)
+		err = -errno;
+	pt_creds_leave(&cr);
+	fuse_reply_err(req, -err);
+}
+
+static void pt_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct pt_dir *d = calloc(1, sizeof(*d));
+	struct pt_creds cr;
+	int err, fd = -1;
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	err = pt_creds_enter(req, &cr);
+	if (!err) {
+		fd = openat(pt_fd(dl_fs_of(req), ino), ".",
+			    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd == -1)
+			err = -errno;
+	}
+	pt_creds_leave(&cr);
+	if (err)
+		goto out_free;
+	d->dp = fdopendir(fd);
+	if (!d->dp) {
+		err = -errno;
+		goto out_close;
+	}
+	d->f.fd = fd;
+	d->f.ino = ino;
+	atomic_init(&d->f.lost, false);
+	d->f.lm_priv = NULL;
+	fi->fh = (uintptr_t)&d->f;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* interrupted: the kernel will send no releasedir */
+		closedir(d->dp);
+		free(d);
+	}
+	return;
+
+out_close:
+	close(fd);
+out_free:
+	free(d);
+	fuse_reply_err(req, -err);
+}
+
+static bool pt_is_dot(const char *name)
+{
+	return name[0] == '.' &&
+	       (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+static void pt_do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			  off_t off, struct fuse_file_info *fi, bool plus)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+	struct pt_dir *d = pt_dir_of(fi);
+	char *buf = calloc(1, size), *p;
+	size_t rem = size;
+	int err = 0;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (off != d->offset) {
+		seekdir(d->dp, off);
+		d->entry = NULL;
+		d->offset = off;
+	}
+	p = buf;
+	for (;;) {
+		struct fuse_entry_param e;
+		const char *name;
+		size_t entsize;
+		off_t next;
+
+		if (!d->entry) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (!d->entry) {
+				err = errno;
+				break;
+			}
+		}
+		next = d->entry->d_off;
+		name = d->entry->d_name;
+		memset(&e, 0, sizeof(e));
+		/* ino 0 in readdirplus: a name without attributes */
+		if (!plus || pt_is_dot(name) ||
+		    pt_do_lookup(fs, ino, name, &e) != 0) {
+			memset(&e, 0, sizeof(e));
+			e.attr.st_ino = d->entry->d_ino;
+			e.attr.st_mode = (mode_t)d->entry->d_type << 12;
+		}
+		if (plus)
+			entsize = fuse_add_direntry_plus(req, p, rem, name, &e,
+							 next);
+		else
+			entsize = fuse_add_direntry(req, p, rem, name, &e.attr,
+						    next);
+		if (entsize > rem) {
+			if (e.ino)
+				pt_forget_one(fs, e.ino, 1);
+			break;
+		}
+		p += entsize;
+		rem -= entsize;
+		d->entry = NULL;
+		d->offset = next;
+	}
+	/* an error after some entries: send those, the next call sees it */
+	if (err && rem == size)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_buf(req, buf, size - rem);
+	free(buf);
+}
+
+static void pt_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		       off_t off, struct fuse_file_info *fi)
+{
+	pt_do_readdir(req, ino, size, off, fi, false);
+}
+
+static void pt_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	pt_do_readdir(req, ino, size, off, fi, true);
+}
+
+static void pt_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	struct pt_dir *d = pt_dir_of(fi);
+
+	closedir(d->dp);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void pt_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	int fd = dirfd(pt_dir_of(fi)->dp);
+	int res = datasync ? fdatasync(fd) : fsync(fd);
+
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+/* hand @fd to the kernel as a new open file of @ino; replies */
+static void pt_reply_open(fuse_req_t req, int fd, fuse_ino_t ino,
+			  struct fuse_file_info *fi,
+			  const struct fuse_entry_param *e)
+{
+	struct dl_file *f = pt_file_new(fd, ino);
+	int res;
+
+	if (!f) {
+		close(fd);
+		if (e)
+			pt_forget_one(dl_fs_of(req), e->ino, 1);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->fh = (uintptr_t)f;
+	res = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+	if (res == -ENOENT) {
+		/* interrupted: the kernel will send no release */
+		close(fd);
+		free(f);
+		if (e)
+			pt_forget_one(dl_fs_of(req), e->ino, 1);
+	}
+}
+
+static void pt_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+	struct fuse_entry_param e;
+	struct pt_creds cr;
+	int err, fd = -1;
+
+	err = pt_creds_enter(req, &cr);
+	if (!err) {
+		fd = openat(pt_fd(fs, parent), name,
+			    (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW,
+			    mode);
+		if (fd == -1)
+			err = -errno;
+	}
+	pt_creds_leave(&cr);
+	if (!err) {
+		err = pt_do_lookup(fs, parent, name, &e);
+		if (err)
+			close(fd);
+	}
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	pt_reply_open(req, fd, e.ino, fi, &e);
+}
+
+static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct pt_creds cr;
+	char proc[64];
+	int err, fd = -1;
+
+	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
+	err = pt_creds_enter(req, &cr);
+	if (!err) {
+		fd = open(proc, (fi->flags | O_CLOEXEC) & ~(O_NOFOLLOW | O_CREAT));
+		if (fd == -1)
+			err = -errno;
+	}
+	pt_creds_leave(&cr);
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	pt_reply_open(req, fd, ino, fi, NULL);
+}
+
+static void pt_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = dl_file_of(fi)->fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void pt_write_buf(fuse_req_t req, fuse_ino_t ino,
+			 struct fuse_bufvec *in, off_t off,
+			 struct fuse_file_info *fi)
+{
+	struct dl_file *f = dl_file_of(fi);
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+	ssize_t res;
+
+	/* as Linux NFS does: no write under a lock we no longer hold */
+	if (atomic_load(&f->lost)) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = f->fd;
+	out.buf[0].pos = off;
+	res = fuse_buf_copy(&out, in, 0);
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else
+		fuse_reply_write(req, (size_t)res);
+}
+
+static void pt_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dl_file *f = dl_file_of(fi);
+	int res;
+
+	lockops_flush(dl_fs_of(req), ino, f, fi->lock_owner);
+	/* close() of a duplicate reports the backing filesystem's errors
+	 * for this close (NFS flushes here) without closing f->fd */
+	res = close(dup(f->fd));
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+static void pt_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct dl_file *f = dl_file_of(fi);
+
+	lockops_release(dl_fs_of(req), ino, f, fi);
+	close(f->fd);
+	free(f);
+	fuse_reply_err(req, 0);
+}
+
+static void pt_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	int fd = dl_file_of(fi)->fd;
+	int res = datasync ? fdatasync(fd) : fsync(fd);
+
+	fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+static void pt_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs st;
+
+	if (fstatvfs(pt_fd(dl_fs_of(req), ino), &st) == -1)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+static void pt_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			 off_t offset, off_t length, struct fuse_file_info *fi)
+{
+	struct dl_file *f = dl_file_of(fi);
+
+	if (atomic_load(&f->lost)) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (fallocate(f->fd, mode, offset, length) == -1)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_err(req, 0);
+}
+
+static void pt_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	off_t res = lseek(dl_file_of(fi)->fd, off, whence);
+
+	if (res == -1)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, res);
+}
+
+static void pt_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct pt_creds cr;
+	char proc[64];
+	int err;
+
+	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
+	err = pt_creds_enter(req, &cr);
+	if (!err && faccessat(AT_FDCWD, proc, mask, AT_EACCESS) == -1)
+		err = -errno;
+	pt_creds_leave(&cr);
+	fuse_reply_err(req, -err);
+}
+
+/*
+ * Extended attributes: an O_PATH descriptor has no f*xattr(), so we go
+ * through /proc/self/fd/N, which resolves to the inode itself.
+ */
+static void pt_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct pt_creds cr;
+	char proc[64], *buf = NULL;
+	ssize_t n = -1;
+	int err;
+
+	if (lockops_is_virtual_xattr(name)) {
+		lockops_getxattr(req, ino, name, size);
+		return;
+	}
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
+	err = pt_creds_enter(req, &cr);
+	if (!err) {
+		n = getxattr(proc, name, buf, size);
+		if (n == -1)
+			err = -errno;
+	}
+	pt_creds_leave(&cr);
+	if (err)
+		fuse_reply_err(req, -err);
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
+	else
+		fuse_reply_xattr(req, (size_t)n);
+	free(buf);
+}
+
+static void pt_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct pt_creds cr;
+	char proc[64], *buf = NULL;
+	ssize_t n = -1;
+	int err;
+
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
+	err = pt_creds_enter(req, &cr);
+	if (!err) {
+		n = listxattr(proc, buf, size);
+		if (n == -1)
+			err = -errno;
+	}
+	pt_creds_leave(&cr);
+	if (err)
+		fuse_reply_err(req, -err);
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
+	else
+		fuse_reply_xattr(req, (size_t)n);
+	free(buf);
+}
+
+static void pt_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	struct pt_creds cr;
+	char proc[64];
+	int err;
+
+	/* the lock xattrs are views, not data */
+	if (lockops_is_virtual_xattr(name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
+	err = pt_creds_enter(req, &cr);
+	if (!err && setxattr(proc, name, value, size, flags) == -1)
+		err = -errno;
+	pt_creds_leave(&cr);
+	fuse_reply_err(req, -err);
+}
+
+static void pt_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct pt_creds cr;
+	char proc[64];
+	int err;
+
+	if (lockops_is_virtual_xattr(name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
+	err = pt_creds_enter(req, &cr);
+	if (!err && removexattr(proc, name) == -1)
+		err = -errno;
+	pt_creds_leave(&cr);
+	fuse_reply_err(req, -err);
+}
+
+void dl_passthrough_ops(struct fuse_lowlevel_ops *ops)
+{
+	ops->init = pt_init;
+	ops->lookup = pt_lookup;
+	ops->forget = pt_forget;
+	ops->forget_multi = pt_forget_multi;
+	ops->getattr = pt_getattr;
+	ops->setattr = pt_setattr;
+	ops->readlink = pt_readlink;
+	ops->mknod = pt_mknod;
+	ops->mkdir = pt_mkdir;
+	ops->symlink = pt_symlink;
+	ops->link = pt_link;
+	ops->unlink = pt_unlink;
+	ops->rmdir = pt_rmdir;
+	ops->rename = pt_rename;
+	ops->opendir = pt_opendir;
+	ops->readdir = pt_readdir;
+	ops->readdirplus = pt_readdirplus;
+	ops->releasedir = pt_releasedir;
+	ops->fsyncdir = pt_fsyncdir;
+	ops->create = pt_create;
+	ops->open = pt_open;
+	ops->read = pt_read;
+	ops->write_buf = pt_write_buf;
+	ops->flush = pt_flush;
+	ops->release = pt_release;
+	ops->fsync = pt_fsync;
+	ops->statfs = pt_statfs;
+	ops->fallocate = pt_fallocate;
+	ops->lseek = pt_lseek;
+	ops->access = pt_access;
+	ops->setxattr = pt_setxattr;
+	ops->getxattr = pt_getxattr;
+	ops->listxattr = pt_listxattr;
+	ops->removexattr = pt_removexattr;
+}
