@@ -96,6 +96,9 @@ typedef int (*dl_lock_info_fn)(const struct dl_lock_info *info, void *arg);
 struct dl_backend_ops {
 	const char *scheme; /* "local", "redis", ... */
 	const char *guarantee; /* one line for the status xattr and README */
+	/* other hosts share the store (and, usually, the files): the daemon
+	 * must invalidate its kernel caches of a file after each grant */
+	bool shared;
 	/* check the part of @uri after "scheme:"; no connection is made */
 	int (*check_uri)(const char *uri, char *err, size_t errlen);
 	int (*open)(const struct dl_backend_conf *conf,
@@ -107,7 +110,8 @@ struct dl_backend_ops {
 	int (*unlock)(struct dl_backend *be, const struct dl_lock_req *req);
 	int (*cancel)(struct dl_backend *be, uint64_t wait_id);
 	int (*release_owner)(struct dl_backend *be, const char *resource,
-			     enum dl_space space, uint64_t owner);
+			     enum dl_space space, uint64_t owner,
+			     uint64_t max_token);
 	int (*getlk)(struct dl_backend *be, const struct dl_lock_req *req,
 		     struct dl_lock_info *conflict);
 	int (*list)(struct dl_backend *be, const char *resource,
@@ -161,11 +165,19 @@ static inline int dl_backend_cancel(struct dl_backend *be, uint64_t wait_id)
 	return be->ops->cancel(be, wait_id);
 }
 
+/*
+ * drop the locks of @owner on @resource in @space that were granted with a
+ * token <= @max_token (DL_TOKEN_ALL: all of them) and hand the freed bytes
+ * to waiters.  A release names the grants it ends (DESIGN §3): a grant
+ * that raced ahead of a close, whose token is newer, survives it.  A lock
+ * piece merged into a newer grant carries the newer token and survives too.
+ */
 static inline int dl_backend_release_owner(struct dl_backend *be,
 					   const char *resource,
-					   enum dl_space space, uint64_t owner)
+					   enum dl_space space, uint64_t owner,
+					   uint64_t max_token)
 {
-	return be->ops->release_owner(be, resource, space, owner);
+	return be->ops->release_owner(be, resource, space, owner, max_token);
 }
 
 /* 0 no conflict, 1 *conflict filled, negative errno */

@@ -291,7 +291,7 @@ static int local_lock(struct dl_backend *be, const struct dl_lock_req *req,
 				ret = 0;
 				goto out_unlock;
 			}
-			range_set_remove_owner(set, req->owner);
+			range_set_remove_owner(set, req->owner, DL_TOKEN_ALL);
 			grant_waiters(lb, res, &grants);
 			break;
 		}
@@ -382,7 +382,8 @@ static int local_cancel(struct dl_backend *be, uint64_t wait_id)
 }
 
 static int local_release_owner(struct dl_backend *be, const char *resource,
-			       enum dl_space space, uint64_t owner)
+			       enum dl_space space, uint64_t owner,
+			       uint64_t max_token)
 {
 	struct local_backend *lb = local_of(be);
 	struct local_grants grants = { 0 };
@@ -390,7 +391,7 @@ static int local_release_owner(struct dl_backend *be, const char *resource,
 
 	pthread_mutex_lock(&lb->mutex);
 	res = res_find(lb, resource);
-	if (res && range_set_remove_owner(&res->sets[space], owner)) {
+	if (res && range_set_remove_owner(&res->sets[space], owner, max_token)) {
 		grant_waiters(lb, res, &grants);
 		res_put(lb, res);
 	}

@@ -228,17 +228,23 @@ int range_set_apply(struct dl_range_set *set, const struct dl_range_lock *req)
 	return 0;
 }
 
-size_t range_set_remove_owner(struct dl_range_set *set, uint64_t owner)
+size_t range_set_remove_owner(struct dl_range_set *set, uint64_t owner,
+			      uint64_t max_token)
 {
 	size_t lo = range_owner_bound(set, owner, false);
 	size_t hi = range_owner_bound(set, owner, true);
+	size_t keep = lo;
 
-	if (hi > lo) {
-		memmove(&set->v[lo], &set->v[hi],
+	/* compact the owner's run, keeping the locks of newer grants */
+	for (size_t i = lo; i < hi; i++)
+		if (set->v[i].token > max_token)
+			set->v[keep++] = set->v[i];
+	if (keep < hi) {
+		memmove(&set->v[keep], &set->v[hi],
 			(set->n - hi) * sizeof(set->v[0]));
-		set->n -= hi - lo;
+		set->n -= hi - keep;
 	}
-	return hi - lo;
+	return hi - keep;
 }
 
 bool range_set_owner_has(const struct dl_range_set *set, uint64_t owner)

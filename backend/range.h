@@ -104,10 +104,15 @@ range_set_find_conflict(const struct dl_range_set *set,
 int range_set_apply(struct dl_range_set *set, const struct dl_range_lock *req);
 
 /*
- * range_set_remove_owner() - drop every lock of @owner.
+ * range_set_remove_owner() - drop the locks of @owner whose token is at
+ * most @max_token (DL_TOKEN_ALL: every lock of @owner).  Locks made or
+ * merged by a newer grant survive: a release names the grants it
+ * releases, so a late release cannot free a newer lock.
  * Returns the number of locks removed.
  */
-size_t range_set_remove_owner(struct dl_range_set *set, uint64_t owner);
+#define DL_TOKEN_ALL UINT64_MAX
+size_t range_set_remove_owner(struct dl_range_set *set, uint64_t owner,
+			      uint64_t max_token);
 
 /* range_set_owner_has() - true when @owner holds any lock in @set. */
 bool range_set_owner_has(const struct dl_range_set *set, uint64_t owner);

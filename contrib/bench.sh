@@ -31,9 +31,10 @@ is_mounted() {
 
 # shellcheck disable=SC2317  # reached through the traps
 cleanup() {
-	local rc=$? _
+	local rc=$? _ was_mounted=""
 	trap - EXIT INT TERM HUP
 	if is_mounted; then
+		was_mounted=1
 		for _ in 1 2 3 4 5; do
 			fusermount3 -u "$mnt" 2>/dev/null && break
 			sleep 0.2
@@ -44,8 +45,9 @@ cleanup() {
 		fi
 	fi
 	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-		# unmounting ends a -f daemon; give it 5 s, then stop it
+		# unmounting ends a -f daemon: give it 5 s to exit by itself
 		for _ in $(seq 50); do
+			[ -n "$was_mounted" ] || break
 			kill -0 "$daemon_pid" 2>/dev/null || break
 			sleep 0.1
 		done

@@ -36,15 +36,25 @@
 
 #define LM_BUCKETS 1024
 #define LM_DEADLOCK_MAX_OWNERS 64 /* bound on the wait-for graph walk */
+#define LM_HOLD_FILES 4
 
 struct lm_hold {
 	struct lm_hold *next;
 	uint64_t owner;
 	enum dl_space space;
-	struct dl_file *file; /* first file locked through; NULL once closed */
-	bool multi_file;      /* also locked through another file */
-	bool lost;	      /* the backend no longer has its locks */
+	/*
+	 * The open files the owner locked through.  When the last of them is
+	 * released the owner's locks here go too: that ends OFD locks (whose
+	 * owner is the open file description) and is a no-op for a process's
+	 * POSIX locks, which its closes have already dropped.  Past
+	 * LM_HOLD_FILES files we stop tracking and rely on flush alone.
+	 */
+	struct dl_file *files[LM_HOLD_FILES];
+	unsigned nfiles;
+	bool untracked;
+	bool lost; /* the backend no longer has its locks */
 	int64_t lost_ms;
+	uint64_t max_token; /* newest grant: what a release may end */
 };
 
 struct lm_obj {
@@ -154,7 +164,8 @@ static struct lm_hold *hold_find(struct lm_obj *o, uint64_t owner,
 
 /* record a grant; uses *spare if a new hold is needed */
 static void hold_add(struct lockmgr *lm, struct lm_obj *o,
-		     const struct lockmgr_req *req, struct lm_hold **spare)
+		     const struct lockmgr_req *req, uint64_t token,
+		     struct lm_hold **spare)
 {
 	struct lm_hold *h = hold_find(o, req->owner, req->space);
 
@@ -163,20 +174,38 @@ static void hold_add(struct lockmgr *lm, struct lm_obj *o,
 		h->lost = false;
 		lm->nlost--;
 	}
-	if (h) {
-		if (!h->file)
-			h->file = req->file;
-		else if (req->file && h->file != req->file)
-			h->multi_file = true;
-		return;
+	if (!h) {
+		h = *spare;
+		*spare = NULL;
+		*h = (struct lm_hold){ .owner = req->owner,
+				       .space = req->space };
+		h->next = o->holds;
+		o->holds = h;
+		lm->nholds++;
 	}
-	h = *spare;
-	*spare = NULL;
-	*h = (struct lm_hold){ .owner = req->owner, .space = req->space,
-			       .file = req->file };
-	h->next = o->holds;
-	o->holds = h;
-	lm->nholds++;
+	if (token > h->max_token)
+		h->max_token = token;
+	if (!req->file || h->untracked)
+		return;
+	for (unsigned i = 0; i < h->nfiles; i++)
+		if (h->files[i] == req->file)
+			return;
+	if (h->nfiles == LM_HOLD_FILES)
+		h->untracked = true;
+	else
+		h->files[h->nfiles++] = req->file;
+}
+
+/* forget @file; true when it was the last file of a tracked hold */
+static bool hold_forget_file(struct lm_hold *h, const struct dl_file *file)
+{
+	for (unsigned i = 0; i < h->nfiles; i++) {
+		if (h->files[i] != file)
+			continue;
+		h->files[i] = h->files[--h->nfiles];
+		return h->nfiles == 0 && !h->untracked;
+	}
+	return false;
 }
 
 static void hold_remove(struct lockmgr *lm, struct lm_obj *o,
@@ -264,7 +293,7 @@ static void cb_granted(void *ctx, uint64_t wait_id, uint64_t token)
 		dl_log(DL_LOG_ERR, "grant for unknown wait %" PRIu64, wait_id);
 		return;
 	}
-	hold_add(lm, w->o, &w->req, &w->spare);
+	hold_add(lm, w->o, &w->req, token, &w->spare);
 	dl_log(DL_LOG_DEBUG, "granted %s %s %s [%" PRIu64 ",%" PRIu64
 	       "] owner=%" PRIx64 " token=%" PRIu64 " after waiting",
 	       w->o->resource, space_name(w->req.space),
@@ -307,8 +336,8 @@ static void cb_lost(void *ctx, const char *resource, enum dl_space space,
 			h->lost = true;
 			h->lost_ms = dl_now_ms();
 			lm->nlost++;
-			if (h->file)
-				atomic_store(&h->file->lost, true);
+			for (unsigned i = 0; i < h->nfiles; i++)
+				atomic_store(&h->files[i]->lost, true);
 			dl_log(DL_LOG_WARNING,
 			       "lock lost: %s %s owner=%" PRIx64 ": %s; writes "
 			       "through its descriptors now fail with EIO",
@@ -617,7 +646,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		return;
 	}
 	if (ret == 0)
-		hold_add(lm, o, &w->req, &w->spare);
+		hold_add(lm, o, &w->req, token, &w->spare);
 	dl_log(DL_LOG_DEBUG, "%s %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%"
 	       PRIx64 " pid=%u: %s", ret == 0 ? "granted" : "refused",
 	       o->resource, space_name(w->req.space), type_name(w->req.type),
@@ -650,6 +679,7 @@ void lockmgr_interrupt(struct lockmgr *lm, uint64_t id)
 int lockmgr_unlock(struct lockmgr *lm, const struct lockmgr_req *req)
 {
 	struct dl_lock_req breq;
+	uint64_t max_token;
 	struct lm_hold *h;
 	struct lm_obj *o;
 	int ret;
@@ -663,6 +693,7 @@ int lockmgr_unlock(struct lockmgr *lm, const struct lockmgr_req *req)
 		return 0;
 	}
 	o->pins++;
+	max_token = h->max_token;
 	req_to_backend(req, o->resource, 0, &breq);
 	breq.type = DL_UNLCK;
 	pthread_mutex_unlock(&lm->mutex);
@@ -671,8 +702,9 @@ int lockmgr_unlock(struct lockmgr *lm, const struct lockmgr_req *req)
 
 	pthread_mutex_lock(&lm->mutex);
 	if (ret == 0 && req->start == 0 && req->end == DL_RANGE_EOF) {
+		/* all gone, unless a grant of another thread came meanwhile */
 		h = hold_find(o, req->owner, req->space);
-		if (h)
+		if (h && h->max_token == max_token)
 			hold_remove(lm, o, h);
 	}
 	o->pins--;
@@ -701,6 +733,7 @@ int lockmgr_getlk(struct lockmgr *lm, const struct lockmgr_req *req,
 struct lm_release {
 	enum dl_space space;
 	uint64_t owner;
+	uint64_t max_token;
 };
 
 static void lm_release_many(struct lockmgr *lm, struct lm_obj *o,
@@ -708,7 +741,8 @@ static void lm_release_many(struct lockmgr *lm, struct lm_obj *o,
 {
 	for (size_t i = 0; i < n; i++) {
 		int ret = dl_backend_release_owner(lm->be, o->resource,
-						   v[i].space, v[i].owner);
+						   v[i].space, v[i].owner,
+						   v[i].max_token);
 
 		if (ret < 0)
 			dl_log(DL_LOG_WARNING,
@@ -721,7 +755,7 @@ static void lm_release_many(struct lockmgr *lm, struct lm_obj *o,
 void lockmgr_release_owner(struct lockmgr *lm, uint64_t obj,
 			   enum dl_space space, uint64_t owner)
 {
-	struct lm_release rel = { space, owner };
+	struct lm_release rel = { space, owner, 0 };
 	struct lm_hold *h;
 	struct lm_obj *o;
 
@@ -732,6 +766,7 @@ void lockmgr_release_owner(struct lockmgr *lm, uint64_t obj,
 		pthread_mutex_unlock(&lm->mutex);
 		return;
 	}
+	rel.max_token = h->max_token;
 	hold_remove(lm, o, h);
 	o->pins++;
 	pthread_mutex_unlock(&lm->mutex);
@@ -741,8 +776,7 @@ void lockmgr_release_owner(struct lockmgr *lm, uint64_t obj,
 }
 
 void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
-			  struct dl_file *file, bool has_flock_owner,
-			  uint64_t flock_owner)
+			  struct dl_file *file)
 {
 	struct lm_release *rel = NULL;
 	struct lm_hold *h, *next;
@@ -756,34 +790,28 @@ void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
 		return;
 	}
 	for (h = o->holds; h; h = next) {
-		bool drop;
-
 		next = h->next;
-		if (h->space == DL_SPACE_FLOCK)
-			drop = has_flock_owner && h->owner == flock_owner;
-		else
-			drop = h->file == file && !h->multi_file;
-		if (!drop) {
-			if (h->file == file)
-				h->file = NULL;
+		if (!hold_forget_file(h, file))
 			continue;
-		}
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 4;
 			struct lm_release *p = realloc(rel, nc * sizeof(*p));
 
 			if (!p) {
-				/* keep the hold: the owner's next close or
-				 * the unmount releases it */
-				if (h->file == file)
-					h->file = NULL;
+				/* keep the hold: the unmount releases it */
+				h->untracked = true;
 				continue;
 			}
 			rel = p;
 			cap = nc;
 		}
-		rel[n++] = (struct lm_release){ h->space, h->owner };
+		rel[n++] = (struct lm_release){ h->space, h->owner,
+						h->max_token };
 		hold_remove(lm, o, h);
+	}
+	if (!n) {
+		pthread_mutex_unlock(&lm->mutex);
+		return;
 	}
 	o->pins++;
 	pthread_mutex_unlock(&lm->mutex);
@@ -1074,7 +1102,8 @@ void lockmgr_destroy(struct lockmgr *lm)
 				break;
 			}
 			rel = (struct lm_release){ o->holds->space,
-						   o->holds->owner };
+						   o->holds->owner,
+						   DL_TOKEN_ALL };
 			hold_remove(lm, o, o->holds);
 			o->pins++;
 			pthread_mutex_unlock(&lm->mutex);

@@ -85,13 +85,12 @@ void lockmgr_release_owner(struct lockmgr *lm, uint64_t obj,
 			   enum dl_space space, uint64_t owner);
 
 /*
- * lockmgr_release_file() - the last reference to @file is going away:
- * drop its flock lock (@flock_owner, when @has_flock_owner) and the locks
- * of owners that only ever locked through it (OFD locks), and forget it.
+ * lockmgr_release_file() - the last reference to the open file @file is
+ * going away: owners whose every lock here was taken through @file lose
+ * them (its flock lock, its OFD locks), and @file is forgotten.
  */
 void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
-			  struct dl_file *file, bool has_flock_owner,
-			  uint64_t flock_owner);
+			  struct dl_file *file);
 
 /*
  * Inspection.  lockmgr_describe() writes the text of user.dlock.locks

@@ -110,6 +110,12 @@ static void lo_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	lk_lock(req, &r);
 }
 
+/*
+ * The owner of a flock lock is the open file description.  The kernel names
+ * it by the address of its struct file, which a new open can reuse while
+ * the old one's FUSE_RELEASE is still queued (release is asynchronous), so
+ * we name it by our own file handle instead: it lives until that release.
+ */
 static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     int op)
 {
@@ -119,7 +125,7 @@ static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		.space = DL_SPACE_FLOCK,
 		.start = 0,
 		.end = DL_RANGE_EOF,
-		.owner = fi->lock_owner,
+		.owner = (uint64_t)(uintptr_t)dl_file_of(fi),
 		.pid = (uint32_t)fuse_req_ctx(req)->pid,
 		.wait = !(op & LOCK_NB),
 	};
@@ -197,8 +203,7 @@ void lockops_flush(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f,
 void lockops_release(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f,
 		     const struct fuse_file_info *fi)
 {
-	lockmgr_release_file(fs->lm, ino, f, fi->flock_release != 0,
-			     fi->lock_owner);
+	lockmgr_release_file(fs->lm, ino, f);
 }
 
 bool lockops_is_virtual_xattr(const char *name)

@@ -52,11 +52,11 @@ struct pt_inode {
 };
 
 struct pt_inode_table {
-	pthread_mutex_t lock;	/* guards buckets, nbuckets, count, nlookup */
+	pthread_mutex_t lock;	/* guards buckets, count, every nlookup */
 	struct pt_inode **buckets;
 	size_t nbuckets;	/* a power of two */
 	size_t count;
-	struct pt_inode root;	/* fd is fs->backing_fd, not ours to close */
+	struct pt_inode root;	/* fd: fs->backing_fd, main.c closes it */
 	bool switch_creds;	/* allow_other and we are root */
 };
 
@@ -89,7 +89,8 @@ static fuse_ino_t pt_ino_of(struct pt_inode_table *t, struct pt_inode *in)
 
 static size_t pt_hash(dev_t dev, ino_t ino, size_t nbuckets)
 {
-	uint64_t h = (uint64_t)ino ^ ((uint64_t)dev << 32 | (uint64_t)dev >> 32);
+	uint64_t d = (uint64_t)dev;
+	uint64_t h = (uint64_t)ino ^ (d << 32 | d >> 32);
 
 	h *= 0x9e3779b97f4a7c15ULL;
 	h ^= h >> 31;
@@ -959,7 +960,8 @@ static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
 	err = pt_creds_enter(req, &cr);
 	if (!err) {
-		fd = open(proc, (fi->flags | O_CLOEXEC) & ~(O_NOFOLLOW | O_CREAT));
+		fd = open(proc,
+			  (fi->flags | O_CLOEXEC) & ~(O_NOFOLLOW | O_CREAT));
 		if (fd == -1)
 			err = -errno;
 	}
@@ -1013,7 +1015,9 @@ static void pt_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	lockops_flush(dl_fs_of(req), ino, f, fi->lock_owner);
 	/* close() of a duplicate reports the backing filesystem's errors
 	 * for this close (NFS flushes here) without closing f->fd */
-	res = close(dup(f->fd));
+	res = dup(f->fd);
+	if (res != -1)
+		res = close(res);
 	fuse_reply_err(req, res == -1 ? errno : 0);
 }
 

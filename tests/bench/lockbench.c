@@ -28,8 +28,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <inttypes.h>
 #include <linux/magic.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +37,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
+#include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -293,13 +293,17 @@ static int pp_step(int fd, struct pp_shm *shm, int old, int want, size_t h)
 	return 0;
 }
 
-/* Process B.  Never returns. */
-static void pp_child(struct target *t, struct pp_shm *shm, int ready_fd)
+/* Process B, child of A (parent_pid).  Never returns. */
+static void pp_child(struct target *t, struct pp_shm *shm, int ready_fd,
+		     pid_t parent_pid)
 {
 	int fd, old = 2, want = 0, err;
 	size_t h = 0;
 	uint64_t t_acq;
 
+	/* a dead A frees every lock: B alone would spin until its alarm */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent_pid)
+		_exit(1);
 	alarm((unsigned)cfg.seconds + HANG_MARGIN_S);
 	fd = openat(t->dirfd, t->name, O_RDWR | O_CLOEXEC);
 	err = fd < 0 ? -errno : set_lock(fd, F_SETLK, F_WRLCK, 2, 1);
@@ -386,7 +390,8 @@ out_wait:
 
 static int pp_run(struct target *t, struct result *r)
 {
-	size_t cap = cfg.iters < 3 ? 3 : cfg.iters;
+	size_t cap = cfg.iters < 3 ? 3 : cfg.iters; /* B, A, B at least */
+	pid_t parent_pid = getpid();
 	size_t len = sizeof(struct pp_shm) + cap * sizeof(uint64_t);
 	struct pp_shm *shm;
 	int pipefd[2], err;
@@ -411,7 +416,7 @@ static int pp_run(struct target *t, struct result *r)
 	}
 	if (child == 0) {
 		close(pipefd[0]);
-		pp_child(t, shm, pipefd[1]);
+		pp_child(t, shm, pipefd[1], parent_pid);
 	}
 	close(pipefd[1]);
 	pipefd[1] = -1;

@@ -490,24 +490,47 @@ START_TEST(test_owners_sorted_and_removed)
 	ck_assert(range_set_owner_has(&set, U64));
 	ck_assert(!range_set_owner_has(&set, 2));
 	ck_assert(!range_set_owner_has(&set, U64 - 1));
-	ck_assert_uint_eq(range_set_remove_owner(&set, 5), 3);
-	ck_assert_uint_eq(range_set_remove_owner(&set, 5), 0);
-	ck_assert_uint_eq(range_set_remove_owner(&set, 7), 0);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 5, DL_TOKEN_ALL), 3);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 5, DL_TOKEN_ALL), 0);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 7, DL_TOKEN_ALL), 0);
 	ck_assert(!range_set_owner_has(&set, 5));
 	expect(&set, (const struct piece[]){ { 0, 0, 9, 3, DL_RDLCK },
 					     { 1, 5, 6, 6, DL_RDLCK },
 					     { U64, 0, 9, 1, DL_RDLCK } },
 	       3);
-	ck_assert_uint_eq(range_set_remove_owner(&set, U64), 1);
-	ck_assert_uint_eq(range_set_remove_owner(&set, 0), 1);
-	ck_assert_uint_eq(range_set_remove_owner(&set, 1), 1);
+	ck_assert_uint_eq(range_set_remove_owner(&set, U64, DL_TOKEN_ALL), 1);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 0, DL_TOKEN_ALL), 1);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 1, DL_TOKEN_ALL), 1);
 	ck_assert_uint_eq(set.n, 0);
 	range_set_free(&set);
 	ck_assert_ptr_null(set.v);
 	ck_assert_uint_eq(set.cap, 0);
 	range_set_free(&set); /* twice is harmless */
 	ck_assert(!range_set_owner_has(&set, 0));
-	ck_assert_uint_eq(range_set_remove_owner(&set, 0), 0);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 0, DL_TOKEN_ALL), 0);
+}
+END_TEST
+
+/* A release names the grants it ends: newer grants survive it. */
+START_TEST(test_remove_owner_upto_token)
+{
+	struct dl_range_set set = { 0 };
+
+	apply_ok(&set, 1, DL_WRLCK, 0, 9, 1);
+	apply_ok(&set, 1, DL_RDLCK, 20, 29, 2);
+	apply_ok(&set, 1, DL_WRLCK, 40, 49, 3);
+	apply_ok(&set, 2, DL_WRLCK, 100, 109, 4);
+	/* merging into a newer grant carries the piece past the release */
+	apply_ok(&set, 1, DL_WRLCK, 10, 15, 5);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 1, 3), 2);
+	expect(&set, (const struct piece[]){ { 1, 0, 15, 5, DL_WRLCK },
+					     { 2, 100, 109, 4, DL_WRLCK } },
+	       2);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 1, 4), 0);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 1, 5), 1);
+	ck_assert_uint_eq(range_set_remove_owner(&set, 2, 0), 0);
+	ck_assert_uint_eq(set.n, 1);
+	range_set_free(&set);
 }
 END_TEST
 
@@ -695,7 +718,7 @@ static void random_run(uint64_t seed, uint64_t base)
 
 			for (size_t i = 0; i < set.n; i++)
 				had += set.v[i].owner == owners[o];
-			REQUIRE(range_set_remove_owner(&set, owners[o]) == had,
+			REQUIRE(range_set_remove_owner(&set, owners[o], DL_TOKEN_ALL) == had,
 				"seed=%" PRIu64 " op=%d: remove_owner", seed, op);
 			memset(m.t[o], 0, sizeof(m.t[o]));
 			memset(m.tok[o], 0, sizeof(m.tok[o]));
@@ -814,6 +837,7 @@ static Suite *range_suite(void)
 	tcase_add_test(tc, test_einval);
 	tcase_add_test(tc, test_owners_sorted_and_removed);
 	tcase_add_test(tc, test_token_rules);
+	tcase_add_test(tc, test_remove_owner_upto_token);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("random");

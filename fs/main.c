@@ -1,0 +1,700 @@
+/*
+ * main.c - the dlockfs command: parse and check the options, mount,
+ * start the lock manager, serve FUSE until unmounted or signalled.
+ *
+ * Every usage error is found before anything is mounted and is reported
+ * as one line "dlockfs: <reason>" with exit status 2.  A failure after
+ * that (mount, backend connection) exits 1.  Exit 0 after a clean stop.
+ *
+ * We fork to the background ourselves instead of calling fuse_daemonize():
+ * the lock manager starts threads, which would not survive a later fork,
+ * and its errors (backend unreachable) must still reach the terminal and
+ * the exit status of the command that started us.
+ *
+ * Config values are never printed: the file may hold credentials.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fuse_opt.h>
+
+#include "backend/backend.h"
+#include "backend/config.h"
+#include "backend/log.h"
+#include "fs/fs.h"
+#include "fs/lockops.h"
+
+#define EXIT_USAGE 2
+
+/* what the command line said, before defaults and the config file */
+struct main_args {
+	char *backend;
+	char *host_id;
+	char *config;
+	char *lock_timeout;
+	char *pos[2];		/* BACKING_DIR, MOUNTPOINT */
+	int npos;
+	char *extra;		/* the first surplus argument */
+	char *bad_option;	/* the first unknown option */
+	int foreground;
+	int debug;
+	int help;
+	int version;
+	int allow_other;
+	int default_permissions;
+};
+
+enum {
+	KEY_FOREGROUND,
+	KEY_DEBUG,
+	KEY_HELP,
+	KEY_VERSION,
+	KEY_ALLOW_OTHER,
+	KEY_DEFAULT_PERMISSIONS,
+};
+
+#define MAIN_OPT(t, p) { t, offsetof(struct main_args, p), 1 }
+
+static const struct fuse_opt main_opts[] = {
+	MAIN_OPT("backend=%s", backend),
+	MAIN_OPT("host_id=%s", host_id),
+	MAIN_OPT("config=%s", config),
+	MAIN_OPT("lock_timeout=%s", lock_timeout),
+	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("--debug", KEY_DEBUG),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
+	FUSE_OPT_END
+};
+
+/*
+ * Until the file system is mounted, libfuse's error messages are kept
+ * here so that we can report them as our one line; afterwards they go
+ * through dl_log().  Only the main thread runs before the mount.
+ */
+static bool main_capture = true;
+static char main_captured[512];
+
+static void main_fuse_log(enum fuse_log_level level, const char *fmt,
+			  va_list ap)
+{
+	char msg[1024];
+	const char *m = msg;
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (main_capture && level <= FUSE_LOG_ERR) {
+		/* libfuse writes one line in several pieces: keep the first
+		 * line whole */
+		n = strlen(main_captured);
+		if (n == 0 || main_captured[n - 1] != '\n')
+			snprintf(main_captured + n, sizeof(main_captured) - n,
+				 "%.*s", (int)(sizeof(main_captured) - n - 1),
+				 msg);
+		return;
+	}
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	if (strncmp(m, "fuse: ", 6) == 0)
+		m += 6;
+	dl_log(level < FUSE_LOG_ERR ? DL_LOG_ERR : (enum dl_log_level)level,
+	       "%s", m);
+}
+
+/* the first line libfuse reported while we were capturing, or NULL */
+static const char *main_fuse_error(void)
+{
+	char *m = main_captured;
+
+	if (!m[0])
+		return NULL;
+	m[strcspn(m, "\n")] = '\0';
+	if (strncmp(m, "fuse: ", 6) == 0)
+		m += 6;
+	return m;
+}
+
+static int main_opt_proc(void *data, const char *arg, int key,
+			 struct fuse_args *outargs)
+{
+	struct main_args *a = data;
+
+	switch (key) {
+	case KEY_FOREGROUND:
+		a->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		/* as with every FUSE file system, -d implies -f */
+		a->debug = 1;
+		a->foreground = 1;
+		return 1;
+	case KEY_HELP:
+		a->help = 1;
+		return 0;
+	case KEY_VERSION:
+		a->version = 1;
+		return 0;
+	case KEY_ALLOW_OTHER:
+		a->allow_other = 1;
+		return 1;
+	case KEY_DEFAULT_PERMISSIONS:
+		a->default_permissions = 1;
+		return 1;
+	case FUSE_OPT_KEY_NONOPT:
+		if (a->npos < 2)
+			a->pos[a->npos++] = strdup(arg);
+		else if (!a->extra)
+			a->extra = strdup(arg);
+		return 0;
+	case FUSE_OPT_KEY_OPT:
+	default:
+		/* "-x" is never a FUSE -o option; "-o name" goes to libfuse,
+		 * which rejects what it does not know */
+		if (arg[0] == '-') {
+			if (!a->bad_option)
+				a->bad_option = strdup(arg);
+			return 0;
+		}
+		return 1;
+	}
+}
+
+static void main_usage(const char *prog)
+{
+	printf("usage: %s [-f] [-d] [-o OPTIONS] BACKING_DIR MOUNTPOINT\n"
+	       "\n"
+	       "Mount BACKING_DIR on MOUNTPOINT; file locks taken in the\n"
+	       "mount are cluster-wide locks held on a shared backend.\n"
+	       "\n"
+	       "  -f                     stay in the foreground\n"
+	       "  -d                     debug output (implies -f)\n"
+	       "  -h, --help             print this help and exit\n"
+	       "  -V, --version          print the version and exit\n"
+	       "\n"
+	       "dlockfs options (-o):\n"
+	       "  backend=URI            lock store: local: (default),\n"
+	       "                         redis://HOST:PORT[,...]/PREFIX,\n"
+	       "                         zk://HOST:PORT[,...]/CHROOT\n"
+	       "  host_id=NAME           this host's name in the cluster\n"
+	       "                         (default: the hostname)\n"
+	       "  config=FILE            key = value file (backend, host_id,\n"
+	       "                         lock_timeout, credentials); the\n"
+	       "                         command line wins\n"
+	       "  lock_timeout=SECONDS   give up a blocking lock with EDEADLK\n"
+	       "                         after SECONDS (0 = wait forever)\n"
+	       "\n"
+	       "FUSE options (-o), passed to the kernel, for example:\n"
+	       "  allow_other, default_permissions, ro, auto_unmount\n"
+	       "  (use allow_other together with default_permissions)\n",
+	       prog);
+}
+
+static void main_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+static void main_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("dlockfs: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* a non-negative decimal integer that fits an unsigned; 0 or -EINVAL */
+static int main_parse_seconds(const char *s, unsigned *out)
+{
+	unsigned long v;
+	char *end;
+
+	if (!s[0] || s[0] < '0' || s[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > UINT_MAX)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* undo the octal escapes of /proc/self/mountinfo ("\040" is a space) */
+static void main_unescape(char *s)
+{
+	char *d = s;
+
+	while (*s) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
+				      (s[3] - '0'));
+			s += 4;
+		} else {
+			*d++ = *s++;
+		}
+	}
+	*d = '\0';
+}
+
+/* is the absolute, resolved @path a mount point?  1, 0 or -errno */
+static int main_is_mountpoint(const char *path)
+{
+	char *line = NULL, *parent;
+	size_t cap = 0;
+	struct stat st, pst;
+	int found = 0;
+	FILE *f;
+
+	if (asprintf(&parent, "%s/..", path) == -1)
+		return -ENOMEM;
+	if (stat(path, &st) == -1 || stat(parent, &pst) == -1) {
+		free(parent);
+		return -errno;
+	}
+	free(parent);
+	if (st.st_dev != pst.st_dev || st.st_ino == pst.st_ino)
+		return 1;
+
+	/* a bind mount keeps st_dev: ask the kernel's table too */
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return 0;
+	while (!found && getline(&line, &cap, f) != -1) {
+		char *save = NULL, *field = strtok_r(line, " ", &save);
+
+		for (int i = 0; field && i < 4; i++)
+			field = strtok_r(NULL, " ", &save);
+		if (!field)
+			continue;
+		main_unescape(field);
+		found = strcmp(field, path) == 0;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* realpath() of a directory argument; NULL after reporting why */
+static char *main_dir(const char *what, const char *arg)
+{
+	struct stat st;
+	char *path;
+
+	if (stat(arg, &st) == -1) {
+		main_error("%s %s: %s", what, arg, strerror(errno));
+		return NULL;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		main_error("%s %s: not a directory", what, arg);
+		return NULL;
+	}
+	path = realpath(arg, NULL);
+	if (!path)
+		main_error("%s %s: %s", what, arg, strerror(errno));
+	return path;
+}
+
+/* take @cmd, else the config file's @key, else @def (may be NULL) */
+static char *main_pick(const char *cmd, const struct dl_config *cfg,
+		       const char *key, const char *def)
+{
+	const char *v = cmd ? cmd : dl_config_get(cfg, key);
+
+	if (!v)
+		v = def;
+	return v ? strdup(v) : NULL;
+}
+
+/*
+ * main_setup() - turn the parsed arguments into fs->opt and fs->config.
+ * Returns 0, or EXIT_USAGE after printing one line.
+ */
+static int main_setup(struct main_args *a, struct dl_fs *fs)
+{
+	char err[256], host[HOST_NAME_MAX + 1];
+	const char *timeout;
+	size_t blen;
+	int res;
+
+	if (a->bad_option) {
+		main_error("unknown option '%s' (see --help)", a->bad_option);
+		return EXIT_USAGE;
+	}
+	if (a->npos < 2) {
+		main_error("missing %s (see --help)",
+			   a->npos ? "MOUNTPOINT"
+				   : "BACKING_DIR and MOUNTPOINT");
+		return EXIT_USAGE;
+	}
+	if (a->extra) {
+		main_error("unexpected argument '%s' (see --help)", a->extra);
+		return EXIT_USAGE;
+	}
+
+	if (a->config) {
+		fs->opt.config = realpath(a->config, NULL);
+		if (!fs->opt.config) {
+			main_error("config file %s: %s", a->config,
+				   strerror(errno));
+			return EXIT_USAGE;
+		}
+		err[0] = '\0';
+		if (dl_config_load(&fs->config, fs->opt.config, err,
+				   sizeof(err)) != 0) {
+			main_error("%s",
+				   err[0] ? err : "cannot load config file");
+			return EXIT_USAGE;
+		}
+	}
+
+	if (gethostname(host, sizeof(host)) == -1)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	fs->opt.backend = main_pick(a->backend, &fs->config, "backend",
+				    "local:");
+	fs->opt.host_id = main_pick(a->host_id, &fs->config, "host_id", host);
+	if (!fs->opt.backend || !fs->opt.host_id) {
+		main_error("out of memory");
+		return EXIT_USAGE;
+	}
+
+	err[0] = '\0';
+	if (dl_backend_check_uri(fs->opt.backend, err, sizeof(err)) != 0) {
+		main_error("%s", err[0] ? err : "bad backend URI");
+		return EXIT_USAGE;
+	}
+	blen = strlen(fs->opt.backend) + 16;
+	fs->backend_redacted = malloc(blen);
+	if (!fs->backend_redacted) {
+		main_error("out of memory");
+		return EXIT_USAGE;
+	}
+	dl_uri_redact(fs->opt.backend, fs->backend_redacted, blen);
+
+	if (!fs->opt.host_id[0]) {
+		main_error("host_id must not be empty");
+		return EXIT_USAGE;
+	}
+	timeout = a->lock_timeout ? a->lock_timeout
+				  : dl_config_get(&fs->config, "lock_timeout");
+	if (timeout && main_parse_seconds(timeout, &fs->opt.lock_timeout)) {
+		/* a value from the config file is not shown */
+		if (a->lock_timeout)
+			main_error("bad lock_timeout '%s': want a non-negative "
+				   "number of seconds", timeout);
+		else
+			main_error("bad lock_timeout in %s: want a "
+				   "non-negative number of seconds",
+				   fs->opt.config);
+		return EXIT_USAGE;
+	}
+
+	fs->opt.backing = main_dir("BACKING_DIR", a->pos[0]);
+	if (!fs->opt.backing)
+		return EXIT_USAGE;
+	fs->opt.mountpoint = main_dir("MOUNTPOINT", a->pos[1]);
+	if (!fs->opt.mountpoint)
+		return EXIT_USAGE;
+	res = main_is_mountpoint(fs->opt.mountpoint);
+	if (res < 0) {
+		main_error("MOUNTPOINT %s: %s", fs->opt.mountpoint,
+			   strerror(-res));
+		return EXIT_USAGE;
+	}
+	if (res) {
+		main_error("MOUNTPOINT %s is already a mount point",
+			   fs->opt.mountpoint);
+		return EXIT_USAGE;
+	}
+	/* a mount inside its own backing directory would look itself up */
+	blen = strlen(fs->opt.backing);
+	if (strcmp(fs->opt.backing, fs->opt.mountpoint) != 0 &&
+	    (strcmp(fs->opt.backing, "/") == 0 ||
+	     (strncmp(fs->opt.mountpoint, fs->opt.backing, blen) == 0 &&
+	      fs->opt.mountpoint[blen] == '/'))) {
+		main_error("MOUNTPOINT %s is inside BACKING_DIR %s",
+			   fs->opt.mountpoint, fs->opt.backing);
+		return EXIT_USAGE;
+	}
+
+	fs->opt.foreground = a->foreground;
+	fs->opt.debug = a->debug;
+	fs->opt.allow_other = a->allow_other;
+	return 0;
+}
+
+/* one O_PATH descriptor per known inode: take every descriptor we may */
+static void main_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/*
+ * main_background() - fork; the parent waits for the child's word on
+ * startup and exits with it (0 ready, 1 failed).  Returns the write end
+ * of the pipe in the child, or -1 after reporting an error.
+ */
+static int main_background(void)
+{
+	int p[2];
+	char status;
+	ssize_t n;
+
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		main_error("pipe: %s", strerror(errno));
+		return -1;
+	}
+	switch (fork()) {
+	case -1:
+		main_error("fork: %s", strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	case 0:
+		close(p[0]);
+		setsid();
+		return p[1];
+	default:
+		close(p[1]);
+		do {
+			n = read(p[0], &status, 1);
+		} while (n == -1 && errno == EINTR);
+		if (n != 1) {
+			main_error("the daemon died during startup");
+			_exit(1);
+		}
+		_exit(status ? 1 : 0);
+	}
+}
+
+/* the child is ready: detach from the terminal and release the parent */
+static void main_detach(int ready_fd)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	char ok = 0;
+
+	if (null != -1) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	if (write(ready_fd, &ok, 1) != 1)
+		dl_log(DL_LOG_WARNING,
+		       "cannot tell the parent we are ready: %s",
+		       strerror(errno));
+	close(ready_fd);
+}
+
+static void main_free(struct dl_fs *fs, struct main_args *a)
+{
+	free(fs->opt.backend);
+	free(fs->opt.host_id);
+	free(fs->opt.config);
+	free(fs->opt.backing);
+	free(fs->opt.mountpoint);
+	free(fs->backend_redacted);
+	dl_config_free(&fs->config);
+	free(fs);
+
+	free(a->backend);
+	free(a->host_id);
+	free(a->config);
+	free(a->lock_timeout);
+	free(a->pos[0]);
+	free(a->pos[1]);
+	free(a->extra);
+	free(a->bad_option);
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct main_args a = { 0 };
+	struct fuse_lowlevel_ops ops = { 0 };
+	struct fuse_loop_config *loop;
+	struct dl_fs *fs;
+	char err[256], *fsname = NULL, *o = NULL;
+	int ret = 1, ready_fd = -1;
+
+	fuse_set_log_func(main_fuse_log);
+	fs = calloc(1, sizeof(*fs));
+	if (!fs) {
+		main_error("out of memory");
+		return 1;
+	}
+	fs->backing_fd = -1;
+
+	if (fuse_opt_parse(&args, &a, main_opts, main_opt_proc) == -1) {
+		main_error("%s", main_fuse_error() ? main_fuse_error()
+						   : "bad command line");
+		ret = EXIT_USAGE;
+		goto out_free;
+	}
+	if (a.help) {
+		main_usage(argv[0]);
+		ret = 0;
+		goto out_free;
+	}
+	if (a.version) {
+		printf("dlockfs %s\n", DLOCKFS_VERSION);
+		ret = 0;
+		goto out_free;
+	}
+	ret = main_setup(&a, fs);
+	if (ret)
+		goto out_free;
+	ret = 1;
+	dl_log_init("dlockfs", fs->opt.debug ? DL_LOG_DEBUG : DL_LOG_INFO,
+		    false);
+
+	fs->backing_fd = open(fs->opt.backing,
+			      O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fs->backing_fd == -1) {
+		main_error("BACKING_DIR %s: %s", fs->opt.backing,
+			   strerror(errno));
+		ret = EXIT_USAGE;
+		goto out_free;
+	}
+	main_raise_nofile();
+	ret = -dl_fs_init(fs);
+	if (ret) {
+		main_error("cannot set up the inode table: %s", strerror(ret));
+		ret = 1;
+		goto out_close;
+	}
+	ret = 1;
+
+	dl_passthrough_ops(&ops);
+	lockops_fill(&ops);
+
+	/* fsname=dlockfs:BACKING_DIR,subtype=dlockfs before the user's -o */
+	if (asprintf(&fsname, "fsname=dlockfs:%s", fs->opt.backing) == -1 ||
+	    fuse_opt_add_opt_escaped(&o, fsname) == -1 ||
+	    fuse_opt_add_opt(&o, "subtype=dlockfs") == -1 ||
+	    fuse_opt_insert_arg(&args, 1, "-o") == -1 ||
+	    fuse_opt_insert_arg(&args, 2, o) == -1) {
+		main_error("out of memory");
+		goto out_fs;
+	}
+	main_captured[0] = '\0';
+	fs->se = fuse_session_new(&args, &ops, sizeof(ops), fs);
+	if (!fs->se) {
+		/* libfuse rejects the -o options it does not know here */
+		main_error("%s", main_fuse_error()
+					 ? main_fuse_error()
+					 : "cannot create the FUSE session");
+		ret = EXIT_USAGE;
+		goto out_fs;
+	}
+	if (fuse_set_signal_handlers(fs->se) != 0) {
+		main_error("cannot install signal handlers");
+		goto out_session;
+	}
+	main_captured[0] = '\0';
+	if (fuse_session_mount(fs->se, fs->opt.mountpoint) != 0) {
+		main_error("cannot mount on %s%s%s", fs->opt.mountpoint,
+			   main_fuse_error() ? ": " : "",
+			   main_fuse_error() ? main_fuse_error() : "");
+		goto out_signals;
+	}
+	main_capture = false;
+
+	if (!fs->opt.foreground) {
+		ready_fd = main_background();
+		if (ready_fd == -1)
+			goto out_unmount;
+	}
+	err[0] = '\0';
+	if (lockops_init(fs, err, sizeof(err)) != 0) {
+		main_error("%s",
+			   err[0] ? err : "cannot start the lock manager");
+		goto out_unmount;
+	}
+	if (chdir("/") == -1)
+		dl_log(DL_LOG_WARNING, "chdir /: %s", strerror(errno));
+	if (ready_fd != -1) {
+		dl_log_init("dlockfs",
+			    fs->opt.debug ? DL_LOG_DEBUG : DL_LOG_INFO, true);
+		main_detach(ready_fd);
+		ready_fd = -1;
+	}
+	/* the kernel has already applied the caller's umask to every mode
+	 * it sends; ours must not take more bits away */
+	umask(0);
+	dl_log(DL_LOG_INFO, "mounted %s on %s", fs->opt.backing,
+	       fs->opt.mountpoint);
+	/* without it the kernel checks no search permission on directories
+	 * it has cached, and we open files by descriptor, not by path */
+	if (a.allow_other && !a.default_permissions)
+		dl_log(DL_LOG_WARNING,
+		       "allow_other without default_permissions: directory "
+		       "permissions are not enforced for other users");
+
+	loop = fuse_loop_cfg_create();
+	if (!loop) {
+		dl_log(DL_LOG_ERR, "cannot create the loop config");
+		goto out_lockops;
+	}
+	fuse_loop_cfg_set_clone_fd(loop, 0);
+	fuse_loop_cfg_set_idle_threads(loop, 10);
+	ret = fuse_session_loop_mt(fs->se, loop);
+	fuse_loop_cfg_destroy(loop);
+	/* a signal handled by libfuse is a clean stop */
+	if (ret == SIGTERM || ret == SIGINT || ret == SIGHUP) {
+		dl_log(DL_LOG_INFO, "signal %d: unmounting", ret);
+		ret = 0;
+	} else if (ret) {
+		dl_log(DL_LOG_ERR, "session loop failed: %d", ret);
+		ret = 1;
+	}
+
+out_lockops:
+	lockops_destroy(fs);
+out_unmount:
+	fuse_session_unmount(fs->se);
+out_signals:
+	fuse_remove_signal_handlers(fs->se);
+out_session:
+	fuse_session_destroy(fs->se);
+	fs->se = NULL;
+out_fs:
+	dl_fs_destroy(fs);
+out_close:
+	close(fs->backing_fd);
+out_free:
+	if (ready_fd != -1) {
+		char fail = 1;
+
+		if (write(ready_fd, &fail, 1) != 1)
+			ret = 1;
+		close(ready_fd);
+	}
+	free(fsname);
+	free(o);
+	fuse_opt_free_args(&args);
+	main_free(fs, &a);
+	return ret;
+}

@@ -1,0 +1,253 @@
+# lib.sh - shared helpers of the dlockfs integration tests (bash).
+#
+# Source it from a test script that runs under `set -euo pipefail`:
+#     . "$(dirname "$0")/lib.sh"
+#     dl_init NAME
+# It gives temporary directories, dlockfs mounts started in the foreground
+# and waited for with a bound, and one EXIT trap that unmounts every mount
+# the script made, kills only the processes the script started and removes
+# its temporary directories, whether the test passed or failed.
+#
+# Environment: DLOCKFS (the daemon), LOCKDRIVER (tests/integration's
+# driver), CI=true turns every "skip" into a failure, DL_KEEP=1 keeps the
+# temporary directories for a post-mortem.
+#
+# It deliberately does not start backend servers: these tests use
+# backend=local:.
+
+DL_NAME=${DL_NAME:-test}
+DL_TMPDIRS=()
+DL_MOUNTS=()
+DL_PIDS=()
+DL_LOGS=()
+DL_JOBS=()
+DL_HOST_ID=${DL_HOST_ID:-ithost$$}
+
+dl_log() { printf '%s: %s\n' "$DL_NAME" "$*" >&2; }
+
+# dl_fail MESSAGE - the test failed: say what, and exit 1 (the trap cleans up)
+dl_fail() {
+	printf 'FAIL: %s: %s\n' "$DL_NAME" "$*" >&2
+	exit 1
+}
+
+# dl_skip REASON - exit 77 (meson's "skipped"), or fail when CI=true
+dl_skip() {
+	if [[ ${CI:-} == true ]]; then
+		dl_fail "cannot run: $* (CI=true, so this is a failure)"
+	fi
+	printf 'SKIP: %s: %s\n' "$DL_NAME" "$*" >&2
+	exit 77
+}
+
+# dl_require_prog PROG... - skip (or fail in CI) unless every PROG exists
+dl_require_prog() {
+	local p
+	for p in "$@"; do
+		command -v "$p" >/dev/null 2>&1 || dl_skip "program '$p' not found"
+	done
+}
+
+# dl_require_fuse - /dev/fuse, fusermount3 and the daemon must be there
+dl_require_fuse() {
+	[[ -c /dev/fuse ]] || dl_skip "/dev/fuse is missing"
+	dl_require_prog fusermount3
+	[[ -n ${DLOCKFS:-} ]] || dl_skip "DLOCKFS is not set (run through meson test)"
+	[[ -x $DLOCKFS ]] || dl_fail "DLOCKFS=$DLOCKFS is not executable"
+}
+
+dl_require_driver() {
+	[[ -n ${LOCKDRIVER:-} ]] || dl_skip "LOCKDRIVER is not set (run through meson test)"
+	[[ -x $LOCKDRIVER ]] || dl_fail "LOCKDRIVER=$LOCKDRIVER is not executable"
+}
+
+# dl_tmpdir VAR - make a fresh temporary directory and store its path in VAR
+dl_tmpdir() {
+	local d
+	d=$(mktemp -d "${TMPDIR:-/tmp}/dlockfs-it.XXXXXX")
+	d=$(realpath -- "$d") # canonical, as /proc/self/mountinfo shows it
+	DL_TMPDIRS+=("$d")
+	printf -v "$1" '%s' "$d"
+}
+
+# dl_is_mounted DIR - is DIR a mount point right now?  Reads mountinfo, so
+# it never touches the (possibly hung) file system itself.
+dl_is_mounted() {
+	local dir
+	dir=$(realpath -m -s -- "$1") # -s: no lookups on a possibly hung mount
+	awk -v d="$dir" '$5 == d { found = 1 } END { exit !found }' \
+		/proc/self/mountinfo
+}
+
+# dl_wait_for SECONDS COMMAND... - poll COMMAND every 50 ms until it
+# succeeds; returns 1 after SECONDS
+dl_wait_for() {
+	local limit=$(( $1 * 20 )) i=0
+	shift
+	until "$@"; do
+		(( ++i > limit )) && return 1
+		sleep 0.05
+	done
+}
+
+dl_pid_alive() { kill -0 "$1" 2>/dev/null; }
+
+# dl_mount BACKING MNT [OPTS] - start dlockfs in the foreground and wait
+# (at most 10 s) until MNT is mounted.  OPTS is a -o list added to
+# "backend=local:,host_id=$DL_HOST_ID" (either may be overridden in OPTS).
+# Sets DL_LAST_PID to the daemon's pid.
+dl_mount() {
+	local backing=$1 mnt=$2 opts=${3:-} all log pid
+	all=$opts
+	[[ ,$opts, == *,host_id=* ]] || all="host_id=$DL_HOST_ID${all:+,$all}"
+	[[ ,$opts, == *,backend=* ]] || all="backend=local:,$all"
+	log=$(mktemp "${TMPDIR:-/tmp}/dlockfs-it-log.XXXXXX")
+	DL_LOGS+=("$log")
+	"$DLOCKFS" -f -o "$all" "$backing" "$mnt" >"$log" 2>&1 &
+	pid=$!
+	DL_PIDS+=("$pid")
+	DL_MOUNTS+=("$mnt")
+	# shellcheck disable=SC2034 # for the tests that need it
+	DL_LAST_PID=$pid
+	if ! dl_wait_for 10 dl_mounted_or_dead "$mnt" "$pid"; then
+		dl_fail "dlockfs did not mount $mnt within 10 s; its output:
+$(cat "$log")"
+	fi
+	if ! dl_is_mounted "$mnt"; then
+		local rc=0
+		wait "$pid" || rc=$?
+		dl_fail "dlockfs exited with status $rc instead of mounting $mnt; its output:
+$(cat "$log")"
+	fi
+	dl_log "mounted $mnt (pid $pid, -o $all)"
+}
+
+dl_mounted_or_dead() { dl_is_mounted "$1" || ! dl_pid_alive "$2"; }
+
+# dl_umount MNT - unmount, and require the daemon to exit with status 0
+# within 10 s
+dl_umount() {
+	local mnt=$1 i pid rc=0
+	fusermount3 -u "$mnt" || dl_fail "fusermount3 -u $mnt failed"
+	for i in "${!DL_MOUNTS[@]}"; do
+		[[ ${DL_MOUNTS[$i]} == "$mnt" ]] || continue
+		pid=${DL_PIDS[$i]}
+		dl_wait_for 10 dl_not_alive "$pid" ||
+			dl_fail "dlockfs (pid $pid) still runs 10 s after unmounting $mnt"
+		wait "$pid" || rc=$?
+		[[ $rc -eq 0 ]] || dl_fail "dlockfs exited with status $rc after unmount of $mnt; its output:
+$(cat "${DL_LOGS[$i]}")"
+		unset 'DL_MOUNTS[i]' 'DL_PIDS[i]'
+	done
+}
+
+dl_not_alive() { ! dl_pid_alive "$1"; }
+
+# dl_job PID - a background job of the test: killed by the trap if it is
+# still running then
+dl_job() { DL_JOBS+=("$1"); }
+
+# dl_wait_jobs SECONDS PID... - wait (bounded) for the jobs to end; fails
+# the test on a timeout or when one ended with a nonzero status
+dl_wait_jobs() {
+	local limit=$1 pid rc
+	shift
+	dl_wait_for "$limit" dl_all_dead "$@" ||
+		dl_fail "background jobs still running after $limit s"
+	for pid in "$@"; do
+		rc=0
+		wait "$pid" || rc=$?
+		[[ $rc -eq 0 ]] || dl_fail "background job $pid ended with status $rc"
+	done
+}
+
+dl_all_dead() {
+	local pid
+	for pid in "$@"; do
+		dl_pid_alive "$pid" && return 1
+	done
+	return 0
+}
+
+# dl_children PID - the pids of PID's children
+dl_children() {
+	if command -v pgrep >/dev/null 2>&1; then
+		pgrep -P "$1" 2>/dev/null || true
+	else
+		ps -o pid= --ppid "$1" 2>/dev/null || true
+	fi
+}
+
+# dl_kill_tree PID - SIGKILL a job and everything it started (a killed
+# `flock FILE -c CMD` would otherwise leave CMD running with the file open)
+dl_kill_tree() {
+	local c
+	kill -STOP "$1" 2>/dev/null || return 0 # no new children meanwhile
+	for c in $(dl_children "$1"); do
+		dl_kill_tree "$c"
+	done
+	kill -KILL "$1" 2>/dev/null || true
+}
+
+# the EXIT trap: everything this script made, and nothing else
+dl_cleanup() {
+	local rc=$? i mnt pid d
+	set +e
+	# first the jobs, so that no open file keeps a mount busy
+	for pid in "${DL_JOBS[@]}"; do
+		dl_kill_tree "$pid"
+	done
+	for pid in "${DL_JOBS[@]}"; do
+		wait "$pid" 2>/dev/null
+	done
+	for i in "${!DL_MOUNTS[@]}"; do
+		mnt=${DL_MOUNTS[$i]}
+		if dl_is_mounted "$mnt"; then
+			fusermount3 -u "$mnt" 2>/dev/null ||
+				fusermount3 -uz "$mnt" 2>/dev/null ||
+				dl_log "cannot unmount $mnt"
+		fi
+	done
+	for pid in "${DL_PIDS[@]}"; do
+		dl_pid_alive "$pid" || continue
+		# a daemon gets a moment to exit after its unmount
+		dl_wait_for 5 dl_not_alive "$pid" && continue
+		kill -TERM "$pid" 2>/dev/null
+		dl_wait_for 5 dl_not_alive "$pid" || kill -KILL "$pid" 2>/dev/null
+	done
+	for pid in "${DL_PIDS[@]}"; do
+		wait "$pid" 2>/dev/null
+	done
+	if [[ $rc -ne 0 && $rc -ne 77 ]]; then
+		for d in "${DL_LOGS[@]}"; do
+			[[ -s $d ]] || continue
+			dl_log "--- daemon output ($d), last 30 lines:"
+			tail -n 30 "$d" >&2
+		done
+	fi
+	if [[ ${DL_KEEP:-} == 1 ]]; then
+		dl_log "keeping ${DL_TMPDIRS[*]} ${DL_LOGS[*]}"
+	else
+		for d in "${DL_TMPDIRS[@]}"; do
+			# never recurse into something still mounted
+			if grep -qF " $d" /proc/self/mountinfo; then
+				dl_log "not removing $d: something is mounted below it"
+				continue
+			fi
+			rm -rf --one-file-system -- "$d"
+		done
+		rm -f -- "${DL_LOGS[@]}"
+	fi
+	return "$rc"
+}
+
+# dl_init NAME - name the test and install the trap
+dl_init() {
+	DL_NAME=$1
+	trap dl_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+# dl_pass - the test's last word
+dl_pass() { printf 'PASS: %s\n' "$DL_NAME"; }
