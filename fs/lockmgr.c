@@ -247,8 +247,10 @@ static void waiter_unlink(struct lockmgr *lm, struct lm_waiter *w)
 	}
 }
 
-static void waiter_finish(struct lm_waiter *w, int err)
+static void waiter_finish(struct lockmgr *lm, struct lm_waiter *w, int err)
 {
+	if (err == 0 && lm->be->ops->shared && lm->conf.invalidate)
+		lm->conf.invalidate(lm->conf.name_ctx, w->req.obj);
 	w->done(w->arg, err);
 	free(w->spare);
 	free(w);
@@ -301,7 +303,7 @@ static void cb_granted(void *ctx, uint64_t wait_id, uint64_t token)
 	       token);
 	waiter_unlink(lm, w);
 	pthread_mutex_unlock(&lm->mutex);
-	waiter_finish(w, 0);
+	waiter_finish(lm, w, 0);
 }
 
 static void cb_failed(void *ctx, uint64_t wait_id, int err)
@@ -315,7 +317,7 @@ static void cb_failed(void *ctx, uint64_t wait_id, int err)
 		waiter_unlink(lm, w);
 	pthread_mutex_unlock(&lm->mutex);
 	if (w)
-		waiter_finish(w, err);
+		waiter_finish(lm, w, err);
 }
 
 static void cb_lost(void *ctx, const char *resource, enum dl_space space,
@@ -375,7 +377,7 @@ static void lm_cancel(struct lockmgr *lm, uint64_t id, int err)
 	if (w) {
 		dl_log(DL_LOG_DEBUG, "wait %" PRIu64 " ended: %s", id,
 		       strerror(-err));
-		waiter_finish(w, err);
+		waiter_finish(lm, w, err);
 	}
 }
 
@@ -608,7 +610,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		}
 		waiter_unlink(lm, w);
 		pthread_mutex_unlock(&lm->mutex);
-		waiter_finish(w, o ? -EINTR : ret);
+		waiter_finish(lm, w, o ? -EINTR : ret);
 		return;
 	}
 	w->o = o; /* the pin now belongs to the waiter */
@@ -654,7 +656,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	       ret == 0 ? "ok" : strerror(-ret));
 	waiter_unlink(lm, w);
 	pthread_mutex_unlock(&lm->mutex);
-	waiter_finish(w, ret);
+	waiter_finish(lm, w, ret);
 }
 
 void lockmgr_interrupt(struct lockmgr *lm, uint64_t id)

@@ -39,6 +39,9 @@ struct lockmgr_conf {
 	unsigned lock_timeout_s; /* 0: wait forever */
 	lockmgr_name_fn name;
 	void *name_ctx;
+	/* with a shared backend, called after every grant before done():
+	 * what this host cached of @obj may be stale (DESIGN §3) */
+	void (*invalidate)(void *ctx, uint64_t obj);
 };
 
 /* A lock or unlock request of a front-end. */

@@ -253,6 +253,21 @@ static int lockops_name(void *ctx, uint64_t obj, char **out)
 	return dl_fs_resource(ctx, (fuse_ino_t)obj, out);
 }
 
+/*
+ * Another host may have written the file while we did not hold the lock:
+ * drop the kernel's cached pages and attributes (no writeback cache is in
+ * use, so there is nothing dirty to lose).
+ */
+static void lockops_invalidate(void *ctx, uint64_t obj)
+{
+	struct dl_fs *fs = ctx;
+	int ret = fuse_lowlevel_notify_inval_inode(fs->se, (fuse_ino_t)obj, 0, 0);
+
+	if (ret < 0 && ret != -ENOENT)
+		dl_log(DL_LOG_WARNING, "invalidate inode %" PRIu64 ": %s",
+		       obj, strerror(-ret));
+}
+
 int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 {
 	struct lockmgr_conf conf = {
@@ -264,6 +279,7 @@ int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 		.lock_timeout_s = fs->opt.lock_timeout,
 		.name = lockops_name,
 		.name_ctx = fs,
+		.invalidate = lockops_invalidate,
 	};
 	int ret;
 

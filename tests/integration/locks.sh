@@ -33,7 +33,8 @@ dl_mount "$base/backing" "$base/mnt"
 # a nested directory with a blank in its name: resources are paths
 mkdir -p "$base/mnt/a dir/nested"
 dl_log "dlockfs run ($base/mnt/a dir/nested)"
-run_driver dlockfs --dlockfs "$base/mnt/a dir/nested" all
+# 200 blocked processes: waits must not hold daemon threads
+run_driver dlockfs --dlockfs --waiters=200 "$base/mnt/a dir/nested" all
 # nothing left behind by the scenarios
 left=$(find "$base/backing/a dir/nested" -mindepth 1 | head -5)
 [[ -z $left ]] || dl_fail "lockdriver left files behind: $left"
