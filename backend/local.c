@@ -439,13 +439,33 @@ static int local_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 	return c != NULL;
 }
 
+struct local_snapshot {
+	struct dl_lock_info *v;
+	size_t n, cap;
+};
+
+/* a slot for one more entry, or NULL on -ENOMEM */
+static struct dl_lock_info *snapshot_push(struct local_snapshot *snap)
+{
+	if (snap->n == snap->cap) {
+		size_t nc = snap->cap ? snap->cap * 2 : 16;
+		void *p = realloc(snap->v, nc * sizeof(*snap->v));
+
+		if (!p)
+			return NULL;
+		snap->v = p;
+		snap->cap = nc;
+	}
+	return &snap->v[snap->n++];
+}
+
 /* Snapshot under the mutex, call @fn outside it: @fn may call us back. */
 static int local_list(struct dl_backend *be, const char *resource,
 		      dl_lock_info_fn fn, void *arg)
 {
 	struct local_backend *lb = local_of(be);
-	struct dl_lock_info *v = NULL;
-	size_t n = 0, cap = 0;
+	struct local_snapshot snap = { 0 };
+	struct dl_lock_info *info;
 	int ret = 0;
 
 	pthread_mutex_lock(&lb->mutex);
@@ -455,19 +475,13 @@ static int local_list(struct dl_backend *be, const char *resource,
 				continue;
 			for (int s = 0; s < 2; s++) {
 				for (size_t i = 0; i < r->sets[s].n; i++) {
-					if (n == cap) {
-						size_t nc = cap ? cap * 2 : 16;
-						void *p = realloc(v, nc * sizeof(*v));
-
-						if (!p) {
-							ret = -ENOMEM;
-							goto out_unlock;
-						}
-						v = p;
-						cap = nc;
+					info = snapshot_push(&snap);
+					if (!info) {
+						ret = -ENOMEM;
+						goto out_unlock;
 					}
 					fill_info(lb, (enum dl_space)s,
-						  &r->sets[s].v[i], false, &v[n++]);
+						  &r->sets[s].v[i], false, info);
 				}
 			}
 		}
@@ -478,26 +492,20 @@ static int local_list(struct dl_backend *be, const char *resource,
 
 		if (resource && strcmp(resource, w->res->name) != 0)
 			continue;
-		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 16;
-			void *p = realloc(v, nc * sizeof(*v));
-
-			if (!p) {
-				ret = -ENOMEM;
-				goto out_unlock;
-			}
-			v = p;
-			cap = nc;
+		info = snapshot_push(&snap);
+		if (!info) {
+			ret = -ENOMEM;
+			goto out_unlock;
 		}
 		req_to_range(&w->req, 0, w->since_ms, &rl);
-		fill_info(lb, w->req.space, &rl, true, &v[n++]);
+		fill_info(lb, w->req.space, &rl, true, info);
 	}
 out_unlock:
 	pthread_mutex_unlock(&lb->mutex);
-	for (size_t i = 0; ret == 0 && i < n; i++)
-		if (fn(&v[i], arg))
+	for (size_t i = 0; ret == 0 && i < snap.n; i++)
+		if (fn(&snap.v[i], arg))
 			break;
-	free(v);
+	free(snap.v);
 	return ret;
 }
 
