@@ -11,6 +11,7 @@
 
 static const struct dl_backend_ops *const registry[] = {
 	&dl_local_ops,
+	&dl_redis_ops,
 };
 
 /* length of the scheme of @uri ("local" in "local:"), or 0 if malformed */
@@ -50,7 +51,7 @@ int dl_backend_check_uri(const char *uri, char *err, size_t errlen)
 	}
 	ops = dl_backend_find(uri);
 	if (!ops) {
-		snprintf(err, errlen, "unknown backend scheme '%.*s' (known: local)",
+		snprintf(err, errlen, "unknown backend scheme '%.*s' (known: local, redis)",
 			 (int)n, uri);
 		return -EINVAL;
 	}

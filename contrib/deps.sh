@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(gcc libc6-dev pkg-config meson ninja-build fuse3 libfuse3-dev check
-      util-linux attr sqlite3 python3 perl)
+      util-linux attr sqlite3 python3 perl libhiredis-dev redis-server)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -35,12 +35,19 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "backend/log.h"
 #include "fs/fs.h"
 #include "fs/lockops.h"
 
-/* attribute and entry cache timeouts, seconds */
+/*
+ * attribute and entry cache timeouts, seconds.  With a shared backend other
+ * hosts change the backing directory behind the kernel's back (NFS, one
+ * directory mounted twice), so nothing is cached: SQLite, for one, must see
+ * at once that another host deleted its journal.
+ */
 #define PT_TIMEOUT 1.0
+#define PT_TIMEOUT_SHARED 0.0
 #define PT_MIN_BUCKETS 1024
 
 struct pt_inode {
@@ -58,6 +65,7 @@ struct pt_inode_table {
 	size_t count;
 	struct pt_inode root;	/* fd: fs->backing_fd, main.c closes it */
 	bool switch_creds;	/* allow_other and we are root */
+	double timeout;		/* entry and attribute cache timeout */
 };
 
 /* an open directory: fi->fh points at .f, which comes first */
@@ -180,6 +188,7 @@ static void pt_forget_one(struct dl_fs *fs, fuse_ino_t ino, uint64_t n)
 
 int dl_fs_init(struct dl_fs *fs)
 {
+	const struct dl_backend_ops *ops;
 	struct pt_inode_table *t;
 	struct stat st;
 	int err;
@@ -204,6 +213,8 @@ int dl_fs_init(struct dl_fs *fs)
 	t->root.nlookup = 2;
 	pt_insert(t, &t->root);
 	t->switch_creds = fs->opt.allow_other && geteuid() == 0;
+	ops = dl_backend_find(fs->opt.backend);
+	t->timeout = ops && ops->shared ? PT_TIMEOUT_SHARED : PT_TIMEOUT;
 	fs->inodes = t;
 	return 0;
 
@@ -249,8 +260,8 @@ static int pt_do_lookup(struct dl_fs *fs, fuse_ino_t parent, const char *name,
 	int fd, err;
 
 	memset(e, 0, sizeof(*e));
-	e->attr_timeout = PT_TIMEOUT;
-	e->entry_timeout = PT_TIMEOUT;
+	e->attr_timeout = t->timeout;
+	e->entry_timeout = t->timeout;
 
 	fd = openat(pt_fd(fs, parent), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1)
@@ -519,7 +530,7 @@ static void pt_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, errno);
 		return;
 	}
-	fuse_reply_attr(req, &st, PT_TIMEOUT);
+	fuse_reply_attr(req, &st, dl_fs_of(req)->inodes->timeout);
 }
 
 /* the changes of setattr, in the order chmod, chown, truncate, utimens */
@@ -680,8 +691,8 @@ static void pt_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	int err;
 
 	memset(&e, 0, sizeof(e));
-	e.attr_timeout = PT_TIMEOUT;
-	e.entry_timeout = PT_TIMEOUT;
+	e.attr_timeout = fs->inodes->timeout;
+	e.entry_timeout = fs->inodes->timeout;
 	pt_proc_path(in->fd, proc, sizeof(proc));
 
 	/* linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH */

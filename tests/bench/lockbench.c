@@ -66,6 +66,12 @@ static struct config cfg = {
 	.seconds = DEFAULT_SECONDS,
 };
 
+/* --pair: process B of the ping-pong opens the scratch file through this
+ * directory (a second mount of the same backing directory: another host) */
+static int pair_dirfd = -1;
+/* --procs N: N-process throughput instead of the table */
+static int tp_procs;
+
 /* One directory under test and the scratch file made in it. */
 struct target {
 	const char *dir;
@@ -305,7 +311,8 @@ static void pp_child(struct target *t, struct pp_shm *shm, int ready_fd,
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent_pid)
 		_exit(1);
 	alarm((unsigned)cfg.seconds + HANG_MARGIN_S);
-	fd = openat(t->dirfd, t->name, O_RDWR | O_CLOEXEC);
+	fd = openat(pair_dirfd >= 0 ? pair_dirfd : t->dirfd, t->name,
+		    O_RDWR | O_CLOEXEC);
 	err = fd < 0 ? -errno : set_lock(fd, F_SETLK, F_WRLCK, 2, 1);
 	if (err)
 		goto out_fail;
@@ -674,9 +681,173 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: lockbench [--iters N] [--seconds S] DIR [DIR...]\n"
+		"       lockbench --pair [--iters N] [--seconds S] DIR_A DIR_B\n"
+		"       lockbench --procs N [--seconds S] DIR\n"
 		"  --iters N     at most N timed operations per measurement (default %d)\n"
-		"  --seconds S   at most S seconds per measurement (default %.0f)\n",
+		"  --seconds S   at most S seconds per measurement (default %.0f)\n"
+		"  --pair        ping-pong (c) between a process in DIR_A and one in\n"
+		"                DIR_B (two mounts of one backing directory: two hosts)\n"
+		"  --procs N     throughput of N processes doing fcntl lock+unlock\n"
+		"                cycles, on one shared file and on one file each\n",
 		DEFAULT_ITERS, DEFAULT_SECONDS);
+}
+
+/* ---- --procs: N processes, one file or N files ------------------------- */
+
+/* child: cycles on @path until @stop; counts into *count */
+static void tp_child(const char *path, volatile int *stop,
+		     uint64_t *count, uint64_t *lat, size_t cap)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	uint64_t n = 0;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	alarm((unsigned)cfg.seconds + HANG_MARGIN_S);
+	if (fd < 0)
+		_exit(1);
+	while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
+		uint64_t t0 = now_ns();
+
+		if (set_lock(fd, F_SETLKW, F_WRLCK, 0, 0) ||
+		    set_lock(fd, F_SETLK, F_UNLCK, 0, 0))
+			_exit(1);
+		if (n < cap)
+			lat[n] = now_ns() - t0;
+		n++;
+	}
+	*count = n;
+	_exit(0);
+}
+
+/* one run: N processes on one file (shared) or N files; fills r */
+static int tp_run(const char *dir, int nprocs, bool shared, struct result *r)
+{
+	size_t cap = 200000;
+	size_t len = sizeof(int) * 16 + (size_t)nprocs * (8 + cap * 8);
+	char *shm = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	volatile int *stop = (volatile int *)shm;
+	uint64_t *counts = (uint64_t *)(shm + 64), *all, t0, total = 0;
+	pid_t *pids;
+	int err = 0;
+	size_t nlat = 0;
+
+	if (shm == MAP_FAILED)
+		return -errno;
+	pids = calloc((size_t)nprocs, sizeof(*pids));
+	if (!pids) {
+		munmap(shm, len);
+		return -ENOMEM;
+	}
+	t0 = now_ns();
+	for (int i = 0; i < nprocs; i++) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/.lockbench-tp-%d-%d", dir,
+			 (int)getpid(), shared ? 0 : i);
+		fflush(NULL);
+		pids[i] = fork();
+		if (pids[i] == 0)
+			tp_child(path, stop, &counts[i],
+				 counts + nprocs + (size_t)i * cap, cap);
+		if (pids[i] < 0) {
+			err = -errno;
+			break;
+		}
+	}
+	while (!err && now_ns() - t0 < cfg.limit_ns)
+		usleep(10000);
+	__atomic_store_n((int *)stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < nprocs; i++) {
+		int st;
+
+		if (pids[i] <= 0)
+			continue;
+		if (waitpid(pids[i], &st, 0) < 0 || !WIFEXITED(st) ||
+		    WEXITSTATUS(st))
+			err = err ? err : -EIO;
+	}
+	if (!err) {
+		uint64_t elapsed = now_ns() - t0;
+
+		all = calloc((size_t)nprocs * cap, sizeof(*all));
+		if (!all) {
+			err = -ENOMEM;
+		} else {
+			for (int i = 0; i < nprocs; i++) {
+				uint64_t k = counts[i] < cap ? counts[i] : cap;
+
+				memcpy(all + nlat, counts + nprocs + (size_t)i * cap,
+				       k * sizeof(*all));
+				nlat += k;
+				total += counts[i];
+			}
+			result_fill(r, all, nlat ? nlat : 1, elapsed, 1.0);
+			r->per_s = (double)total * 1e9 / (double)elapsed;
+			free(all);
+		}
+	}
+	for (int i = 0; i < (shared ? 1 : nprocs); i++) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/.lockbench-tp-%d-%d", dir,
+			 (int)getpid(), i);
+		unlink(path);
+	}
+	free(pids);
+	munmap(shm, len);
+	return err;
+}
+
+static int tp_main(const char *dir)
+{
+	struct result r[2] = { { 0 } };
+	int err = 0;
+
+	for (int k = 0; k < 2 && !err; k++)
+		err = tp_run(dir, tp_procs, k == 0, &r[k]);
+	if (err) {
+		fprintf(stderr, "lockbench: --procs on %s: %s\n", dir,
+			strerror(-err));
+		return 1;
+	}
+	printf("%d-process fcntl lock+unlock throughput in %s\n", tp_procs, dir);
+	printf("  %-28s %12.0f cycles/s  p50 %9.2f us  p99 %9.2f us\n",
+	       "one shared file (contended)", r[0].per_s, r[0].p50_us,
+	       r[0].p99_us);
+	printf("  %-28s %12.0f cycles/s  p50 %9.2f us  p99 %9.2f us\n",
+	       "one file per process", r[1].per_s, r[1].p50_us, r[1].p99_us);
+	return 0;
+}
+
+/* ---- --pair: the ping-pong between two directories ---------------------- */
+
+static int pair_main(const char *a, const char *b)
+{
+	struct target t = { .dir = a, .fd = -1, .col = 1 };
+	struct result r = { 0 };
+	int err;
+
+	pair_dirfd = open(b, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (pair_dirfd < 0) {
+		fprintf(stderr, "lockbench: %s: %s\n", b, strerror(errno));
+		return 1;
+	}
+	if (target_open(&t))
+		return 1;
+	/* the other mount must see the file A made */
+	err = faccessat(pair_dirfd, t.name, F_OK, 0) ? -errno : pp_run(&t, &r);
+	target_close(&t);
+	close(pair_dirfd);
+	if (err) {
+		fprintf(stderr, "lockbench: --pair: %s\n", strerror(-err));
+		return 1;
+	}
+	printf("(c) ping-pong handoff between %s and %s\n", a, b);
+	printf("  %-20s %12.0f\n  %-20s %12.2f\n  %-20s %12.2f\n  %-20s %12zu\n",
+	       "cycles/s", r.per_s, "handoff p50 us", r.p50_us,
+	       "handoff p99 us", r.p99_us, "samples", r.n);
+	return 0;
 }
 
 /* Returns 0, or -EINVAL with a message printed. */
@@ -686,6 +857,8 @@ static int parse_args(int argc, char **argv)
 		{ "iters", required_argument, NULL, 'n' },
 		{ "seconds", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "pair", no_argument, NULL, 'P' },
+		{ "procs", required_argument, NULL, 'p' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long long v;
@@ -715,6 +888,16 @@ static int parse_args(int argc, char **argv)
 				return -EINVAL;
 			}
 			break;
+		case 'P':
+			pair_dirfd = -2; /* opened in pair_main() */
+			break;
+		case 'p':
+			tp_procs = atoi(optarg);
+			if (tp_procs < 1 || tp_procs > 64) {
+				fprintf(stderr, "lockbench: --procs: want 1..64\n");
+				return -EINVAL;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -739,6 +922,21 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv))
 		return 2;
+	if (pair_dirfd == -2) {
+		if (argc - optind != 2) {
+			usage(stderr);
+			return 2;
+		}
+		pair_dirfd = -1;
+		return pair_main(argv[optind], argv[optind + 1]);
+	}
+	if (tp_procs) {
+		int ret = 0;
+
+		for (i = optind; i < argc; i++)
+			ret |= tp_main(argv[i]);
+		return ret;
+	}
 	ndirs = argc - optind;
 	tg = calloc((size_t)ndirs, sizeof(*tg));
 	res = calloc((size_t)ndirs * M_COUNT, sizeof(*res));

@@ -1,0 +1,2385 @@
+/*
+ * redis.c - the "redis://" backend: cluster-wide locks kept in Redis.
+ *
+ * Every decision (conflict check, POSIX merge/split/convert, FIFO queue,
+ * handoff on release, purge of dead leases, lock-delay) is made atomically
+ * on the server by one Lua script, backend/redis.lua, run with EVALSHA.
+ * This file only moves requests and answers, keeps the lease alive and
+ * keeps the local bookkeeping needed to report losses:
+ *
+ *  - a lease per daemon incarnation ("epoch"): P:leases[LEASE] = server
+ *    expiry, renewed every ttl/3 in one round trip per node.  A record
+ *    whose lease is dead is purged by the next script touching its
+ *    resource, with a lock-delay.  When the lease cannot be trusted any
+ *    more - at (send time of the last good renewal) + ttl - margin by our
+ *    monotonic clock, strictly before the server could expire it, or at
+ *    once when the server says it is gone (restarted empty) - every lock
+ *    we hold is reported lost and a fresh lease (epoch + 1) serves new
+ *    requests;
+ *  - held: what this daemon holds, per (resource, space, owner), so that
+ *    a loss can be reported for each;
+ *  - waits: our queued requests by wait id.  A grant arrives as a publish
+ *    "G WAITID TOKEN" on P:inc:LEASE (subscriber thread) or through the
+ *    safety re-check every second (keeper thread), delivered once.
+ *
+ * Redlock mode (several independent nodes): each request runs on every
+ * node; a lock is granted when a majority granted it within its validity
+ * (ttl - elapsed - drift), otherwise it is undone everywhere.  Waiters
+ * are parked on every node in "notify" mode ('n'): a release publishes
+ * "W WAITID" and the keeper retries on all nodes (no cross-node FIFO).
+ *
+ * What it deliberately does not do: Redis Cluster (keys of a script span
+ * slots), TLS, or any decision outside the script.
+ *
+ * Locking: redis_backend.mutex guards the tables, node lease state and
+ * counters; each pooled connection has its own mutex, taken before
+ * rb->mutex when both are held (conn -> rb), never the other way.  No
+ * callback runs while any of them is held.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "backend/backend.h"
+#include "backend/log.h"
+#include "backend/redis_lua.h"
+#include "backend/redis_uri.h"
+
+#define REDIS_POOL 4		/* command connections per node */
+#define REDIS_RECHECK_MS 1000	/* safety re-check of queued waits */
+#define REDIS_BACKOFF_MIN_MS 100
+#define REDIS_BACKOFF_MAX_MS 1000
+#define REDIS_BUCKETS 1024
+#define REDIS_MAX_ACKS 256
+#define REDIS_POLL_MAX 512	/* wait ids per re-check call */
+
+struct redis_backend;
+
+struct redis_conn {
+	pthread_mutex_t mutex; /* guards c */
+	redisContext *c;
+};
+
+struct redis_node {
+	struct redis_backend *rb;
+	unsigned idx;
+	struct redis_uri_node addr;
+	struct redis_conn pool[REDIS_POOL];
+	atomic_uint rr;
+	pthread_t sub_thread;
+	bool sub_started;
+	/* guarded by rb->mutex: */
+	bool up;		/* the last command got an answer */
+	int64_t retry_at;	/* mono ms: no connect attempt before */
+	int backoff_ms;
+	uint64_t lease_epoch;	/* epoch registered on this node, 0: none */
+	int64_t renewed_at;	/* mono ms: send time of the last good renewal */
+	bool trusted;		/* our lease there is certainly alive */
+	int sub_fd;		/* subscriber socket, -1 */
+};
+
+/* what this daemon holds: one entry per (resource, space, owner) */
+struct redis_held {
+	struct redis_held *next;
+	enum dl_space space;
+	uint64_t owner;
+	uint64_t epoch;
+	unsigned mask;		/* nodes holding it */
+	char resource[];
+};
+
+enum redis_wstate {
+	RW_SENDING,	/* lock() in flight */
+	RW_QUEUED,	/* queued in Redis: a grant or failure will follow */
+};
+
+struct redis_wait {
+	struct redis_wait *next;
+	uint64_t wait_id;
+	struct dl_lock_req req; /* req.resource points to res */
+	uint64_t epoch;
+	enum redis_wstate state;
+	bool cancelling;
+	bool woken;		/* Redlock: a node said "retry" */
+	bool busy;		/* Redlock: the keeper is retrying it */
+	bool cancelled;		/* Redlock: cancel() won while busy */
+	char res[];
+};
+
+/* work left over from a failed or unanswered call, retried by the keeper */
+enum redis_job_kind {
+	RJ_RELEASE,	/* release_owner */
+	RJ_UNLOCK,	/* unlock [start, end] */
+	RJ_CANCEL,	/* an orphaned wait: cancel, or unlock if granted */
+};
+
+struct redis_job {
+	struct redis_job *next;
+	enum redis_job_kind kind;
+	unsigned node;
+	uint64_t epoch;
+	uint64_t max_token;	/* RJ_RELEASE */
+	struct dl_lock_req req;
+	char res[];
+};
+
+struct redis_backend {
+	struct dl_backend base;
+	struct dl_backend_cb cb;
+	struct redis_uri uri;
+	char host_id[DL_HOST_MAX];
+	char user[REDIS_URI_USER_MAX];
+	char *password;		/* never logged */
+	uint64_t inc_base;
+	unsigned majority;
+	int margin_ms;		/* lost this long before the lease could end */
+	int drift_ms;		/* Redlock clock-drift allowance */
+	char sha[41];		/* of redis_lua; fixed */
+	struct redis_node *nodes;
+	pthread_t keeper, watchdog;
+	bool keeper_started, watchdog_started;
+
+	pthread_mutex_t mutex;
+	pthread_cond_t cond;	/* CLOCK_MONOTONIC: keeper and watchdog */
+	/* guarded by mutex: */
+	bool stopping;
+	bool kick;		/* keeper: re-check waits now */
+	bool kick_renew;	/* keeper: renew now */
+	uint64_t epoch;		/* current lease, starts at 1 */
+	struct redis_held *held[REDIS_BUCKETS];
+	struct redis_wait *waits[REDIS_BUCKETS];
+	struct redis_job *jobs;
+	uint64_t acks[REDIS_MAX_ACKS]; /* delivered grants to forget */
+	size_t nacks;
+	size_t nheld, nwaits;
+	char drop_lease[17];	/* an abandoned lease to end, "" none */
+};
+
+/* callbacks collected under the mutex, made after it is dropped */
+struct redis_note {
+	struct redis_note *next;
+	enum { RN_GRANTED, RN_FAILED, RN_LOST } kind;
+	uint64_t wait_id, token, owner;
+	enum dl_space space;
+	int err;
+	char resource[];
+};
+
+static struct redis_backend *redis_of(struct dl_backend *be)
+{
+	return (struct redis_backend *)be;
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t redis_hash(const char *s, uint64_t x)
+{
+	uint64_t h = 1469598103934665603ULL ^ x;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+static void hex16(char buf[17], uint64_t v)
+{
+	snprintf(buf, 17, "%016" PRIx64, v);
+}
+
+static void lease_name(const struct redis_backend *rb, uint64_t epoch,
+		       char buf[17])
+{
+	hex16(buf, rb->inc_base + epoch * 0x9E3779B97F4A7C15ULL);
+}
+
+static unsigned popcount(unsigned m)
+{
+	return (unsigned)__builtin_popcount(m);
+}
+
+static bool reply_u64(const redisReply *r, uint64_t *v)
+{
+	char *end;
+
+	if (r->type == REDIS_REPLY_INTEGER) {
+		*v = (uint64_t)r->integer;
+		return r->integer >= 0;
+	}
+	if (r->type != REDIS_REPLY_STRING || r->len == 0)
+		return false;
+	errno = 0;
+	*v = strtoull(r->str, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
+static bool reply_hex(const redisReply *r, uint64_t *v)
+{
+	char *end;
+
+	if (r->type != REDIS_REPLY_STRING || r->len != 16)
+		return false;
+	errno = 0;
+	*v = strtoull(r->str, &end, 16);
+	return errno == 0 && *end == '\0';
+}
+
+static int64_t reply_int(const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	if (r->type == REDIS_REPLY_STRING)
+		return strtoll(r->str, NULL, 10);
+	return -2;
+}
+
+static void note_add(struct redis_note **list, int kind, const char *resource,
+		     enum dl_space space, uint64_t owner, uint64_t wait_id,
+		     uint64_t token, int err)
+{
+	size_t len = resource ? strlen(resource) : 0;
+	struct redis_note *n = calloc(1, sizeof(*n) + len + 1);
+
+	if (!n) {
+		dl_log(DL_LOG_ERR, "redis: out of memory for a callback");
+		return;
+	}
+	n->kind = kind;
+	n->space = space;
+	n->owner = owner;
+	n->wait_id = wait_id;
+	n->token = token;
+	n->err = err;
+	if (len)
+		memcpy(n->resource, resource, len + 1);
+	n->next = *list;
+	*list = n;
+}
+
+/* make the callbacks, in the order they were decided; no mutex held */
+static void notes_run(struct redis_backend *rb, struct redis_note *list)
+{
+	struct redis_note *rev = NULL;
+
+	while (list) {
+		struct redis_note *n = list;
+
+		list = n->next;
+		n->next = rev;
+		rev = n;
+	}
+	while (rev) {
+		struct redis_note *n = rev;
+
+		rev = n->next;
+		if (n->kind == RN_GRANTED)
+			rb->cb.granted(rb->cb.ctx, n->wait_id, n->token);
+		else if (n->kind == RN_FAILED)
+			rb->cb.failed(rb->cb.ctx, n->wait_id, n->err);
+		else
+			rb->cb.lost(rb->cb.ctx, n->resource, n->space, n->owner,
+				    n->err);
+		free(n);
+	}
+}
+
+/* ---- held and waits tables (mutex held) ------------------------------- */
+
+static struct redis_held **held_slot(struct redis_backend *rb,
+				     const char *res, enum dl_space space,
+				     uint64_t owner)
+{
+	struct redis_held **p =
+		&rb->held[redis_hash(res, owner ^ space) % REDIS_BUCKETS];
+
+	while (*p && ((*p)->owner != owner || (*p)->space != space ||
+		      strcmp((*p)->resource, res) != 0))
+		p = &(*p)->next;
+	return p;
+}
+
+static void held_add(struct redis_backend *rb, const char *res,
+		     enum dl_space space, uint64_t owner, unsigned mask)
+{
+	struct redis_held **p = held_slot(rb, res, space, owner);
+	size_t len = strlen(res);
+
+	if (*p) {
+		/* pieces granted by different majorities: trust the common
+		 * nodes only (conservative) */
+		(*p)->mask &= mask;
+		return;
+	}
+	*p = calloc(1, sizeof(**p) + len + 1);
+	if (!*p) {
+		/* the lock is granted; only its loss report would be missed */
+		dl_log(DL_LOG_ERR, "redis: out of memory tracking a lock");
+		return;
+	}
+	(*p)->space = space;
+	(*p)->owner = owner;
+	(*p)->epoch = rb->epoch;
+	(*p)->mask = mask;
+	memcpy((*p)->resource, res, len + 1);
+	rb->nheld++;
+}
+
+static void held_remove(struct redis_backend *rb, const char *res,
+			enum dl_space space, uint64_t owner)
+{
+	struct redis_held **p = held_slot(rb, res, space, owner), *h = *p;
+
+	if (!h)
+		return;
+	*p = h->next;
+	free(h);
+	rb->nheld--;
+}
+
+static struct redis_wait **wait_slot(struct redis_backend *rb, uint64_t id)
+{
+	struct redis_wait **p = &rb->waits[(id * 0x9E3779B97F4A7C15ULL) >> 54];
+
+	while (*p && (*p)->wait_id != id)
+		p = &(*p)->next;
+	return p;
+}
+
+static struct redis_wait *wait_find(struct redis_backend *rb, uint64_t id)
+{
+	return *wait_slot(rb, id);
+}
+
+static void wait_insert(struct redis_backend *rb, struct redis_wait *w)
+{
+	struct redis_wait **p = wait_slot(rb, w->wait_id);
+
+	w->next = *p;
+	*p = w;
+	rb->nwaits++;
+}
+
+static void wait_unlink(struct redis_backend *rb, struct redis_wait *w)
+{
+	struct redis_wait **p = wait_slot(rb, w->wait_id);
+
+	if (*p == w) {
+		*p = w->next;
+		rb->nwaits--;
+	}
+}
+
+static struct redis_wait *wait_new(const struct dl_lock_req *req)
+{
+	size_t len = strlen(req->resource);
+	struct redis_wait *w = calloc(1, sizeof(*w) + len + 1);
+
+	if (!w)
+		return NULL;
+	memcpy(w->res, req->resource, len + 1);
+	w->req = *req;
+	w->req.resource = w->res;
+	w->wait_id = req->wait_id;
+	return w;
+}
+
+static void job_add(struct redis_backend *rb, enum redis_job_kind kind,
+		    unsigned node, const struct dl_lock_req *req)
+{
+	size_t len = strlen(req->resource);
+	struct redis_job *j = calloc(1, sizeof(*j) + len + 1);
+
+	if (!j) {
+		dl_log(DL_LOG_ERR, "redis: out of memory: %s left to expire "
+		       "with the lease", req->resource);
+		return;
+	}
+	j->kind = kind;
+	j->node = node;
+	j->epoch = rb->epoch;
+	j->max_token = DL_TOKEN_ALL;
+	memcpy(j->res, req->resource, len + 1);
+	j->req = *req;
+	j->req.resource = j->res;
+	j->next = rb->jobs;
+	rb->jobs = j;
+	rb->kick = true;
+	pthread_cond_broadcast(&rb->cond);
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static void node_set_down(struct redis_backend *rb, struct redis_node *n)
+{
+	int64_t now = dl_mono_ms();
+
+	pthread_mutex_lock(&rb->mutex);
+	if (n->up)
+		dl_log(DL_LOG_WARNING, "redis %s:%d: unreachable",
+		       n->addr.host, n->addr.port);
+	n->up = false;
+	n->backoff_ms = n->backoff_ms ? n->backoff_ms * 2 : REDIS_BACKOFF_MIN_MS;
+	if (n->backoff_ms > REDIS_BACKOFF_MAX_MS)
+		n->backoff_ms = REDIS_BACKOFF_MAX_MS;
+	n->retry_at = now + n->backoff_ms;
+	pthread_mutex_unlock(&rb->mutex);
+}
+
+static void node_set_up(struct redis_backend *rb, struct redis_node *n)
+{
+	pthread_mutex_lock(&rb->mutex);
+	if (!n->up)
+		dl_log(DL_LOG_INFO, "redis %s:%d: reachable", n->addr.host,
+		       n->addr.port);
+	n->up = true;
+	n->backoff_ms = 0;
+	n->retry_at = 0;
+	pthread_mutex_unlock(&rb->mutex);
+}
+
+/* AUTH if configured; 0, or -EACCES with the server's reason in @err */
+static int redis_auth(struct redis_backend *rb, redisContext *c, char *err,
+		      size_t errlen)
+{
+	const char *argv[3] = { "AUTH" };
+	size_t lens[3] = { 4 };
+	redisReply *r;
+	int argc = 1, ret = 0;
+
+	if (!rb->password)
+		return 0;
+	if (rb->user[0]) {
+		argv[argc] = rb->user;
+		lens[argc++] = strlen(rb->user);
+	}
+	argv[argc] = rb->password;
+	lens[argc++] = strlen(rb->password);
+	r = redisCommandArgv(c, argc, argv, lens);
+	if (!r) {
+		snprintf(err, errlen, "AUTH: %s", c->errstr);
+		return -EIO;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		/* the server's message never quotes the password */
+		snprintf(err, errlen, "AUTH refused: %.*s", (int)r->len, r->str);
+		ret = -EACCES;
+	}
+	freeReplyObject(r);
+	return ret;
+}
+
+/* a new connection to @n, authenticated; NULL with a reason in @err */
+static redisContext *redis_connect(struct redis_backend *rb,
+				   struct redis_node *n, bool blocking_reads,
+				   char *err, size_t errlen)
+{
+	struct timeval tv = { rb->uri.connect_timeout_ms / 1000,
+			      (rb->uri.connect_timeout_ms % 1000) * 1000 };
+	struct timeval none = { 0, 0 };
+	redisContext *c;
+
+	c = redisConnectWithTimeout(n->addr.host, n->addr.port, tv);
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (c->err) {
+		snprintf(err, errlen, "%s", c->errstr);
+		redisFree(c);
+		return NULL;
+	}
+	/* commands time out like connects; a subscriber waits for ever
+	 * (keepalive and the keeper notice a dead server) */
+	if (redisSetTimeout(c, blocking_reads ? none : tv) != REDIS_OK ||
+	    redisEnableKeepAlive(c) != REDIS_OK) {
+		snprintf(err, errlen, "%s", c->errstr);
+		redisFree(c);
+		return NULL;
+	}
+	if (redis_auth(rb, c, err, errlen) < 0) {
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* SCRIPT LOAD on @c; 0 or -EIO */
+static int redis_load_script(struct redis_backend *rb, redisContext *c,
+			     char *err, size_t errlen)
+{
+	const char *argv[3] = { "SCRIPT", "LOAD", redis_lua };
+	size_t lens[3] = { 6, 4, sizeof(redis_lua) - 1 };
+	redisReply *r = redisCommandArgv(c, 3, argv, lens);
+	int ret = 0;
+
+	if (!r) {
+		snprintf(err, errlen, "SCRIPT LOAD: %s", c->errstr);
+		return -EIO;
+	}
+	if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+		snprintf(err, errlen, "SCRIPT LOAD refused: %.*s",
+			 r->type == REDIS_REPLY_ERROR ? (int)r->len : 0,
+			 r->type == REDIS_REPLY_ERROR ? r->str : "");
+		ret = -EIO;
+	} else {
+		memcpy(rb->sha, r->str, 40); /* the same everywhere */
+		rb->sha[40] = '\0';
+	}
+	freeReplyObject(r);
+	return ret;
+}
+
+/*
+ * A locked connection to @n, connected; NULL when the node is down (in
+ * its backoff, or the connect failed within connect_timeout_ms).
+ */
+static struct redis_conn *conn_get(struct redis_backend *rb,
+				   struct redis_node *n)
+{
+	unsigned start = atomic_fetch_add(&n->rr, 1);
+	struct redis_conn *c = NULL;
+	char err[256];
+	bool wait;
+
+	for (unsigned i = 0; i < REDIS_POOL && !c; i++)
+		if (pthread_mutex_trylock(&n->pool[(start + i) % REDIS_POOL].mutex) == 0)
+			c = &n->pool[(start + i) % REDIS_POOL];
+	if (!c) {
+		c = &n->pool[start % REDIS_POOL];
+		pthread_mutex_lock(&c->mutex);
+	}
+	if (c->c)
+		return c;
+	pthread_mutex_lock(&rb->mutex);
+	wait = dl_mono_ms() < n->retry_at;
+	pthread_mutex_unlock(&rb->mutex);
+	if (!wait) {
+		c->c = redis_connect(rb, n, false, err, sizeof(err));
+		if (c->c && redis_load_script(rb, c->c, err, sizeof(err)) < 0) {
+			redisFree(c->c);
+			c->c = NULL;
+		}
+		if (c->c) {
+			node_set_up(rb, n);
+			return c;
+		}
+		dl_log(DL_LOG_DEBUG, "redis %s:%d: %s", n->addr.host,
+		       n->addr.port, err);
+		node_set_down(rb, n);
+	}
+	pthread_mutex_unlock(&c->mutex);
+	return NULL;
+}
+
+static void conn_put(struct redis_conn *c)
+{
+	pthread_mutex_unlock(&c->mutex);
+}
+
+/*
+ * Run script op @op on node @n for @resource ("" for none) as lease
+ * @lease, with @nextra op-specific arguments.  Returns 0 and the reply
+ * (an array), or -ENOLCK: the node is down or the call failed; *indoubt
+ * then says whether the script may have run.
+ */
+static int node_script(struct redis_backend *rb, struct redis_node *n,
+		       const char *op, const char *resource, const char *lease,
+		       int nextra, const char *const *extra,
+		       const size_t *extralen, redisReply **out, bool *indoubt)
+{
+	const char **argv = NULL;
+	size_t *lens = NULL;
+	char ttl[16], delay[16];
+	size_t plen = strlen(rb->uri.prefix), rlen = strlen(resource);
+	char *keys = NULL;
+	struct redis_conn *c;
+	redisReply *r = NULL;
+	int argc = 0, ret = -ENOLCK;
+
+	*out = NULL;
+	if (indoubt)
+		*indoubt = false;
+	argv = calloc((size_t)nextra + 11, sizeof(*argv));
+	lens = calloc((size_t)nextra + 11, sizeof(*lens));
+	keys = malloc(3 * (plen + 3 + rlen));
+	if (!keys || !argv || !lens) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	for (int k = 0; k < 3; k++) {
+		char *key = keys + k * (plen + 3 + rlen);
+
+		memcpy(key, rb->uri.prefix, plen);
+		key[plen] = ':';
+		key[plen + 1] = "gwd"[k];
+		key[plen + 2] = ':';
+		memcpy(key + plen + 3, resource, rlen);
+		argv[3 + k] = key;
+		lens[3 + k] = plen + 3 + rlen;
+	}
+	snprintf(ttl, sizeof(ttl), "%d", rb->uri.ttl_ms);
+	snprintf(delay, sizeof(delay), "%d", rb->uri.lock_delay_ms);
+	argv[0] = "EVALSHA";
+	argv[1] = rb->sha;
+	argv[2] = "3";
+	argv[6] = op;
+	argv[7] = rb->uri.prefix;
+	argv[8] = lease;
+	argv[9] = ttl;
+	argv[10] = delay;
+	for (int i = 0; i < 11; i++)
+		if (i < 3 || i > 5)
+			lens[i] = strlen(argv[i]);
+	argc = 11;
+	for (int i = 0; i < nextra; i++) {
+		argv[argc] = extra[i];
+		lens[argc++] = extralen ? extralen[i] : strlen(extra[i]);
+	}
+
+	c = conn_get(rb, n);
+	if (!c)
+		goto out_free;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		char err[256];
+
+		r = redisCommandArgv(c->c, argc, argv, lens);
+		if (!r)
+			break;
+		if (r->type == REDIS_REPLY_ERROR &&
+		    strncmp(r->str, "NOSCRIPT", 8) == 0 && attempt == 0) {
+			/* the server lost its script cache (restart, FLUSH) */
+			freeReplyObject(r);
+			r = NULL;
+			if (redis_load_script(rb, c->c, err, sizeof(err)) < 0) {
+				dl_log(DL_LOG_WARNING, "redis %s:%d: %s",
+				       n->addr.host, n->addr.port, err);
+				break;
+			}
+			continue;
+		}
+		break;
+	}
+	if (!r) {
+		if (c->c->err) {
+			dl_log(DL_LOG_DEBUG, "redis %s:%d: %s: %s", n->addr.host,
+			       n->addr.port, op, c->c->errstr);
+			redisFree(c->c);
+			c->c = NULL;
+			if (indoubt)
+				*indoubt = true;
+			conn_put(c);
+			node_set_down(rb, n);
+			goto out_free;
+		}
+		conn_put(c);
+		goto out_free;
+	}
+	conn_put(c);
+	if (r->type != REDIS_REPLY_ARRAY) {
+		dl_log(DL_LOG_ERR, "redis %s:%d: %s: unexpected answer: %.*s",
+		       n->addr.host, n->addr.port, op,
+		       r->type == REDIS_REPLY_ERROR ? (int)r->len : 0,
+		       r->type == REDIS_REPLY_ERROR ? r->str : "");
+		freeReplyObject(r);
+		goto out_free;
+	}
+	*out = r;
+	ret = 0;
+out_free:
+	free(keys);
+	free(argv);
+	free(lens);
+	return ret;
+}
+
+/* ---- leases --------------------------------------------------------------- */
+
+/*
+ * Every lock of this daemon is gone or cannot be trusted: report each
+ * held lock lost and fail each queued wait, and serve new requests under
+ * a fresh lease.  Mutex held; callbacks go to @notes.
+ */
+static void lose_all(struct redis_backend *rb, const char *why,
+		     struct redis_note **notes)
+{
+	char old[17];
+	size_t nlost = 0;
+
+	lease_name(rb, rb->epoch, old);
+	for (size_t b = 0; b < REDIS_BUCKETS; b++) {
+		while (rb->held[b]) {
+			struct redis_held *h = rb->held[b];
+
+			rb->held[b] = h->next;
+			note_add(notes, RN_LOST, h->resource, h->space,
+				 h->owner, 0, 0, -ENOLCK);
+			free(h);
+			rb->nheld--;
+			nlost++;
+		}
+		for (struct redis_wait **p = &rb->waits[b]; *p;) {
+			struct redis_wait *w = *p;
+
+			if (w->state == RW_SENDING || w->busy) {
+				/* lock() or the keeper sees the new epoch */
+				p = &w->next;
+				continue;
+			}
+			*p = w->next;
+			rb->nwaits--;
+			if (!w->cancelling)
+				note_add(notes, RN_FAILED, NULL, 0, 0,
+					 w->wait_id, 0, -ENOLCK);
+			free(w);
+		}
+	}
+	while (rb->jobs) {
+		struct redis_job *j = rb->jobs;
+
+		rb->jobs = j->next;
+		free(j);
+	}
+	rb->nacks = 0;
+	rb->epoch++;
+	snprintf(rb->drop_lease, sizeof(rb->drop_lease), "%s", old);
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+
+		n->lease_epoch = 0;
+		n->trusted = false;
+		/* resubscribe on the new lease's channel */
+		if (n->sub_fd >= 0)
+			shutdown(n->sub_fd, SHUT_RDWR);
+	}
+	rb->kick = true;
+	rb->kick_renew = true;
+	pthread_cond_broadcast(&rb->cond);
+	dl_log(nlost ? DL_LOG_WARNING : DL_LOG_INFO,
+	       "redis: lease %s %s: %zu lock(s) lost, new lease for new "
+	       "requests", old, why, nlost);
+}
+
+/*
+ * Redlock: node @n can no longer vouch for our records.  Locks left
+ * without a majority of trusted nodes are lost.  Mutex held.
+ */
+static void lose_node(struct redis_backend *rb, struct redis_node *n,
+		      const char *why, struct redis_note **notes)
+{
+	unsigned trusted = 0;
+
+	n->trusted = false;
+	n->lease_epoch = 0;
+	dl_log(DL_LOG_WARNING, "redis %s:%d: lease %s", n->addr.host,
+	       n->addr.port, why);
+	for (unsigned i = 0; i < rb->uri.nnodes; i++)
+		if (rb->nodes[i].trusted)
+			trusted |= 1u << i;
+	for (size_t b = 0; b < REDIS_BUCKETS; b++) {
+		for (struct redis_held **p = &rb->held[b]; *p;) {
+			struct redis_held *h = *p;
+
+			h->mask &= trusted;
+			if (popcount(h->mask) >= rb->majority) {
+				p = &h->next;
+				continue;
+			}
+			*p = h->next;
+			note_add(notes, RN_LOST, h->resource, h->space,
+				 h->owner, 0, 0, -ENOLCK);
+			free(h);
+			rb->nheld--;
+		}
+	}
+	if (popcount(trusted) < rb->majority) {
+		for (size_t b = 0; b < REDIS_BUCKETS; b++) {
+			for (struct redis_wait **p = &rb->waits[b]; *p;) {
+				struct redis_wait *w = *p;
+
+				if (w->state == RW_SENDING || w->busy) {
+					p = &w->next;
+					continue;
+				}
+				*p = w->next;
+				rb->nwaits--;
+				if (!w->cancelling)
+					note_add(notes, RN_FAILED, NULL, 0, 0,
+						 w->wait_id, 0, -ENOLCK);
+				free(w);
+			}
+		}
+	}
+}
+
+/* the server says our lease on @n is gone (restarted empty, expired) */
+static void lease_gone(struct redis_backend *rb, struct redis_node *n,
+		       uint64_t epoch)
+{
+	struct redis_note *notes = NULL;
+
+	pthread_mutex_lock(&rb->mutex);
+	if (epoch == rb->epoch) {
+		if (rb->uri.nnodes == 1)
+			lose_all(rb, "is gone on the server", &notes);
+		else
+			lose_node(rb, n, "is gone on the server", &notes);
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	notes_run(rb, notes);
+}
+
+/*
+ * Make sure our current lease exists on @n: register it if needed.
+ * Returns 0 with the lease name in @lease, or -ENOLCK.
+ */
+static int node_lease(struct redis_backend *rb, struct redis_node *n,
+		      char lease[17], uint64_t *epoch_out)
+{
+	const char *extra[1] = { rb->host_id };
+	redisReply *r;
+	uint64_t epoch;
+	int64_t sent;
+	bool have;
+	int ret;
+
+	pthread_mutex_lock(&rb->mutex);
+	epoch = rb->epoch;
+	have = n->lease_epoch == epoch;
+	pthread_mutex_unlock(&rb->mutex);
+	lease_name(rb, epoch, lease);
+	*epoch_out = epoch;
+	if (have)
+		return 0;
+	sent = dl_mono_ms();
+	ret = node_script(rb, n, "reg", "", lease, 1, extra, NULL, &r, NULL);
+	if (ret < 0)
+		return -ENOLCK;
+	freeReplyObject(r);
+	pthread_mutex_lock(&rb->mutex);
+	if (rb->epoch == epoch) {
+		n->lease_epoch = epoch;
+		n->renewed_at = sent;
+		n->trusted = true;
+		pthread_cond_broadcast(&rb->cond); /* new watchdog deadline */
+	} else {
+		ret = -ENOLCK;
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	if (ret == 0)
+		dl_log(DL_LOG_DEBUG, "redis %s:%d: lease %s registered",
+		       n->addr.host, n->addr.port, lease);
+	return ret;
+}
+
+/* renew our lease on @n, forgetting delivered grants; one round trip */
+static void node_renew(struct redis_backend *rb, struct redis_node *n)
+{
+	char lease[17], ackbuf[REDIS_MAX_ACKS][17];
+	const char *extra[REDIS_MAX_ACKS];
+	uint64_t acks[REDIS_MAX_ACKS];
+	size_t nacks = 0;
+	redisReply *r;
+	uint64_t epoch;
+	int64_t sent;
+	int ret;
+
+	if (node_lease(rb, n, lease, &epoch) < 0)
+		return;
+	pthread_mutex_lock(&rb->mutex);
+	if (n->lease_epoch == epoch && rb->uri.nnodes == 1) {
+		nacks = rb->nacks;
+		memcpy(acks, rb->acks, nacks * sizeof(acks[0]));
+		rb->nacks = 0;
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	for (size_t i = 0; i < nacks; i++) {
+		hex16(ackbuf[i], acks[i]);
+		extra[i] = ackbuf[i];
+	}
+	sent = dl_mono_ms();
+	ret = node_script(rb, n, "renew", "", lease, (int)nacks,
+			  nacks ? extra : NULL, NULL, &r, NULL);
+	if (ret < 0) {
+		/* forget them next time */
+		pthread_mutex_lock(&rb->mutex);
+		for (size_t i = 0; i < nacks && rb->epoch == epoch &&
+				   rb->nacks < REDIS_MAX_ACKS; i++)
+			rb->acks[rb->nacks++] = acks[i];
+		pthread_mutex_unlock(&rb->mutex);
+		return;
+	}
+	if (r->elements >= 1 && reply_int(r->element[0]) == 1) {
+		pthread_mutex_lock(&rb->mutex);
+		if (rb->epoch == epoch && n->lease_epoch == epoch) {
+			n->renewed_at = sent;
+			n->trusted = true;
+			pthread_cond_broadcast(&rb->cond);
+		}
+		pthread_mutex_unlock(&rb->mutex);
+	} else {
+		lease_gone(rb, n, epoch);
+	}
+	freeReplyObject(r);
+}
+
+/* ---- delivery ------------------------------------------------------------- */
+
+/* a grant for queued wait @id of lease @epoch; mutex held */
+static void deliver_grant(struct redis_backend *rb, uint64_t epoch,
+			  uint64_t id, uint64_t token, unsigned mask,
+			  struct redis_note **notes)
+{
+	struct redis_wait *w = wait_find(rb, id);
+
+	if (!w || w->epoch != epoch)
+		return; /* delivered already, or of a lease given up */
+	wait_unlink(rb, w);
+	held_add(rb, w->res, w->req.space, w->req.owner, mask);
+	if (rb->uri.nnodes == 1 && rb->nacks < REDIS_MAX_ACKS)
+		rb->acks[rb->nacks++] = id;
+	note_add(notes, RN_GRANTED, NULL, 0, 0, id, token, 0);
+	free(w);
+}
+
+/* ---- subscriber ----------------------------------------------------------- */
+
+static void sub_message(struct redis_backend *rb, struct redis_node *n,
+			uint64_t epoch, const char *msg, size_t len)
+{
+	struct redis_note *notes = NULL;
+	char buf[64];
+	uint64_t id, token = 0;
+	char kind;
+
+	if (len >= sizeof(buf))
+		return;
+	memcpy(buf, msg, len);
+	buf[len] = '\0';
+	if (sscanf(buf, "%c %" SCNx64 " %" SCNu64, &kind, &id, &token) < 2)
+		return;
+	pthread_mutex_lock(&rb->mutex);
+	if (kind == 'G' && rb->uri.nnodes == 1) {
+		deliver_grant(rb, epoch, id, token, 1u << n->idx, &notes);
+	} else if (kind == 'W') {
+		struct redis_wait *w = wait_find(rb, id);
+
+		if (w && w->epoch == epoch) {
+			w->woken = true;
+			rb->kick = true;
+			pthread_cond_broadcast(&rb->cond);
+		}
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	notes_run(rb, notes);
+}
+
+/* sleep @ms or until stopping; mutex held */
+static void redis_nap(struct redis_backend *rb, int64_t ms)
+{
+	int64_t until = dl_mono_ms() + ms;
+	struct timespec ts = { until / 1000, (until % 1000) * 1000000 };
+
+	if (!rb->stopping)
+		pthread_cond_timedwait(&rb->cond, &rb->mutex, &ts);
+}
+
+static void *sub_main(void *arg)
+{
+	struct redis_node *n = arg;
+	struct redis_backend *rb = n->rb;
+	int backoff = REDIS_BACKOFF_MIN_MS;
+
+	pthread_mutex_lock(&rb->mutex);
+	while (!rb->stopping) {
+		uint64_t epoch = rb->epoch;
+		char lease[17], chan[REDIS_URI_PREFIX_MAX + 32], err[256];
+		const char *argv[2] = { "SUBSCRIBE", chan };
+		redisContext *c;
+		redisReply *r;
+
+		pthread_mutex_unlock(&rb->mutex);
+		lease_name(rb, epoch, lease);
+		snprintf(chan, sizeof(chan), "%s:inc:%s", rb->uri.prefix, lease);
+		c = redis_connect(rb, n, true, err, sizeof(err));
+		r = c ? redisCommandArgv(c, 2, argv, NULL) : NULL;
+		pthread_mutex_lock(&rb->mutex);
+		if (!r || r->type != REDIS_REPLY_ARRAY || rb->epoch != epoch) {
+			if (r)
+				freeReplyObject(r);
+			if (c)
+				redisFree(c);
+			if (rb->epoch == epoch)
+				redis_nap(rb, backoff);
+			backoff = backoff * 2 > REDIS_BACKOFF_MAX_MS ?
+				  REDIS_BACKOFF_MAX_MS : backoff * 2;
+			continue;
+		}
+		freeReplyObject(r);
+		backoff = REDIS_BACKOFF_MIN_MS;
+		n->sub_fd = c->fd;
+		/* publishes may have been missed: re-check and renew now (a
+		 * server restarted empty shows as a lease gone) */
+		rb->kick = true;
+		rb->kick_renew = true;
+		pthread_cond_broadcast(&rb->cond);
+		pthread_mutex_unlock(&rb->mutex);
+
+		while (redisGetReply(c, (void **)&r) == REDIS_OK) {
+			if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+			    r->element[2]->type == REDIS_REPLY_STRING)
+				sub_message(rb, n, epoch, r->element[2]->str,
+					    r->element[2]->len);
+			freeReplyObject(r);
+		}
+
+		pthread_mutex_lock(&rb->mutex);
+		n->sub_fd = -1;
+		redisFree(c);
+		if (!rb->stopping && rb->epoch == epoch) {
+			dl_log(DL_LOG_DEBUG, "redis %s:%d: subscriber lost its "
+			       "connection", n->addr.host, n->addr.port);
+			rb->kick = true;
+			rb->kick_renew = true;
+			pthread_cond_broadcast(&rb->cond);
+			redis_nap(rb, REDIS_BACKOFF_MIN_MS);
+		}
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	return NULL;
+}
+
+/* ---- requests (single node and Redlock) ----------------------------------- */
+
+struct redis_lockargs {
+	char space[2], type[2], start[17], end[17], owner[17], pid[12],
+		wait[17], mode[2];
+	const char *v[8];
+};
+
+static void lockargs_fill(struct redis_lockargs *a,
+			  const struct dl_lock_req *req, uint64_t wait_id,
+			  char mode)
+{
+	a->space[0] = req->space == DL_SPACE_FLOCK ? '0' : '1';
+	a->space[1] = '\0';
+	a->type[0] = req->type == DL_WRLCK ? 'W' : req->type == DL_RDLCK ? 'R' : 'U';
+	a->type[1] = '\0';
+	hex16(a->start, req->start);
+	hex16(a->end, req->end);
+	hex16(a->owner, req->owner);
+	snprintf(a->pid, sizeof(a->pid), "%u", req->pid);
+	if (wait_id)
+		hex16(a->wait, wait_id);
+	else
+		a->wait[0] = '\0';
+	a->mode[0] = mode;
+	a->mode[1] = '\0';
+	a->v[0] = a->space;
+	a->v[1] = a->type;
+	a->v[2] = a->start;
+	a->v[3] = a->end;
+	a->v[4] = a->owner;
+	a->v[5] = a->pid;
+	a->v[6] = a->wait;
+	a->v[7] = a->mode;
+}
+
+enum redis_outcome {
+	RO_GRANTED,
+	RO_CONFLICT,
+	RO_QUEUED,
+	RO_LEASE,	/* our lease is gone there */
+	RO_ERROR,
+};
+
+/*
+ * One lock script on one node.  On RO_GRANTED, *token and (if @prev) a
+ * copy of the owner's previous record, for an undo.
+ */
+static enum redis_outcome node_lock(struct redis_backend *rb,
+				    struct redis_node *n,
+				    const struct dl_lock_req *req,
+				    uint64_t wait_id, char mode,
+				    uint64_t *epoch, uint64_t *token,
+				    char **prev, bool *indoubt)
+{
+	struct redis_lockargs a;
+	enum redis_outcome o = RO_ERROR;
+	char lease[17];
+	redisReply *r;
+	int64_t v;
+
+	*indoubt = false;
+	if (node_lease(rb, n, lease, epoch) < 0)
+		return RO_ERROR;
+	lockargs_fill(&a, req, wait_id, mode);
+	if (node_script(rb, n, "lock", req->resource, lease, 8, a.v, NULL, &r,
+			indoubt) < 0)
+		return RO_ERROR;
+	v = r->elements ? reply_int(r->element[0]) : -2;
+	if (v == 1 && r->elements >= 3 && reply_u64(r->element[1], token)) {
+		o = RO_GRANTED;
+		if (prev) {
+			*prev = r->element[2]->type == REDIS_REPLY_STRING ?
+				strdup(r->element[2]->str) : strdup("");
+			if (!*prev)
+				*prev = strdup(""); /* best effort */
+		}
+	} else if (v == 0) {
+		o = RO_CONFLICT;
+	} else if (v == 2) {
+		o = RO_QUEUED;
+	} else if (v == -1) {
+		o = RO_LEASE;
+	}
+	freeReplyObject(r);
+	return o;
+}
+
+/* a simple op (unlock, release, undo, cancel) on one node; reply or NULL */
+static redisReply *node_simple(struct redis_backend *rb, struct redis_node *n,
+			       const char *op, const struct dl_lock_req *req,
+			       const char *arg11, bool *indoubt)
+{
+	struct redis_lockargs a;
+	const char *extra[6];
+	char lease[17];
+	uint64_t epoch;
+	redisReply *r;
+
+	if (indoubt)
+		*indoubt = false;
+	if (node_lease(rb, n, lease, &epoch) < 0)
+		return NULL;
+	lockargs_fill(&a, req, 0, 'g');
+	if (strcmp(op, "cancel") == 0) {
+		hex16(a.wait, req->wait_id);
+		extra[0] = a.wait;
+		if (node_script(rb, n, op, req->resource, lease, 1, extra, NULL,
+				&r, indoubt) < 0)
+			return NULL;
+		return r;
+	}
+	/* [6] space [7] type [8] start [9] end [10] owner [11] arg11 */
+	extra[0] = a.space;
+	extra[1] = a.type;
+	extra[2] = a.start;
+	extra[3] = a.end;
+	extra[4] = a.owner;
+	extra[5] = arg11 ? arg11 : "";
+	if (node_script(rb, n, op, req->resource, lease, arg11 ? 6 : 5, extra,
+			NULL, &r, indoubt) < 0)
+		return NULL;
+	return r;
+}
+
+static int redis_req_valid(const struct dl_lock_req *req, bool unlock)
+{
+	if (!req->resource || req->start > req->end ||
+	    (unsigned)req->space > DL_SPACE_POSIX)
+		return false;
+	return unlock || req->type == DL_RDLCK || req->type == DL_WRLCK;
+}
+
+/* single node: the server queues, hands over and publishes */
+static int redis_lock_single(struct redis_backend *rb,
+			     const struct dl_lock_req *req, uint64_t *token)
+{
+	struct redis_node *n = &rb->nodes[0];
+	struct redis_note *notes = NULL;
+	struct redis_wait *w = NULL;
+	enum redis_outcome o;
+	uint64_t epoch = 0;
+	bool indoubt;
+	int ret;
+
+	if (req->wait_id) {
+		w = wait_new(req);
+		if (!w)
+			return -ENOMEM;
+	}
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (w) {
+			pthread_mutex_lock(&rb->mutex);
+			w->epoch = rb->epoch;
+			w->state = RW_SENDING;
+			wait_insert(rb, w);
+			pthread_mutex_unlock(&rb->mutex);
+		}
+		o = node_lock(rb, n, req, req->wait_id, 'g', &epoch, token,
+			      NULL, &indoubt);
+		if (o != RO_LEASE)
+			break;
+		if (w) {
+			pthread_mutex_lock(&rb->mutex);
+			wait_unlink(rb, w);
+			pthread_mutex_unlock(&rb->mutex);
+		}
+		lease_gone(rb, n, epoch);
+	}
+
+	pthread_mutex_lock(&rb->mutex);
+	if (rb->epoch != epoch && (o == RO_GRANTED || o == RO_QUEUED)) {
+		/* granted or queued under a lease given up meanwhile */
+		o = RO_ERROR;
+	}
+	switch (o) {
+	case RO_GRANTED:
+		held_add(rb, req->resource, req->space, req->owner, 1);
+		ret = 0;
+		break;
+	case RO_QUEUED:
+		if (w && wait_find(rb, req->wait_id) == w) {
+			w->state = RW_QUEUED;
+			w = NULL; /* the table owns it */
+		} else {
+			w = NULL; /* delivered already, and freed */
+		}
+		ret = -EINPROGRESS;
+		break;
+	case RO_CONFLICT:
+		ret = -EAGAIN;
+		break;
+	default:
+		ret = -ENOLCK;
+		if (indoubt && rb->epoch == epoch) {
+			/* the script may have run: take it back later */
+			if (req->wait_id)
+				job_add(rb, RJ_CANCEL, 0, req);
+			else
+				job_add(rb, RJ_UNLOCK, 0, req);
+			if (*held_slot(rb, req->resource, req->space,
+				       req->owner)) {
+				held_remove(rb, req->resource, req->space,
+					    req->owner);
+				note_add(&notes, RN_LOST, req->resource,
+					 req->space, req->owner, 0, 0, -ENOLCK);
+			}
+		}
+		break;
+	}
+	if (w && wait_find(rb, req->wait_id) == w)
+		wait_unlink(rb, w);
+	pthread_mutex_unlock(&rb->mutex);
+	free(w);
+	notes_run(rb, notes);
+	return ret;
+}
+
+/* Redlock: take back what nodes in @mask granted, restoring @prev */
+static void redlock_undo(struct redis_backend *rb,
+			 const struct dl_lock_req *req, unsigned mask,
+			 char **prev)
+{
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		redisReply *r;
+
+		if (!(mask & (1u << i)))
+			continue;
+		r = node_simple(rb, &rb->nodes[i], "undo", req,
+				prev[i] ? prev[i] : "", NULL);
+		if (r) {
+			freeReplyObject(r);
+		} else {
+			/* the lock expires with the node's lease at worst */
+			pthread_mutex_lock(&rb->mutex);
+			job_add(rb, RJ_UNLOCK, i, req);
+			pthread_mutex_unlock(&rb->mutex);
+		}
+	}
+}
+
+static void redlock_cancel_on(struct redis_backend *rb,
+			      const struct dl_lock_req *req, unsigned mask)
+{
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		redisReply *r;
+
+		if (!(mask & (1u << i)))
+			continue;
+		r = node_simple(rb, &rb->nodes[i], "cancel", req, NULL, NULL);
+		if (r)
+			freeReplyObject(r);
+	}
+}
+
+/*
+ * Redlock: try on every node.  Returns 0 (granted by a majority within
+ * the validity, *mask_out = granting nodes), -EAGAIN (a majority answered
+ * but not all granted; queued as notify-waiter where @wait_id), or
+ * -ENOLCK (no majority answered).
+ */
+static int redlock_try(struct redis_backend *rb, const struct dl_lock_req *req,
+		       uint64_t wait_id, uint64_t *token, unsigned *mask_out)
+{
+	char *prev[REDIS_URI_MAX_NODES] = { 0 };
+	unsigned granted = 0, answered = 0, queued = 0;
+	int64_t start = dl_mono_ms(), validity;
+	uint64_t best = 0;
+	int ret;
+
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+		enum redis_outcome o;
+		uint64_t epoch, tok = 0;
+		bool indoubt;
+
+		o = node_lock(rb, n, req, wait_id, 'n', &epoch, &tok, &prev[i],
+			      &indoubt);
+		if (o == RO_LEASE) {
+			lease_gone(rb, n, epoch);
+			o = node_lock(rb, n, req, wait_id, 'n', &epoch, &tok,
+				      &prev[i], &indoubt);
+		}
+		if (o == RO_ERROR && indoubt) {
+			pthread_mutex_lock(&rb->mutex);
+			job_add(rb, wait_id ? RJ_CANCEL : RJ_UNLOCK, i, req);
+			pthread_mutex_unlock(&rb->mutex);
+		}
+		if (o == RO_GRANTED) {
+			granted |= 1u << i;
+			if (tok > best)
+				best = tok;
+		}
+		if (o == RO_QUEUED)
+			queued |= 1u << i;
+		if (o == RO_GRANTED || o == RO_QUEUED || o == RO_CONFLICT)
+			answered |= 1u << i;
+	}
+	validity = rb->uri.ttl_ms - (dl_mono_ms() - start) - rb->drift_ms;
+	if (popcount(granted) >= rb->majority && validity > 0) {
+		*token = best;
+		*mask_out = granted;
+		if (queued)
+			redlock_cancel_on(rb, req, queued);
+		ret = 0;
+	} else {
+		redlock_undo(rb, req, granted, prev);
+		ret = popcount(answered) >= rb->majority ? -EAGAIN : -ENOLCK;
+		if (ret == -ENOLCK && queued)
+			redlock_cancel_on(rb, req, queued);
+	}
+	for (unsigned i = 0; i < rb->uri.nnodes; i++)
+		free(prev[i]);
+	return ret;
+}
+
+static int redis_lock_redlock(struct redis_backend *rb,
+			      const struct dl_lock_req *req, uint64_t *token)
+{
+	struct redis_wait *w = NULL;
+	unsigned mask = 0;
+	uint64_t epoch;
+	int ret;
+
+	if (req->wait_id) {
+		w = wait_new(req);
+		if (!w)
+			return -ENOMEM;
+		pthread_mutex_lock(&rb->mutex);
+		w->epoch = rb->epoch;
+		w->state = RW_SENDING;
+		wait_insert(rb, w);
+		pthread_mutex_unlock(&rb->mutex);
+	}
+	pthread_mutex_lock(&rb->mutex);
+	epoch = rb->epoch;
+	pthread_mutex_unlock(&rb->mutex);
+	ret = redlock_try(rb, req, req->wait_id, token, &mask);
+	pthread_mutex_lock(&rb->mutex);
+	if (ret == 0)
+		held_add(rb, req->resource, req->space, req->owner, mask);
+	if (ret == -EAGAIN && w && rb->epoch == epoch) {
+		w->state = RW_QUEUED;
+		w = NULL;
+		ret = -EINPROGRESS;
+	}
+	if (w)
+		wait_unlink(rb, w);
+	pthread_mutex_unlock(&rb->mutex);
+	free(w);
+	return ret;
+}
+
+/* ---- the keeper: renewals, re-checks, left-over work ----------------------- */
+
+/* the safety re-check of our queued waits on @resource (single node) */
+static void keeper_poll(struct redis_backend *rb, const char *resource,
+			const uint64_t *ids, size_t nids)
+{
+	struct redis_node *n = &rb->nodes[0];
+	struct redis_note *notes = NULL;
+	char lease[17];
+	char (*hex)[17];
+	const char **extra;
+	redisReply *r;
+	uint64_t epoch;
+	int ret;
+
+	if (node_lease(rb, n, lease, &epoch) < 0)
+		return;
+	hex = calloc(nids, sizeof(*hex));
+	extra = calloc(nids, sizeof(*extra));
+	if (!hex || !extra)
+		goto out_free;
+	for (size_t i = 0; i < nids; i++) {
+		hex16(hex[i], ids[i]);
+		extra[i] = hex[i];
+	}
+	/* one call per resource, in slices of a bounded size */
+	for (size_t off = 0; off < nids; off += REDIS_POLL_MAX) {
+		size_t cnt = nids - off < REDIS_POLL_MAX ? nids - off
+							 : REDIS_POLL_MAX;
+
+		ret = node_script(rb, n, "poll", resource, lease, (int)cnt,
+				  extra + off, NULL, &r, NULL);
+		if (ret < 0)
+			break;
+		pthread_mutex_lock(&rb->mutex);
+		for (size_t i = 0; i < cnt && i < r->elements; i++) {
+			const redisReply *e = r->element[i];
+			struct redis_wait *w = wait_find(rb, ids[off + i]);
+			uint64_t tok;
+
+			if (!w || w->epoch != epoch || w->state != RW_QUEUED)
+				continue;
+			if (e->type == REDIS_REPLY_STRING && e->len == 1 &&
+			    e->str[0] == 'q')
+				continue;
+			if (reply_u64(e, &tok)) {
+				deliver_grant(rb, epoch, w->wait_id, tok, 1, &notes);
+			} else if (!w->cancelling) {
+				/* neither queued nor granted: the server
+				 * lost it (restart, our lease purged) */
+				wait_unlink(rb, w);
+				note_add(&notes, RN_FAILED, NULL, 0, 0,
+					 w->wait_id, 0, -ENOLCK);
+				free(w);
+			}
+		}
+		pthread_mutex_unlock(&rb->mutex);
+		freeReplyObject(r);
+	}
+out_free:
+	free(hex);
+	free(extra);
+	notes_run(rb, notes);
+}
+
+/* Redlock: retry wait @id on every node */
+static void keeper_retry(struct redis_backend *rb, uint64_t id)
+{
+	struct redis_note *notes = NULL;
+	struct dl_lock_req req;
+	struct redis_wait *w;
+	uint64_t token = 0, epoch;
+	unsigned mask = 0;
+	char *res;
+	int ret;
+
+	pthread_mutex_lock(&rb->mutex);
+	w = wait_find(rb, id);
+	if (!w || w->busy || w->state != RW_QUEUED) {
+		pthread_mutex_unlock(&rb->mutex);
+		return;
+	}
+	w->busy = true;
+	w->woken = false;
+	epoch = w->epoch;
+	req = w->req;
+	res = strdup(w->res);
+	pthread_mutex_unlock(&rb->mutex);
+	if (!res)
+		return;
+	req.resource = res;
+	ret = redlock_try(rb, &req, id, &token, &mask);
+	pthread_mutex_lock(&rb->mutex);
+	w = wait_find(rb, id);
+	w->busy = false;
+	if (w->cancelled || rb->epoch != epoch) {
+		wait_unlink(rb, w);
+		if (!w->cancelled)
+			note_add(&notes, RN_FAILED, NULL, 0, 0, id, 0, -ENOLCK);
+		free(w);
+		pthread_mutex_unlock(&rb->mutex);
+		if (ret == 0) {
+			char *prev[REDIS_URI_MAX_NODES] = { 0 };
+
+			/* nobody waits for it any more: give it back */
+			redlock_undo(rb, &req, mask, prev);
+		}
+		redlock_cancel_on(rb, &req, (1u << rb->uri.nnodes) - 1);
+		goto out;
+	}
+	if (ret == 0) {
+		wait_unlink(rb, w);
+		held_add(rb, w->res, w->req.space, w->req.owner, mask);
+		note_add(&notes, RN_GRANTED, NULL, 0, 0, id, token, 0);
+		free(w);
+	}
+	pthread_mutex_unlock(&rb->mutex);
+out:
+	free(res);
+	notes_run(rb, notes);
+}
+
+/* work left by failed calls; returns false when a node is still down */
+static void keeper_jobs(struct redis_backend *rb)
+{
+	struct redis_job *todo, *keep = NULL;
+
+	pthread_mutex_lock(&rb->mutex);
+	todo = rb->jobs;
+	rb->jobs = NULL;
+	pthread_mutex_unlock(&rb->mutex);
+	while (todo) {
+		struct redis_job *j = todo;
+		struct redis_node *n = &rb->nodes[j->node];
+		redisReply *r = NULL;
+		uint64_t epoch;
+
+		todo = j->next;
+		pthread_mutex_lock(&rb->mutex);
+		epoch = rb->epoch;
+		pthread_mutex_unlock(&rb->mutex);
+		if (j->epoch != epoch) { /* that lease is given up anyway */
+			free(j);
+			continue;
+		}
+		switch (j->kind) {
+		case RJ_RELEASE: {
+			char max[24];
+
+			snprintf(max, sizeof(max), "%" PRIu64, j->max_token);
+			r = node_simple(rb, n, "release", &j->req, max, NULL);
+			break;
+		}
+		case RJ_UNLOCK:
+			j->req.type = DL_UNLCK;
+			r = node_simple(rb, n, "unlock", &j->req, NULL, NULL);
+			break;
+		case RJ_CANCEL:
+			r = node_simple(rb, n, "cancel", &j->req, NULL, NULL);
+			if (r && r->elements >= 2) {
+				/* granted meanwhile: unlock what it got */
+				freeReplyObject(r);
+				j->kind = RJ_UNLOCK;
+				j->next = todo;
+				todo = j;
+				continue;
+			}
+			break;
+		}
+		if (r) {
+			freeReplyObject(r);
+			free(j);
+		} else {
+			j->next = keep;
+			keep = j;
+		}
+	}
+	if (keep) {
+		pthread_mutex_lock(&rb->mutex);
+		while (keep) {
+			struct redis_job *j = keep;
+
+			keep = j->next;
+			j->next = rb->jobs;
+			rb->jobs = j;
+		}
+		pthread_mutex_unlock(&rb->mutex);
+	}
+}
+
+struct redis_pollset {
+	char *resource;
+	uint64_t *ids;
+	size_t n;
+};
+
+static void *keeper_main(void *arg)
+{
+	struct redis_backend *rb = arg;
+	int64_t renew_every = rb->uri.ttl_ms / 3;
+	int64_t next_renew = 0, next_check = 0;
+
+	pthread_mutex_lock(&rb->mutex);
+	while (!rb->stopping) {
+		int64_t now = dl_mono_ms(), wake;
+		bool renew, check, jobs;
+		char drop[17];
+
+		renew = rb->kick_renew || now >= next_renew;
+		check = (rb->nwaits || rb->jobs) &&
+			(rb->kick || now >= next_check);
+		jobs = check && rb->jobs != NULL;
+		if (!renew && !check && !rb->drop_lease[0]) {
+			wake = next_renew;
+			if ((rb->nwaits || rb->jobs) && next_check < wake)
+				wake = next_check;
+			redis_nap(rb, wake - now);
+			continue;
+		}
+		rb->kick = false;
+		rb->kick_renew = false;
+		snprintf(drop, sizeof(drop), "%s", rb->drop_lease);
+		rb->drop_lease[0] = '\0';
+		pthread_mutex_unlock(&rb->mutex);
+
+		if (drop[0]) {
+			/* end an abandoned lease at once: its records die */
+			for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+				redisReply *r;
+
+				if (node_script(rb, &rb->nodes[i], "drop", "",
+						drop, 0, NULL, NULL, &r,
+						NULL) == 0)
+					freeReplyObject(r);
+			}
+		}
+		if (renew) {
+			next_renew = dl_mono_ms() + renew_every;
+			for (unsigned i = 0; i < rb->uri.nnodes; i++)
+				node_renew(rb, &rb->nodes[i]);
+		}
+		if (check)
+			next_check = dl_mono_ms() + REDIS_RECHECK_MS;
+		if (jobs)
+			keeper_jobs(rb);
+		if (check) {
+			struct redis_pollset *sets = NULL;
+			uint64_t *retry = NULL;
+			size_t nsets = 0, nretry = 0;
+
+			/* snapshot: (resource, ids) groups, or Redlock ids */
+			pthread_mutex_lock(&rb->mutex);
+			for (size_t b = 0; b < REDIS_BUCKETS; b++) {
+				for (struct redis_wait *w = rb->waits[b]; w;
+				     w = w->next) {
+					if (w->state != RW_QUEUED ||
+					    w->cancelling || w->busy)
+						continue;
+					if (rb->uri.nnodes > 1) {
+						uint64_t *p = realloc(retry,
+							(nretry + 1) * sizeof(*p));
+
+						if (!p)
+							continue;
+						retry = p;
+						retry[nretry++] = w->wait_id;
+						continue;
+					}
+					size_t s;
+
+					for (s = 0; s < nsets; s++)
+						if (strcmp(sets[s].resource, w->res) == 0)
+							break;
+					if (s == nsets) {
+						struct redis_pollset *p = realloc(
+							sets, (nsets + 1) * sizeof(*p));
+
+						if (!p)
+							continue;
+						sets = p;
+						sets[s] = (struct redis_pollset){
+							strdup(w->res), NULL, 0 };
+						if (!sets[s].resource)
+							continue;
+						nsets++;
+					}
+					uint64_t *ids = realloc(sets[s].ids,
+						(sets[s].n + 1) * sizeof(*ids));
+
+					if (!ids)
+						continue;
+					sets[s].ids = ids;
+					ids[sets[s].n++] = w->wait_id;
+				}
+			}
+			pthread_mutex_unlock(&rb->mutex);
+			for (size_t s = 0; s < nsets; s++) {
+				keeper_poll(rb, sets[s].resource, sets[s].ids,
+					    sets[s].n);
+				free(sets[s].resource);
+				free(sets[s].ids);
+			}
+			for (size_t i = 0; i < nretry; i++)
+				keeper_retry(rb, retry[i]);
+			free(sets);
+			free(retry);
+		}
+		pthread_mutex_lock(&rb->mutex);
+		/* Redlock: a "retry" publish is served at once */
+		if (rb->uri.nnodes > 1) {
+			for (size_t b = 0; b < REDIS_BUCKETS && !rb->kick; b++)
+				for (struct redis_wait *w = rb->waits[b]; w; w = w->next)
+					if (w->woken)
+						rb->kick = true;
+		}
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	return NULL;
+}
+
+/* ---- the watchdog: lost before re-granted ------------------------------ */
+
+static void *watchdog_main(void *arg)
+{
+	struct redis_backend *rb = arg;
+
+	pthread_mutex_lock(&rb->mutex);
+	while (!rb->stopping) {
+		int64_t now = dl_mono_ms(), next = 0;
+		struct redis_note *notes = NULL;
+
+		for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+			struct redis_node *n = &rb->nodes[i];
+			int64_t deadline;
+
+			if (!n->trusted)
+				continue;
+			/* by our monotonic clock, strictly before the server
+			 * (which started counting after our send) expires it */
+			deadline = n->renewed_at + rb->uri.ttl_ms -
+				   rb->margin_ms - rb->drift_ms;
+			if (now < deadline) {
+				if (!next || deadline < next)
+					next = deadline;
+				continue;
+			}
+			if (rb->uri.nnodes == 1)
+				lose_all(rb, "could not be renewed in time",
+					 &notes);
+			else
+				lose_node(rb, n, "could not be renewed in time",
+					  &notes);
+		}
+		if (notes) {
+			pthread_mutex_unlock(&rb->mutex);
+			notes_run(rb, notes);
+			pthread_mutex_lock(&rb->mutex);
+			continue;
+		}
+		if (next) {
+			struct timespec ts = { next / 1000,
+					       (next % 1000) * 1000000 };
+
+			pthread_cond_timedwait(&rb->cond, &rb->mutex, &ts);
+		} else {
+			pthread_cond_wait(&rb->cond, &rb->mutex);
+		}
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	return NULL;
+}
+
+/* ---- ops ------------------------------------------------------------------ */
+
+static int redis_check_uri(const char *rest, char *err, size_t errlen)
+{
+	struct redis_uri u;
+
+	return redis_uri_parse(rest, &u, err, errlen);
+}
+
+static void redis_close(struct dl_backend *be);
+
+static int redis_open(const struct dl_backend_conf *conf,
+		      const struct dl_backend_cb *cb, struct dl_backend **out,
+		      char *err, size_t errlen)
+{
+	const char *rest = strchr(conf->uri, ':') + 1;
+	struct redis_backend *rb;
+	const char *pw, *user;
+	pthread_condattr_t ca;
+	unsigned reached = 0;
+	char why[256] = "";
+	int ret;
+
+	rb = calloc(1, sizeof(*rb));
+	if (!rb) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	rb->base.ops = &dl_redis_ops;
+	rb->cb = *cb;
+	ret = redis_uri_parse(rest, &rb->uri, err, errlen);
+	if (ret < 0) {
+		free(rb);
+		return ret;
+	}
+	snprintf(rb->host_id, sizeof(rb->host_id), "%s", conf->host_id);
+	rb->inc_base = conf->incarnation;
+	rb->epoch = 1;
+	rb->majority = (unsigned)rb->uri.nnodes / 2 + 1;
+	rb->margin_ms = rb->uri.ttl_ms / 10 > 500 ? rb->uri.ttl_ms / 10 : 500;
+	rb->drift_ms = rb->uri.nnodes > 1 ? rb->uri.ttl_ms / 100 + 2 : 0;
+	user = conf->config ? dl_config_get(conf->config, "redis_user") : NULL;
+	pw = conf->config ? dl_config_get(conf->config, "redis_password") : NULL;
+	snprintf(rb->user, sizeof(rb->user), "%s",
+		 rb->uri.user[0] ? rb->uri.user : user ? user : "");
+	if (pw && *pw) {
+		rb->password = strdup(pw);
+		if (!rb->password) {
+			free(rb);
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	pthread_mutex_init(&rb->mutex, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&rb->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	rb->nodes = calloc(rb->uri.nnodes, sizeof(*rb->nodes));
+	if (!rb->nodes) {
+		snprintf(err, errlen, "out of memory");
+		ret = -ENOMEM;
+		goto out_close;
+	}
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+
+		n->rb = rb;
+		n->idx = i;
+		n->addr = rb->uri.nodes[i];
+		n->sub_fd = -1;
+		for (int k = 0; k < REDIS_POOL; k++)
+			pthread_mutex_init(&n->pool[k].mutex, NULL);
+	}
+
+	/* a first connection (checks AUTH, loads the script) and the lease
+	 * on each node; a majority must answer */
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+		redisContext *c;
+		char lease[17];
+		uint64_t epoch;
+
+		c = redis_connect(rb, n, false, why, sizeof(why));
+		if (c && redis_load_script(rb, c, why, sizeof(why)) == 0) {
+			n->pool[0].c = c;
+			n->up = true;
+			if (node_lease(rb, n, lease, &epoch) == 0)
+				reached++;
+			else
+				snprintf(why, sizeof(why), "lease registration failed");
+		} else {
+			if (c)
+				redisFree(c);
+			dl_log(DL_LOG_WARNING, "redis %s:%d: %s", n->addr.host,
+			       n->addr.port, why);
+			n->retry_at = dl_mono_ms() + REDIS_BACKOFF_MIN_MS;
+		}
+	}
+	if (reached < rb->majority) {
+		snprintf(err, errlen, "cannot reach Redis (%u of %zu node(s) "
+			 "answered, %u needed): %s", reached, rb->uri.nnodes,
+			 rb->majority, why);
+		ret = -ENOLCK;
+		goto out_close;
+	}
+
+	ret = -pthread_create(&rb->keeper, NULL, keeper_main, rb);
+	if (ret == 0) {
+		rb->keeper_started = true;
+		ret = -pthread_create(&rb->watchdog, NULL, watchdog_main, rb);
+	}
+	if (ret == 0)
+		rb->watchdog_started = true;
+	for (unsigned i = 0; ret == 0 && i < rb->uri.nnodes; i++) {
+		ret = -pthread_create(&rb->nodes[i].sub_thread, NULL, sub_main,
+				      &rb->nodes[i]);
+		if (ret == 0)
+			rb->nodes[i].sub_started = true;
+	}
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot start a thread: %s",
+			 strerror(-ret));
+		goto out_close;
+	}
+	dl_log(DL_LOG_INFO, "redis: %zu node(s), prefix %s, lease %d ms, "
+	       "lock-delay %d ms%s", rb->uri.nnodes, rb->uri.prefix,
+	       rb->uri.ttl_ms, rb->uri.lock_delay_ms,
+	       rb->uri.nnodes > 1 ? " (Redlock)" : "");
+	*out = &rb->base;
+	return 0;
+
+out_close:
+	redis_close(&rb->base);
+	return ret;
+}
+
+static void redis_close(struct dl_backend *be)
+{
+	struct redis_backend *rb = redis_of(be);
+	char lease[17];
+
+	pthread_mutex_lock(&rb->mutex);
+	rb->stopping = true;
+	pthread_cond_broadcast(&rb->cond);
+	for (unsigned i = 0; rb->nodes && i < rb->uri.nnodes; i++)
+		if (rb->nodes[i].sub_fd >= 0)
+			shutdown(rb->nodes[i].sub_fd, SHUT_RDWR);
+	pthread_mutex_unlock(&rb->mutex);
+	if (rb->keeper_started)
+		pthread_join(rb->keeper, NULL);
+	if (rb->watchdog_started)
+		pthread_join(rb->watchdog, NULL);
+	for (unsigned i = 0; rb->nodes && i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+
+		if (n->sub_started) {
+			/* it may have connected after the shutdown above */
+			for (;;) {
+				struct timespec ts;
+				int ret;
+
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += 100000000;
+				if (ts.tv_nsec >= 1000000000) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000;
+				}
+				ret = pthread_timedjoin_np(n->sub_thread, NULL, &ts);
+				if (ret != ETIMEDOUT)
+					break;
+				pthread_mutex_lock(&rb->mutex);
+				if (n->sub_fd >= 0)
+					shutdown(n->sub_fd, SHUT_RDWR);
+				pthread_mutex_unlock(&rb->mutex);
+			}
+		}
+	}
+	/* a clean stop: our lease ends now (the lock manager has released
+	 * everything already) */
+	lease_name(rb, rb->epoch, lease);
+	for (unsigned i = 0; rb->nodes && i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+		redisReply *r;
+
+		if (n->lease_epoch && n->up &&
+		    node_script(rb, n, "drop", "", lease, 0, NULL, NULL, &r,
+				NULL) == 0)
+			freeReplyObject(r);
+		for (int k = 0; k < REDIS_POOL; k++) {
+			if (n->pool[k].c)
+				redisFree(n->pool[k].c);
+			pthread_mutex_destroy(&n->pool[k].mutex);
+		}
+	}
+	for (size_t b = 0; b < REDIS_BUCKETS; b++) {
+		while (rb->held[b]) {
+			struct redis_held *h = rb->held[b];
+
+			rb->held[b] = h->next;
+			free(h);
+		}
+		while (rb->waits[b]) {
+			struct redis_wait *w = rb->waits[b];
+
+			rb->waits[b] = w->next;
+			free(w);
+		}
+	}
+	while (rb->jobs) {
+		struct redis_job *j = rb->jobs;
+
+		rb->jobs = j->next;
+		free(j);
+	}
+	free(rb->nodes);
+	if (rb->password) {
+		explicit_bzero(rb->password, strlen(rb->password));
+		free(rb->password);
+	}
+	pthread_cond_destroy(&rb->cond);
+	pthread_mutex_destroy(&rb->mutex);
+	free(rb);
+}
+
+static int redis_lock(struct dl_backend *be, const struct dl_lock_req *req,
+		      uint64_t *token)
+{
+	struct redis_backend *rb = redis_of(be);
+
+	if (!redis_req_valid(req, false))
+		return -EINVAL;
+	if (rb->uri.nnodes == 1)
+		return redis_lock_single(rb, req, token);
+	return redis_lock_redlock(rb, req, token);
+}
+
+static int redis_unlock(struct dl_backend *be, const struct dl_lock_req *req)
+{
+	struct redis_backend *rb = redis_of(be);
+	unsigned ok = 0, still = 0;
+
+	if (!redis_req_valid(req, true))
+		return -EINVAL;
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		redisReply *r = node_simple(rb, &rb->nodes[i], "unlock", req,
+					    NULL, NULL);
+
+		if (!r) {
+			if (rb->uri.nnodes > 1) {
+				pthread_mutex_lock(&rb->mutex);
+				job_add(rb, RJ_UNLOCK, i, req);
+				pthread_mutex_unlock(&rb->mutex);
+			}
+			continue;
+		}
+		ok |= 1u << i;
+		if (r->elements && reply_int(r->element[0]) == 1)
+			still |= 1u << i;
+		freeReplyObject(r);
+	}
+	if (popcount(ok) < rb->majority)
+		return -ENOLCK;
+	if (!still) {
+		pthread_mutex_lock(&rb->mutex);
+		held_remove(rb, req->resource, req->space, req->owner);
+		pthread_mutex_unlock(&rb->mutex);
+	}
+	return 0;
+}
+
+static int redis_cancel(struct dl_backend *be, uint64_t wait_id)
+{
+	struct redis_backend *rb = redis_of(be);
+	struct redis_note *notes = NULL;
+	struct dl_lock_req req;
+	struct redis_wait *w;
+	uint64_t epoch, tok;
+	redisReply *r;
+	char *res;
+	int ret;
+
+	pthread_mutex_lock(&rb->mutex);
+	w = wait_find(rb, wait_id);
+	if (!w || w->state != RW_QUEUED || w->cancelling) {
+		pthread_mutex_unlock(&rb->mutex);
+		return -ENOENT;
+	}
+	if (rb->uri.nnodes > 1) {
+		/* Redlock: we decide grants ourselves */
+		req = w->req;
+		res = strdup(w->res);
+		if (w->busy) {
+			w->cancelled = true; /* the keeper gives it back */
+			free(res);
+			pthread_mutex_unlock(&rb->mutex);
+			return 0;
+		}
+		wait_unlink(rb, w);
+		free(w);
+		pthread_mutex_unlock(&rb->mutex);
+		if (res) {
+			req.resource = res;
+			redlock_cancel_on(rb, &req, (1u << rb->uri.nnodes) - 1);
+			free(res);
+		}
+		return 0;
+	}
+	w->cancelling = true;
+	epoch = w->epoch;
+	req = w->req;
+	res = strdup(w->res);
+	pthread_mutex_unlock(&rb->mutex);
+	if (!res)
+		return -ENOMEM; /* still queued: a callback will come */
+	req.resource = res;
+	r = node_simple(rb, &rb->nodes[0], "cancel", &req, NULL, NULL);
+
+	pthread_mutex_lock(&rb->mutex);
+	w = wait_find(rb, wait_id);
+	if (!r) {
+		/* unknown: forget the wait; if the server grants it later,
+		 * the keeper unlocks it */
+		if (w) {
+			wait_unlink(rb, w);
+			free(w);
+			if (rb->epoch == epoch)
+				job_add(rb, RJ_CANCEL, 0, &req);
+		}
+		ret = w ? 0 : -ENOENT;
+	} else if (r->elements && reply_int(r->element[0]) == 1) {
+		if (w) {
+			wait_unlink(rb, w);
+			free(w);
+		}
+		ret = 0; /* removed: no callback will follow */
+	} else if (r->elements >= 2 && reply_u64(r->element[1], &tok)) {
+		if (w)
+			deliver_grant(rb, epoch, wait_id, tok, 1, &notes);
+		ret = -ENOENT;
+	} else {
+		if (w) {
+			wait_unlink(rb, w);
+			free(w);
+			note_add(&notes, RN_FAILED, NULL, 0, 0, wait_id, 0,
+				 -ENOLCK);
+		}
+		ret = -ENOENT;
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	if (r)
+		freeReplyObject(r);
+	free(res);
+	notes_run(rb, notes);
+	return ret;
+}
+
+static int redis_release_owner(struct dl_backend *be, const char *resource,
+			       enum dl_space space, uint64_t owner,
+			       uint64_t max_token)
+{
+	struct redis_backend *rb = redis_of(be);
+	struct dl_lock_req req = { .resource = resource, .space = space,
+				   .type = DL_UNLCK, .start = 0,
+				   .end = DL_RANGE_EOF, .owner = owner };
+	unsigned ok = 0, still = 0;
+	char max[24];
+
+	snprintf(max, sizeof(max), "%" PRIu64, max_token);
+	req.pid = 0;
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		redisReply *r = node_simple(rb, &rb->nodes[i], "release", &req,
+					    max, NULL);
+
+		if (r) {
+			ok |= 1u << i;
+			if (r->elements && reply_int(r->element[0]) == 1)
+				still |= 1u << i;
+			freeReplyObject(r);
+			continue;
+		}
+		/* nobody will ask again: retry until it is done or the
+		 * lease is given up */
+		pthread_mutex_lock(&rb->mutex);
+		job_add(rb, RJ_RELEASE, i, &req);
+		if (rb->jobs && rb->jobs->kind == RJ_RELEASE)
+			rb->jobs->max_token = max_token;
+		pthread_mutex_unlock(&rb->mutex);
+	}
+	if (!still) {
+		pthread_mutex_lock(&rb->mutex);
+		held_remove(rb, resource, space, owner);
+		pthread_mutex_unlock(&rb->mutex);
+	}
+	return popcount(ok) >= rb->majority ? 0 : -ENOLCK;
+}
+
+static bool info_fill(struct redis_backend *rb, redisReply **e,
+		      struct dl_lock_info *info, const char *space,
+		      bool waiting)
+{
+	char mine[17];
+	uint64_t lease;
+
+	memset(info, 0, sizeof(*info));
+	info->space = space[0] == '0' ? DL_SPACE_FLOCK : DL_SPACE_POSIX;
+	if (e[0]->type != REDIS_REPLY_STRING)
+		return false;
+	info->type = e[0]->str[0] == 'W' ? DL_WRLCK : DL_RDLCK;
+	if (!reply_hex(e[1], &info->start) || !reply_hex(e[2], &info->end) ||
+	    !reply_hex(e[3], &lease) || !reply_hex(e[4], &info->owner))
+		return false;
+	info->pid = (uint32_t)reply_int(e[5]);
+	if (!reply_u64(e[6], &info->token))
+		info->token = 0;
+	info->since_ms = reply_int(e[7]);
+	if (e[8]->type == REDIS_REPLY_STRING)
+		snprintf(info->host, sizeof(info->host), "%.*s",
+			 (int)e[8]->len, e[8]->str);
+	pthread_mutex_lock(&rb->mutex);
+	lease_name(rb, rb->epoch, mine);
+	pthread_mutex_unlock(&rb->mutex);
+	info->mine = strcmp(e[3]->str, mine) == 0;
+	info->waiting = waiting;
+	return true;
+}
+
+static int redis_getlk(struct dl_backend *be, const struct dl_lock_req *req,
+		       struct dl_lock_info *conflict)
+{
+	struct redis_backend *rb = redis_of(be);
+	unsigned answered = 0;
+	int ret = 0;
+
+	if (!redis_req_valid(req, false))
+		return -EINVAL;
+	/* Redlock: a conflict on any node is reported (conservative) */
+	for (unsigned i = 0; i < rb->uri.nnodes && ret == 0; i++) {
+		redisReply *r = node_simple(rb, &rb->nodes[i], "getlk", req,
+					    NULL, NULL);
+
+		if (!r)
+			continue;
+		answered++;
+		if (r->elements >= 10 && reply_int(r->element[0]) == 1) {
+			char space[2] = { req->space == DL_SPACE_FLOCK ? '0' : '1', 0 };
+
+			if (info_fill(rb, r->element + 1, conflict, space, false))
+				ret = 1;
+		}
+		freeReplyObject(r);
+	}
+	if (!ret && answered < rb->majority)
+		return -ENOLCK;
+	return ret;
+}
+
+/* every holder and waiter of @resource, from the first node answering */
+static int redis_list_one(struct redis_backend *rb, const char *resource,
+			  dl_lock_info_fn fn, void *arg, bool *stop)
+{
+	struct dl_lock_info *v = NULL;
+	redisReply *r = NULL;
+	size_t n = 0;
+	int ret = -ENOLCK;
+
+	for (unsigned i = 0; i < rb->uri.nnodes && !r; i++) {
+		char lease[17];
+		uint64_t epoch;
+
+		if (node_lease(rb, &rb->nodes[i], lease, &epoch) == 0)
+			node_script(rb, &rb->nodes[i], "list", resource, lease,
+				    0, NULL, NULL, &r, NULL);
+	}
+	if (!r)
+		return ret;
+	v = calloc(r->elements / 11 + 1, sizeof(*v));
+	if (!v) {
+		freeReplyObject(r);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i + 11 <= r->elements; i += 11) {
+		redisReply **e = r->element + i;
+
+		if (e[0]->type != REDIS_REPLY_STRING ||
+		    e[1]->type != REDIS_REPLY_STRING)
+			continue;
+		if (info_fill(rb, e + 2, &v[n], e[1]->str, e[0]->str[0] == 'w'))
+			n++;
+	}
+	freeReplyObject(r);
+	for (size_t i = 0; i < n && !*stop; i++)
+		if (fn(&v[i], arg))
+			*stop = true;
+	free(v);
+	return 0;
+}
+
+static int redis_list(struct dl_backend *be, const char *resource,
+		      dl_lock_info_fn fn, void *arg)
+{
+	struct redis_backend *rb = redis_of(be);
+	struct redis_conn *c = NULL;
+	char pattern[REDIS_URI_PREFIX_MAX + 8], cursor[32] = "0";
+	size_t plen = strlen(rb->uri.prefix);
+	bool stop = false;
+	int ret = 0;
+
+	if (resource)
+		return redis_list_one(rb, resource, fn, arg, &stop);
+	/* every resource with holders: SCAN the granted hashes of the
+	 * prefix (a resource with waiters only has holders elsewhere, or
+	 * gets them at the next re-check) */
+	for (const char *kind = "g"; *kind && !stop; kind++) {
+		snprintf(pattern, sizeof(pattern), "%s:%c:*", rb->uri.prefix,
+			 *kind);
+		snprintf(cursor, sizeof(cursor), "0");
+		do {
+			const char *argv[6] = { "SCAN", cursor, "MATCH", pattern,
+						"COUNT", "500" };
+			redisReply *r;
+
+			c = conn_get(rb, &rb->nodes[0]);
+			if (!c)
+				return -ENOLCK;
+			r = redisCommandArgv(c->c, 6, argv, NULL);
+			if (!r) {
+				redisFree(c->c);
+				c->c = NULL;
+				conn_put(c);
+				return -ENOLCK;
+			}
+			conn_put(c);
+			if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+				freeReplyObject(r);
+				return -EIO;
+			}
+			snprintf(cursor, sizeof(cursor), "%s",
+				 r->element[0]->str);
+			for (size_t i = 0; i < r->element[1]->elements && !stop;
+			     i++) {
+				const redisReply *k = r->element[1]->element[i];
+				char *name;
+
+				if (k->len < plen + 3)
+					continue;
+				name = strndup(k->str + plen + 3,
+					       k->len - plen - 3);
+				if (!name)
+					continue;
+				ret = redis_list_one(rb, name, fn, arg, &stop);
+				free(name);
+			}
+			freeReplyObject(r);
+		} while (strcmp(cursor, "0") != 0 && !stop);
+	}
+	return ret;
+}
+
+static int redis_status(struct dl_backend *be, char *buf, size_t len)
+{
+	struct redis_backend *rb = redis_of(be);
+	unsigned up = 0;
+	int64_t ago = -1, now = dl_mono_ms();
+	size_t held, waiting;
+
+	pthread_mutex_lock(&rb->mutex);
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+
+		if (n->up && n->trusted)
+			up++;
+		if (n->trusted && (ago < 0 || now - n->renewed_at < ago))
+			ago = now - n->renewed_at;
+	}
+	held = rb->nheld;
+	waiting = rb->nwaits;
+	pthread_mutex_unlock(&rb->mutex);
+	snprintf(buf, len, "health=%s nodes=%u/%zu lease_ms=%d "
+		 "last_renew_ms_ago=%" PRId64 " held=%zu waiting=%zu",
+		 up >= rb->majority ? "ok" : "down", up, rb->uri.nnodes,
+		 rb->uri.ttl_ms, ago, held, waiting);
+	return 0;
+}
+
+const struct dl_backend_ops dl_redis_ops = {
+	.scheme = "redis",
+	.guarantee = "single Redis: as strong as that one server (async "
+		     "replication or a restart without persistence may lose "
+		     "locks); several nodes: Redlock majority of independent "
+		     "nodes, clock-drift bound",
+	.shared = true,
+	.check_uri = redis_check_uri,
+	.open = redis_open,
+	.close = redis_close,
+	.lock = redis_lock,
+	.unlock = redis_unlock,
+	.cancel = redis_cancel,
+	.release_owner = redis_release_owner,
+	.getlk = redis_getlk,
+	.list = redis_list,
+	.status = redis_status,
+};

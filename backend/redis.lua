@@ -1,0 +1,447 @@
+-- redis.lua - every lock decision of the Redis backend, run atomically on
+-- the server (EVALSHA).  One script, dispatched on ARGV[1], so one SHA is
+-- loaded per connection.  backend/redis.c builds it into the daemon.
+--
+-- Keys (P = prefix, [A-Za-z0-9_.-] only; R = the resource's raw bytes,
+-- always last, so no two (kind, resource) pairs share a key):
+--   KEYS[1] = P:g:R  hash: granted locks; field SPACE..LEASE..'/'..OWNER,
+--                    value a list of ranges 'T S E TOKEN SINCE PID;'
+--   KEYS[2] = P:w:R  hash: queued requests; field LEASE..'/'..WAITID,
+--                    value 'SEQ SPACE T S E OWNER PID SINCE MODE'
+--   KEYS[3] = P:d:R  lock-delay: no grant before this server time (ms)
+--   P:leases         hash LEASE -> expiry (server ms)
+--   P:hosts          hash LEASE -> host id
+--   P:token, P:seq   counters: fencing tokens (strictly growing, hence per
+--                    resource too) and FIFO arrival order
+--   P:x:LEASE        hash WAITID -> token: grants made to a queued request
+--                    (read by the safety re-check and by cancel)
+--   channel P:inc:LEASE  'G WAITID TOKEN' (granted) or 'W WAITID' (retry)
+--
+-- Offsets are 16-digit lower-case hex strings: string order is numeric
+-- order and every uint64 (DL_RANGE_EOF = ffff...) is exact, which Lua's
+-- doubles are not.  The range rules are those of backend/range.c.
+--
+-- Common ARGV: [1] op, [2] P, [3] caller's LEASE (16 hex), [4] ttl ms,
+-- [5] lock-delay ms.  Replies are arrays; see each op.
+
+if redis.replicate_commands then redis.replicate_commands() end
+
+local OP, P, ME = ARGV[1], ARGV[2], ARGV[3]
+local TTL, DELAY = tonumber(ARGV[4]), tonumber(ARGV[5])
+local tm = redis.call('TIME')
+local NOW = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+local LEASES, HOSTS = P .. ':leases', P .. ':hosts'
+local ZERO = '0000000000000000'
+
+-- ---------------------------------------------------------------- hex
+local function hdec(x) -- x - 1, x > 0
+	local hi = tonumber(string.sub(x, 1, 8), 16)
+	local lo = tonumber(string.sub(x, 9, 16), 16)
+	if lo == 0 then hi = hi - 1; lo = 4294967295 else lo = lo - 1 end
+	return string.format('%08x%08x', hi, lo)
+end
+
+local function hinc(x) -- x + 1, x < ffff...
+	local hi = tonumber(string.sub(x, 1, 8), 16)
+	local lo = tonumber(string.sub(x, 9, 16), 16)
+	if lo == 4294967295 then hi = hi + 1; lo = 0 else lo = lo + 1 end
+	return string.format('%08x%08x', hi, lo)
+end
+
+-- ---------------------------------------------------------------- ranges
+local function parse(v)
+	local out = {}
+	if not v then return out end
+	for t, s, e, tok, since, pid in string.gmatch(v,
+		'(%a) (%x+) (%x+) (%d+) (%d+) (%d+);') do
+		out[#out + 1] = { t = t, s = s, e = e, tok = tok, since = since,
+				  pid = pid }
+	end
+	return out
+end
+
+local function unparse(v)
+	local b = {}
+	for i = 1, #v do
+		local l = v[i]
+		b[#b + 1] = l.t .. ' ' .. l.s .. ' ' .. l.e .. ' ' .. l.tok ..
+			' ' .. l.since .. ' ' .. l.pid .. ';'
+	end
+	return table.concat(b)
+end
+
+local function copy(l)
+	return { t = l.t, s = l.s, e = l.e, tok = l.tok, since = l.since,
+		 pid = l.pid }
+end
+
+local function overlap(s1, e1, s2, e2) return s1 <= e2 and s2 <= e1 end
+
+-- range.c's range_set_apply() on one owner's sorted, disjoint list:
+-- lock (t = 'R'/'W') or unlock (t = 'U') [s, e]; returns the new list.
+local function apply(v, t, s, e, tok, since, pid)
+	local out, n, lock = {}, #v, t ~= 'U'
+	local a = 1
+	-- wholly left of [s, e] without touching byte s - 1
+	while a <= n and s ~= ZERO and v[a].e < hdec(s) do
+		out[#out + 1] = v[a]; a = a + 1
+	end
+	local b = a
+	-- the run [a, b) touches [s, e]
+	while b <= n and not (v[b].s ~= ZERO and hdec(v[b].s) > e) do
+		b = b + 1
+	end
+	local ms, me, left, right = s, e, nil, nil
+	for i = a, b - 1 do
+		local l = v[i]
+		if lock and l.t == t then
+			if l.s < ms then ms = l.s end
+			if l.e > me then me = l.e end
+		elseif i == a and l.s < s then
+			left = copy(l) -- l.s < s, so s > 0
+			if left.e > hdec(s) then left.e = hdec(s) end
+		end
+	end
+	if left then out[#out + 1] = left end
+	if lock then
+		out[#out + 1] = { t = t, s = ms, e = me, tok = tok,
+				  since = since, pid = pid }
+	end
+	if b > a then
+		local l = v[b - 1]
+		if not (lock and l.t == t) and l.e > e then
+			right = copy(l) -- e < l.e, so e + 1 exists
+			if right.s < hinc(e) then right.s = hinc(e) end
+		end
+	end
+	if right then out[#out + 1] = right end
+	for i = b, n do out[#out + 1] = v[i] end
+	return out
+end
+
+-- ---------------------------------------------------------------- state
+-- G: field -> raw value of KEYS[1]; W: field -> raw value of KEYS[2]
+local G, W = {}, {}
+
+local function hash_load(key)
+	local h, r = {}, redis.call('HGETALL', key)
+	for i = 1, #r, 2 do h[r[i]] = r[i + 1] end
+	return h
+end
+
+local function lease_of_g(f) return string.sub(f, 2, 17) end
+local function lease_of_w(f) return string.sub(f, 1, 16) end
+
+local function alive(lease)
+	local x = redis.call('HGET', LEASES, lease)
+	return x and tonumber(x) > NOW
+end
+
+-- Drop the records and waiters of dead leases; a lock freed by a lease
+-- expiry (not a release) keeps the resource unavailable until
+-- expiry + lock-delay, so a frozen holder learns of its loss first.
+local function load_and_purge()
+	G = hash_load(KEYS[1])
+	W = hash_load(KEYS[2])
+	local seen, leases = {}, {}
+	for f in pairs(G) do
+		local l = lease_of_g(f)
+		if not seen[l] then seen[l] = true; leases[#leases + 1] = l end
+	end
+	for f in pairs(W) do
+		local l = lease_of_w(f)
+		if not seen[l] then seen[l] = true; leases[#leases + 1] = l end
+	end
+	if #leases == 0 then return end
+	local exp = redis.call('HMGET', LEASES, unpack(leases))
+	local dead, untilms = {}, 0
+	for i = 1, #leases do
+		local x = exp[i] and tonumber(exp[i])
+		if not x or x <= NOW then
+			dead[leases[i]] = x or 0
+		end
+	end
+	for f in pairs(G) do
+		local x = dead[lease_of_g(f)]
+		if x then
+			redis.call('HDEL', KEYS[1], f)
+			G[f] = nil
+			if x > 0 and x + DELAY > untilms then untilms = x + DELAY end
+		end
+	end
+	for f in pairs(W) do
+		if dead[lease_of_w(f)] then
+			redis.call('HDEL', KEYS[2], f)
+			W[f] = nil
+		end
+	end
+	if untilms > NOW then
+		local cur = tonumber(redis.call('GET', KEYS[3]) or '0')
+		if untilms > cur then
+			redis.call('SET', KEYS[3], untilms, 'PX', untilms - NOW)
+		end
+	end
+end
+
+local function delayed()
+	local d = redis.call('GET', KEYS[3])
+	return d and tonumber(d) > NOW
+end
+
+-- the granted lock of another owner in @space that blocks (t, s, e), the
+-- one with the lowest start; returns field, range
+local function conflict(space, oid, t, s, e)
+	local bf, bl = nil, nil
+	for f, v in pairs(G) do
+		if string.sub(f, 1, 1) == space and string.sub(f, 2) ~= oid then
+			for _, l in ipairs(parse(v)) do
+				if (l.t == 'W' or t == 'W') and
+				   overlap(l.s, l.e, s, e) and
+				   (not bl or l.s < bl.s) then
+					bf, bl = f, l
+				end
+			end
+		end
+	end
+	return bf, bl
+end
+
+local function put(f, v)
+	if #v == 0 then
+		redis.call('HDEL', KEYS[1], f); G[f] = nil
+	else
+		local s = unparse(v)
+		redis.call('HSET', KEYS[1], f, s); G[f] = s
+	end
+end
+
+local function waiters_sorted()
+	local v = {}
+	for f, x in pairs(W) do
+		local seq, space, t, s, e, owner, pid, since, mode = string.match(x,
+			'^(%d+) (%d) (%a) (%x+) (%x+) (%x+) (%d+) (%d+) (%a)$')
+		v[#v + 1] = { f = f, seq = tonumber(seq), space = space, t = t,
+			      s = s, e = e, owner = owner, pid = pid,
+			      since = since, mode = mode }
+	end
+	table.sort(v, function(x, y) return x.seq < y.seq end)
+	return v
+end
+
+-- Hand the resource to its waiters in arrival order: like Linux, a waiter
+-- is granted when no granted lock conflicts with it.  'g' waiters are
+-- granted here and told on their lease's channel; 'n' (Redlock) waiters
+-- are only told to retry.
+local function grant_waiters()
+	if next(W) == nil or delayed() then return end
+	for _, w in ipairs(waiters_sorted()) do
+		local lease = lease_of_w(w.f)
+		local oid = lease .. '/' .. w.owner
+		local wid = string.sub(w.f, 18)
+		if not conflict(w.space, oid, w.t, w.s, w.e) then
+			local chan = P .. ':inc:' .. lease
+			if w.mode == 'g' then
+				local tok = redis.call('INCR', P .. ':token')
+				local f = w.space .. oid
+				put(f, apply(parse(G[f]), w.t, w.s, w.e, tok, NOW, w.pid))
+				redis.call('HDEL', KEYS[2], w.f); W[w.f] = nil
+				redis.call('HSET', P .. ':x:' .. lease, wid, tok)
+				redis.call('PUBLISH', chan, 'G ' .. wid .. ' ' .. tok)
+			else
+				redis.call('PUBLISH', chan, 'W ' .. wid)
+			end
+		end
+	end
+end
+
+-- ---------------------------------------------------------------- ops
+-- lock: [6] space [7] T [8] S [9] E [10] OWNER [11] pid [12] WAITID or ''
+--       [13] mode 'g'|'n'
+-- -> {1, token, previous value of the owner's field or ''} granted,
+--    {0} conflict, {2} queued, {-1} the caller's lease is gone
+local function op_lock()
+	local space, t, s, e, owner = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+	local pid, wid, mode = ARGV[11], ARGV[12], ARGV[13]
+	if not alive(ME) then return { -1 } end
+	load_and_purge()
+	local oid = ME .. '/' .. owner
+	local f = space .. oid
+	local wf = ME .. '/' .. wid
+	if space == '0' and G[f] then
+		-- flock(2): the same mode again is a no-op; a conversion
+		-- first drops the old lock (waking others), as on Linux
+		local cur = parse(G[f])
+		if cur[1] and cur[1].t == t then
+			if W[wf] then redis.call('HDEL', KEYS[2], wf); W[wf] = nil end
+			return { 1, tonumber(cur[1].tok), G[f] }
+		end
+		put(f, {})
+		grant_waiters()
+	end
+	if delayed() or conflict(space, oid, t, s, e) then
+		if wid == '' then return { 0 } end
+		if not W[wf] then
+			local seq = redis.call('INCR', P .. ':seq')
+			local x = seq .. ' ' .. space .. ' ' .. t .. ' ' .. s .. ' ' ..
+				e .. ' ' .. owner .. ' ' .. pid .. ' ' .. NOW .. ' ' .. mode
+			redis.call('HSET', KEYS[2], wf, x); W[wf] = x
+		end
+		return { 2 }
+	end
+	local prev = G[f] or ''
+	local tok = redis.call('INCR', P .. ':token')
+	put(f, apply(parse(G[f]), t, s, e, tok, NOW, pid))
+	if wid ~= '' and W[wf] then redis.call('HDEL', KEYS[2], wf); W[wf] = nil end
+	-- a POSIX conversion to shared may unblock readers
+	if space == '1' then grant_waiters() end
+	return { 1, tok, prev }
+end
+
+-- unlock: [6] space [8] S [9] E [10] OWNER -> {1 owner still holds, 0 not}
+local function op_unlock()
+	local space, s, e, owner = ARGV[6], ARGV[8], ARGV[9], ARGV[10]
+	load_and_purge()
+	local f = space .. ME .. '/' .. owner
+	if G[f] then put(f, apply(parse(G[f]), 'U', s, e, '0', '0', '0')) end
+	grant_waiters()
+	return { G[f] and 1 or 0 }
+end
+
+-- release: [6] space [10] OWNER [11] max token -> {1 owner still holds,
+-- 0 not}: drop the owner's
+-- locks granted with a token <= max; a newer grant (one that raced ahead
+-- of the close that asked for this release) survives
+local function op_release()
+	load_and_purge()
+	local f, max = ARGV[6] .. ME .. '/' .. ARGV[10], tonumber(ARGV[11])
+	local keep = {}
+	for _, l in ipairs(parse(G[f])) do
+		if tonumber(l.tok) > max then keep[#keep + 1] = l end
+	end
+	if G[f] then put(f, keep) end
+	grant_waiters()
+	return { G[f] and 1 or 0 }
+end
+
+-- undo (Redlock): [6] space [10] OWNER [11] previous value ('' none)
+local function op_undo()
+	load_and_purge()
+	put(ARGV[6] .. ME .. '/' .. ARGV[10], parse(ARGV[11]))
+	grant_waiters()
+	return { 0 }
+end
+
+-- cancel: [6] WAITID -> {1} removed, {0, token} granted already, {0} gone
+local function op_cancel()
+	local wf = ME .. '/' .. ARGV[6]
+	if redis.call('HDEL', KEYS[2], wf) == 1 then return { 1 } end
+	local tok = redis.call('HGET', P .. ':x:' .. ME, ARGV[6])
+	if tok then return { 0, tonumber(tok) } end
+	return { 0 }
+end
+
+-- poll (safety re-check): [6...] WAITIDs -> per id 'q' | token | 'x'
+local function op_poll()
+	load_and_purge()
+	grant_waiters()
+	local out = {}
+	for i = 6, #ARGV do
+		if W[ME .. '/' .. ARGV[i]] then
+			out[#out + 1] = 'q'
+		else
+			out[#out + 1] = redis.call('HGET', P .. ':x:' .. ME, ARGV[i]) or 'x'
+		end
+	end
+	return out
+end
+
+local function host_of(lease)
+	return redis.call('HGET', HOSTS, lease) or '?'
+end
+
+-- getlk: [6] space [7] T [8] S [9] E [10] OWNER
+-- -> {1, T, S, E, LEASE, OWNER, pid, token, since, host} or {0}
+local function op_getlk()
+	load_and_purge()
+	local f, l = conflict(ARGV[6], ME .. '/' .. ARGV[10], ARGV[7], ARGV[8],
+			      ARGV[9])
+	if not f then return { 0 } end
+	local lease = lease_of_g(f)
+	return { 1, l.t, l.s, l.e, lease, string.sub(f, 19), l.pid, l.tok,
+		 l.since, host_of(lease) }
+end
+
+-- list -> flat groups of 11: kind ('g'|'w'), space, T, S, E, LEASE, OWNER,
+-- pid, token, since, host; holders first, then waiters in FIFO order
+local function op_list()
+	load_and_purge()
+	local out = {}
+	local fields = {}
+	for f in pairs(G) do fields[#fields + 1] = f end
+	table.sort(fields)
+	for _, f in ipairs(fields) do
+		local lease = lease_of_g(f)
+		local host = host_of(lease)
+		for _, l in ipairs(parse(G[f])) do
+			for _, x in ipairs({ 'g', string.sub(f, 1, 1), l.t, l.s, l.e,
+					     lease, string.sub(f, 19), l.pid,
+					     l.tok, l.since, host }) do
+				out[#out + 1] = x
+			end
+		end
+	end
+	for _, w in ipairs(waiters_sorted()) do
+		local lease = lease_of_w(w.f)
+		for _, x in ipairs({ 'w', w.space, w.t, w.s, w.e, lease, w.owner,
+				     w.pid, '0', w.since, host_of(lease) }) do
+			out[#out + 1] = x
+		end
+	end
+	return out
+end
+
+-- forget leases dead for an hour: long past any lock-delay
+local function gc_leases()
+	local r = redis.call('HGETALL', LEASES)
+	for i = 1, #r, 2 do
+		if tonumber(r[i + 1]) < NOW - 3600000 then
+			redis.call('HDEL', LEASES, r[i])
+			redis.call('HDEL', HOSTS, r[i])
+			redis.call('DEL', P .. ':x:' .. r[i])
+		end
+	end
+end
+
+-- reg: [6] host id -> {NOW}: a fresh lease for the caller
+local function op_reg()
+	gc_leases()
+	redis.call('HSET', LEASES, ME, NOW + TTL)
+	redis.call('HSET', HOSTS, ME, ARGV[6])
+	return { NOW }
+end
+
+-- renew: [6...] WAITIDs whose grants were delivered (forgotten here)
+-- -> {1} renewed, {-1} the lease was gone or expired: never revive it
+local function op_renew()
+	if not alive(ME) then return { -1 } end
+	redis.call('HSET', LEASES, ME, NOW + TTL)
+	if #ARGV >= 6 then
+		redis.call('HDEL', P .. ':x:' .. ME, unpack(ARGV, 6))
+	end
+	if NOW % 16 == 0 then gc_leases() end -- now and then
+	return { 1 }
+end
+
+-- drop: end the caller's lease now (its holder gave its locks up as lost)
+local function op_drop()
+	redis.call('HDEL', LEASES, ME)
+	return { 0 }
+end
+
+local ops = { lock = op_lock, unlock = op_unlock, release = op_release,
+	      undo = op_undo, cancel = op_cancel, poll = op_poll,
+	      getlk = op_getlk, list = op_list, reg = op_reg,
+	      renew = op_renew, drop = op_drop }
+local fn = ops[OP]
+if not fn then return redis.error_reply('dlockfs: unknown op') end
+return fn()
