@@ -4,7 +4,8 @@
 set -euo pipefail
 
 pkgs=(gcc libc6-dev pkg-config meson ninja-build fuse3 libfuse3-dev check
-      util-linux attr sqlite3 python3 perl libhiredis-dev redis-server)
+      util-linux attr sqlite3 python3 perl libhiredis-dev redis-server
+      libzookeeper-mt-dev zookeeperd default-jre-headless)
 
 missing=()
 for p in "${pkgs[@]}"; do
