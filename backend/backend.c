@@ -12,6 +12,7 @@
 static const struct dl_backend_ops *const registry[] = {
 	&dl_local_ops,
 	&dl_redis_ops,
+	&dl_zk_ops,
 };
 
 /* length of the scheme of @uri ("local" in "local:"), or 0 if malformed */
@@ -51,7 +52,7 @@ int dl_backend_check_uri(const char *uri, char *err, size_t errlen)
 	}
 	ops = dl_backend_find(uri);
 	if (!ops) {
-		snprintf(err, errlen, "unknown backend scheme '%.*s' (known: local, redis)",
+		snprintf(err, errlen, "unknown backend scheme '%.*s' (known: local, redis, zk)",
 			 (int)n, uri);
 		return -EINVAL;
 	}

@@ -122,6 +122,7 @@ struct dl_backend_ops {
 /* the backends this build knows, one file each */
 extern const struct dl_backend_ops dl_local_ops;
 extern const struct dl_backend_ops dl_redis_ops;
+extern const struct dl_backend_ops dl_zk_ops;
 
 /*
  * dl_backend_find() - the ops table for @uri's scheme, or NULL.

@@ -1,0 +1,147 @@
+/*
+ * zkfloor.c - the floor under a ZooKeeper-backed lock: what a bare
+ * libzookeeper_mt client pays per lock cycle against the same server.
+ *
+ * One cycle = create EPHEMERAL|SEQUENTIAL (take a place in the queue) +
+ * delete (release): the two writes of the classic lock recipe, with no
+ * queue to read.  Also times the recipe's uncontended minimum, create +
+ * get_children + delete (dlockfs's lock + unlock), and a bare exists (one
+ * round trip).  Prints cycles/s and p50/p99 per cycle.  A measuring
+ * program, not a test: it fails only when a call it times fails.
+ *
+ * usage: zkfloor [--seconds S] [--iters N] HOST:PORT
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define THREADED 1
+#include <zookeeper/zookeeper.h>
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+enum kind { K_CREATE_DELETE, K_RECIPE, K_EXISTS };
+
+static const char *const kind_name[] = {
+	"create(E|S) + delete",
+	"create(E|S) + get_children + delete",
+	"exists (one round trip)",
+};
+
+/* run one kind; prints a row; 0 or -1 when a call failed */
+static int run(zhandle_t *zh, enum kind k, size_t iters, double seconds)
+{
+	uint64_t *lat = malloc(iters * sizeof(*lat));
+	uint64_t t0, end;
+	size_t n = 0;
+	char path[256];
+	int rc = ZOK;
+
+	if (!lat)
+		return -1;
+	t0 = now_ns();
+	end = t0 + (uint64_t)(seconds * 1e9);
+	while (n < iters && now_ns() < end) {
+		uint64_t s = now_ns();
+		struct String_vector kids = { 0 };
+		struct Stat st;
+
+		if (k == K_EXISTS) {
+			rc = zoo_exists(zh, "/zkfloor", 0, &st);
+		} else {
+			rc = zoo_create(zh, "/zkfloor/q-", "x", 1,
+					&ZOO_OPEN_ACL_UNSAFE,
+					ZOO_EPHEMERAL_SEQUENTIAL, path,
+					sizeof(path));
+			if (rc == ZOK && k == K_RECIPE) {
+				rc = zoo_get_children(zh, "/zkfloor", 0, &kids);
+				deallocate_String_vector(&kids);
+			}
+			if (rc == ZOK)
+				rc = zoo_delete(zh, path, -1);
+		}
+		if (rc != ZOK) {
+			fprintf(stderr, "zkfloor: %s: %s\n", kind_name[k],
+				zerror(rc));
+			free(lat);
+			return -1;
+		}
+		lat[n++] = now_ns() - s;
+	}
+	qsort(lat, n, sizeof(*lat), cmp_u64);
+	printf("%-40s %10.0f/s  p50 %7.1f us  p99 %7.1f us  (%zu cycles)\n",
+	       kind_name[k], n / ((now_ns() - t0) / 1e9),
+	       n ? lat[n / 2] / 1e3 : 0.0, n ? lat[n * 99 / 100] / 1e3 : 0.0,
+	       n);
+	free(lat);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "seconds", required_argument, NULL, 's' },
+		{ "iters", required_argument, NULL, 'n' },
+		{ NULL, 0, NULL, 0 },
+	};
+	double seconds = 3.0;
+	size_t iters = 1000000;
+	zhandle_t *zh;
+	int c, rc, ret = 0;
+
+	while ((c = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': seconds = atof(optarg); break;
+		case 'n': iters = (size_t)strtoull(optarg, NULL, 10); break;
+		default: goto usage;
+		}
+	}
+	if (optind + 1 != argc || seconds <= 0 || iters == 0)
+		goto usage;
+	zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
+	zh = zookeeper_init(argv[optind], NULL, 10000, NULL, NULL, 0);
+	if (!zh) {
+		fprintf(stderr, "zkfloor: zookeeper_init: %s\n", strerror(errno));
+		return 1;
+	}
+	for (int i = 0; i < 100 && zoo_state(zh) != ZOO_CONNECTED_STATE; i++)
+		usleep(100000);
+	if (zoo_state(zh) != ZOO_CONNECTED_STATE) {
+		fprintf(stderr, "zkfloor: cannot connect to %s\n", argv[optind]);
+		zookeeper_close(zh);
+		return 1;
+	}
+	rc = zoo_create(zh, "/zkfloor", NULL, -1, &ZOO_OPEN_ACL_UNSAFE,
+			ZOO_PERSISTENT, NULL, 0);
+	if (rc != ZOK && rc != ZNODEEXISTS) {
+		fprintf(stderr, "zkfloor: create /zkfloor: %s\n", zerror(rc));
+		zookeeper_close(zh);
+		return 1;
+	}
+	for (int k = K_CREATE_DELETE; k <= K_EXISTS && ret == 0; k++)
+		ret = run(zh, (enum kind)k, iters, seconds);
+	zoo_delete(zh, "/zkfloor", -1);
+	zookeeper_close(zh);
+	return ret ? 1 : 0;
+usage:
+	fprintf(stderr, "usage: zkfloor [--seconds S] [--iters N] HOST:PORT\n");
+	return 2;
+}
