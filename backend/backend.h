@@ -28,6 +28,7 @@
 #ifndef DL_BACKEND_H
 #define DL_BACKEND_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,6 +68,9 @@ struct dl_lock_info {
 	uint32_t pid;
 	uint64_t token;		/* fencing token (0 for a waiter) */
 	int64_t since_ms;	/* wall clock, ms: grant or enqueue time */
+	/* the resource, when the backend knows it (list of all resources);
+	 * valid during the callback only; NULL: the one asked for */
+	const char *resource;
 };
 
 /* Called by a backend; see "Asynchrony" above. */
@@ -117,6 +121,10 @@ struct dl_backend_ops {
 	int (*list)(struct dl_backend *be, const char *resource,
 		    dl_lock_info_fn fn, void *arg);
 	int (*status)(struct dl_backend *be, char *buf, size_t len);
+	/* optional (NULL: -EOPNOTSUPP): an administrator removes every lock
+	 * of @resource; each removed lock's owner is reported through
+	 * cb->lost (-ECONNABORTED) to its daemon, waiters are served */
+	int (*break_lock)(struct dl_backend *be, const char *resource);
 };
 
 /* the backends this build knows, one file each */
@@ -202,6 +210,15 @@ static inline int dl_backend_status(struct dl_backend *be, char *buf,
 				    size_t len)
 {
 	return be->ops->status(be, buf, len);
+}
+
+/* 0, -EOPNOTSUPP when the backend has no break_lock, or its error */
+static inline int dl_backend_break_lock(struct dl_backend *be,
+					const char *resource)
+{
+	if (!be->ops->break_lock)
+		return -EOPNOTSUPP;
+	return be->ops->break_lock(be, resource);
 }
 
 /* wall clock and monotonic clock in milliseconds */

@@ -466,6 +466,7 @@ static int local_list(struct dl_backend *be, const char *resource,
 	struct local_backend *lb = local_of(be);
 	struct local_snapshot snap = { 0 };
 	struct dl_lock_info *info;
+	bool named = false;
 	int ret = 0;
 
 	pthread_mutex_lock(&lb->mutex);
@@ -482,6 +483,7 @@ static int local_list(struct dl_backend *be, const char *resource,
 					}
 					fill_info(lb, (enum dl_space)s,
 						  &r->sets[s].v[i], false, info);
+					info->resource = r->name;
 				}
 			}
 		}
@@ -499,14 +501,81 @@ static int local_list(struct dl_backend *be, const char *resource,
 		}
 		req_to_range(&w->req, 0, w->since_ms, &rl);
 		fill_info(lb, w->req.space, &rl, true, info);
+		info->resource = w->res->name;
+	}
+	/* names are given when all resources are listed: copies, since @fn
+	 * runs unlocked */
+	named = true;
+	for (size_t i = 0; i < snap.n; i++) {
+		const char *name = snap.v[i].resource;
+
+		snap.v[i].resource = NULL;
+		if (resource || ret)
+			continue;
+		snap.v[i].resource = strdup(name);
+		if (!snap.v[i].resource)
+			ret = -ENOMEM;
 	}
 out_unlock:
 	pthread_mutex_unlock(&lb->mutex);
 	for (size_t i = 0; ret == 0 && i < snap.n; i++)
 		if (fn(&snap.v[i], arg))
 			break;
+	/* copies or NULL once named; before, pointers into the table */
+	for (size_t i = 0; named && i < snap.n; i++)
+		free((char *)snap.v[i].resource);
 	free(snap.v);
 	return ret;
+}
+
+/*
+ * An administrator breaks @resource: every lock goes, each owner is told
+ * (before the freed locks are handed to waiters, so the old holder is
+ * marked lost before anyone else can act), waiters are served.
+ */
+static int local_break_lock(struct dl_backend *be, const char *resource)
+{
+	struct local_backend *lb = local_of(be);
+	struct local_grants grants = { 0 };
+	struct local_resource *res;
+	struct dl_range_lock *gone[2] = { NULL, NULL };
+	size_t ngone[2] = { 0, 0 };
+
+	pthread_mutex_lock(&lb->mutex);
+	res = res_find(lb, resource);
+	if (!res || (!res->sets[0].n && !res->sets[1].n)) {
+		pthread_mutex_unlock(&lb->mutex);
+		return -ENOENT;
+	}
+	for (int s = 0; s < 2; s++) {
+		/* take the arrays whole: nothing to allocate, nothing to fail */
+		gone[s] = res->sets[s].v;
+		ngone[s] = res->sets[s].n;
+		res->sets[s] = (struct dl_range_set){ 0 };
+	}
+	grant_waiters(lb, res, &grants);
+	res_put(lb, res);
+	pthread_mutex_unlock(&lb->mutex);
+
+	for (int s = 0; s < 2; s++) {
+		for (size_t i = 0; i < ngone[s]; i++) {
+			bool seen = false;
+
+			/* once per owner: an owner may hold several ranges */
+			for (size_t j = 0; j < i; j++)
+				seen |= gone[s][j].owner == gone[s][i].owner;
+			if (!seen)
+				lb->cb.lost(lb->cb.ctx, resource,
+					    (enum dl_space)s, gone[s][i].owner,
+					    -ECONNABORTED);
+		}
+		free(gone[s]);
+	}
+	for (size_t i = 0; i < grants.n; i++)
+		lb->cb.granted(lb->cb.ctx, grants.v[i].wait_id,
+			       grants.v[i].token);
+	free(grants.v);
+	return 0;
 }
 
 static int local_status(struct dl_backend *be, char *buf, size_t len)
@@ -535,4 +604,5 @@ const struct dl_backend_ops dl_local_ops = {
 	.getlk = local_getlk,
 	.list = local_list,
 	.status = local_status,
+	.break_lock = local_break_lock,
 };

@@ -101,6 +101,8 @@ struct lockmgr {
 	size_t nwaiters;
 	size_t nholds;
 	size_t nlost;
+	lockmgr_lost_fn lost_hook; /* set once, before use */
+	void *lost_ctx;
 };
 
 /* ---- objects and holds (mutex held) ---------------------------------- */
@@ -324,6 +326,8 @@ static void cb_lost(void *ctx, const char *resource, enum dl_space space,
 		    uint64_t owner, int err)
 {
 	struct lockmgr *lm = ctx;
+	uint64_t objs[16];
+	size_t nobjs = 0;
 
 	pthread_mutex_lock(&lm->mutex);
 	for (size_t b = 0; b < LM_BUCKETS; b++) {
@@ -340,6 +344,9 @@ static void cb_lost(void *ctx, const char *resource, enum dl_space space,
 			lm->nlost++;
 			for (unsigned i = 0; i < h->nfiles; i++)
 				atomic_store(&h->files[i]->lost, true);
+			/* one resource is bound to very few objects */
+			if (nobjs < sizeof(objs) / sizeof(objs[0]))
+				objs[nobjs++] = o->obj;
 			dl_log(DL_LOG_WARNING,
 			       "lock lost: %s %s owner=%" PRIx64 ": %s; writes "
 			       "through its descriptors now fail with EIO",
@@ -348,6 +355,8 @@ static void cb_lost(void *ctx, const char *resource, enum dl_space space,
 		}
 	}
 	pthread_mutex_unlock(&lm->mutex);
+	for (size_t i = 0; lm->lost_hook && i < nobjs; i++)
+		lm->lost_hook(lm->lost_ctx, objs[i], space, owner);
 }
 
 /* ---- waits: cancel, deadlock, timeout ---------------------------------- */
@@ -552,8 +561,12 @@ uint64_t lockmgr_prepare(struct lockmgr *lm, const struct lockmgr_req *req,
 	return id;
 }
 
-/* find or bind the object of @obj and pin it; NULL with *err on failure */
-static struct lm_obj *lm_pin_obj(struct lockmgr *lm, uint64_t obj, int *err)
+/*
+ * find or bind the object of @obj and pin it; NULL with *err on failure.
+ * An unbound object takes the name @resource, else asks conf.name.
+ */
+static struct lm_obj *lm_pin_obj(struct lockmgr *lm, uint64_t obj,
+				 const char *resource, int *err)
 {
 	struct lm_obj *o;
 	char *name = NULL;
@@ -562,7 +575,14 @@ static struct lm_obj *lm_pin_obj(struct lockmgr *lm, uint64_t obj, int *err)
 	o = obj_find(lm, obj);
 	if (!o) {
 		pthread_mutex_unlock(&lm->mutex);
-		*err = lm->conf.name(lm->conf.name_ctx, obj, &name);
+		if (resource) {
+			name = strdup(resource);
+			*err = name ? 0 : -ENOMEM;
+		} else if (lm->conf.name) {
+			*err = lm->conf.name(lm->conf.name_ctx, obj, &name);
+		} else {
+			*err = -EINVAL;
+		}
 		if (*err < 0)
 			return NULL;
 		pthread_mutex_lock(&lm->mutex);
@@ -601,7 +621,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		return;
 
 	/* w cannot go away before it is submitted: only we complete it */
-	o = lm_pin_obj(lm, w->req.obj, &ret);
+	o = lm_pin_obj(lm, w->req.obj, w->req.resource, &ret);
 	pthread_mutex_lock(&lm->mutex);
 	if (!o || w->interrupted || lm->stopping) {
 		if (o) {
@@ -614,6 +634,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		return;
 	}
 	w->o = o; /* the pin now belongs to the waiter */
+	w->req.resource = NULL; /* the caller's string: used only above */
 	w->state = W_SUBMITTING;
 	req_to_backend(&w->req, o->resource, w->req.wait ? id : 0, &breq);
 	pthread_mutex_unlock(&lm->mutex);
@@ -722,7 +743,7 @@ int lockmgr_getlk(struct lockmgr *lm, const struct lockmgr_req *req,
 	struct lm_obj *o;
 	int ret;
 
-	o = lm_pin_obj(lm, req->obj, &ret);
+	o = lm_pin_obj(lm, req->obj, req->resource, &ret);
 	if (!o)
 		return ret;
 	req_to_backend(req, o->resource, 0, &breq);
@@ -917,7 +938,7 @@ int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters,
 	struct lm_obj *o;
 	int ret;
 
-	o = lm_pin_obj(lm, obj, &ret);
+	o = lm_pin_obj(lm, obj, NULL, &ret);
 	if (!o)
 		return ret;
 	ret = dl_backend_list(lm->be, o->resource, describe_one, &d);
@@ -968,7 +989,7 @@ int lockmgr_token(struct lockmgr *lm, uint64_t obj, uint32_t pid,
 	struct lm_obj *o;
 	int ret;
 
-	o = lm_pin_obj(lm, obj, &ret);
+	o = lm_pin_obj(lm, obj, NULL, &ret);
 	if (!o)
 		return ret;
 	ret = dl_backend_list(lm->be, o->resource, token_one, &k);
@@ -1005,6 +1026,28 @@ int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out)
 	}
 	*out = t.buf;
 	return 0;
+}
+
+int lockmgr_list(struct lockmgr *lm, const char *resource, dl_lock_info_fn fn,
+		 void *arg)
+{
+	return dl_backend_list(lm->be, resource, fn, arg);
+}
+
+int lockmgr_break(struct lockmgr *lm, const char *resource)
+{
+	int ret = dl_backend_break_lock(lm->be, resource);
+
+	dl_log(ret == 0 ? DL_LOG_NOTICE : DL_LOG_WARNING,
+	       "break %s by an administrator: %s", resource,
+	       ret == 0 ? "done" : strerror(-ret));
+	return ret;
+}
+
+void lockmgr_set_lost_hook(struct lockmgr *lm, lockmgr_lost_fn fn, void *ctx)
+{
+	lm->lost_ctx = ctx;
+	lm->lost_hook = fn;
 }
 
 /* ---- life cycle -------------------------------------------------------- */

@@ -8,7 +8,8 @@
  * known by in the cluster, waits (interrupt, timeout, deadlock), and locks
  * that were lost.
  *
- * An object ("obj") is what a front-end locks: the FUSE inode number.  Its
+ * An object ("obj") is what a front-end locks: the FUSE inode number, or
+ * an id of the control socket's own (ctlsock.c, high bit set).  Its
  * resource name (the cluster-wide name) is looked up once, when the first
  * lock or wait on it starts, and kept while any remains, so a rename of a
  * locked file cannot make its unlock miss.
@@ -37,7 +38,8 @@ typedef int (*lockmgr_name_fn)(void *ctx, uint64_t obj, char **out);
 struct lockmgr_conf {
 	struct dl_backend_conf backend;
 	unsigned lock_timeout_s; /* 0: wait forever */
-	lockmgr_name_fn name;
+	lockmgr_name_fn name; /* may be NULL when every request names
+				 its resource (lockmgr_req.resource) */
 	void *name_ctx;
 	/* with a shared backend, called after every grant before done():
 	 * what this host cached of @obj may be stale (DESIGN §3) */
@@ -54,7 +56,17 @@ struct lockmgr_req {
 	uint64_t owner;
 	uint32_t pid;
 	bool wait;
+	/*
+	 * Optional: the resource name to bind @obj to when it is not bound
+	 * yet, instead of asking conf.name (the control socket names objects
+	 * itself).  Read only during lockmgr_submit() and lockmgr_getlk().
+	 */
+	const char *resource;
 };
+
+/* a lock of @obj held by @owner in @space is lost (see lockmgr_set_lost_hook) */
+typedef void (*lockmgr_lost_fn)(void *ctx, uint64_t obj, enum dl_space space,
+				uint64_t owner);
 
 int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,
 		   char *err, size_t errlen);
@@ -106,5 +118,23 @@ int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters,
 int lockmgr_token(struct lockmgr *lm, uint64_t obj, uint32_t pid,
 		  uint64_t *token);
 int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out);
+
+/* lockmgr_list() - dl_backend_list() on the manager's backend */
+int lockmgr_list(struct lockmgr *lm, const char *resource, dl_lock_info_fn fn,
+		 void *arg);
+
+/*
+ * lockmgr_break() - an administrator removes every lock of @resource in
+ * the backend; their holders' daemons learn they are lost.  0, -EOPNOTSUPP
+ * when the backend cannot, or another negative errno.
+ */
+int lockmgr_break(struct lockmgr *lm, const char *resource);
+
+/*
+ * lockmgr_set_lost_hook() - also tell @fn (after the manager has marked
+ * the hold lost, without its mutex held) about every lost lock.  One hook;
+ * set it before locks are taken through the front-end that wants it.
+ */
+void lockmgr_set_lost_hook(struct lockmgr *lm, lockmgr_lost_fn fn, void *ctx);
 
 #endif /* DL_LOCKMGR_H */

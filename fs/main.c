@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,8 +31,11 @@
 #include "backend/backend.h"
 #include "backend/config.h"
 #include "backend/log.h"
+#include "fs/ctlsock.h"
 #include "fs/fs.h"
+#include "fs/lockmgr.h"
 #include "fs/lockops.h"
+#include "fs/proto.h"
 
 #define EXIT_USAGE 2
 
@@ -41,6 +45,7 @@ struct main_args {
 	char *host_id;
 	char *config;
 	char *lock_timeout;
+	char *socket;		/* -o socket=PATH; "none": no socket */
 	char *pos[2];		/* BACKING_DIR, MOUNTPOINT */
 	int npos;
 	char *extra;		/* the first surplus argument */
@@ -51,6 +56,7 @@ struct main_args {
 	int version;
 	int allow_other;
 	int default_permissions;
+	int agent;		/* --agent: no mount, the socket only */
 };
 
 enum {
@@ -60,6 +66,7 @@ enum {
 	KEY_VERSION,
 	KEY_ALLOW_OTHER,
 	KEY_DEFAULT_PERMISSIONS,
+	KEY_AGENT,
 };
 
 #define MAIN_OPT(t, p) { t, offsetof(struct main_args, p), 1 }
@@ -69,6 +76,8 @@ static const struct fuse_opt main_opts[] = {
 	MAIN_OPT("host_id=%s", host_id),
 	MAIN_OPT("config=%s", config),
 	MAIN_OPT("lock_timeout=%s", lock_timeout),
+	MAIN_OPT("socket=%s", socket),
+	FUSE_OPT_KEY("--agent", KEY_AGENT),
 	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("--debug", KEY_DEBUG),
@@ -155,6 +164,9 @@ static int main_opt_proc(void *data, const char *arg, int key,
 	case KEY_DEFAULT_PERMISSIONS:
 		a->default_permissions = 1;
 		return 1;
+	case KEY_AGENT:
+		a->agent = 1;
+		return 0;
 	case FUSE_OPT_KEY_NONOPT:
 		if (a->npos < 2)
 			a->pos[a->npos++] = strdup(arg);
@@ -177,9 +189,12 @@ static int main_opt_proc(void *data, const char *arg, int key,
 static void main_usage(const char *prog)
 {
 	printf("usage: %s [-f] [-d] [-o OPTIONS] BACKING_DIR MOUNTPOINT\n"
+	       "       %s --agent [-f] [-d] [-o OPTIONS]\n"
 	       "\n"
 	       "Mount BACKING_DIR on MOUNTPOINT; file locks taken in the\n"
 	       "mount are cluster-wide locks held on a shared backend.\n"
+	       "With --agent, mount nothing and serve only the control\n"
+	       "socket (for the LD_PRELOAD shim and dlockctl).\n"
 	       "\n"
 	       "  -f                     stay in the foreground\n"
 	       "  -d                     debug output (implies -f)\n"
@@ -197,11 +212,14 @@ static void main_usage(const char *prog)
 	       "                         command line wins\n"
 	       "  lock_timeout=SECONDS   give up a blocking lock with EDEADLK\n"
 	       "                         after SECONDS (0 = wait forever)\n"
+	       "  socket=PATH            control socket (default\n"
+	       "                         " DL_SOCKET_DEFAULT ";\n"
+	       "                         none: no socket)\n"
 	       "\n"
 	       "FUSE options (-o), passed to the kernel, for example:\n"
 	       "  allow_other, default_permissions, ro, auto_unmount\n"
 	       "  (use allow_other together with default_permissions)\n",
-	       prog);
+	       prog, prog);
 }
 
 static void main_error(const char *fmt, ...)
@@ -336,7 +354,23 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 		main_error("unknown option '%s' (see --help)", a->bad_option);
 		return EXIT_USAGE;
 	}
-	if (a->npos < 2) {
+	if (a->agent && a->npos) {
+		main_error("--agent mounts nothing: unexpected argument '%s' "
+			   "(see --help)", a->pos[0]);
+		return EXIT_USAGE;
+	}
+	if (a->socket && (!a->socket[0] ||
+			  (strcmp(a->socket, "none") != 0 &&
+			   a->socket[0] != '/'))) {
+		main_error("bad socket '%s': want an absolute path or none",
+			   a->socket);
+		return EXIT_USAGE;
+	}
+	if (a->agent && a->socket && strcmp(a->socket, "none") == 0) {
+		main_error("--agent needs a socket: socket=none makes no sense");
+		return EXIT_USAGE;
+	}
+	if (!a->agent && a->npos < 2) {
 		main_error("missing %s (see --help)",
 			   a->npos ? "MOUNTPOINT"
 				   : "BACKING_DIR and MOUNTPOINT");
@@ -405,6 +439,10 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 		return EXIT_USAGE;
 	}
 
+	fs->opt.foreground = a->foreground;
+	fs->opt.debug = a->debug;
+	if (a->agent)
+		return 0;
 	fs->opt.backing = main_dir("BACKING_DIR", a->pos[0]);
 	if (!fs->opt.backing)
 		return EXIT_USAGE;
@@ -523,10 +561,100 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 	free(a->host_id);
 	free(a->config);
 	free(a->lock_timeout);
+	free(a->socket);
 	free(a->pos[0]);
 	free(a->pos[1]);
 	free(a->extra);
 	free(a->bad_option);
+}
+
+/* the control socket's path: command line, config file, default */
+static const char *main_socket(const struct main_args *a,
+			       const struct dl_fs *fs)
+{
+	const char *v = a->socket ? a->socket
+				  : dl_config_get(&fs->config, "socket");
+
+	return v ? v : DL_SOCKET_DEFAULT;
+}
+
+/*
+ * main_agent() - --agent: run the lock manager and the control socket
+ * with nothing mounted, until SIGINT, SIGTERM or SIGHUP.  Returns the exit
+ * status.
+ */
+static int main_agent(struct dl_fs *fs, const char *sock)
+{
+	struct lockmgr_conf conf = {
+		.backend = {
+			.uri = fs->opt.backend,
+			.host_id = fs->opt.host_id,
+			.config = &fs->config,
+		},
+		.lock_timeout_s = fs->opt.lock_timeout,
+	};
+	struct ctlsock_conf cc = {
+		.path = sock,
+		.backend_shown = fs->backend_redacted,
+	};
+	struct ctlsock *cs = NULL;
+	struct lockmgr *lm = NULL;
+	int sig, ready_fd = -1, ret = 1;
+	char err[256];
+	sigset_t set;
+
+	/* taken by sigwait() below; the threads we start inherit the mask */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (!fs->opt.foreground) {
+		ready_fd = main_background();
+		if (ready_fd == -1)
+			return 1;
+	}
+	/* a fresh incarnation per start: a restarted daemon owns nothing */
+	conf.backend.incarnation = ((uint64_t)getpid() << 32) ^
+				   (uint64_t)dl_now_ms() ^
+				   ((uint64_t)(uintptr_t)&conf << 16);
+	err[0] = '\0';
+	if (lockmgr_create(&conf, &lm, err, sizeof(err)) != 0) {
+		main_error("%s", err[0] ? err : "cannot start the lock manager");
+		goto out;
+	}
+	cc.lm = lm;
+	err[0] = '\0';
+	if (ctlsock_start(&cc, &cs, err, sizeof(err)) != 0) {
+		main_error("%s", err[0] ? err : "cannot start the socket");
+		goto out_lm;
+	}
+	if (chdir("/") == -1)
+		dl_log(DL_LOG_WARNING, "chdir /: %s", strerror(errno));
+	if (ready_fd != -1) {
+		dl_log_init("dlockfs",
+			    fs->opt.debug ? DL_LOG_DEBUG : DL_LOG_INFO, true);
+		main_detach(ready_fd);
+		ready_fd = -1;
+	}
+	dl_log(DL_LOG_INFO, "agent: host %s, backend %s, socket %s",
+	       fs->opt.host_id, fs->backend_redacted, sock);
+	if (sigwait(&set, &sig) == 0)
+		dl_log(DL_LOG_INFO, "signal %d: stopping", sig);
+	ret = 0;
+	ctlsock_stop(cs);
+out_lm:
+	lockmgr_destroy(lm);
+out:
+	if (ready_fd != -1) {
+		char fail = 1;
+
+		if (write(ready_fd, &fail, 1) != 1)
+			ret = 1;
+		close(ready_fd);
+	}
+	return ret;
 }
 
 int main(int argc, char *argv[])
@@ -535,6 +663,7 @@ int main(int argc, char *argv[])
 	struct main_args a = { 0 };
 	struct fuse_lowlevel_ops ops = { 0 };
 	struct fuse_loop_config *loop;
+	struct ctlsock *cs = NULL;
 	struct dl_fs *fs;
 	char err[256], *fsname = NULL, *o = NULL;
 	int ret = 1, ready_fd = -1;
@@ -569,6 +698,10 @@ int main(int argc, char *argv[])
 	ret = 1;
 	dl_log_init("dlockfs", fs->opt.debug ? DL_LOG_DEBUG : DL_LOG_INFO,
 		    false);
+	if (a.agent) {
+		ret = main_agent(fs, main_socket(&a, fs));
+		goto out_free;
+	}
 
 	fs->backing_fd = open(fs->opt.backing,
 			      O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -633,6 +766,26 @@ int main(int argc, char *argv[])
 			   err[0] ? err : "cannot start the lock manager");
 		goto out_unmount;
 	}
+	if (strcmp(main_socket(&a, fs), "none") != 0) {
+		struct ctlsock_conf cc = {
+			.path = main_socket(&a, fs),
+			.lm = fs->lm,
+			.backend_shown = fs->backend_redacted,
+			.mountpoint = fs->opt.mountpoint,
+		};
+
+		err[0] = '\0';
+		if (ctlsock_start(&cc, &cs, err, sizeof(err)) != 0) {
+			/* asked for: fatal; the default: the mount still
+			 * serves (another daemon may own the socket) */
+			if (a.socket) {
+				main_error("%s", err);
+				goto out_lockops;
+			}
+			dl_log(DL_LOG_WARNING, "no control socket: %s", err);
+			cs = NULL;
+		}
+	}
 	if (chdir("/") == -1)
 		dl_log(DL_LOG_WARNING, "chdir /: %s", strerror(errno));
 	if (ready_fd != -1) {
@@ -672,6 +825,7 @@ int main(int argc, char *argv[])
 	}
 
 out_lockops:
+	ctlsock_stop(cs);
 	lockops_destroy(fs);
 out_unmount:
 	fuse_session_unmount(fs->se);
