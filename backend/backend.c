@@ -47,12 +47,15 @@ int dl_backend_check_uri(const char *uri, char *err, size_t errlen)
 
 	if (n == 0) {
 		snprintf(err, errlen,
-			 "malformed backend URI (expected SCHEME:..., e.g. local:)");
+			 "malformed backend URI (expected SCHEME:..., e.g. "
+			 "local:)");
 		return -EINVAL;
 	}
 	ops = dl_backend_find(uri);
 	if (!ops) {
-		snprintf(err, errlen, "unknown backend scheme '%.*s' (known: local, redis, zk)",
+		snprintf(err, errlen,
+			 "unknown backend scheme '%.*s' (known: local, redis, "
+			 "zk)",
 			 (int)n, uri);
 		return -EINVAL;
 	}

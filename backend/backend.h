@@ -39,20 +39,21 @@
 #define DL_HOST_MAX 64
 
 enum dl_space {
-	DL_SPACE_FLOCK = 0, /* flock(2): whole file, owner = open file description */
+	DL_SPACE_FLOCK =
+		0, /* flock(2): whole file, owner = open file description */
 	DL_SPACE_POSIX = 1, /* fcntl/lockf/OFD record locks */
 };
 
 /* A lock, unlock or test request. */
 struct dl_lock_req {
-	const char *resource;	/* path relative to the mount root */
+	const char *resource; /* path relative to the mount root */
 	enum dl_space space;
 	enum dl_lock_type type; /* DL_RDLCK, DL_WRLCK; DL_UNLCK for unlock */
 	uint64_t start;		/* inclusive range; flock: 0..DL_RANGE_EOF */
 	uint64_t end;
-	uint64_t owner;		/* local owner id (kernel lock owner) */
-	uint32_t pid;		/* caller's pid, as F_GETLK reports it */
-	uint64_t wait_id;	/* nonzero: queue when blocked */
+	uint64_t owner;	  /* local owner id (kernel lock owner) */
+	uint32_t pid;	  /* caller's pid, as F_GETLK reports it */
+	uint64_t wait_id; /* nonzero: queue when blocked */
 };
 
 /* A granted lock or a queued request, for F_GETLK and inspection. */
@@ -66,8 +67,8 @@ struct dl_lock_info {
 	bool mine;		/* owner belongs to this daemon incarnation */
 	bool waiting;		/* a queued request, not a grant */
 	uint32_t pid;
-	uint64_t token;		/* fencing token (0 for a waiter) */
-	int64_t since_ms;	/* wall clock, ms: grant or enqueue time */
+	uint64_t token;	  /* fencing token (0 for a waiter) */
+	int64_t since_ms; /* wall clock, ms: grant or enqueue time */
 	/* the resource, when the backend knows it (list of all resources);
 	 * valid during the callback only; NULL: the one asked for */
 	const char *resource;
@@ -98,7 +99,7 @@ struct dl_backend {
 typedef int (*dl_lock_info_fn)(const struct dl_lock_info *info, void *arg);
 
 struct dl_backend_ops {
-	const char *scheme; /* "local", "redis", ... */
+	const char *scheme;    /* "local", "redis", ... */
 	const char *guarantee; /* one line for the status xattr and README */
 	/* other hosts share the store (and, usually, the files): the daemon
 	 * must invalidate its kernel caches of a file after each grant */

@@ -112,8 +112,9 @@ int dl_config_parse(struct dl_config *cfg, const char *text, const char *name,
 			continue;
 		eq = memchr(kb, '=', (size_t)(ve - kb));
 		if (!eq) {
-			dl_config_err(err, errlen, "%s:%zu: expected \"key = value\"",
-				      name, lineno);
+			dl_config_err(err, errlen,
+				      "%s:%zu: expected \"key = value\"", name,
+				      lineno);
 			goto out_undo;
 		}
 		ke = eq;
@@ -242,7 +243,8 @@ int dl_config_load(struct dl_config *cfg, const char *path, char *err,
 			if (!dl_config_is_secret(cfg->v[i].key))
 				continue;
 			dl_config_err(err, errlen,
-				      "%s: holds secret key \"%s\" but has mode "
+				      "%s: holds secret key \"%s\" but has "
+				      "mode "
 				      "%04o; run chmod 600 on it",
 				      path, cfg->v[i].key,
 				      (unsigned)(st.st_mode & 07777));

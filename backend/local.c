@@ -36,7 +36,7 @@ struct local_resource {
 struct local_waiter {
 	struct local_waiter *next, *prev; /* global FIFO, arrival order */
 	struct local_resource *res;
-	struct dl_lock_req req;		  /* req.resource points to res->name */
+	struct dl_lock_req req; /* req.resource points to res->name */
 	int64_t since_ms;
 };
 
@@ -82,7 +82,8 @@ static uint64_t name_hash(const char *s)
 static struct local_resource **res_slot(struct local_backend *lb,
 					const char *name)
 {
-	struct local_resource **p = &lb->buckets[name_hash(name) % LOCAL_BUCKETS];
+	struct local_resource **p =
+		&lb->buckets[name_hash(name) % LOCAL_BUCKETS];
 
 	while (*p && strcmp((*p)->name, name) != 0)
 		p = &(*p)->next;
@@ -202,7 +203,8 @@ static int local_check_uri(const char *rest, char *err, size_t errlen)
 {
 	if (*rest) {
 		snprintf(err, errlen,
-			 "malformed local URI: 'local:' takes nothing after the colon");
+			 "malformed local URI: 'local:' takes nothing after "
+			 "the colon");
 		return -EINVAL;
 	}
 	return 0;
@@ -391,7 +393,8 @@ static int local_release_owner(struct dl_backend *be, const char *resource,
 
 	pthread_mutex_lock(&lb->mutex);
 	res = res_find(lb, resource);
-	if (res && range_set_remove_owner(&res->sets[space], owner, max_token)) {
+	if (res &&
+	    range_set_remove_owner(&res->sets[space], owner, max_token)) {
 		grant_waiters(lb, res, &grants);
 		res_put(lb, res);
 	}
@@ -471,7 +474,8 @@ static int local_list(struct dl_backend *be, const char *resource,
 
 	pthread_mutex_lock(&lb->mutex);
 	for (size_t b = 0; b < LOCAL_BUCKETS; b++) {
-		for (struct local_resource *r = lb->buckets[b]; r; r = r->next) {
+		for (struct local_resource *r = lb->buckets[b]; r;
+		     r = r->next) {
 			if (resource && strcmp(resource, r->name) != 0)
 				continue;
 			for (int s = 0; s < 2; s++) {
@@ -482,7 +486,8 @@ static int local_list(struct dl_backend *be, const char *resource,
 						goto out_unlock;
 					}
 					fill_info(lb, (enum dl_space)s,
-						  &r->sets[s].v[i], false, info);
+						  &r->sets[s].v[i], false,
+						  info);
 					info->resource = r->name;
 				}
 			}

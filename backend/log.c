@@ -27,8 +27,10 @@ void dl_log_msg(enum dl_log_level level, const char *fmt, ...)
 		vsyslog((int)level, fmt, ap);
 	} else {
 		static const char *const names[] = {
-			[DL_LOG_ERR] = "error",	  [DL_LOG_WARNING] = "warning",
-			[DL_LOG_NOTICE] = "notice", [DL_LOG_INFO] = "info",
+			[DL_LOG_ERR] = "error",
+			[DL_LOG_WARNING] = "warning",
+			[DL_LOG_NOTICE] = "notice",
+			[DL_LOG_INFO] = "info",
 			[DL_LOG_DEBUG] = "debug",
 		};
 		flockfile(stderr);

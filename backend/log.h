@@ -24,10 +24,10 @@ void dl_log_init(const char *ident, enum dl_log_level max, bool use_syslog);
 void dl_log_msg(enum dl_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-#define dl_log(level, ...)                                                     \
-	do {                                                                   \
-		if ((level) <= dl_log_max)                                     \
-			dl_log_msg((level), __VA_ARGS__);                      \
+#define dl_log(level, ...)                                \
+	do {                                              \
+		if ((level) <= dl_log_max)                \
+			dl_log_msg((level), __VA_ARGS__); \
 	} while (0)
 
 #endif /* DL_LOG_H */

@@ -88,15 +88,16 @@ range_set_find_conflict(const struct dl_range_set *set,
 	for (size_t i = 0; i < set->n; i++) {
 		const struct dl_range_lock *l = &set->v[i];
 
-		if (range_conflicts(l, req) && (!best || l->start < best->start))
+		if (range_conflicts(l, req) &&
+		    (!best || l->start < best->start))
 			best = l;
 	}
 	return best;
 }
 
 /* First index in [0, n) whose owner is >= @owner (or > when @after). */
-static size_t range_owner_bound(const struct dl_range_set *set,
-				uint64_t owner, bool after)
+static size_t range_owner_bound(const struct dl_range_set *set, uint64_t owner,
+				bool after)
 {
 	size_t lo = 0, hi = set->n;
 
@@ -167,7 +168,7 @@ int range_set_apply(struct dl_range_set *set, const struct dl_range_lock *req)
 	hi = range_owner_bound(set, req->owner, true);
 	a = lo;
 	b = hi;
-	while (a < b) {	/* ends increase along a slice: binary search */
+	while (a < b) { /* ends increase along a slice: binary search */
 		size_t mid = a + (b - a) / 2;
 
 		if (range_left_apart(&set->v[mid], s))
@@ -208,7 +209,8 @@ int range_set_apply(struct dl_range_set *set, const struct dl_range_lock *req)
 		if (!(lock && l->type == req->type) && l->end > e) {
 			out[nout] = *l;
 			if (out[nout].start < e + 1)
-				out[nout].start = e + 1; /* l->end > e: no overflow */
+				out[nout].start =
+					e + 1; /* l->end > e: no overflow */
 			nout++;
 		}
 	}

@@ -39,12 +39,12 @@ enum dl_lock_type {
 
 /* One granted lock, or (in a request) the lock asked for. */
 struct dl_range_lock {
-	uint64_t start;		/* first byte */
-	uint64_t end;		/* last byte, inclusive; DL_RANGE_EOF = to EOF */
-	uint64_t owner;		/* opaque owner key, compared for equality only */
-	uint64_t token;		/* fencing token of the grant that made it */
-	int64_t since_ms;	/* wall-clock ms of that grant */
-	uint32_t pid;		/* pid reported by F_GETLK */
+	uint64_t start;	  /* first byte */
+	uint64_t end;	  /* last byte, inclusive; DL_RANGE_EOF = to EOF */
+	uint64_t owner;	  /* opaque owner key, compared for equality only */
+	uint64_t token;	  /* fencing token of the grant that made it */
+	int64_t since_ms; /* wall-clock ms of that grant */
+	uint32_t pid;	  /* pid reported by F_GETLK */
 	enum dl_lock_type type; /* DL_RDLCK or DL_WRLCK (DL_UNLCK in a request) */
 };
 

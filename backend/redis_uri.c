@@ -54,16 +54,20 @@ static int uri_node(const char *s, size_t len, struct redis_uri_node *n,
 		const char *close = memchr(s, ']', len);
 
 		if (!close)
-			return uri_fail(err, errlen, "unclosed '[' in IPv6 address");
+			return uri_fail(err, errlen,
+					"unclosed '[' in IPv6 address");
 		host = s + 1;
 		hlen = (size_t)(close - host);
 		for (size_t i = 0; i < hlen; i++)
 			if (!(host_char_ok(host[i]) || host[i] == ':' ||
 			      host[i] == '%'))
-				return uri_fail(err, errlen, "bad character in IPv6 address");
+				return uri_fail(err, errlen,
+						"bad character in IPv6 "
+						"address");
 		if (close + 1 < s + len) {
 			if (close[1] != ':')
-				return uri_fail(err, errlen, "expected ':' after ']'");
+				return uri_fail(err, errlen,
+						"expected ':' after ']'");
 			port = close + 2;
 			plen = (size_t)(s + len - port);
 			if (plen == 0)
@@ -79,13 +83,15 @@ static int uri_node(const char *s, size_t len, struct redis_uri_node *n,
 			plen = (size_t)(s + len - port);
 			if (memchr(port, ':', plen))
 				return uri_fail(err, errlen,
-						"an IPv6 address needs brackets: [::1]:6379");
+						"an IPv6 address needs "
+						"brackets: [::1]:6379");
 			if (plen == 0)
 				return uri_fail(err, errlen, "empty port");
 		}
 		for (size_t i = 0; i < hlen; i++)
 			if (!host_char_ok(host[i]))
-				return uri_fail(err, errlen, "bad character in host name");
+				return uri_fail(err, errlen,
+						"bad character in host name");
 	}
 	if (hlen == 0)
 		return uri_fail(err, errlen, "empty host");
@@ -135,9 +141,11 @@ static int uri_query(const char *q, struct redis_uri *u, char *err,
 		if (k == 3) {
 			char msg[160];
 
-			snprintf(msg, sizeof(msg), "unknown query key '%.*s' "
+			snprintf(msg, sizeof(msg),
+				 "unknown query key '%.*s' "
 				 "(known: ttl_ms, connect_timeout_ms, "
-				 "lock_delay_ms)", (int)(klen < 40 ? klen : 40), q);
+				 "lock_delay_ms)",
+				 (int)(klen < 40 ? klen : 40), q);
 			return uri_fail(err, errlen, msg);
 		}
 		if (seen[k]) {
@@ -148,11 +156,13 @@ static int uri_query(const char *q, struct redis_uri *u, char *err,
 			return uri_fail(err, errlen, msg);
 		}
 		seen[k] = true;
-		v = uri_number(eq + 1, len - klen - 1, keys[k].min, keys[k].max);
+		v = uri_number(eq + 1, len - klen - 1, keys[k].min,
+			       keys[k].max);
 		if (v < 0) {
 			char msg[120];
 
-			snprintf(msg, sizeof(msg), "%s must be a number from %ld to %ld",
+			snprintf(msg, sizeof(msg),
+				 "%s must be a number from %ld to %ld",
 				 keys[k].key, keys[k].min, keys[k].max);
 			return uri_fail(err, errlen, msg);
 		}
@@ -200,15 +210,18 @@ int redis_uri_parse(const char *rest, struct redis_uri *out, char *err,
 
 		if (memchr(auth, ':', ulen))
 			return uri_fail(err, errlen,
-					"a password in the URI is refused: passwords go "
+					"a password in the URI is refused: "
+					"passwords go "
 					"in the config file (redis_password)");
 		if (ulen == 0)
-			return uri_fail(err, errlen, "empty user name before '@'");
+			return uri_fail(err, errlen,
+					"empty user name before '@'");
 		if (ulen >= sizeof(u.user))
 			return uri_fail(err, errlen, "user name too long");
 		for (size_t i = 0; i < ulen; i++)
 			if (!host_char_ok(auth[i]) && auth[i] != '@')
-				return uri_fail(err, errlen, "bad character in user name");
+				return uri_fail(err, errlen,
+						"bad character in user name");
 		memcpy(u.user, auth, ulen);
 		auth = at + 1;
 	}
@@ -219,15 +232,19 @@ int redis_uri_parse(const char *rest, struct redis_uri *out, char *err,
 		const char *stop = comma ? comma : end;
 
 		if (u.nnodes == REDIS_URI_MAX_NODES)
-			return uri_fail(err, errlen, "too many nodes (at most 7)");
+			return uri_fail(err, errlen,
+					"too many nodes (at most 7)");
 		ret = uri_node(p, (size_t)(stop - p), &u.nodes[u.nnodes], err,
 			       errlen);
 		if (ret < 0)
 			return ret;
 		for (size_t i = 0; i < u.nnodes; i++)
 			if (u.nodes[i].port == u.nodes[u.nnodes].port &&
-			    strcmp(u.nodes[i].host, u.nodes[u.nnodes].host) == 0)
-				return uri_fail(err, errlen, "the same node is listed twice");
+			    strcmp(u.nodes[i].host, u.nodes[u.nnodes].host) ==
+				    0)
+				return uri_fail(err, errlen,
+						"the same node is listed "
+						"twice");
 		u.nnodes++;
 		if (!comma)
 			break;
@@ -239,11 +256,13 @@ int redis_uri_parse(const char *rest, struct redis_uri *out, char *err,
 
 		if (len) {
 			if (len >= sizeof(u.prefix))
-				return uri_fail(err, errlen, "prefix too long (at most 63)");
+				return uri_fail(err, errlen,
+						"prefix too long (at most 63)");
 			for (size_t i = 0; i < len; i++)
 				if (!host_char_ok(p[i]))
 					return uri_fail(err, errlen,
-							"the prefix may hold only letters, digits, "
+							"the prefix may hold "
+							"only letters, digits, "
 							"'-', '.' and '_'");
 			memcpy(u.prefix, p, len);
 			u.prefix[len] = '\0';

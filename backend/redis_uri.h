@@ -19,9 +19,9 @@
 
 #include <stddef.h>
 
-#define REDIS_URI_MAX_NODES 7
-#define REDIS_URI_HOST_MAX 256
-#define REDIS_URI_USER_MAX 128
+#define REDIS_URI_MAX_NODES  7
+#define REDIS_URI_HOST_MAX   256
+#define REDIS_URI_USER_MAX   128
 #define REDIS_URI_PREFIX_MAX 64
 
 struct redis_uri_node {

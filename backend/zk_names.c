@@ -198,7 +198,7 @@ bool zk_name_encode(const char *name, size_t len, char out[ZK_NAME_BUF])
 	out[o] = '\0';
 	return false;
 
-hash: {
+hash : {
 	struct zk_sha256 c;
 	uint8_t d[32];
 

@@ -21,12 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ZK_NAME_MAX 200		 /* longest plain encoding kept as is */
+#define ZK_NAME_MAX 200		      /* longest plain encoding kept as is */
 #define ZK_NAME_BUF (ZK_NAME_MAX + 1) /* room for any encoding + NUL */
 
 struct zk_sha256 {
 	uint32_t h[8];
-	uint64_t len;		/* bytes hashed so far */
+	uint64_t len; /* bytes hashed so far */
 	uint8_t buf[64];
 	size_t nbuf;
 };

@@ -85,14 +85,14 @@
 #include "backend/log.h"
 #include "backend/zk_names.h"
 
-#define ZK_BUCKETS 1024
-#define ZK_DEFAULT_TIMEOUT_MS 10000
+#define ZK_BUCKETS	       1024
+#define ZK_DEFAULT_TIMEOUT_MS  10000
 #define ZK_CONNECT_WAIT_MAX_MS 5000 /* bound of a new request's wait */
-#define ZK_ROOT_MAX 256 /* CHROOT + "/r" */
-#define ZK_PARENT_MAX (ZK_ROOT_MAX + 3 + ZK_NAME_BUF)
-#define ZK_PATH_MAX 1024 /* parent + "/q-..." always fits */
-#define ZK_DATA_INIT 1024
-#define ZK_CREATE_TRIES 5
+#define ZK_ROOT_MAX	       256  /* CHROOT + "/r" */
+#define ZK_PARENT_MAX	       (ZK_ROOT_MAX + 3 + ZK_NAME_BUF)
+#define ZK_PATH_MAX	       1024 /* parent + "/q-..." always fits */
+#define ZK_DATA_INIT	       1024
+#define ZK_CREATE_TRIES	       5
 
 /* ---- data structures ------------------------------------------------- */
 
@@ -101,13 +101,13 @@ struct zk_node {
 	struct zk_node *next;
 	char path[ZK_PATH_MAX];
 	uint64_t seq;
-	uint64_t czxid;	/* the fencing token of its grant */
+	uint64_t czxid; /* the fencing token of its grant */
 	int64_t ctime;
 	uint32_t pid;
 	uint64_t wait_id;
 	bool jumped;
-	bool dirty;	/* ranges not yet written to ZooKeeper */
-	unsigned gen;	/* session generation it lives in */
+	bool dirty;		    /* ranges not yet written to ZooKeeper */
+	unsigned gen;		    /* session generation it lives in */
 	struct dl_range_set ranges; /* owner field: 0 */
 };
 
@@ -116,22 +116,22 @@ struct zk_owner {
 	struct zk_owner *next; /* hash chain */
 	enum dl_space space;
 	uint64_t owner;
-	unsigned refs;	  /* operations and waiters using it */
-	bool busy;	  /* an operation owns the node list */
-	bool stale;	  /* session abandoned while busy: purge on release */
+	unsigned refs; /* operations and waiters using it */
+	bool busy;     /* an operation owns the node list */
+	bool stale;    /* session abandoned while busy: purge on release */
 	struct zk_node *nodes;
 	char parent[ZK_PARENT_MAX];
-	char *name_hex;	  /* full name, hex, as stored in node data */
+	char *name_hex; /* full name, hex, as stored in node data */
 	char resource[];
 };
 
 struct zk_waiter {
 	struct zk_waiter *next;
 	uint64_t wait_id;
-	struct zk_owner *ow; /* holds a ref */
+	struct zk_owner *ow;  /* holds a ref */
 	struct zk_node *node; /* the waiting request node, not yet granted */
-	bool kick;	/* re-evaluate */
-	bool busy;	/* the worker evaluates it */
+	bool kick;	      /* re-evaluate */
+	bool busy;	      /* the worker evaluates it */
 };
 
 /* one ZooKeeper session; the handle's context, so watchers know it */
@@ -139,8 +139,8 @@ struct zk_sess {
 	struct zk_backend *zb;
 	zhandle_t *zh;
 	unsigned gen;
-	unsigned refs;	/* guarded by zb->mutex */
-	int state;	/* guarded by zb->mutex: its last ZOO_*_STATE */
+	unsigned refs; /* guarded by zb->mutex */
+	int state;     /* guarded by zb->mutex: its last ZOO_*_STATE */
 	bool dead;
 };
 
@@ -150,11 +150,11 @@ struct zk_backend {
 	char host[DL_HOST_MAX];
 	char host_hex[2 * DL_HOST_MAX + 1];
 	uint64_t incarnation;
-	char *hosts;	/* connect string */
+	char *hosts; /* connect string */
 	char root[ZK_ROOT_MAX];
 	char base_path[ZK_ROOT_MAX + 2]; /* root + "/r" */
-	int timeout_ms;	/* asked for */
-	char *auth;	/* "user:password", never logged */
+	int timeout_ms;			 /* asked for */
+	char *auth;			 /* "user:password", never logged */
 	struct ACL_vector *acl;
 
 	pthread_mutex_t mutex;
@@ -163,11 +163,11 @@ struct zk_backend {
 	bool threads_started;
 	/* guarded by mutex: */
 	bool stopping;
-	bool containers;	/* the server knows CONTAINER nodes */
-	struct zk_sess *sess;	/* current session, NULL while restarting */
-	int state;		/* its last ZOO_*_STATE */
+	bool containers;      /* the server knows CONTAINER nodes */
+	struct zk_sess *sess; /* current session, NULL while restarting */
+	int state;	      /* its last ZOO_*_STATE */
 	int negotiated_ms;
-	int64_t last_ok_ms;	/* send time of the newest answered request */
+	int64_t last_ok_ms; /* send time of the newest answered request */
 	bool hb_inflight;
 	bool need_session;
 	bool expired_pending;
@@ -186,7 +186,7 @@ struct zk_backend {
 		unsigned gen;
 		char parent[ZK_PARENT_MAX];
 		char prefix[96];
-	} *orphans;
+	} * orphans;
 };
 
 static struct zk_backend *zk_of(struct dl_backend *be)
@@ -292,9 +292,10 @@ static char *zk_format(const struct zk_backend *zb, const struct zk_owner *ow,
 			     ow->owner, zb->host_hex, n->pid, n->wait_id,
 			     n->ctime, n->jumped ? "j=1\n" : "");
 	for (size_t i = 0; i < n->ranges.n && o < cap; i++)
-		o += (size_t)snprintf(buf + o, cap - o, "r=%c %" PRIu64 " %" PRIu64 "\n",
-				      n->ranges.v[i].type == DL_WRLCK ? 'w' : 'r',
-				      n->ranges.v[i].start, n->ranges.v[i].end);
+		o += (size_t)snprintf(
+			buf + o, cap - o, "r=%c %" PRIu64 " %" PRIu64 "\n",
+			n->ranges.v[i].type == DL_WRLCK ? 'w' : 'r',
+			n->ranges.v[i].start, n->ranges.v[i].end);
 	*len = (int)(o < cap ? o : cap);
 	return buf;
 }
@@ -303,9 +304,9 @@ static char *zk_format(const struct zk_backend *zb, const struct zk_owner *ow,
 struct zk_child {
 	char name[96];
 	uint64_t seq;
-	bool valid;	/* read, parsed, same resource */
+	bool valid; /* read, parsed, same resource */
 	bool jumped;
-	bool granted;	/* by the rule (inspection only) */
+	bool granted; /* by the rule (inspection only) */
 	int space;
 	uint64_t inc, owner;
 	uint32_t pid;
@@ -365,8 +366,8 @@ static void zk_parse(struct zk_child *c, const char *name_hex)
 						       : DL_SPACE_FLOCK;
 				break;
 			case 'o':
-				if (sscanf(v, "%16" SCNx64 "/%16" SCNx64, &c->inc,
-					   &c->owner) != 2)
+				if (sscanf(v, "%16" SCNx64 "/%16" SCNx64,
+					   &c->inc, &c->owner) != 2)
 					return;
 				break;
 			case 'h': {
@@ -868,7 +869,8 @@ static void owner_flush(struct zk_backend *zb, struct zk_sess *s,
 static void owner_reduce(struct zk_backend *zb, struct zk_sess *s,
 			 struct zk_owner *ow, uint64_t start, uint64_t end)
 {
-	struct dl_range_lock ul = { .start = start, .end = end,
+	struct dl_range_lock ul = { .start = start,
+				    .end = end,
 				    .type = DL_UNLCK };
 
 	for (struct zk_node *n = ow->nodes; n; n = n->next) {
@@ -899,10 +901,12 @@ static int zk_make_parent(struct zk_backend *zb, zhandle_t *zh,
 	pthread_mutex_unlock(&zb->mutex);
 	rc = zoo_create(zh, parent, NULL, -1, zb->acl,
 			containers ? ZOO_CONTAINER : ZOO_PERSISTENT, NULL, 0);
-	if (containers && (rc == ZUNIMPLEMENTED || rc == ZBADARGUMENTS ||
-			   rc == ZAPIERROR)) {
-		dl_log(DL_LOG_NOTICE, "zk: server has no container nodes (%s); "
-		       "using persistent ones, deleted when empty", zerror(rc));
+	if (containers &&
+	    (rc == ZUNIMPLEMENTED || rc == ZBADARGUMENTS || rc == ZAPIERROR)) {
+		dl_log(DL_LOG_NOTICE,
+		       "zk: server has no container nodes (%s); "
+		       "using persistent ones, deleted when empty",
+		       zerror(rc));
 		pthread_mutex_lock(&zb->mutex);
 		zb->containers = false;
 		pthread_mutex_unlock(&zb->mutex);
@@ -985,7 +989,8 @@ static int zk_create_node(struct zk_backend *zb, struct zk_sess *s,
 
 		if (o) {
 			o->gen = s->gen;
-			snprintf(o->parent, sizeof(o->parent), "%s", ow->parent);
+			snprintf(o->parent, sizeof(o->parent), "%s",
+				 ow->parent);
 			snprintf(o->prefix, sizeof(o->prefix),
 				 "q-%016" PRIx64 "-%016" PRIx64 "-",
 				 zb->incarnation, req);
@@ -1058,8 +1063,9 @@ static int zk_evaluate(struct zk_backend *zb, zhandle_t *zh,
 		if (!e->jumped)
 			for (const struct zk_node *f = ow->nodes; f && !exempt;
 			     f = f->next)
-				exempt = f->gen == n->gen && f->seq < e->seq &&
-					 ranges_conflict(&f->ranges, &e->ranges);
+				exempt =
+					f->gen == n->gen && f->seq < e->seq &&
+					ranges_conflict(&f->ranges, &e->ranges);
 		if (exempt) {
 			*jumped = true;
 			continue;
@@ -1196,7 +1202,8 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 	if (s) {
 		do {
 			again = false;
-			ret = zk_evaluate(zb, s->zh, ow, w->node, &blk, &jumped);
+			ret = zk_evaluate(zb, s->zh, ow, w->node, &blk,
+					  &jumped);
 			if (ret == 0)
 				again = zk_watch(s->zh, &blk, id);
 		} while (again);
@@ -1214,8 +1221,9 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 		/* still waiting; on an error, again once connected */
 		pthread_mutex_unlock(&zb->mutex);
 		if (ret != -EINPROGRESS && ret != -EAGAIN)
-			dl_log(DL_LOG_WARNING, "zk: evaluating wait %" PRIu64
-			       ": %s", id, strerror(-ret));
+			dl_log(DL_LOG_WARNING,
+			       "zk: evaluating wait %" PRIu64 ": %s", id,
+			       strerror(-ret));
 		if (s)
 			zk_sess_put(zb, s);
 		return;
@@ -1232,8 +1240,9 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 		zk_sess_put(zb, s);
 	free(w);
 	if (ret == 0) {
-		dl_log(DL_LOG_DEBUG, "zk: granted wait %" PRIu64 " token %"
-		       PRIu64, id, token);
+		dl_log(DL_LOG_DEBUG,
+		       "zk: granted wait %" PRIu64 " token %" PRIu64, id,
+		       token);
 		zb->cb.granted(zb->cb.ctx, id, token);
 	} else {
 		zb->cb.failed(zb->cb.ctx, id, -ENOLCK);
@@ -1273,7 +1282,8 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 	zb->need_session = true;
 	zb->sessions_lost++;
 	for (size_t b = 0; b < ZK_BUCKETS; b++) {
-		for (struct zk_owner *ow = zb->owners[b], *next; ow; ow = next) {
+		for (struct zk_owner *ow = zb->owners[b], *next; ow;
+		     ow = next) {
 			bool holds = false;
 
 			next = ow->next;
@@ -1283,7 +1293,8 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 			if (holds) {
 				if (nlost == cap) {
 					size_t nc = cap ? cap * 2 : 16;
-					void *p = realloc(lost, nc * sizeof(*lost));
+					void *p = realloc(lost,
+							  nc * sizeof(*lost));
 
 					if (p) {
 						lost = p;
@@ -1291,7 +1302,8 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 					}
 				}
 				if (nlost < cap) {
-					lost[nlost].resource = strdup(ow->resource);
+					lost[nlost].resource =
+						strdup(ow->resource);
 					lost[nlost].space = ow->space;
 					lost[nlost].owner = ow->owner;
 					if (lost[nlost].resource)
@@ -1341,9 +1353,10 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 	pthread_cond_broadcast(&zb->cond);
 	pthread_mutex_unlock(&zb->mutex);
 
-	dl_log(DL_LOG_WARNING, "zk: session %u %s: %zu lock(s) lost, %zu "
-	       "wait(s) failed; starting a new session", gen, why, nlost,
-	       nfailed);
+	dl_log(DL_LOG_WARNING,
+	       "zk: session %u %s: %zu lock(s) lost, %zu "
+	       "wait(s) failed; starting a new session",
+	       gen, why, nlost, nfailed);
 	for (size_t i = 0; i < nlost; i++) {
 		zb->cb.lost(zb->cb.ctx, lost[i].resource, lost[i].space,
 			    lost[i].owner, -ENOLCK);
@@ -1473,7 +1486,8 @@ static void zk_reconcile(struct zk_backend *zb)
 			for (ow = zb->owners[b]; ow && !found; ow = ow->next) {
 				if (ow->busy)
 					continue;
-				for (struct zk_node *n = ow->nodes; n; n = n->next)
+				for (struct zk_node *n = ow->nodes; n;
+				     n = n->next)
 					if (n->dirty && n->gen == s->gen)
 						found = ow;
 			}
@@ -1612,7 +1626,8 @@ static void *zk_lease_main(void *arg)
 			unsigned gen = zb->sess->gen;
 
 			pthread_mutex_unlock(&zb->mutex);
-			zk_abandon(zb, gen, "lease ran out (no answer from "
+			zk_abandon(zb, gen,
+				   "lease ran out (no answer from "
 				   "the server for the session timeout)");
 			pthread_mutex_lock(&zb->mutex);
 			continue;
@@ -1627,8 +1642,8 @@ static void *zk_lease_main(void *arg)
 				zb->hb_inflight = true;
 				s->refs++;
 				pthread_mutex_unlock(&zb->mutex);
-				if (zoo_aexists(s->zh, "/", 0, zk_hb_done, hb) !=
-				    ZOK) {
+				if (zoo_aexists(s->zh, "/", 0, zk_hb_done,
+						hb) != ZOK) {
 					free(hb);
 					pthread_mutex_lock(&zb->mutex);
 					zb->hb_inflight = false;
@@ -1672,14 +1687,16 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 	memset(u, 0, sizeof(*u));
 	u->timeout_ms = ZK_DEFAULT_TIMEOUT_MS;
 	if (strncmp(rest, "//", 2) != 0) {
-		snprintf(err, errlen, "malformed zk URI: expected "
+		snprintf(err, errlen,
+			 "malformed zk URI: expected "
 			 "zk://HOST:PORT[,HOST:PORT...]/CHROOT");
 		return -EINVAL;
 	}
 	h = rest + 2;
 	slash = strchr(h, '/');
 	if (!slash) {
-		snprintf(err, errlen, "malformed zk URI: a /CHROOT path is "
+		snprintf(err, errlen,
+			 "malformed zk URI: a /CHROOT path is "
 			 "required (e.g. zk://127.0.0.1:2181/dlock)");
 		return -EINVAL;
 	}
@@ -1700,27 +1717,33 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 			if (*c == ':')
 				colon = c;
 			if (*c == '@' || *c == '?' || *c == ' ') {
-				snprintf(err, errlen, "malformed zk URI: bad "
+				snprintf(err, errlen,
+					 "malformed zk URI: bad "
 					 "character '%c' in the host list "
 					 "(credentials go in the config file: "
-					 "zk_user, zk_password)", *c);
+					 "zk_user, zk_password)",
+					 *c);
 				return -EINVAL;
 			}
 		}
 		if (!colon || colon == p || colon + 1 == e) {
-			snprintf(err, errlen, "malformed zk URI: each server "
+			snprintf(err, errlen,
+				 "malformed zk URI: each server "
 				 "must be HOST:PORT");
 			return -EINVAL;
 		}
 		port = strtol(colon + 1, &end, 10);
 		if (end != e || port < 1 || port > 65535) {
-			snprintf(err, errlen, "malformed zk URI: bad port "
-				 "'%.*s'", (int)(e - colon - 1), colon + 1);
+			snprintf(err, errlen,
+				 "malformed zk URI: bad port "
+				 "'%.*s'",
+				 (int)(e - colon - 1), colon + 1);
 			return -EINVAL;
 		}
 		p = comma ? comma + 1 : slash;
 		if (comma && p == slash) {
-			snprintf(err, errlen, "malformed zk URI: empty server "
+			snprintf(err, errlen,
+				 "malformed zk URI: empty server "
 				 "in the host list");
 			return -EINVAL;
 		}
@@ -1729,7 +1752,8 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 	rl = q ? (size_t)(q - slash) : strlen(slash);
 	if (rl < 2 || slash[rl - 1] == '/' || memmem(slash, rl, "//", 2) ||
 	    rl >= ZK_ROOT_MAX - 2) {
-		snprintf(err, errlen, "malformed zk URI: CHROOT must be a "
+		snprintf(err, errlen,
+			 "malformed zk URI: CHROOT must be a "
 			 "path like /dlock (no trailing or double '/')");
 		return -EINVAL;
 	}
@@ -1737,7 +1761,8 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 		unsigned char c = (unsigned char)slash[i];
 
 		if (c < 0x21 || c > 0x7e) {
-			snprintf(err, errlen, "malformed zk URI: CHROOT holds "
+			snprintf(err, errlen,
+				 "malformed zk URI: CHROOT holds "
 				 "a blank or non-printable character");
 			return -EINVAL;
 		}
@@ -1745,7 +1770,8 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 		    (i + 1 == rl || slash[i + 1] == '/' ||
 		     (slash[i + 1] == '.' &&
 		      (i + 2 == rl || slash[i + 2] == '/')))) {
-			snprintf(err, errlen, "malformed zk URI: CHROOT must "
+			snprintf(err, errlen,
+				 "malformed zk URI: CHROOT must "
 				 "not hold '.' or '..' components");
 			return -EINVAL;
 		}
@@ -1756,7 +1782,8 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 		long t;
 
 		if (strncmp(v, "session_timeout_ms=", 19) != 0) {
-			snprintf(err, errlen, "malformed zk URI: unknown "
+			snprintf(err, errlen,
+				 "malformed zk URI: unknown "
 				 "parameter '%s' (known: session_timeout_ms)",
 				 v);
 			return -EINVAL;
@@ -1765,7 +1792,8 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 		errno = 0;
 		t = strtol(v, &end, 10);
 		if (errno || end == v || *end || t < 100 || t > 600000) {
-			snprintf(err, errlen, "malformed zk URI: "
+			snprintf(err, errlen,
+				 "malformed zk URI: "
 				 "session_timeout_ms must be 100..600000");
 			return -EINVAL;
 		}
@@ -1815,7 +1843,8 @@ static int zk_open(const struct dl_backend_conf *conf,
 		pass = dl_config_get(conf->config, "zk_password");
 	}
 	if ((user != NULL) != (pass != NULL) || (user && strchr(user, ':'))) {
-		snprintf(err, errlen, "zk: set both zk_user and zk_password "
+		snprintf(err, errlen,
+			 "zk: set both zk_user and zk_password "
 			 "in the config file (and no ':' in zk_user)");
 		zk_uri_free(&u);
 		return -EINVAL;
@@ -1899,9 +1928,11 @@ static int zk_open(const struct dl_backend_conf *conf,
 		goto out_close;
 	}
 	zb->threads_started = true;
-	dl_log(DL_LOG_INFO, "zk: connected to %s, root %s, session timeout "
-	       "%d ms (negotiated %d)%s", zb->hosts, zb->root, zb->timeout_ms,
-	       zb->negotiated_ms, zb->auth ? ", digest auth" : "");
+	dl_log(DL_LOG_INFO,
+	       "zk: connected to %s, root %s, session timeout "
+	       "%d ms (negotiated %d)%s",
+	       zb->hosts, zb->root, zb->timeout_ms, zb->negotiated_ms,
+	       zb->auth ? ", digest auth" : "");
 	*out = &zb->base;
 	return 0;
 
@@ -1977,7 +2008,8 @@ static uint64_t owner_token_at(const struct zk_owner *ow, uint64_t at)
 {
 	for (const struct zk_node *n = ow->nodes; n; n = n->next)
 		for (size_t i = 0; i < n->ranges.n; i++)
-			if (n->ranges.v[i].start <= at && at <= n->ranges.v[i].end)
+			if (n->ranges.v[i].start <= at &&
+			    at <= n->ranges.v[i].end)
 				return n->czxid;
 	return 0;
 }
@@ -2024,7 +2056,8 @@ static void owner_downgrade(struct zk_backend *zb, struct zk_sess *s,
 			const struct dl_range_lock *l = &n->ranges.v[i];
 
 			if (l->type != DL_WRLCK ||
-			    !range_overlap(l->start, l->end, req->start, req->end))
+			    !range_overlap(l->start, l->end, req->start,
+					   req->end))
 				continue;
 			pieces[np] = *l;
 			pieces[np].type = DL_RDLCK;
@@ -2064,9 +2097,10 @@ static int zk_lock(struct dl_backend *be, const struct dl_lock_req *req,
 		return -ENOMEM;
 	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
 	if (ret < 0) {
-		dl_log(DL_LOG_NOTICE, "zk: lock %s: no connection to "
-		       "ZooKeeper within %" PRId64 " ms", req->resource,
-		       zk_connect_wait(zb));
+		dl_log(DL_LOG_NOTICE,
+		       "zk: lock %s: no connection to "
+		       "ZooKeeper within %" PRId64 " ms",
+		       req->resource, zk_connect_wait(zb));
 		goto out_owner;
 	}
 	pthread_mutex_lock(&zb->mutex);
@@ -2116,8 +2150,10 @@ static int zk_lock(struct dl_backend *be, const struct dl_lock_req *req,
 	}
 	n->pid = req->pid;
 	n->wait_id = req->wait_id;
-	ret = range_set_apply(&n->ranges, &(struct dl_range_lock){
-		.start = req->start, .end = req->end, .type = req->type });
+	ret = range_set_apply(&n->ranges,
+			      &(struct dl_range_lock){ .start = req->start,
+						       .end = req->end,
+						       .type = req->type });
 	if (ret < 0)
 		goto out_node;
 	ret = zk_create_node(zb, s, ow, n);
@@ -2479,8 +2515,10 @@ static int zk_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 		    struct dl_lock_info *conflict)
 {
 	struct zk_backend *zb = zk_of(be);
-	struct dl_range_lock want = { .start = req->start, .end = req->end,
-				      .type = req->type, .owner = 1 };
+	struct dl_range_lock want = { .start = req->start,
+				      .end = req->end,
+				      .type = req->type,
+				      .owner = 1 };
 	struct dl_range_lock best = { 0 };
 	size_t bi = 0;
 	bool found = false;
@@ -2529,7 +2567,8 @@ static int zk_report(struct zk_backend *zb, struct zk_snap *snap,
 		struct zk_child *c = &snap->v[i];
 		struct dl_range_set merged = { 0 };
 
-		if (!c->valid || !c->granted || !zk_merge_owner(snap, i, &merged))
+		if (!c->valid || !c->granted ||
+		    !zk_merge_owner(snap, i, &merged))
 			continue;
 		for (size_t k = 0; k < merged.n; k++) {
 			zk_fill_merged(zb, c, &merged.v[k], &info);
@@ -2607,12 +2646,13 @@ static int zk_status(struct dl_backend *be, char *buf, size_t len)
 				has = has || n->ranges.n;
 			held += has;
 		}
-	snprintf(buf, len, "health=%s session=0x%" PRIx64 " timeout_ms=%d "
-		 "held=%zu waiting=%zu wakeups=%" PRIu64 " sessions_lost=%"
-		 PRIu64, zb->sess ? zk_state_name(zb->state) : "expired",
-		 (uint64_t)sid, zb->negotiated_ms ? zb->negotiated_ms
-						  : zb->timeout_ms,
-		 held, zb->nwaiters, zb->wakeups, zb->sessions_lost);
+	snprintf(buf, len,
+		 "health=%s session=0x%" PRIx64 " timeout_ms=%d "
+		 "held=%zu waiting=%zu wakeups=%" PRIu64 " sessions_lost="
+							 "%" PRIu64,
+		 zb->sess ? zk_state_name(zb->state) : "expired", (uint64_t)sid,
+		 zb->negotiated_ms ? zb->negotiated_ms : zb->timeout_ms, held,
+		 zb->nwaiters, zb->wakeups, zb->sessions_lost);
 	pthread_mutex_unlock(&zb->mutex);
 	return 0;
 }
@@ -2621,7 +2661,8 @@ const struct dl_backend_ops dl_zk_ops = {
 	.scheme = "zk",
 	.guarantee = "strong: ZooKeeper quorum writes (linearizable), FIFO "
 		     "queue per file; the session is the lease: a host cut off "
-		     "longer than the session timeout loses its locks (reported "
+		     "longer than the session timeout loses its locks "
+		     "(reported "
 		     "lost before the server can re-grant them)",
 	.shared = true,
 	.check_uri = zk_check_uri,

@@ -65,11 +65,11 @@
 #include "fs/lockmgr.h"
 #include "fs/proto.h"
 
-#define CTL_OBJ_TAG (1ULL << 63) /* FUSE inode numbers are pointers */
-#define CTL_OWNER_TAG 0xd10c000000000000ULL
-#define CTL_MAX_FDS 4
-#define CTL_MAX_OUT (4u << 20) /* queued reply bytes before we give up */
-#define CTL_NAME_MAX 4096
+#define CTL_OBJ_TAG	 (1ULL << 63) /* FUSE inode numbers are pointers */
+#define CTL_OWNER_TAG	 0xd10c000000000000ULL
+#define CTL_MAX_FDS	 4
+#define CTL_MAX_OUT	 (4u << 20) /* queued reply bytes before we give up */
+#define CTL_NAME_MAX	 4096
 #define CTL_STOP_WAIT_MS 5000
 
 enum ctl_ep_kind { EP_LISTEN, EP_WAKE, EP_CONN, EP_PROC, EP_DESC };
@@ -113,9 +113,9 @@ struct ctl_desc {
 	pid_t watch;	     /* a process seen holding it */
 	int pidfd;	     /* of @watch, in epoll; -1 */
 	struct ctl_ep ep;
-	bool flock, ofd;     /* may hold locks in these spaces */
-	bool released;	     /* nobody holds it any more */
-	unsigned pending;    /* requests in flight */
+	bool flock, ofd;  /* may hold locks in these spaces */
+	bool released;	  /* nobody holds it any more */
+	unsigned pending; /* requests in flight */
 };
 
 struct ctl_out {
@@ -137,8 +137,8 @@ struct ctl_conn {
 	struct ctl_out *out, *out_tail;
 	size_t out_bytes;
 	bool want_out;
-	uint64_t owner; /* of its named locks */
-	struct ctl_pend *pend; /* requests in flight */
+	uint64_t owner;		/* of its named locks */
+	struct ctl_pend *pend;	/* requests in flight */
 	struct ctl_obj **named; /* named locks it may hold (refs) */
 	size_t nnamed, capnamed;
 };
@@ -148,14 +148,14 @@ struct ctl_pend {
 	struct ctl_pend *next;	/* in conn->pend */
 	struct ctl_pend *qnext; /* in the completion queue */
 	struct ctlsock *cs;
-	struct ctl_conn *conn;	/* NULL once the connection is gone */
+	struct ctl_conn *conn; /* NULL once the connection is gone */
 	uint32_t req_id;
 	uint64_t wait_id;
 	uint8_t kind;
 	uint64_t owner;
-	struct ctl_obj *obj;	/* ref */
-	struct ctl_proc *proc;	/* ref */
-	struct ctl_desc *desc;	/* pending++ */
+	struct ctl_obj *obj;   /* ref */
+	struct ctl_proc *proc; /* ref */
+	struct ctl_desc *desc; /* pending++ */
 	int err;
 };
 
@@ -308,8 +308,7 @@ static void proc_free_maybe(struct ctlsock *cs, struct ctl_proc *p)
 	free(p);
 }
 
-static void proc_release_posix(struct ctlsock *cs, struct ctl_proc *p,
-			       size_t i)
+static void proc_release_posix(struct ctlsock *cs, struct ctl_proc *p, size_t i)
 {
 	lockmgr_release_owner(cs->lm, p->posix[i]->id, DL_SPACE_POSIX,
 			      p->owner);
@@ -556,8 +555,7 @@ static void desc_check_many(struct ctlsock *cs, bool by_inode, dev_t dev,
 }
 
 /* the description of @fd among ours, or NULL */
-static struct ctl_desc *desc_find(struct ctlsock *cs, struct ctl_obj *o,
-				  int fd)
+static struct ctl_desc *desc_find(struct ctlsock *cs, struct ctl_obj *o, int fd)
 {
 	for (struct ctl_desc *d = cs->descs; d; d = d->next)
 		if (!d->released && d->obj->dev == o->dev &&
@@ -568,8 +566,7 @@ static struct ctl_desc *desc_find(struct ctlsock *cs, struct ctl_obj *o,
 }
 
 /* a new description record taking over @fd (closed on failure) */
-static struct ctl_desc *desc_new(struct ctlsock *cs, struct ctl_obj *o,
-				 int fd)
+static struct ctl_desc *desc_new(struct ctlsock *cs, struct ctl_obj *o, int fd)
 {
 	struct ctl_desc *d = calloc(1, sizeof(*d));
 
@@ -658,7 +655,8 @@ static bool conn_flush(struct ctlsock *cs, struct ctl_conn *c)
 		free(o);
 	}
 	if (c->want_out) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->ep };
+		struct epoll_event ev = { .events = EPOLLIN,
+					  .data.ptr = &c->ep };
 
 		epoll_ctl(cs->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 		c->want_out = false;
@@ -666,8 +664,8 @@ static bool conn_flush(struct ctlsock *cs, struct ctl_conn *c)
 	return true;
 }
 
-static bool reply(struct ctlsock *cs, struct ctl_conn *c, uint32_t id,
-		  int err, const char *text)
+static bool reply(struct ctlsock *cs, struct ctl_conn *c, uint32_t id, int err,
+		  const char *text)
 {
 	struct dl_proto_msg m = { .hdr = { .type = DLP_REPLY, .id = id } };
 
@@ -802,7 +800,8 @@ static void ctl_drain(struct ctlsock *cs)
  * the path relative to @prefix, which the file must really lie under.
  * Returns 0 with a malloc'd *out, or a negative errno and a reason.
  */
-static int ctl_name(struct ctlsock *cs, int fd, const struct dl_proto_str *label,
+static int ctl_name(struct ctlsock *cs, int fd,
+		    const struct dl_proto_str *label,
 		    const struct dl_proto_str *prefix, char **out,
 		    const char **why)
 {
@@ -1007,8 +1006,12 @@ static int do_lock(struct ctl_req *r)
 			desc_free_maybe(cs, d);
 		return -ENOMEM;
 	}
-	*p = (struct ctl_pend){ .cs = cs, .conn = c, .req_id = m->hdr.id,
-				.kind = m->kind, .obj = o, .proc = c->proc,
+	*p = (struct ctl_pend){ .cs = cs,
+				.conn = c,
+				.req_id = m->hdr.id,
+				.kind = m->kind,
+				.obj = o,
+				.proc = c->proc,
 				.desc = d };
 	c->proc->refs++;
 	if (d)
@@ -1184,7 +1187,8 @@ static int do_status(struct ctl_req *r)
 		}
 		fprintf(f, "%s\n", line);
 	}
-	fprintf(f, "mode=%s\nsocket=%s\nclients=%zu\nprocesses=%zu\n"
+	fprintf(f,
+		"mode=%s\nsocket=%s\nclients=%zu\nprocesses=%zu\n"
 		"descriptions=%zu\nrequests=%zu\n",
 		cs->mountpoint ? "mount" : "agent", cs->path, cs->nconns,
 		cs->nprocs, cs->ndescs, cs->npend);
@@ -1241,9 +1245,10 @@ static int list_one(const struct dl_lock_info *info, void *arg)
 	m.pid = info->pid;
 	m.token = info->token;
 	m.since_ms = info->since_ms;
-	proto_str(&m, 0, info->resource ? info->resource
-			 : l->resource   ? l->resource
-					 : "?");
+	proto_str(&m, 0,
+		  info->resource ? info->resource
+		  : l->resource	 ? l->resource
+				 : "?");
 	proto_str(&m, 1, info->host);
 	if (!conn_send(l->cs, l->c, &m)) {
 		l->failed = true;
@@ -1464,7 +1469,8 @@ static bool conn_input(struct ctlsock *cs, struct ctl_conn *c)
 		char buf[CMSG_SPACE(sizeof(int) * CTL_MAX_FDS)];
 	} ctl;
 	struct iovec iov = { cs->rbuf, DL_PROTO_MAX_FRAME + 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
 			     .msg_control = ctl.buf,
 			     .msg_controllen = sizeof(ctl.buf) };
 	int fds[CTL_MAX_FDS], nfds = 0, ret;
@@ -1479,11 +1485,12 @@ static bool conn_input(struct ctlsock *cs, struct ctl_conn *c)
 	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
 			continue;
-		for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		     i++) {
+		for (size_t i = 0;
+		     i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
 			int fd;
 
-			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(fd));
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int),
+			       sizeof(fd));
 			if (nfds < CTL_MAX_FDS)
 				fds[nfds++] = fd;
 			else
@@ -1502,10 +1509,12 @@ static bool conn_input(struct ctlsock *cs, struct ctl_conn *c)
 	if (ret == 0 && (nfds > 1 || (mh.msg_flags & MSG_CTRUNC)))
 		ret = -EBADMSG;
 	if (ret < 0) {
-		const char *why = ret == -EPROTONOSUPPORT
-					  ? "unsupported protocol version (this "
-					    "daemon speaks version 1)"
-					  : "malformed frame";
+		const char *why = ret == -EPROTONOSUPPORT ? "unsupported "
+							    "protocol version "
+							    "(this "
+							    "daemon speaks "
+							    "version 1)"
+							  : "malformed frame";
 
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);
@@ -1697,8 +1706,8 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 	cs->lm = conf->lm;
 	cs->self = getpid();
 	cs->path = strdup(conf->path);
-	cs->backend_shown = strdup(conf->backend_shown ? conf->backend_shown
-						       : "");
+	cs->backend_shown =
+		strdup(conf->backend_shown ? conf->backend_shown : "");
 	cs->mountpoint = conf->mountpoint ? strdup(conf->mountpoint) : NULL;
 	cs->rbuf = malloc(DL_PROTO_MAX_FRAME + 1);
 	if (!cs->path || !cs->backend_shown || !cs->rbuf ||

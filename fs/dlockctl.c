@@ -33,9 +33,9 @@
 
 #include "fs/proto.h"
 
-#define EX_NOLOCK 1
-#define EX_USAGE 2
-#define EX_DAEMON 3
+#define EX_NOLOCK  1
+#define EX_USAGE   2
+#define EX_DAEMON  3
 #define EX_REFUSED 4
 
 static const char *g_socket;
@@ -47,7 +47,8 @@ static unsigned char g_buf[DL_PROTO_MAX_FRAME];
 static void usage_line(FILE *f)
 {
 	fputs("usage: dlockctl [--socket PATH] [--json] status\n"
-	      "       dlockctl [--socket PATH] [--json] locks [PATH | name:NAME]\n"
+	      "       dlockctl [--socket PATH] [--json] locks [PATH | "
+	      "name:NAME]\n"
 	      "       dlockctl [--socket PATH] break PATH | name:NAME\n"
 	      "       dlockctl [--socket PATH] run --lock NAME [--lock NAME...]"
 	      " [--shared] [--timeout SECONDS] -- COMMAND [ARG...]\n",
@@ -69,7 +70,8 @@ static int usage(const char *fmt, ...)
 	return EX_USAGE;
 }
 
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(int code, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 static int fail(int code, const char *fmt, ...)
 {
@@ -95,7 +97,8 @@ static int ctl_connect(void)
 	g_conn = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (g_conn < 0 ||
 	    connect(g_conn, (struct sockaddr *)&sa, sizeof(sa)) == -1)
-		return fail(EX_DAEMON, "cannot reach the dlockfs daemon at %s: %s",
+		return fail(EX_DAEMON,
+			    "cannot reach the dlockfs daemon at %s: %s",
 			    g_socket, strerror(errno));
 	return 0;
 }
@@ -151,7 +154,8 @@ static int ctl_recv(uint32_t id, struct dl_proto_msg *rep, int64_t deadline_ms,
 			left = deadline_ms - now;
 			if (left <= 0)
 				return -ETIMEDOUT;
-			if (poll(&p, 1, (int)(left > INT_MAX ? INT_MAX : left)) == 0)
+			if (poll(&p, 1,
+				 (int)(left > INT_MAX ? INT_MAX : left)) == 0)
 				return -ETIMEDOUT;
 		}
 		n = recv(g_conn, g_buf, sizeof(g_buf), 0);
@@ -240,8 +244,9 @@ static void print_item(const struct dl_proto_msg *m)
 	if (g_json) {
 		printf("%s\n  {\"resource\": ", g_nitems ? "," : "");
 		json_str(m->str[0].p, m->str[0].len);
-		printf(", \"space\": \"%s\", \"mode\": \"%s\", \"start\": %"
-		       PRIu64 ", \"end\": ", space, mode, m->start);
+		printf(", \"space\": \"%s\", \"mode\": \"%s\", \"start\": "
+		       "%" PRIu64 ", \"end\": ",
+		       space, mode, m->start);
 		if (m->end == UINT64_MAX)
 			printf("null");
 		else
@@ -249,8 +254,8 @@ static void print_item(const struct dl_proto_msg *m)
 		printf(", \"host\": ");
 		json_str(m->str[1].p, m->str[1].len);
 		printf(", \"pid\": %u, \"owner\": \"%016" PRIx64 "\", "
-		       "\"token\": %" PRIu64 ", \"since\": \"", m->pid,
-		       m->owner, m->token);
+		       "\"token\": %" PRIu64 ", \"since\": \"",
+		       m->pid, m->owner, m->token);
 		print_time(m->since_ms);
 		printf("\", \"waiting\": %s}", m->waiting ? "true" : "false");
 	} else {
@@ -261,8 +266,8 @@ static void print_item(const struct dl_proto_msg *m)
 			printf("EOF");
 		else
 			printf("%" PRIu64, m->end);
-		printf(" host=%.*s pid=%u owner=%016" PRIx64, (int)m->str[1].len,
-		       m->str[1].p, m->pid, m->owner);
+		printf(" host=%.*s pid=%u owner=%016" PRIx64,
+		       (int)m->str[1].len, m->str[1].p, m->pid, m->owner);
 		if (!m->waiting)
 			printf(" token=%" PRIu64, m->token);
 		printf(" since=");
@@ -280,8 +285,7 @@ static void print_item(const struct dl_proto_msg *m)
  * DLOCK_PATHS prefix that covers it.  Returns 0 and *fd (or -1), or an
  * exit status after a message.
  */
-static int target(const char *arg, struct dl_proto_msg *m, int *fd,
-		  char **hold)
+static int target(const char *arg, struct dl_proto_msg *m, int *fd, char **hold)
 {
 	char real[PATH_MAX], *paths, *save = NULL, *e;
 	const char *env = getenv("DLOCK_PATHS");
@@ -483,7 +487,8 @@ static int take(const char *name, bool shared, int64_t deadline)
 		return fail(EX_DAEMON, "lost the daemon: %s", strerror(-ret));
 	if (rep.err == -EDEADLK || rep.err == -EAGAIN)
 		return fail(EX_NOLOCK, "lock %s: %s", name,
-			    rep.err == -EAGAIN ? "held by another" : strerror(EDEADLK));
+			    rep.err == -EAGAIN ? "held by another"
+					       : strerror(EDEADLK));
 	return verdict(&rep, name);
 }
 
@@ -511,7 +516,8 @@ static int cmd_run(int argc, char **argv)
 		switch (opt) {
 		case 'l':
 			if (!optarg[0] || strlen(optarg) > DL_PROTO_MAX_STR)
-				return usage("a lock name must have 1 to %d bytes",
+				return usage("a lock name must have 1 to %d "
+					     "bytes",
 					     DL_PROTO_MAX_STR);
 			names[nnames++] = optarg;
 			break;
@@ -523,7 +529,8 @@ static int cmd_run(int argc, char **argv)
 			timeout = strtod(optarg, &end);
 			if (errno || *end || end == optarg || timeout < 0 ||
 			    timeout > 1e9)
-				return usage("bad --timeout '%s': want seconds >= 0",
+				return usage("bad --timeout '%s': want seconds "
+					     ">= 0",
 					     optarg);
 			break;
 		default:

@@ -23,25 +23,25 @@ struct pt_inode_table;
 
 /* Command line and config-file options (see README "Options"). */
 struct dl_options {
-	char *backend;		/* -o backend=URI, default "local:" */
-	char *host_id;		/* -o host_id=NAME, default the hostname */
-	char *config;		/* -o config=FILE */
-	unsigned lock_timeout;	/* -o lock_timeout=SECONDS, 0 = forever */
-	char *backing;		/* BACKING_DIR, made absolute */
-	char *mountpoint;	/* MOUNTPOINT, made absolute */
-	bool foreground;	/* -f */
-	bool debug;		/* -d */
-	bool allow_other;	/* -o allow_other was given */
+	char *backend;	       /* -o backend=URI, default "local:" */
+	char *host_id;	       /* -o host_id=NAME, default the hostname */
+	char *config;	       /* -o config=FILE */
+	unsigned lock_timeout; /* -o lock_timeout=SECONDS, 0 = forever */
+	char *backing;	       /* BACKING_DIR, made absolute */
+	char *mountpoint;      /* MOUNTPOINT, made absolute */
+	bool foreground;       /* -f */
+	bool debug;	       /* -d */
+	bool allow_other;      /* -o allow_other was given */
 };
 
 struct dl_fs {
 	struct dl_options opt;
 	struct dl_config config;
-	int backing_fd;		/* O_PATH | O_DIRECTORY of BACKING_DIR */
+	int backing_fd; /* O_PATH | O_DIRECTORY of BACKING_DIR */
 	struct fuse_session *se;
 	struct pt_inode_table *inodes; /* passthrough.c's */
-	struct lockmgr *lm;	/* lockops.c's */
-	char *backend_redacted; /* backend URI without secrets */
+	struct lockmgr *lm;	       /* lockops.c's */
+	char *backend_redacted;	       /* backend URI without secrets */
 };
 
 /* fi->fh of an open regular file or directory. */

@@ -34,9 +34,9 @@
 #include "backend/log.h"
 #include "fs/fs.h"
 
-#define LM_BUCKETS 1024
+#define LM_BUCKETS	       1024
 #define LM_DEADLOCK_MAX_OWNERS 64 /* bound on the wait-for graph walk */
-#define LM_HOLD_FILES 4
+#define LM_HOLD_FILES	       4
 
 struct lm_hold {
 	struct lm_hold *next;
@@ -66,16 +66,16 @@ struct lm_obj {
 };
 
 enum lm_wstate {
-	W_PREPARED,  /* registered, not yet sent */
+	W_PREPARED,   /* registered, not yet sent */
 	W_SUBMITTING, /* in the backend call */
-	W_QUEUED,    /* the backend queued it: a callback will follow */
+	W_QUEUED,     /* the backend queued it: a callback will follow */
 };
 
 struct lm_waiter {
 	struct lm_waiter *next, *prev;
 	uint64_t id;
 	struct lockmgr_req req;
-	struct lm_obj *o; /* pinned from submit to completion */
+	struct lm_obj *o;      /* pinned from submit to completion */
 	struct lm_hold *spare; /* allocated up front: a grant cannot fail */
 	enum lm_wstate state;
 	bool interrupted;
@@ -210,8 +210,7 @@ static bool hold_forget_file(struct lm_hold *h, const struct dl_file *file)
 	return false;
 }
 
-static void hold_remove(struct lockmgr *lm, struct lm_obj *o,
-			struct lm_hold *h)
+static void hold_remove(struct lockmgr *lm, struct lm_obj *o, struct lm_hold *h)
 {
 	struct lm_hold **p = &o->holds;
 
@@ -280,7 +279,9 @@ static const char *space_name(enum dl_space s)
 
 static const char *type_name(enum dl_lock_type t)
 {
-	return t == DL_WRLCK ? "exclusive" : t == DL_RDLCK ? "shared" : "unlock";
+	return t == DL_WRLCK   ? "exclusive"
+	       : t == DL_RDLCK ? "shared"
+			       : "unlock";
 }
 
 /* ---- backend callbacks ------------------------------------------------ */
@@ -298,11 +299,11 @@ static void cb_granted(void *ctx, uint64_t wait_id, uint64_t token)
 		return;
 	}
 	hold_add(lm, w->o, &w->req, token, &w->spare);
-	dl_log(DL_LOG_DEBUG, "granted %s %s %s [%" PRIu64 ",%" PRIu64
-	       "] owner=%" PRIx64 " token=%" PRIu64 " after waiting",
-	       w->o->resource, space_name(w->req.space),
-	       type_name(w->req.type), w->req.start, w->req.end, w->req.owner,
-	       token);
+	dl_log(DL_LOG_DEBUG,
+	       "granted %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%" PRIx64
+	       " token=%" PRIu64 " after waiting",
+	       w->o->resource, space_name(w->req.space), type_name(w->req.type),
+	       w->req.start, w->req.end, w->req.owner, token);
 	waiter_unlink(lm, w);
 	pthread_mutex_unlock(&lm->mutex);
 	waiter_finish(lm, w, 0);
@@ -399,10 +400,14 @@ struct dl_probe {
 static int probe_holder(const struct dl_lock_info *info, void *arg)
 {
 	struct dl_probe *p = arg;
-	struct dl_range_lock held = { .start = info->start, .end = info->end,
-				      .owner = info->owner, .type = info->type };
-	struct dl_range_lock want = { .start = p->req.start, .end = p->req.end,
-				      .owner = p->req.owner, .type = p->req.type };
+	struct dl_range_lock held = { .start = info->start,
+				      .end = info->end,
+				      .owner = info->owner,
+				      .type = info->type };
+	struct dl_range_lock want = { .start = p->req.start,
+				      .end = p->req.end,
+				      .owner = p->req.owner,
+				      .type = p->req.type };
 
 	if (info->waiting || !info->mine || info->space != p->req.space ||
 	    !range_conflicts(&held, &want))
@@ -465,9 +470,8 @@ static bool lm_deadlock(struct lockmgr *lm, uint64_t id)
 			p->owners = found_owners;
 			p->n = 0;
 			p->cap = LM_DEADLOCK_MAX_OWNERS;
-			if (!found &&
-			    dl_backend_list(lm->be, p->req.resource,
-					    probe_holder, p) == 0) {
+			if (!found && dl_backend_list(lm->be, p->req.resource,
+						      probe_holder, p) == 0) {
 				for (size_t k = 0; k < p->n && !found; k++) {
 					size_t s;
 
@@ -520,9 +524,11 @@ static void *timer_main(void *arg)
 		}
 		if (next) {
 			struct timespec ts = { .tv_sec = next / 1000,
-					       .tv_nsec = (next % 1000) * 1000000 };
+					       .tv_nsec = (next % 1000) *
+							  1000000 };
 
-			pthread_cond_timedwait(&lm->timer_cond, &lm->mutex, &ts);
+			pthread_cond_timedwait(&lm->timer_cond, &lm->mutex,
+					       &ts);
 		} else {
 			pthread_cond_wait(&lm->timer_cond, &lm->mutex);
 		}
@@ -633,7 +639,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		waiter_finish(lm, w, o ? -EINTR : ret);
 		return;
 	}
-	w->o = o; /* the pin now belongs to the waiter */
+	w->o = o;		/* the pin now belongs to the waiter */
 	w->req.resource = NULL; /* the caller's string: used only above */
 	w->state = W_SUBMITTING;
 	req_to_backend(&w->req, o->resource, w->req.wait ? id : 0, &breq);
@@ -657,10 +663,12 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 				      (int64_t)lm->conf.lock_timeout_s * 1000;
 			pthread_cond_signal(&lm->timer_cond);
 		}
-		dl_log(DL_LOG_DEBUG, "queued %s %s %s [%" PRIu64 ",%" PRIu64
-		       "] owner=%" PRIx64 " wait=%" PRIu64, o->resource,
-		       space_name(w->req.space), type_name(w->req.type),
-		       w->req.start, w->req.end, w->req.owner, id);
+		dl_log(DL_LOG_DEBUG,
+		       "queued %s %s %s [%" PRIu64 ",%" PRIu64
+		       "] owner=%" PRIx64 " wait=%" PRIu64,
+		       o->resource, space_name(w->req.space),
+		       type_name(w->req.type), w->req.start, w->req.end,
+		       w->req.owner, id);
 		pthread_mutex_unlock(&lm->mutex);
 		if (intr)
 			lm_cancel(lm, id, -EINTR);
@@ -670,10 +678,12 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	}
 	if (ret == 0)
 		hold_add(lm, o, &w->req, token, &w->spare);
-	dl_log(DL_LOG_DEBUG, "%s %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%"
-	       PRIx64 " pid=%u: %s", ret == 0 ? "granted" : "refused",
-	       o->resource, space_name(w->req.space), type_name(w->req.type),
-	       w->req.start, w->req.end, w->req.owner, w->req.pid,
+	dl_log(DL_LOG_DEBUG,
+	       "%s %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%" PRIx64 " pid=%u:"
+								      " %s",
+	       ret == 0 ? "granted" : "refused", o->resource,
+	       space_name(w->req.space), type_name(w->req.type), w->req.start,
+	       w->req.end, w->req.owner, w->req.pid,
 	       ret == 0 ? "ok" : strerror(-ret));
 	waiter_unlink(lm, w);
 	pthread_mutex_unlock(&lm->mutex);
@@ -770,8 +780,8 @@ static void lm_release_many(struct lockmgr *lm, struct lm_obj *o,
 		if (ret < 0)
 			dl_log(DL_LOG_WARNING,
 			       "release %s %s owner=%" PRIx64 ": %s",
-			       o->resource, space_name(v[i].space),
-			       v[i].owner, strerror(-ret));
+			       o->resource, space_name(v[i].space), v[i].owner,
+			       strerror(-ret));
 	}
 }
 
@@ -828,8 +838,8 @@ void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
 			rel = p;
 			cap = nc;
 		}
-		rel[n++] = (struct lm_release){ h->space, h->owner,
-						h->max_token };
+		rel[n++] =
+			(struct lm_release){ h->space, h->owner, h->max_token };
 		hold_remove(lm, o, h);
 	}
 	if (!n) {
@@ -930,8 +940,7 @@ static int describe_one(const struct dl_lock_info *info, void *arg)
 	return 0;
 }
 
-int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters,
-		     char **out)
+int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters, char **out)
 {
 	struct lm_text t = { 0 };
 	struct lm_describe d = { &t, waiters };
@@ -947,9 +956,9 @@ int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters,
 		for (struct lm_hold *h = o->holds; h; h = h->next) {
 			if (!h->lost)
 				continue;
-			text_add(&t, "%s lost host=%s owner=%016" PRIx64
-				 " since=", space_name(h->space), lm->host_id,
-				 h->owner);
+			text_add(&t,
+				 "%s lost host=%s owner=%016" PRIx64 " since=",
+				 space_name(h->space), lm->host_id, h->owner);
 			text_time(&t, h->lost_ms);
 			text_add(&t, "\n");
 		}
@@ -1015,11 +1024,11 @@ int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out)
 	nwaiters = lm->nwaiters;
 	nlost = lm->nlost;
 	pthread_mutex_unlock(&lm->mutex);
-	text_add(&t, "host_id=%s\nbackend=%s\nguarantee=%s\nbackend_status=%s\n"
+	text_add(&t,
+		 "host_id=%s\nbackend=%s\nguarantee=%s\nbackend_status=%s\n"
 		 "held=%zu waiting=%zu lost=%zu\nlock_timeout=%u\nversion=%s\n",
-		 lm->host_id, backend_shown, lm->be->ops->guarantee, bs,
-		 nholds, nwaiters, nlost, lm->conf.lock_timeout_s,
-		 DLOCKFS_VERSION);
+		 lm->host_id, backend_shown, lm->be->ops->guarantee, bs, nholds,
+		 nwaiters, nlost, lm->conf.lock_timeout_s, DLOCKFS_VERSION);
 	if (t.err) {
 		free(t.buf);
 		return t.err;

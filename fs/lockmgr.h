@@ -38,7 +38,7 @@ typedef int (*lockmgr_name_fn)(void *ctx, uint64_t obj, char **out);
 struct lockmgr_conf {
 	struct dl_backend_conf backend;
 	unsigned lock_timeout_s; /* 0: wait forever */
-	lockmgr_name_fn name; /* may be NULL when every request names
+	lockmgr_name_fn name;	 /* may be NULL when every request names
 				 its resource (lockmgr_req.resource) */
 	void *name_ctx;
 	/* with a shared backend, called after every grant before done():

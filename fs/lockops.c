@@ -61,7 +61,8 @@ static void lk_lock(fuse_req_t req, const struct lockmgr_req *r)
 	}
 	/* armed before submission, so no interrupt can fall in between */
 	if (r->wait)
-		fuse_req_interrupt_func(req, lk_interrupt, (void *)(uintptr_t)id);
+		fuse_req_interrupt_func(req, lk_interrupt,
+					(void *)(uintptr_t)id);
 	lockmgr_submit(lm, id);
 }
 
@@ -261,11 +262,12 @@ static int lockops_name(void *ctx, uint64_t obj, char **out)
 static void lockops_invalidate(void *ctx, uint64_t obj)
 {
 	struct dl_fs *fs = ctx;
-	int ret = fuse_lowlevel_notify_inval_inode(fs->se, (fuse_ino_t)obj, 0, 0);
+	int ret =
+		fuse_lowlevel_notify_inval_inode(fs->se, (fuse_ino_t)obj, 0, 0);
 
 	if (ret < 0 && ret != -ENOENT)
-		dl_log(DL_LOG_WARNING, "invalidate inode %" PRIu64 ": %s",
-		       obj, strerror(-ret));
+		dl_log(DL_LOG_WARNING, "invalidate inode %" PRIu64 ": %s", obj,
+		       strerror(-ret));
 }
 
 int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
@@ -286,8 +288,8 @@ int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 	/* a fresh incarnation per start: a restarted daemon owns nothing */
 	if (getrandom(&conf.backend.incarnation,
 		      sizeof(conf.backend.incarnation), 0) < 0)
-		conf.backend.incarnation =
-			((uint64_t)getpid() << 32) ^ (uint64_t)dl_now_ms();
+		conf.backend.incarnation = ((uint64_t)getpid() << 32) ^
+					   (uint64_t)dl_now_ms();
 	ret = lockmgr_create(&conf, &fs->lm, err, errlen);
 	if (ret == 0)
 		dl_log(DL_LOG_INFO, "host %s, backend %s, lock_timeout %us",

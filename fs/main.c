@@ -45,18 +45,18 @@ struct main_args {
 	char *host_id;
 	char *config;
 	char *lock_timeout;
-	char *socket;		/* -o socket=PATH; "none": no socket */
-	char *pos[2];		/* BACKING_DIR, MOUNTPOINT */
+	char *socket; /* -o socket=PATH; "none": no socket */
+	char *pos[2]; /* BACKING_DIR, MOUNTPOINT */
 	int npos;
-	char *extra;		/* the first surplus argument */
-	char *bad_option;	/* the first unknown option */
+	char *extra;	  /* the first surplus argument */
+	char *bad_option; /* the first unknown option */
 	int foreground;
 	int debug;
 	int help;
 	int version;
 	int allow_other;
 	int default_permissions;
-	int agent;		/* --agent: no mount, the socket only */
+	int agent; /* --agent: no mount, the socket only */
 };
 
 enum {
@@ -69,7 +69,10 @@ enum {
 	KEY_AGENT,
 };
 
-#define MAIN_OPT(t, p) { t, offsetof(struct main_args, p), 1 }
+#define MAIN_OPT(t, p)                              \
+	{                                           \
+		t, offsetof(struct main_args, p), 1 \
+	}
 
 static const struct fuse_opt main_opts[] = {
 	MAIN_OPT("backend=%s", backend),
@@ -258,8 +261,8 @@ static void main_unescape(char *s)
 	char *d = s;
 
 	while (*s) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
-		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
 			*d++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
 				      (s[3] - '0'));
 			s += 4;
@@ -356,24 +359,26 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 	}
 	if (a->agent && a->npos) {
 		main_error("--agent mounts nothing: unexpected argument '%s' "
-			   "(see --help)", a->pos[0]);
+			   "(see --help)",
+			   a->pos[0]);
 		return EXIT_USAGE;
 	}
-	if (a->socket && (!a->socket[0] ||
-			  (strcmp(a->socket, "none") != 0 &&
-			   a->socket[0] != '/'))) {
+	if (a->socket && (!a->socket[0] || (strcmp(a->socket, "none") != 0 &&
+					    a->socket[0] != '/'))) {
 		main_error("bad socket '%s': want an absolute path or none",
 			   a->socket);
 		return EXIT_USAGE;
 	}
 	if (a->agent && a->socket && strcmp(a->socket, "none") == 0) {
-		main_error("--agent needs a socket: socket=none makes no sense");
+		main_error("--agent needs a socket: socket=none makes no "
+			   "sense");
 		return EXIT_USAGE;
 	}
 	if (!a->agent && a->npos < 2) {
-		main_error("missing %s (see --help)",
-			   a->npos ? "MOUNTPOINT"
-				   : "BACKING_DIR and MOUNTPOINT");
+		main_error("missing %s (see --help)", a->npos ? "MOUNTPOINT"
+							      : "BACKING_DIR "
+								"and "
+								"MOUNTPOINT");
 		return EXIT_USAGE;
 	}
 	if (a->extra) {
@@ -400,8 +405,8 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 	if (gethostname(host, sizeof(host)) == -1)
 		snprintf(host, sizeof(host), "localhost");
 	host[sizeof(host) - 1] = '\0';
-	fs->opt.backend = main_pick(a->backend, &fs->config, "backend",
-				    "local:");
+	fs->opt.backend =
+		main_pick(a->backend, &fs->config, "backend", "local:");
 	fs->opt.host_id = main_pick(a->host_id, &fs->config, "host_id", host);
 	if (!fs->opt.backend || !fs->opt.host_id) {
 		main_error("out of memory");
@@ -431,7 +436,8 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 		/* a value from the config file is not shown */
 		if (a->lock_timeout)
 			main_error("bad lock_timeout '%s': want a non-negative "
-				   "number of seconds", timeout);
+				   "number of seconds",
+				   timeout);
 		else
 			main_error("bad lock_timeout in %s: want a "
 				   "non-negative number of seconds",
@@ -621,7 +627,8 @@ static int main_agent(struct dl_fs *fs, const char *sock)
 				   ((uint64_t)(uintptr_t)&conf << 16);
 	err[0] = '\0';
 	if (lockmgr_create(&conf, &lm, err, sizeof(err)) != 0) {
-		main_error("%s", err[0] ? err : "cannot start the lock manager");
+		main_error("%s",
+			   err[0] ? err : "cannot start the lock manager");
 		goto out;
 	}
 	cc.lm = lm;
@@ -703,8 +710,8 @@ int main(int argc, char *argv[])
 		goto out_free;
 	}
 
-	fs->backing_fd = open(fs->opt.backing,
-			      O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fs->backing_fd =
+		open(fs->opt.backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fs->backing_fd == -1) {
 		main_error("BACKING_DIR %s: %s", fs->opt.backing,
 			   strerror(errno));
@@ -736,9 +743,9 @@ int main(int argc, char *argv[])
 	fs->se = fuse_session_new(&args, &ops, sizeof(ops), fs);
 	if (!fs->se) {
 		/* libfuse rejects the -o options it does not know here */
-		main_error("%s", main_fuse_error()
-					 ? main_fuse_error()
-					 : "cannot create the FUSE session");
+		main_error("%s", main_fuse_error() ? main_fuse_error()
+						   : "cannot create the FUSE "
+						     "session");
 		ret = EXIT_USAGE;
 		goto out_fs;
 	}
@@ -802,9 +809,10 @@ int main(int argc, char *argv[])
 	/* without it the kernel checks no search permission on directories
 	 * it has cached, and we open files by descriptor, not by path */
 	if (a.allow_other && !a.default_permissions)
-		dl_log(DL_LOG_WARNING,
-		       "allow_other without default_permissions: directory "
-		       "permissions are not enforced for other users");
+		dl_log(DL_LOG_WARNING, "allow_other without "
+				       "default_permissions: directory "
+				       "permissions are not enforced for other "
+				       "users");
 
 	loop = fuse_loop_cfg_create();
 	if (!loop) {

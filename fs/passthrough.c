@@ -46,33 +46,33 @@
  * directory mounted twice), so nothing is cached: SQLite, for one, must see
  * at once that another host deleted its journal.
  */
-#define PT_TIMEOUT 1.0
+#define PT_TIMEOUT	  1.0
 #define PT_TIMEOUT_SHARED 0.0
-#define PT_MIN_BUCKETS 1024
+#define PT_MIN_BUCKETS	  1024
 
 struct pt_inode {
-	struct pt_inode *next;	/* hash chain, guarded by table->lock */
-	int fd;			/* O_PATH | O_NOFOLLOW, never changes */
+	struct pt_inode *next; /* hash chain, guarded by table->lock */
+	int fd;		       /* O_PATH | O_NOFOLLOW, never changes */
 	dev_t dev;
 	ino_t ino;
-	uint64_t nlookup;	/* guarded by table->lock */
+	uint64_t nlookup; /* guarded by table->lock */
 };
 
 struct pt_inode_table {
-	pthread_mutex_t lock;	/* guards buckets, count, every nlookup */
+	pthread_mutex_t lock; /* guards buckets, count, every nlookup */
 	struct pt_inode **buckets;
-	size_t nbuckets;	/* a power of two */
+	size_t nbuckets; /* a power of two */
 	size_t count;
-	struct pt_inode root;	/* fd: fs->backing_fd, main.c closes it */
-	bool switch_creds;	/* allow_other and we are root */
-	double timeout;		/* entry and attribute cache timeout */
+	struct pt_inode root; /* fd: fs->backing_fd, main.c closes it */
+	bool switch_creds;    /* allow_other and we are root */
+	double timeout;	      /* entry and attribute cache timeout */
 };
 
 /* an open directory: fi->fh points at .f, which comes first */
 struct pt_dir {
 	struct dl_file f;
 	DIR *dp;
-	struct dirent *entry;	/* read but not yet sent */
+	struct dirent *entry; /* read but not yet sent */
 	off_t offset;
 };
 
@@ -149,8 +149,8 @@ static void pt_insert(struct pt_inode_table *t, struct pt_inode *in)
 /* caller holds t->lock */
 static void pt_remove(struct pt_inode_table *t, struct pt_inode *in)
 {
-	struct pt_inode **pp = &t->buckets[pt_hash(in->dev, in->ino,
-						   t->nbuckets)];
+	struct pt_inode **pp =
+		&t->buckets[pt_hash(in->dev, in->ino, t->nbuckets)];
 
 	while (*pp != in)
 		pp = &(*pp)->next;
@@ -266,8 +266,8 @@ static int pt_do_lookup(struct dl_fs *fs, fuse_ino_t parent, const char *name,
 	fd = openat(pt_fd(fs, parent), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1)
 		return -errno;
-	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
-	    == -1) {
+	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ==
+	    -1) {
 		err = -errno;
 		goto out_close;
 	}
@@ -582,8 +582,8 @@ static int pt_do_setattr(int ifd, const struct stat *attr, int valid,
 			tv[1] = attr->st_mtim;
 		if ((fd != -1 ? futimens(fd, tv)
 			      : utimensat(ifd, "", tv,
-					  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
-		    == -1)
+					  AT_EMPTY_PATH |
+						  AT_SYMLINK_NOFOLLOW)) == -1)
 			return -errno;
 	}
 	return 0;
@@ -610,8 +610,7 @@ static void pt_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 static void pt_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	char buf[PATH_MAX + 1];
-	ssize_t n = readlinkat(pt_fd(dl_fs_of(req), ino), "", buf,
-			       sizeof(buf));
+	ssize_t n = readlinkat(pt_fd(dl_fs_of(req), ino), "", buf, sizeof(buf));
 
 	if (n == -1) {
 		fuse_reply_err(req, errno);
@@ -715,8 +714,8 @@ static void pt_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	fuse_reply_entry(req, &e);
 }
 
-static void pt_remove_name(fuse_req_t req, fuse_ino_t parent,
-			   const char *name, int flags)
+static void pt_remove_name(fuse_req_t req, fuse_ino_t parent, const char *name,
+			   int flags)
 {
 	struct pt_creds cr;
 	int err;
@@ -876,8 +875,8 @@ static void pt_do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 	free(buf);
 }
 
-static void pt_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off, struct fuse_file_info *fi)
+static void pt_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
 {
 	pt_do_readdir(req, ino, size, off, fi, false);
 }
@@ -995,9 +994,8 @@ static void pt_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-static void pt_write_buf(fuse_req_t req, fuse_ino_t ino,
-			 struct fuse_bufvec *in, off_t off,
-			 struct fuse_file_info *fi)
+static void pt_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
+			 off_t off, struct fuse_file_info *fi)
 {
 	struct dl_file *f = dl_file_of(fi);
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -1062,8 +1060,8 @@ static void pt_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_statfs(req, &st);
 }
 
-static void pt_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
-			 off_t offset, off_t length, struct fuse_file_info *fi)
+static void pt_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+			 off_t length, struct fuse_file_info *fi)
 {
 	struct dl_file *f = dl_file_of(fi);
 

@@ -18,11 +18,11 @@ struct proto_layout {
 	uint8_t min_str, max_str;
 };
 
-#define LOCK_FIXED 24
+#define LOCK_FIXED   24
 #define CLOSED_FIXED 16
 #define CANCEL_FIXED 8
 #define TARGET_FIXED 8
-#define REPLY_FIXED 56
+#define REPLY_FIXED  56
 
 static const struct proto_layout layouts[DLP_TYPE_MAX] = {
 	[DLP_LOCK] = { "LOCK", LOCK_FIXED, 1, 2 },

@@ -25,13 +25,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DL_PROTO_MAGIC 0x4b4c4c44u /* "DLLK" */
-#define DL_PROTO_VERSION 1
-#define DL_PROTO_HDR_LEN 16
+#define DL_PROTO_MAGIC	   0x4b4c4c44u /* "DLLK" */
+#define DL_PROTO_VERSION   1
+#define DL_PROTO_HDR_LEN   16
 #define DL_PROTO_MAX_FRAME 65536 /* header included */
-#define DL_PROTO_MAX_STR 4096
-#define DL_PROTO_MAX_STRS 3
-#define DL_SOCKET_DEFAULT "/run/dlockfs/dlockfs.sock"
+#define DL_PROTO_MAX_STR   4096
+#define DL_PROTO_MAX_STRS  3
+#define DL_SOCKET_DEFAULT  "/run/dlockfs/dlockfs.sock"
 
 enum dl_proto_type {
 	/* requests (client -> daemon) */
@@ -59,7 +59,7 @@ enum dl_proto_kind {
 };
 
 #define DLP_F_WAIT 0x01 /* queue when blocked */
-#define DLP_F_FD 0x02	/* a descriptor comes with the frame */
+#define DLP_F_FD   0x02 /* a descriptor comes with the frame */
 
 /* lock types, as enum dl_lock_type */
 #define DLP_UNLCK 0
@@ -86,9 +86,9 @@ struct dl_proto_str {
 struct dl_proto_msg {
 	struct dl_proto_hdr hdr;
 	/* LOCK, UNLOCK, GETLK */
-	uint8_t kind;  /* enum dl_proto_kind */
-	uint8_t ltype; /* DLP_RDLCK/WRLCK/UNLCK */
-	uint8_t flags; /* DLP_F_* */
+	uint8_t kind;	 /* enum dl_proto_kind */
+	uint8_t ltype;	 /* DLP_RDLCK/WRLCK/UNLCK */
+	uint8_t flags;	 /* DLP_F_* */
 	int64_t l_start; /* absolute start, as struct flock after SEEK_SET */
 	int64_t l_len;	 /* 0: to EOF; negative: bytes before l_start */
 	/* CLOSED */

@@ -64,10 +64,10 @@
 
 #include "fs/proto.h"
 
-#define SHIM_EXPORT __attribute__((visibility("default")))
+#define SHIM_EXPORT    __attribute__((visibility("default")))
 #define SHIM_MAX_PATHS 32
-#define SHIM_POOL 8
-#define SHIM_CACHE 64
+#define SHIM_POOL      8
+#define SHIM_CACHE     64
 #ifndef FUSE_SUPER_MAGIC
 #define FUSE_SUPER_MAGIC 0x65735546
 #endif
@@ -99,7 +99,8 @@ static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
 static int (*real_fclose)(FILE *);
 
-static void shim_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void shim_debug(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
 
 static void shim_debug(const char *fmt, ...)
 {
@@ -149,7 +150,8 @@ static void shim_add_path(const char *entry)
 	while (n > 1 && given[n - 1] == '/')
 		given[--n] = '\0';
 	if (given[0] != '/') {
-		shim_debug("DLOCK_PATHS entry '%s' ignored: not absolute", entry);
+		shim_debug("DLOCK_PATHS entry '%s' ignored: not absolute",
+			   entry);
 		free(given);
 		return;
 	}
@@ -401,13 +403,16 @@ static void shim_unreachable(int err, const char *what)
 	if (atomic_exchange(&warned, true))
 		return;
 	if (cfg.fallback_local)
-		fprintf(stderr, "dlock: cannot reach the lock daemon at %s (%s); "
+		fprintf(stderr,
+			"dlock: cannot reach the lock daemon at %s (%s); "
 			"DLOCK_FALLBACK=local: taking host-local kernel locks "
-			"only\n", cfg.socket, strerror(-err));
+			"only\n",
+			cfg.socket, strerror(-err));
 	else
-		fprintf(stderr, "dlock: %s refused (ENOLCK): cannot reach the "
-			"lock daemon at %s: %s\n", what, cfg.socket,
-			strerror(-err));
+		fprintf(stderr,
+			"dlock: %s refused (ENOLCK): cannot reach the "
+			"lock daemon at %s: %s\n",
+			what, cfg.socket, strerror(-err));
 }
 
 /*
@@ -459,7 +464,9 @@ static int rpc(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
 	for (;;) {
 		n = recv(conn, buf, DL_PROTO_MAX_FRAME, 0);
 		if (n < 0 && errno == EINTR) {
-			struct dl_proto_msg c = { .hdr = { .type = DLP_CANCEL } };
+			struct dl_proto_msg c = {
+				.hdr = { .type = DLP_CANCEL }
+			};
 			unsigned char cb[64];
 
 			if (cancelled || !(req->flags & DLP_F_WAIT))
@@ -504,9 +511,8 @@ static void req_paths(struct dl_proto_msg *m, int path)
  * Ask the daemon.  Returns its verdict (0 or -errno), or -ENOLCK after
  * saying once that it cannot be reached; *unreachable tells which.
  */
-static int shim_ask(struct dl_proto_msg *req, int fd,
-		    struct dl_proto_msg *rep, const char *what,
-		    bool *unreachable)
+static int shim_ask(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
+		    const char *what, bool *unreachable)
 {
 	unsigned char *buf = malloc(DL_PROTO_MAX_FRAME);
 	int ret;
@@ -589,8 +595,9 @@ static int shim_fcntl_lock(int fd, int cmd, struct flock *fl)
 		return -1;
 	}
 	req.kind = ofd ? DLK_OFD : DLK_POSIX;
-	req.ltype = fl->l_type == F_RDLCK ? DLP_RDLCK
-		    : fl->l_type == F_WRLCK ? DLP_WRLCK : DLP_UNLCK;
+	req.ltype = fl->l_type == F_RDLCK   ? DLP_RDLCK
+		    : fl->l_type == F_WRLCK ? DLP_WRLCK
+					    : DLP_UNLCK;
 	req.l_start = start;
 	req.l_len = fl->l_len;
 	req_paths(&req, path);

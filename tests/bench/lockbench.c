@@ -47,7 +47,7 @@
 #define FUSE_SUPER_MAGIC 0x65735546
 #endif
 
-#define DEFAULT_ITERS 20000
+#define DEFAULT_ITERS	20000
 #define DEFAULT_SECONDS 3.0
 /* untimed operations first, so one-off costs (first lookup, first lock
  * state allocated by a daemon) do not land in the percentiles */
@@ -75,22 +75,22 @@ static int tp_procs;
 /* One directory under test and the scratch file made in it. */
 struct target {
 	const char *dir;
-	int col;		/* 1-based column in the table */
+	int col; /* 1-based column in the table */
 	int dirfd;
-	int fd;			/* the scratch file, O_RDWR */
-	char name[64];		/* its name inside dir */
+	int fd;	       /* the scratch file, O_RDWR */
+	char name[64]; /* its name inside dir */
 	const char *fstype;
 	bool fuse;
-	unsigned long nx_seq;	/* counter making (d)'s names fresh */
-	char nx_name[64];	/* (d)'s next name, built outside the timing */
+	unsigned long nx_seq; /* counter making (d)'s names fresh */
+	char nx_name[64];     /* (d)'s next name, built outside the timing */
 };
 
 /* One measurement on one target; err != 0 leaves the numbers unset. */
 struct result {
-	int err;		/* 0 or a negative errno */
-	size_t n;		/* timed operations */
-	double per_s;		/* operations (cycles) per second */
-	double mean_us;		/* wall time / n */
+	int err;	/* 0 or a negative errno */
+	size_t n;	/* timed operations */
+	double per_s;	/* operations (cycles) per second */
+	double mean_us; /* wall time / n */
 	double p50_us;
 	double p99_us;
 };
@@ -269,14 +269,14 @@ out_free:
  * other side wakes up, sees abort and ends too.
  */
 struct pp_shm {
-	uint64_t rel_ns[3];	/* when lock byte i was last released */
-	uint64_t t_start;	/* A, just before the first release */
-	uint64_t t_end;		/* B, its last acquisition */
-	size_t n;		/* handoffs made, set by B at the end */
-	int stop;		/* A is done, set before its last release */
-	int abort;		/* a side failed */
-	int child_err;		/* B's negative errno */
-	uint64_t lat[];		/* lat[h]: latency of handoff h */
+	uint64_t rel_ns[3]; /* when lock byte i was last released */
+	uint64_t t_start;   /* A, just before the first release */
+	uint64_t t_end;	    /* B, its last acquisition */
+	size_t n;	    /* handoffs made, set by B at the end */
+	int stop;	    /* A is done, set before its last release */
+	int abort;	    /* a side failed */
+	int child_err;	    /* B's negative errno */
+	uint64_t lat[];	    /* lat[h]: latency of handoff h */
 };
 
 #define PP_LOCKS 3
@@ -327,7 +327,8 @@ static void pp_child(struct target *t, struct pp_shm *shm, int ready_fd,
 	if (err)
 		goto out_fail;
 	t_acq = now_ns();
-	shm->lat[0] = t_acq - __atomic_load_n(&shm->rel_ns[0], __ATOMIC_ACQUIRE);
+	shm->lat[0] =
+		t_acq - __atomic_load_n(&shm->rel_ns[0], __ATOMIC_ACQUIRE);
 	for (;;) {
 		if (__atomic_load_n(&shm->abort, __ATOMIC_ACQUIRE))
 			_exit(1);
@@ -491,8 +492,8 @@ static int target_open(struct target *t)
 	/* two DIRs may be one directory seen twice (a mount and its backing) */
 	snprintf(t->name, sizeof(t->name), "lockbench.%ld.%d.lock",
 		 (long)getpid(), t->col);
-	t->fd = openat(t->dirfd, t->name,
-		       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	t->fd = openat(t->dirfd, t->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+		       0644);
 	if (t->fd < 0) {
 		err = -errno;
 		fprintf(stderr, "lockbench: create %s/%s: %s\n", t->dir,
@@ -512,8 +513,8 @@ static void target_close(struct target *t)
 	if (t->fd >= 0) {
 		close(t->fd);
 		if (unlinkat(t->dirfd, t->name, 0) < 0)
-			fprintf(stderr, "lockbench: unlink %s/%s: %s\n",
-				t->dir, t->name, strerror(errno));
+			fprintf(stderr, "lockbench: unlink %s/%s: %s\n", t->dir,
+				t->name, strerror(errno));
 	}
 	if (t->dirfd >= 0)
 		close(t->dirfd);
@@ -532,8 +533,7 @@ static const char *const m_title[M_COUNT] = {
 static void measure(struct target *t, int m, struct result *r)
 {
 	alarm((unsigned)cfg.seconds + HANG_MARGIN_S);
-	fprintf(stderr, "lockbench: [%d] %s: %s\n", t->col, t->dir,
-		m_title[m]);
+	fprintf(stderr, "lockbench: [%d] %s: %s\n", t->col, t->dir, m_title[m]);
 	switch (m) {
 	case M_FCNTL:
 		r->err = bench_loop(t, &op_fcntl, r);
@@ -555,7 +555,7 @@ static void measure(struct target *t, int m, struct result *r)
 }
 
 #define LABEL_W 30
-#define CELL_W 14
+#define CELL_W	14
 
 static double get_per_s(const struct result *r)
 {
@@ -625,8 +625,10 @@ static void print_table(const struct target *tg, const struct result *res,
 			int ndirs)
 {
 	static const char *const lat_unit[M_COUNT] = {
-		[M_FCNTL] = "cycle", [M_FLOCK] = "cycle",
-		[M_PINGPONG] = "handoff", [M_LOOKUP] = "op",
+		[M_FCNTL] = "cycle",
+		[M_FLOCK] = "cycle",
+		[M_PINGPONG] = "handoff",
+		[M_LOOKUP] = "op",
 	};
 	const struct result *l, *rt;
 	char label[32], head[32];
@@ -665,38 +667,51 @@ static void print_table(const struct target *tg, const struct result *res,
 		for (m = M_FCNTL; m <= M_FLOCK; m++) {
 			l = &res[i * M_COUNT + m];
 			if (!l->err && l->p50_us < rt->p50_us)
-				printf("note: [%d] %s lock+unlock is cheaper than one round trip:\n"
-				       "      the kernel decided these locks without asking the daemon\n",
+				printf("note: [%d] %s lock+unlock is cheaper "
+				       "than one round trip:\n"
+				       "      the kernel decided these locks "
+				       "without asking the daemon\n",
 				       i + 1, m == M_FCNTL ? "fcntl" : "flock");
 		}
 	}
-	printf("\n(a),(b) cycle = lock + unlock of the whole file, uncontended.\n"
-	       "(c) cycle = two handoffs A->B->A; handoff = from just before one process's\n"
+	printf("\n(a),(b) cycle = lock + unlock of the whole file, "
+	       "uncontended.\n"
+	       "(c) cycle = two handoffs A->B->A; handoff = from just before "
+	       "one process's\n"
 	       "    F_UNLCK to the other's F_SETLKW returning.\n"
-	       "(d) faccessat(F_OK) of a never-used name -> ENOENT: one FUSE_LOOKUP\n"
-	       "    per op on a FUSE mount, whatever its entry/negative timeouts.\n");
+	       "(d) faccessat(F_OK) of a never-used name -> ENOENT: one "
+	       "FUSE_LOOKUP\n"
+	       "    per op on a FUSE mount, whatever its entry/negative "
+	       "timeouts.\n");
 }
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: lockbench [--iters N] [--seconds S] DIR [DIR...]\n"
-		"       lockbench --pair [--iters N] [--seconds S] DIR_A DIR_B\n"
+		"       lockbench --pair [--iters N] [--seconds S] DIR_A "
+		"DIR_B\n"
 		"       lockbench --procs N [--seconds S] DIR\n"
-		"  --iters N     at most N timed operations per measurement (default %d)\n"
-		"  --seconds S   at most S seconds per measurement (default %.0f)\n"
-		"  --pair        ping-pong (c) between a process in DIR_A and one in\n"
-		"                DIR_B (two mounts of one backing directory: two hosts)\n"
-		"  --procs N     throughput of N processes doing fcntl lock+unlock\n"
-		"                cycles, on one shared file and on one file each\n",
+		"  --iters N     at most N timed operations per measurement "
+		"(default %d)\n"
+		"  --seconds S   at most S seconds per measurement (default "
+		"%.0f)\n"
+		"  --pair        ping-pong (c) between a process in DIR_A and "
+		"one in\n"
+		"                DIR_B (two mounts of one backing directory: "
+		"two hosts)\n"
+		"  --procs N     throughput of N processes doing fcntl "
+		"lock+unlock\n"
+		"                cycles, on one shared file and on one file "
+		"each\n",
 		DEFAULT_ITERS, DEFAULT_SECONDS);
 }
 
 /* ---- --procs: N processes, one file or N files ------------------------- */
 
 /* child: cycles on @path until @stop; counts into *count */
-static void tp_child(const char *path, volatile int *stop,
-		     uint64_t *count, uint64_t *lat, size_t cap)
+static void tp_child(const char *path, volatile int *stop, uint64_t *count,
+		     uint64_t *lat, size_t cap)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	uint64_t n = 0;
@@ -777,7 +792,8 @@ static int tp_run(const char *dir, int nprocs, bool shared, struct result *r)
 			for (int i = 0; i < nprocs; i++) {
 				uint64_t k = counts[i] < cap ? counts[i] : cap;
 
-				memcpy(all + nlat, counts + nprocs + (size_t)i * cap,
+				memcpy(all + nlat,
+				       counts + nprocs + (size_t)i * cap,
 				       k * sizeof(*all));
 				nlat += k;
 				total += counts[i];
@@ -811,7 +827,8 @@ static int tp_main(const char *dir)
 			strerror(-err));
 		return 1;
 	}
-	printf("%d-process fcntl lock+unlock throughput in %s\n", tp_procs, dir);
+	printf("%d-process fcntl lock+unlock throughput in %s\n", tp_procs,
+	       dir);
 	printf("  %-28s %12.0f cycles/s  p50 %9.2f us  p99 %9.2f us\n",
 	       "one shared file (contended)", r[0].per_s, r[0].p50_us,
 	       r[0].p99_us);
@@ -844,7 +861,8 @@ static int pair_main(const char *a, const char *b)
 		return 1;
 	}
 	printf("(c) ping-pong handoff between %s and %s\n", a, b);
-	printf("  %-20s %12.0f\n  %-20s %12.2f\n  %-20s %12.2f\n  %-20s %12zu\n",
+	printf("  %-20s %12.0f\n  %-20s %12.2f\n  %-20s %12.2f\n  %-20s "
+	       "%12zu\n",
 	       "cycles/s", r.per_s, "handoff p50 us", r.p50_us,
 	       "handoff p99 us", r.p99_us, "samples", r.n);
 	return 0;
@@ -872,7 +890,9 @@ static int parse_args(int argc, char **argv)
 			v = strtoull(optarg, &end, 10);
 			if (errno || *end || end == optarg || v == 0 ||
 			    v > 100000000ull || optarg[0] == '-') {
-				fprintf(stderr, "lockbench: --iters: want 1..100000000, got '%s'\n",
+				fprintf(stderr,
+					"lockbench: --iters: want "
+					"1..100000000, got '%s'\n",
 					optarg);
 				return -EINVAL;
 			}
@@ -883,7 +903,9 @@ static int parse_args(int argc, char **argv)
 			cfg.seconds = strtod(optarg, &end);
 			if (errno || *end || end == optarg ||
 			    !(cfg.seconds > 0 && cfg.seconds <= 3600)) {
-				fprintf(stderr, "lockbench: --seconds: want (0, 3600], got '%s'\n",
+				fprintf(stderr,
+					"lockbench: --seconds: want (0, 3600], "
+					"got '%s'\n",
 					optarg);
 				return -EINVAL;
 			}
@@ -894,7 +916,8 @@ static int parse_args(int argc, char **argv)
 		case 'p':
 			tp_procs = atoi(optarg);
 			if (tp_procs < 1 || tp_procs > 64) {
-				fprintf(stderr, "lockbench: --procs: want 1..64\n");
+				fprintf(stderr, "lockbench: --procs: want "
+						"1..64\n");
 				return -EINVAL;
 			}
 			break;

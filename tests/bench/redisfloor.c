@@ -20,9 +20,8 @@
 
 #include <hiredis/hiredis.h>
 
-static const char cad[] =
-	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
-	"return redis.call('DEL', KEYS[1]) else return 0 end";
+static const char cad[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+			  "return redis.call('DEL', KEYS[1]) else return 0 end";
 
 static uint64_t now_ns(void)
 {
@@ -124,7 +123,8 @@ int main(int argc, char **argv)
 	start = now_ns();
 	for (n = 0; n < iters && now_ns() - start < seconds * 1e9; n++) {
 		t0 = now_ns();
-		if (expect(c, redisCommand(c, "PING"), REDIS_REPLY_STATUS, "PING"))
+		if (expect(c, redisCommand(c, "PING"), REDIS_REPLY_STATUS,
+			   "PING"))
 			return 1;
 		lat[n] = now_ns() - t0;
 	}
@@ -134,9 +134,11 @@ int main(int argc, char **argv)
 	start = now_ns();
 	for (n = 0; n < iters && now_ns() - start < seconds * 1e9; n++) {
 		t0 = now_ns();
-		if (expect(c, redisCommand(c, "SET %s %s NX PX 15000", key, val),
+		if (expect(c,
+			   redisCommand(c, "SET %s %s NX PX 15000", key, val),
 			   REDIS_REPLY_STATUS, "SET NX PX") ||
-		    expect(c, redisCommand(c, "EVALSHA %s 1 %s %s", sha, key, val),
+		    expect(c,
+			   redisCommand(c, "EVALSHA %s 1 %s %s", sha, key, val),
 			   REDIS_REPLY_INTEGER, "EVALSHA"))
 			return 1;
 		lat[n] = now_ns() - t0;
@@ -146,6 +148,7 @@ int main(int argc, char **argv)
 	redisFree(c);
 	return 0;
 usage:
-	fprintf(stderr, "usage: redisfloor [--seconds S] [--iters N] HOST PORT\n");
+	fprintf(stderr, "usage: redisfloor [--seconds S] [--iters N] HOST "
+			"PORT\n");
 	return 2;
 }

@@ -109,9 +109,14 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
 		switch (c) {
-		case 's': seconds = atof(optarg); break;
-		case 'n': iters = (size_t)strtoull(optarg, NULL, 10); break;
-		default: goto usage;
+		case 's':
+			seconds = atof(optarg);
+			break;
+		case 'n':
+			iters = (size_t)strtoull(optarg, NULL, 10);
+			break;
+		default:
+			goto usage;
 		}
 	}
 	if (optind + 1 != argc || seconds <= 0 || iters == 0)
@@ -119,13 +124,15 @@ int main(int argc, char **argv)
 	zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
 	zh = zookeeper_init(argv[optind], NULL, 10000, NULL, NULL, 0);
 	if (!zh) {
-		fprintf(stderr, "zkfloor: zookeeper_init: %s\n", strerror(errno));
+		fprintf(stderr, "zkfloor: zookeeper_init: %s\n",
+			strerror(errno));
 		return 1;
 	}
 	for (int i = 0; i < 100 && zoo_state(zh) != ZOO_CONNECTED_STATE; i++)
 		usleep(100000);
 	if (zoo_state(zh) != ZOO_CONNECTED_STATE) {
-		fprintf(stderr, "zkfloor: cannot connect to %s\n", argv[optind]);
+		fprintf(stderr, "zkfloor: cannot connect to %s\n",
+			argv[optind]);
 		zookeeper_close(zh);
 		return 1;
 	}

@@ -50,25 +50,25 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PATH_LEN 1024
-#define MAX_WORKERS 8
-#define BLOCKED_QUIET_MS 300	/* "still blocked": no answer for this long */
-#define REPORT_LEN 2048
+#define PATH_LEN	 1024
+#define MAX_WORKERS	 8
+#define BLOCKED_QUIET_MS 300 /* "still blocked": no answer for this long */
+#define REPORT_LEN	 2048
 
 /* options */
 static const char *g_dir;
 static bool g_dlockfs;
-static int g_lock_timeout;		/* seconds the mount was given, 0 = none */
+static int g_lock_timeout; /* seconds the mount was given, 0 = none */
 static int g_nwaiters = 100;
-static int g_churn_iter = 2000;		/* cycles per churning process */
-static int g_timeout_ms = 10000;	/* every single wait */
+static int g_churn_iter = 2000;	 /* cycles per churning process */
+static int g_timeout_ms = 10000; /* every single wait */
 static int g_scenario_timeout_s = 120;
 static bool g_verbose;
-static bool g_strict;			/* async release after close fails */
+static bool g_strict; /* async release after close fails */
 
 /* per scenario (in the scenario process) */
-static char g_file[PATH_LEN];		/* the scenario's lock file */
-static char g_file2[PATH_LEN];		/* a second, unrelated file */
+static char g_file[PATH_LEN];  /* the scenario's lock file */
+static char g_file2[PATH_LEN]; /* a second, unrelated file */
 static int g_report_fd = -1;
 static const char *g_scenario;
 
@@ -88,21 +88,36 @@ static const char *errname(int e)
 	static char buf[32];
 
 	switch (e) {
-	case 0: return "success";
-	case EAGAIN: return "EAGAIN";
-	case EACCES: return "EACCES";
-	case EDEADLK: return "EDEADLK";
-	case EINTR: return "EINTR";
-	case ENOLCK: return "ENOLCK";
-	case EBADF: return "EBADF";
-	case EINVAL: return "EINVAL";
-	case ENOSYS: return "ENOSYS";
-	case EIO: return "EIO";
-	case ENOENT: return "ENOENT";
-	case EPERM: return "EPERM";
-	case EOPNOTSUPP: return "EOPNOTSUPP";
-	case ENODATA: return "ENODATA";
-	case ETIMEDOUT: return "ETIMEDOUT";
+	case 0:
+		return "success";
+	case EAGAIN:
+		return "EAGAIN";
+	case EACCES:
+		return "EACCES";
+	case EDEADLK:
+		return "EDEADLK";
+	case EINTR:
+		return "EINTR";
+	case ENOLCK:
+		return "ENOLCK";
+	case EBADF:
+		return "EBADF";
+	case EINVAL:
+		return "EINVAL";
+	case ENOSYS:
+		return "ENOSYS";
+	case EIO:
+		return "EIO";
+	case ENOENT:
+		return "ENOENT";
+	case EPERM:
+		return "EPERM";
+	case EOPNOTSUPP:
+		return "EOPNOTSUPP";
+	case ENODATA:
+		return "ENODATA";
+	case ETIMEDOUT:
+		return "ETIMEDOUT";
 	default:
 		snprintf(buf, sizeof(buf), "errno %d", e);
 		return buf;
@@ -112,34 +127,50 @@ static const char *errname(int e)
 static const char *typename(int t)
 {
 	switch (t) {
-	case F_RDLCK: return "F_RDLCK";
-	case F_WRLCK: return "F_WRLCK";
-	case F_UNLCK: return "F_UNLCK";
-	default: return "F_???";
+	case F_RDLCK:
+		return "F_RDLCK";
+	case F_WRLCK:
+		return "F_WRLCK";
+	case F_UNLCK:
+		return "F_UNLCK";
+	default:
+		return "F_???";
 	}
 }
 
 static const char *cmdname(int c)
 {
 	switch (c) {
-	case F_SETLK: return "F_SETLK";
-	case F_SETLKW: return "F_SETLKW";
-	case F_GETLK: return "F_GETLK";
-	case F_OFD_SETLK: return "F_OFD_SETLK";
-	case F_OFD_SETLKW: return "F_OFD_SETLKW";
-	case F_OFD_GETLK: return "F_OFD_GETLK";
-	default: return "F_???";
+	case F_SETLK:
+		return "F_SETLK";
+	case F_SETLKW:
+		return "F_SETLKW";
+	case F_GETLK:
+		return "F_GETLK";
+	case F_OFD_SETLK:
+		return "F_OFD_SETLK";
+	case F_OFD_SETLKW:
+		return "F_OFD_SETLKW";
+	case F_OFD_GETLK:
+		return "F_OFD_GETLK";
+	default:
+		return "F_???";
 	}
 }
 
 static const char *lockfname(int c)
 {
 	switch (c) {
-	case F_LOCK: return "F_LOCK";
-	case F_TLOCK: return "F_TLOCK";
-	case F_ULOCK: return "F_ULOCK";
-	case F_TEST: return "F_TEST";
-	default: return "F_???";
+	case F_LOCK:
+		return "F_LOCK";
+	case F_TLOCK:
+		return "F_TLOCK";
+	case F_ULOCK:
+		return "F_ULOCK";
+	case F_TEST:
+		return "F_TEST";
+	default:
+		return "F_???";
 	}
 }
 
@@ -148,10 +179,18 @@ static void flockname(int how, char *buf, size_t len)
 	const char *base;
 
 	switch (how & ~LOCK_NB) {
-	case LOCK_SH: base = "LOCK_SH"; break;
-	case LOCK_EX: base = "LOCK_EX"; break;
-	case LOCK_UN: base = "LOCK_UN"; break;
-	default: base = "LOCK_???"; break;
+	case LOCK_SH:
+		base = "LOCK_SH";
+		break;
+	case LOCK_EX:
+		base = "LOCK_EX";
+		break;
+	case LOCK_UN:
+		base = "LOCK_UN";
+		break;
+	default:
+		base = "LOCK_???";
+		break;
 	}
 	snprintf(buf, len, "%s%s", base, (how & LOCK_NB) ? "|LOCK_NB" : "");
 }
@@ -206,16 +245,16 @@ static void close_other_fds(int keep1, int keep2)
 /* workers: processes that execute lock calls on command */
 
 enum op {
-	OP_OPEN,	/* path -> fd */
-	OP_CLOSE,	/* fd */
-	OP_DUP,		/* fd -> new fd */
-	OP_FLOCK,	/* fd, how */
-	OP_FCNTL,	/* fd, cmd, type, whence, start, len -> flock */
-	OP_LOCKF,	/* fd, cmd, start (lseek), len */
-	OP_LSEEK,	/* fd, start */
-	OP_TRUNCATE,	/* fd, len */
-	OP_SIGSETUP,	/* SIGUSR1 handler without SA_RESTART */
-	OP_GETXATTR,	/* path, name (in buf) -> value in buf */
+	OP_OPEN,     /* path -> fd */
+	OP_CLOSE,    /* fd */
+	OP_DUP,	     /* fd -> new fd */
+	OP_FLOCK,    /* fd, how */
+	OP_FCNTL,    /* fd, cmd, type, whence, start, len -> flock */
+	OP_LOCKF,    /* fd, cmd, start (lseek), len */
+	OP_LSEEK,    /* fd, start */
+	OP_TRUNCATE, /* fd, len */
+	OP_SIGSETUP, /* SIGUSR1 handler without SA_RESTART */
+	OP_GETXATTR, /* path, name (in buf) -> value in buf */
 };
 
 struct req {
@@ -242,11 +281,11 @@ struct rsp {
 struct worker {
 	const char *name;
 	pid_t pid;
-	int to;		/* commands to the worker */
-	int from;	/* answers from the worker */
-	bool pending;	/* a command was sent and not yet answered */
+	int to;	      /* commands to the worker */
+	int from;     /* answers from the worker */
+	bool pending; /* a command was sent and not yet answered */
 	bool dead;
-	char what[160];	/* the pending command, for messages */
+	char what[160]; /* the pending command, for messages */
 };
 
 static struct worker g_workers[MAX_WORKERS];
@@ -308,8 +347,8 @@ static void worker_exec(const struct req *r, struct rsp *s)
 		break;
 	}
 	case OP_GETXATTR: {
-		ssize_t n = getxattr(r->path, r->name, s->buf,
-				     sizeof(s->buf) - 1);
+		ssize_t n =
+			getxattr(r->path, r->name, s->buf, sizeof(s->buf) - 1);
 
 		s->rc = n < 0 ? -1 : 0;
 		s->buflen = n < 0 ? 0 : (int)n;
@@ -324,8 +363,7 @@ static void worker_exec(const struct req *r, struct rsp *s)
 	s->err = s->rc < 0 ? errno : 0;
 }
 
-static void __attribute__((noreturn)) worker_main(int in, int out,
-						  pid_t parent)
+static void __attribute__((noreturn)) worker_main(int in, int out, pid_t parent)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
@@ -391,7 +429,11 @@ fail_at(int line, const char *fmt, ...)
 }
 
 #define FAIL(...) fail_at(__LINE__, __VA_ARGS__)
-#define CHECK(cond, ...) do { if (!(cond)) FAIL(__VA_ARGS__); } while (0)
+#define CHECK(cond, ...)                   \
+	do {                               \
+		if (!(cond))               \
+			FAIL(__VA_ARGS__); \
+	} while (0)
 
 static void __attribute__((noreturn)) skip_scenario(const char *why)
 {
@@ -439,29 +481,46 @@ static void describe(const struct req *r, char *buf, size_t len)
 	char how[32];
 
 	switch (r->op) {
-	case OP_OPEN: snprintf(buf, len, "open"); break;
-	case OP_CLOSE: snprintf(buf, len, "close(%d)", r->fd); break;
-	case OP_DUP: snprintf(buf, len, "dup(%d)", r->fd); break;
+	case OP_OPEN:
+		snprintf(buf, len, "open");
+		break;
+	case OP_CLOSE:
+		snprintf(buf, len, "close(%d)", r->fd);
+		break;
+	case OP_DUP:
+		snprintf(buf, len, "dup(%d)", r->fd);
+		break;
 	case OP_FLOCK:
 		flockname(r->how, how, sizeof(how));
 		snprintf(buf, len, "flock(%d, %s)", r->fd, how);
 		break;
 	case OP_FCNTL:
-		snprintf(buf, len, "fcntl(%d, %s, %s whence %d start %" PRId64
-			 " len %" PRId64 ")", r->fd, cmdname(r->cmd),
-			 typename(r->type), r->whence, r->start, r->len);
+		snprintf(buf, len,
+			 "fcntl(%d, %s, %s whence %d start %" PRId64
+			 " len %" PRId64 ")",
+			 r->fd, cmdname(r->cmd), typename(r->type), r->whence,
+			 r->start, r->len);
 		break;
 	case OP_LOCKF:
-		snprintf(buf, len, "lockf(%d, %s, %" PRId64 ") at offset %"
-			 PRId64, r->fd, lockfname(r->cmd), r->len, r->start);
+		snprintf(buf, len,
+			 "lockf(%d, %s, %" PRId64 ") at offset %" PRId64, r->fd,
+			 lockfname(r->cmd), r->len, r->start);
 		break;
-	case OP_LSEEK: snprintf(buf, len, "lseek(%d, %" PRId64 ")", r->fd,
-				r->start); break;
-	case OP_TRUNCATE: snprintf(buf, len, "ftruncate(%d, %" PRId64 ")",
-				   r->fd, r->len); break;
-	case OP_SIGSETUP: snprintf(buf, len, "sigaction(SIGUSR1)"); break;
-	case OP_GETXATTR: snprintf(buf, len, "getxattr(%s)", r->name); break;
-	default: snprintf(buf, len, "op %d", r->op); break;
+	case OP_LSEEK:
+		snprintf(buf, len, "lseek(%d, %" PRId64 ")", r->fd, r->start);
+		break;
+	case OP_TRUNCATE:
+		snprintf(buf, len, "ftruncate(%d, %" PRId64 ")", r->fd, r->len);
+		break;
+	case OP_SIGSETUP:
+		snprintf(buf, len, "sigaction(SIGUSR1)");
+		break;
+	case OP_GETXATTR:
+		snprintf(buf, len, "getxattr(%s)", r->name);
+		break;
+	default:
+		snprintf(buf, len, "op %d", r->op);
+		break;
 	}
 }
 
@@ -508,8 +567,8 @@ static void w_recv(struct worker *w, struct rsp *s, int ms, int line)
 		fail_at(line, "%s: died during %s", w->name, w->what);
 	w->pending = false;
 	if (g_verbose)
-		fprintf(stderr, "  [%s] %s: %s -> %d %s\n", g_scenario,
-			w->name, w->what, s->rc, errname(s->err));
+		fprintf(stderr, "  [%s] %s: %s -> %d %s\n", g_scenario, w->name,
+			w->what, s->rc, errname(s->err));
 }
 
 static struct rsp w_do(struct worker *w, const struct req *r, int line)
@@ -528,8 +587,8 @@ static void expect_err(struct worker *w, const struct rsp *s, int want,
 		fail_at(line, "%s: %s failed with %s, expected success",
 			w->name, w->what, errname(s->err));
 	if (want != 0 && s->rc >= 0)
-		fail_at(line, "%s: %s succeeded, expected %s", w->name,
-			w->what, errname(want));
+		fail_at(line, "%s: %s succeeded, expected %s", w->name, w->what,
+			errname(want));
 	if (want != 0 && s->err != want)
 		fail_at(line, "%s: %s failed with %s, expected %s", w->name,
 			w->what, errname(s->err), errname(want));
@@ -626,17 +685,22 @@ static struct req flock_req(int fd, int how)
 static struct req fcntl_req(int fd, int cmd, int type, int whence,
 			    int64_t start, int64_t len)
 {
-	struct req r = { .op = OP_FCNTL, .fd = fd, .cmd = cmd,
-			 .type = (short)type, .whence = (short)whence,
-			 .start = start, .len = len };
+	struct req r = { .op = OP_FCNTL,
+			 .fd = fd,
+			 .cmd = cmd,
+			 .type = (short)type,
+			 .whence = (short)whence,
+			 .start = start,
+			 .len = len };
 
 	return r;
 }
 
 static struct req lockf_req(int fd, int cmd, int64_t off, int64_t len)
 {
-	struct req r = { .op = OP_LOCKF, .fd = fd, .cmd = cmd, .start = off,
-			 .len = len };
+	struct req r = {
+		.op = OP_LOCKF, .fd = fd, .cmd = cmd, .start = off, .len = len
+	};
 
 	return r;
 }
@@ -662,8 +726,10 @@ static void op_getlk_at(struct worker *w, int fd, int cmd, int type,
 
 	expect_err(w, &s, 0, line);
 	if (fl->l_type != want_type)
-		fail_at(line, "%s: %s reported %s (start %jd len %jd pid %d),"
-			" expected %s", w->name, w->what, typename(fl->l_type),
+		fail_at(line,
+			"%s: %s reported %s (start %jd len %jd pid %d),"
+			" expected %s",
+			w->name, w->what, typename(fl->l_type),
 			(intmax_t)fl->l_start, (intmax_t)fl->l_len,
 			(int)fl->l_pid, typename(want_type));
 	if (want_type == F_UNLCK)
@@ -671,7 +737,8 @@ static void op_getlk_at(struct worker *w, int fd, int cmd, int type,
 	if (fl->l_whence != SEEK_SET || fl->l_start != want_start ||
 	    fl->l_len != want_len ||
 	    (want_pid != ANY_PID && fl->l_pid != want_pid))
-		fail_at(line, "%s: %s reported %s whence %d start %jd len %jd"
+		fail_at(line,
+			"%s: %s reported %s whence %d start %jd len %jd"
 			" pid %d, expected whence 0 start %jd len %jd pid %d",
 			w->name, w->what, typename(fl->l_type), fl->l_whence,
 			(intmax_t)fl->l_start, (intmax_t)fl->l_len,
@@ -708,42 +775,44 @@ static int open_file_at(struct worker *w, int line)
 	return op_open_at(w, g_file, line);
 }
 
-#define OPEN(w) open_file_at((w), __LINE__)
-#define OPEN2(w) op_open_at((w), g_file2, __LINE__)
-#define DUP(w, fd) op_dup_at((w), (fd), __LINE__)
-#define CLOSE(w, fd) op_simple_at((w), OP_CLOSE, (fd), 0, __LINE__)
+#define OPEN(w)		   open_file_at((w), __LINE__)
+#define OPEN2(w)	   op_open_at((w), g_file2, __LINE__)
+#define DUP(w, fd)	   op_dup_at((w), (fd), __LINE__)
+#define CLOSE(w, fd)	   op_simple_at((w), OP_CLOSE, (fd), 0, __LINE__)
 #define TRUNCATE(w, fd, n) op_simple_at((w), OP_TRUNCATE, (fd), (n), __LINE__)
-#define LSEEK(w, fd, n) op_simple_at((w), OP_LSEEK, (fd), (n), __LINE__)
+#define LSEEK(w, fd, n)	   op_simple_at((w), OP_LSEEK, (fd), (n), __LINE__)
 #define FLOCK(w, fd, how, want) \
 	op_expect_at((w), flock_req((fd), (how)), (want), __LINE__)
-#define LK(w, fd, cmd, type, start, len, want) \
-	op_expect_at((w), fcntl_req((fd), (cmd), (type), SEEK_SET, (start), \
-				    (len)), (want), __LINE__)
-#define LKW(w, fd, cmd, type, whence, start, len, want) \
-	op_expect_at((w), fcntl_req((fd), (cmd), (type), (whence), (start), \
-				    (len)), (want), __LINE__)
-#define LOCKF(w, fd, cmd, off, len, want) \
+#define LK(w, fd, cmd, type, start, len, want)                                 \
+	op_expect_at((w),                                                      \
+		     fcntl_req((fd), (cmd), (type), SEEK_SET, (start), (len)), \
+		     (want), __LINE__)
+#define LKW(w, fd, cmd, type, whence, start, len, want)                        \
+	op_expect_at((w),                                                      \
+		     fcntl_req((fd), (cmd), (type), (whence), (start), (len)), \
+		     (want), __LINE__)
+#define LOCKF(w, fd, cmd, off, len, want)                               \
 	op_expect_at((w), lockf_req((fd), (cmd), (off), (len)), (want), \
 		     __LINE__)
-#define GETLK(w, fd, type, start, len, wt, ws, wl, wp) \
+#define GETLK(w, fd, type, start, len, wt, ws, wl, wp)                      \
 	op_getlk_at((w), (fd), F_GETLK, (type), (start), (len), (wt), (ws), \
 		    (wl), (wp), __LINE__)
-#define OFD_GETLK(w, fd, type, start, len, wt, ws, wl) \
+#define OFD_GETLK(w, fd, type, start, len, wt, ws, wl)                    \
 	op_getlk_at((w), (fd), F_OFD_GETLK, (type), (start), (len), (wt), \
 		    (ws), (wl), -1, __LINE__)
-#define UNLOCKED(w, fd, type, start, len) \
-	op_getlk_at((w), (fd), F_GETLK, (type), (start), (len), F_UNLCK, 0, \
-		    0, 0, __LINE__)
+#define UNLOCKED(w, fd, type, start, len)                                      \
+	op_getlk_at((w), (fd), F_GETLK, (type), (start), (len), F_UNLCK, 0, 0, \
+		    0, __LINE__)
 #define SEND_FLOCK(w, fd, how) send_at((w), flock_req((fd), (how)), __LINE__)
-#define SEND_LK(w, fd, cmd, type, start, len) \
-	send_at((w), fcntl_req((fd), (cmd), (type), SEEK_SET, (start), \
-			       (len)), __LINE__)
+#define SEND_LK(w, fd, cmd, type, start, len)                                  \
+	send_at((w), fcntl_req((fd), (cmd), (type), SEEK_SET, (start), (len)), \
+		__LINE__)
 #define SEND_LOCKF(w, fd, cmd, off, len) \
 	send_at((w), lockf_req((fd), (cmd), (off), (len)), __LINE__)
 #define BLOCKED(w, sysno) expect_blocked_at((w), (sysno), __LINE__)
-#define RESULT(w, want) result_at((w), (want), g_timeout_ms, __LINE__)
-#define KILL9(w) kill9_at((w), __LINE__)
-#define SIGSETUP(w) op_simple_at((w), OP_SIGSETUP, -1, 0, __LINE__)
+#define RESULT(w, want)	  result_at((w), (want), g_timeout_ms, __LINE__)
+#define KILL9(w)	  kill9_at((w), __LINE__)
+#define SIGSETUP(w)	  op_simple_at((w), OP_SIGSETUP, -1, 0, __LINE__)
 
 static void interrupt_at(struct worker *w, int line)
 {
@@ -764,11 +833,15 @@ static void interrupt_at(struct worker *w, int line)
 static void note_async_at(struct worker *w, int64_t ms, int line)
 {
 	if (g_strict)
-		fail_at(line, "%s: %s found the lock still held after the "
-			"holder's last close", w->name, w->what);
-	fprintf(stderr, "note %s: lock released %" PRId64 " ms after the "
+		fail_at(line,
+			"%s: %s found the lock still held after the "
+			"holder's last close",
+			w->name, w->what);
+	fprintf(stderr,
+		"note %s: lock released %" PRId64 " ms after the "
 		"last close, not at once (asynchronous FUSE_RELEASE; line "
-		"%d)\n", g_scenario, ms, line);
+		"%d)\n",
+		g_scenario, ms, line);
 }
 
 /* flock @how (without LOCK_NB) must succeed now or very soon */
@@ -796,8 +869,8 @@ static void ofd_free_after_close_at(struct worker *w, int fd, int type,
 	bool first = true;
 
 	for (;;) {
-		struct req r = fcntl_req(fd, F_OFD_GETLK, type, SEEK_SET,
-					 start, len);
+		struct req r =
+			fcntl_req(fd, F_OFD_GETLK, type, SEEK_SET, start, len);
 		struct rsp s = w_do(w, &r, line);
 
 		expect_err(w, &s, 0, line);
@@ -807,9 +880,10 @@ static void ofd_free_after_close_at(struct worker *w, int fd, int type,
 			note_async_at(w, 0, line); /* fails */
 		first = false;
 		if (now_ms() - t0 > g_timeout_ms)
-			fail_at(line, "%s: %s still reports %s start %jd len "
-				"%jd after the holder closed", w->name,
-				w->what, typename(s.fl.l_type),
+			fail_at(line,
+				"%s: %s still reports %s start %jd len "
+				"%jd after the holder closed",
+				w->name, w->what, typename(s.fl.l_type),
 				(intmax_t)s.fl.l_start, (intmax_t)s.fl.l_len);
 		poll(NULL, 0, 10); /* bounded re-check, see above */
 	}
@@ -826,8 +900,7 @@ static void ofd_free_after_close_at(struct worker *w, int fd, int type,
 /* the user.dlock.* xattrs (dlockfs only) */
 
 /* value of @name on @path in @buf; returns its length or -errno */
-static int xattr_read(const char *path, const char *name, char *buf,
-		      size_t len)
+static int xattr_read(const char *path, const char *name, char *buf, size_t len)
 {
 	ssize_t n = getxattr(path, name, buf, len - 1);
 
@@ -1056,9 +1129,10 @@ static void sc_flock_eintr(void)
 	FLOCK(d, fd, LOCK_UN, 0);
 	NO_WAITERS();
 	if (g_dlockfs)
-		CHECK(xattr_lock_count_at(__LINE__) == 0,
-		      "user.dlock.locks lists locks after everything was "
-		      "released");
+		CHECK(xattr_lock_count_at(__LINE__) == 0, "user.dlock.locks "
+							  "lists locks after "
+							  "everything was "
+							  "released");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1093,9 +1167,9 @@ static void sc_posix_overlap(void)
 	LK(b, fb, F_SETLK, F_RDLCK, 100, 10, 0);
 	LK(a, fa, F_SETLK, F_UNLCK, 0, 100, 0);
 	LK(a, fa, F_SETLK, F_RDLCK, 0, 100, 0);
-	LK(b, fb, F_SETLK, F_RDLCK, 50, 100, 0);	/* readers overlap */
+	LK(b, fb, F_SETLK, F_RDLCK, 50, 100, 0); /* readers overlap */
 	LK(c, fc, F_SETLK, F_WRLCK, 120, 1, EAGAIN);
-	LK(c, fc, F_SETLK, F_WRLCK, 150, 0, 0);	/* to EOF */
+	LK(c, fc, F_SETLK, F_WRLCK, 150, 0, 0); /* to EOF */
 	GETLK(b, fb, F_WRLCK, 1000000, 1, F_WRLCK, 150, 0, c->pid);
 	LK(a, fa, F_SETLK, F_RDLCK, 149, 2, EAGAIN);
 	GETLK(a, fa, F_RDLCK, 149, 2, F_WRLCK, 150, 0, c->pid);
@@ -1107,7 +1181,7 @@ static void sc_posix_split(void)
 	int fa = OPEN(a), fb = OPEN(b), fc = OPEN(c);
 
 	LK(a, fa, F_SETLK, F_WRLCK, 0, 30, 0);
-	LK(a, fa, F_SETLK, F_UNLCK, 10, 10, 0);	/* leaves [0,10) [20,30) */
+	LK(a, fa, F_SETLK, F_UNLCK, 10, 10, 0); /* leaves [0,10) [20,30) */
 	LK(b, fb, F_SETLK, F_WRLCK, 10, 10, 0);
 	LK(b, fb, F_SETLK, F_WRLCK, 9, 1, EAGAIN);
 	LK(b, fb, F_SETLK, F_WRLCK, 20, 1, EAGAIN);
@@ -1133,7 +1207,7 @@ static void sc_posix_merge(void)
 	GETLK(c, fc, F_WRLCK, 15, 1, F_WRLCK, 0, 20, a->pid);
 	LK(a, fa, F_SETLK, F_WRLCK, 30, 10, 0);
 	GETLK(c, fc, F_WRLCK, 35, 1, F_WRLCK, 30, 10, a->pid);
-	LK(a, fa, F_SETLK, F_WRLCK, 15, 20, 0);	/* bridges the gap */
+	LK(a, fa, F_SETLK, F_WRLCK, 15, 20, 0); /* bridges the gap */
 	GETLK(c, fc, F_WRLCK, 39, 1, F_WRLCK, 0, 40, a->pid);
 	/* different types do not merge */
 	LK(a, fa, F_SETLK, F_RDLCK, 40, 10, 0);
@@ -1148,14 +1222,14 @@ static void sc_posix_convert(void)
 
 	LK(a, fa, F_SETLK, F_RDLCK, 0, 100, 0);
 	LK(b, fb, F_SETLK, F_RDLCK, 0, 100, 0);
-	LK(a, fa, F_SETLK, F_WRLCK, 0, 100, EAGAIN);	/* B shares */
+	LK(a, fa, F_SETLK, F_WRLCK, 0, 100, EAGAIN); /* B shares */
 	GETLK(c, fc, F_WRLCK, 50, 1, F_RDLCK, 0, 100, ANY_PID);
 	LK(b, fb, F_SETLK, F_UNLCK, 0, 100, 0);
 	/* A kept its shared lock through the failed upgrade */
 	GETLK(c, fc, F_WRLCK, 50, 1, F_RDLCK, 0, 100, a->pid);
-	LK(a, fa, F_SETLK, F_WRLCK, 0, 100, 0);	/* upgrade in place */
+	LK(a, fa, F_SETLK, F_WRLCK, 0, 100, 0); /* upgrade in place */
 	GETLK(c, fc, F_RDLCK, 50, 1, F_WRLCK, 0, 100, a->pid);
-	LK(a, fa, F_SETLK, F_RDLCK, 0, 100, 0);	/* downgrade in place */
+	LK(a, fa, F_SETLK, F_RDLCK, 0, 100, 0); /* downgrade in place */
 	LK(c, fc, F_SETLK, F_RDLCK, 0, 100, 0);
 	LK(c, fc, F_SETLK, F_UNLCK, 0, 0, 0);
 	/* upgrading the middle splits the shared lock in three */
@@ -1290,9 +1364,10 @@ static void sc_posix_eintr(void)
 	LK(d, fd, F_SETLK, F_UNLCK, 0, 10, 0);
 	NO_WAITERS();
 	if (g_dlockfs)
-		CHECK(xattr_lock_count_at(__LINE__) == 0,
-		      "user.dlock.locks lists locks after everything was "
-		      "released");
+		CHECK(xattr_lock_count_at(__LINE__) == 0, "user.dlock.locks "
+							  "lists locks after "
+							  "everything was "
+							  "released");
 	/* the interrupted process can still lock normally */
 	LK(b, fb, F_SETLK, F_WRLCK, 0, 10, 0);
 }
@@ -1303,7 +1378,7 @@ static void sc_flock_fcntl_independent(void)
 	int fa = OPEN(a), fb = OPEN(b), fc = OPEN(c);
 
 	FLOCK(a, fa, LOCK_EX, 0);
-	LK(b, fb, F_SETLK, F_WRLCK, 0, 0, 0);	/* whole file */
+	LK(b, fb, F_SETLK, F_WRLCK, 0, 0, 0); /* whole file */
 	FLOCK(c, fc, LOCK_EX | LOCK_NB, EWOULDBLOCK);
 	LK(c, fc, F_SETLK, F_RDLCK, 0, 1, EAGAIN);
 	GETLK(c, fc, F_WRLCK, 0, 0, F_WRLCK, 0, 0, b->pid);
@@ -1339,8 +1414,8 @@ static void sc_ofd(void)
 	/* a local filesystem reports the classic holder's pid here; through
 	 * FUSE the kernel derives l_pid = -1 from the request's kind, so the
 	 * pid is not compared when the kinds differ */
-	op_getlk_at(w, f1, F_OFD_GETLK, F_WRLCK, 40, 1, F_WRLCK, 40, 1,
-		    ANY_PID, __LINE__);
+	op_getlk_at(w, f1, F_OFD_GETLK, F_WRLCK, 40, 1, F_WRLCK, 40, 1, ANY_PID,
+		    __LINE__);
 	/* ... and with other processes; F_GETLK of an OFD lock reports
 	 * pid -1 on a local filesystem, which FUSE cannot express (the
 	 * kernel maps the daemon's pid through find_pid_ns), so the pid is
@@ -1377,7 +1452,7 @@ static void sc_lockf(void)
 	LOCKF(b, fb, F_TLOCK, 9, 1, EAGAIN);
 	LOCKF(b, fb, F_TEST, 5, 1, EACCES);
 	LOCKF(b, fb, F_TEST, 10, 10, 0);
-	LOCKF(a, fa, F_TEST, 0, 10, 0);		/* own lock */
+	LOCKF(a, fa, F_TEST, 0, 10, 0); /* own lock */
 	LOCKF(b, fb, F_TLOCK, 10, 10, 0);
 	GETLK(c, fc, F_RDLCK, 0, 5, F_WRLCK, 0, 10, a->pid);
 	/* a blocked F_LOCK is granted when the holder unlocks */
@@ -1388,8 +1463,8 @@ static void sc_lockf(void)
 	LOCKF(a, fa, F_ULOCK, 3, 7, 0);
 	RESULT(b, 0);
 	GETLK(c, fc, F_WRLCK, 0, 1, F_WRLCK, 0, 5, b->pid);
-	LOCKF(b, fb, F_LOCK, 5, 5, 0);			/* fills the gap */
-	GETLK(c, fc, F_WRLCK, 0, 1, F_WRLCK, 0, 20, b->pid);	/* merged */
+	LOCKF(b, fb, F_LOCK, 5, 5, 0);			     /* fills the gap */
+	GETLK(c, fc, F_WRLCK, 0, 1, F_WRLCK, 0, 20, b->pid); /* merged */
 	/* len 0: from the offset to the end of the file and beyond */
 	LOCKF(c, fc, F_LOCK, 100, 0, 0);
 	LOCKF(a, fa, F_TLOCK, (int64_t)1 << 30, 1, EAGAIN);
@@ -1411,7 +1486,7 @@ static void sc_edeadlk(void)
 	SEND_LK(a, fa, F_SETLKW, F_WRLCK, 1, 1);
 	BLOCKED(a, SYS_fcntl);
 	LK(b, fb, F_SETLKW, F_WRLCK, 0, 1, EDEADLK);
-	BLOCKED(a, SYS_fcntl);			/* A still waits */
+	BLOCKED(a, SYS_fcntl); /* A still waits */
 	LK(b, fb, F_SETLK, F_UNLCK, 1, 1, 0);
 	RESULT(a, 0);
 	GETLK(d, fd, F_WRLCK, 1, 1, F_WRLCK, 0, 2, a->pid);
@@ -1463,7 +1538,7 @@ static void sc_getlk(void)
 
 struct many_shared {
 	int holders;	/* processes inside the lock right now */
-	int violations;	/* times holders exceeded 1 */
+	int violations; /* times holders exceeded 1 */
 };
 
 static void __attribute__((noreturn))
@@ -1485,8 +1560,10 @@ waiter_main(int idx, bool use_flock, int ready_w, int granted_w,
 	if (use_flock) {
 		rc = flock(fd, LOCK_EX);
 	} else {
-		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-				    .l_start = 0, .l_len = 1 };
+		struct flock fl = { .l_type = F_WRLCK,
+				    .l_whence = SEEK_SET,
+				    .l_start = 0,
+				    .l_len = 1 };
 
 		rc = fcntl(fd, F_SETLKW, &fl);
 	}
@@ -1500,8 +1577,10 @@ waiter_main(int idx, bool use_flock, int ready_w, int granted_w,
 	if (use_flock) {
 		rc = flock(fd, LOCK_UN);
 	} else {
-		struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET,
-				    .l_start = 0, .l_len = 1 };
+		struct flock fl = { .l_type = F_UNLCK,
+				    .l_whence = SEEK_SET,
+				    .l_start = 0,
+				    .l_len = 1 };
 
 		rc = fcntl(fd, F_SETLK, &fl);
 	}
@@ -1580,7 +1659,8 @@ static void many_waiters(bool use_flock)
 				for (int j = 0; j < n; j++)
 					kill(pids[j], SIGKILL);
 				FAIL("waiter %d is not blocked in the lock call"
-				     " (granted early or stuck elsewhere)", i);
+				     " (granted early or stuck elsewhere)",
+				     i);
 			}
 		}
 	}
@@ -1609,7 +1689,8 @@ static void many_waiters(bool use_flock)
 			for (int j = 0; j < n; j++)
 				kill(pids[j], SIGKILL);
 			FAIL("user.dlock.waiters lists %d requests, %d are "
-			     "blocked", lines, n);
+			     "blocked",
+			     lines, n);
 		}
 	}
 
@@ -1649,8 +1730,10 @@ static void many_waiters(bool use_flock)
 		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 		      "waiter %d ended with status %#x", i, st);
 	}
-	CHECK(sh->violations == 0, "%d times two waiters held the lock at "
-	      "once", sh->violations);
+	CHECK(sh->violations == 0,
+	      "%d times two waiters held the lock at "
+	      "once",
+	      sh->violations);
 	if (use_flock)
 		FLOCK(a, fa, LOCK_EX | LOCK_NB, 0);
 	else
@@ -1709,7 +1792,8 @@ static void spin_us(int us)
 	do {
 		clock_gettime(CLOCK_MONOTONIC, &t);
 	} while ((t.tv_sec - t0.tv_sec) * 1000000 +
-		 (t.tv_nsec - t0.tv_nsec) / 1000 < us);
+			 (t.tv_nsec - t0.tv_nsec) / 1000 <
+		 us);
 }
 
 static void __attribute__((noreturn))
@@ -1795,29 +1879,37 @@ static void churn(enum churn_kind kind)
 		      strerror(errno));
 		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 		      "churning process %d ended with status %#x "
-		      "(%d double grants seen)", i, st, sh->violations);
+		      "(%d double grants seen)",
+		      i, st, sh->violations);
 	}
-	CHECK(sh->violations == 0, "the lock was held by two processes at "
-	      "once %d times in %d lock/close cycles", sh->violations,
-	      CHURN_PROCS * g_churn_iter);
+	CHECK(sh->violations == 0,
+	      "the lock was held by two processes at "
+	      "once %d times in %d lock/close cycles",
+	      sh->violations, CHURN_PROCS * g_churn_iter);
 	/* the counter: read it through a worker (and its own descriptor) */
-	r = (struct req){ .op = OP_FCNTL, .fd = fa, .cmd = F_GETLK,
-			  .type = F_WRLCK };
+	r = (struct req){
+		.op = OP_FCNTL, .fd = fa, .cmd = F_GETLK, .type = F_WRLCK
+	};
 	s = w_do(a, &r, __LINE__);
 	expect_err(a, &s, 0, __LINE__);
-	CHECK(s.fl.l_type == F_UNLCK || kind != CHURN_POSIX,
-	      "a POSIX lock survived its holder's close");
+	CHECK(s.fl.l_type == F_UNLCK || kind != CHURN_POSIX, "a POSIX lock "
+							     "survived its "
+							     "holder's close");
 	{
 		int fd = open(g_file, O_RDONLY);
 
 		CHECK(fd >= 0, "open: %s", strerror(errno));
-		CHECK(pread(fd, &v, sizeof(v), 0) == (ssize_t)sizeof(v),
-		      "cannot read the counter");
+		CHECK(pread(fd, &v, sizeof(v), 0) == (ssize_t)sizeof(v), "canno"
+									 "t "
+									 "read "
+									 "the "
+									 "count"
+									 "er");
 		close(fd);
 	}
 	CHECK(v == (uint64_t)CHURN_PROCS * (uint64_t)g_churn_iter,
-	      "counter is %" PRIu64 ", expected %d: increments were lost",
-	      v, CHURN_PROCS * g_churn_iter);
+	      "counter is %" PRIu64 ", expected %d: increments were lost", v,
+	      CHURN_PROCS * g_churn_iter);
 	NO_WAITERS();
 }
 
@@ -1857,8 +1949,8 @@ static uint64_t token_of_at(struct worker *w, int line)
 	char *end;
 	unsigned long long v;
 
-	while (s.buflen > 0 && (s.buf[s.buflen - 1] == '\n' ||
-				s.buf[s.buflen - 1] == ' '))
+	while (s.buflen > 0 &&
+	       (s.buf[s.buflen - 1] == '\n' || s.buf[s.buflen - 1] == ' '))
 		s.buf[--s.buflen] = '\0';
 	errno = 0;
 	v = strtoull(s.buf, &end, 10);
@@ -1886,8 +1978,10 @@ static void sc_xattr(void)
 	CHECK(lines_with_pid(buf, b->pid) == 1,
 	      "user.dlock.locks has no single line for pid %d: \"%s\"",
 	      (int)b->pid, buf);
-	CHECK(count_lines(buf) == 2, "user.dlock.locks: expected 2 lines: "
-	      "\"%s\"", buf);
+	CHECK(count_lines(buf) == 2,
+	      "user.dlock.locks: expected 2 lines: "
+	      "\"%s\"",
+	      buf);
 	NO_WAITERS();
 	ta = token_of_at(a, __LINE__);
 
@@ -1904,12 +1998,15 @@ static void sc_xattr(void)
 	NO_WAITERS();
 	/* fencing tokens grow strictly per resource */
 	tc = token_of_at(c, __LINE__);
-	CHECK(tc > ta, "token of the later grant %" PRIu64 " is not above "
-	      "the earlier %" PRIu64, tc, ta);
+	CHECK(tc > ta,
+	      "token of the later grant %" PRIu64 " is not above "
+	      "the earlier %" PRIu64,
+	      tc, ta);
 	LK(c, fc, F_SETLK, F_UNLCK, 0, 0, 0);
 	FLOCK(b, fb, LOCK_UN, 0);
-	CHECK(xattr_lock_count_at(__LINE__) == 0,
-	      "user.dlock.locks not empty after every lock was released");
+	CHECK(xattr_lock_count_at(__LINE__) == 0, "user.dlock.locks not empty "
+						  "after every lock was "
+						  "released");
 	/* the virtual names are not listed */
 	n = (int)listxattr(g_file, buf, sizeof(buf));
 	CHECK(n >= 0, "listxattr: %s", strerror(errno));
@@ -1933,7 +2030,7 @@ static void sc_lock_timeout(void)
 	result_at(b, EDEADLK, g_lock_timeout * 1000 + g_timeout_ms, __LINE__);
 	ms = now_ms() - t0;
 	CHECK(ms >= g_lock_timeout * 1000 - 250 &&
-	      ms <= g_lock_timeout * 1000 + 3000,
+		      ms <= g_lock_timeout * 1000 + 3000,
 	      "F_SETLKW timed out after %" PRId64 " ms, lock_timeout is %d s",
 	      ms, g_lock_timeout);
 	NO_WAITERS();
@@ -1945,8 +2042,8 @@ static void sc_lock_timeout(void)
 /* ------------------------------------------------------------------ */
 /* the table and the runner */
 
-#define SC_DLOCKFS	1	/* needs a dlockfs mount (--dlockfs) */
-#define SC_EXPLICIT	2	/* not part of "all"; name it */
+#define SC_DLOCKFS  1 /* needs a dlockfs mount (--dlockfs) */
+#define SC_EXPLICIT 2 /* not part of "all"; name it */
 
 struct scenario {
 	const char *name;
@@ -2027,8 +2124,8 @@ static int run_scenario(const struct scenario *sc)
 		close(rep[0]);
 		g_report_fd = rep[1];
 		g_scenario = sc->name;
-		snprintf(g_file, sizeof(g_file), "%s/ld-%s-%d", g_dir,
-			 sc->name, (int)getppid());
+		snprintf(g_file, sizeof(g_file), "%s/ld-%s-%d", g_dir, sc->name,
+			 (int)getppid());
 		snprintf(g_file2, sizeof(g_file2), "%s/ld-%s-%d.other", g_dir,
 			 sc->name, (int)getppid());
 		unlink(g_file);
@@ -2098,21 +2195,31 @@ static int run_scenario(const struct scenario *sc)
 static void usage(FILE *out)
 {
 	fprintf(out,
-"usage: lockdriver [OPTIONS] DIR [all | SCENARIO...]\n"
-"Run lock scenarios with several processes in DIR (created files are\n"
-"named ld-*).  Prints \"ok NAME\", \"skip NAME: why\" or \"FAIL NAME: why\".\n"
-"  --reference        DIR is a plain local directory (default): skip the\n"
-"                     dlockfs-only scenarios and xattr checks\n"
-"  --dlockfs          DIR is on a dlockfs mount: also check user.dlock.*\n"
-"  --lock-timeout=S   the mount has lock_timeout=S (for lock_timeout)\n"
-"  --waiters=N        processes in the many_waiters scenarios (%d)\n"
-"  --churn=N          lock/close cycles per process in *_churn (%d)\n"
-"  --timeout=MS       bound of every single wait (%d)\n"
-"  --strict           fail, rather than note, when a flock or OFD lock is\n"
-"                     still held right after its last close returned\n"
-"  --list             list the scenarios\n"
-"  -v, --verbose      trace every call on stderr\n"
-"\"all\" is every scenario but the explicit ones (lock_timeout).\n",
+		"usage: lockdriver [OPTIONS] DIR [all | SCENARIO...]\n"
+		"Run lock scenarios with several processes in DIR (created "
+		"files are\n"
+		"named ld-*).  Prints \"ok NAME\", \"skip NAME: why\" or "
+		"\"FAIL NAME: why\".\n"
+		"  --reference        DIR is a plain local directory "
+		"(default): skip the\n"
+		"                     dlockfs-only scenarios and xattr checks\n"
+		"  --dlockfs          DIR is on a dlockfs mount: also check "
+		"user.dlock.*\n"
+		"  --lock-timeout=S   the mount has lock_timeout=S (for "
+		"lock_timeout)\n"
+		"  --waiters=N        processes in the many_waiters scenarios "
+		"(%d)\n"
+		"  --churn=N          lock/close cycles per process in *_churn "
+		"(%d)\n"
+		"  --timeout=MS       bound of every single wait (%d)\n"
+		"  --strict           fail, rather than note, when a flock or "
+		"OFD lock is\n"
+		"                     still held right after its last close "
+		"returned\n"
+		"  --list             list the scenarios\n"
+		"  -v, --verbose      trace every call on stderr\n"
+		"\"all\" is every scenario but the explicit ones "
+		"(lock_timeout).\n",
 		g_nwaiters, g_churn_iter, g_timeout_ms);
 }
 
@@ -2150,8 +2257,12 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "vhn:t:", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'R': g_dlockfs = false; break;
-		case 'D': g_dlockfs = true; break;
+		case 'R':
+			g_dlockfs = false;
+			break;
+		case 'D':
+			g_dlockfs = true;
+			break;
 		case 'T':
 			if (parse_int(optarg, 1, 3600, &g_lock_timeout) < 0)
 				goto bad;
@@ -2172,13 +2283,23 @@ int main(int argc, char **argv)
 			for (size_t i = 0; i < NSCENARIOS; i++)
 				printf("%-24s %s%s\n", scenarios[i].name,
 				       scenarios[i].what,
-				       (scenarios[i].flags & SC_DLOCKFS) ?
-				       " [dlockfs]" : "");
+				       (scenarios[i].flags & SC_DLOCKFS) ? " ["
+									   "dlo"
+									   "ckf"
+									   "s]"
+									 : "");
 			return 0;
-		case 'v': g_verbose = true; break;
-		case 'S': g_strict = true; break;
-		case 'h': usage(stdout); return 0;
-		default: goto bad;
+		case 'v':
+			g_verbose = true;
+			break;
+		case 'S':
+			g_strict = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			goto bad;
 		}
 	}
 	if (optind >= argc)
@@ -2197,8 +2318,8 @@ int main(int argc, char **argv)
 	}
 	g_scenario_timeout_s = 30 + 6 * g_timeout_ms / 1000;
 
-	if (optind == argc || (optind + 1 == argc &&
-			       strcmp(argv[optind], "all") == 0)) {
+	if (optind == argc ||
+	    (optind + 1 == argc && strcmp(argv[optind], "all") == 0)) {
 		for (size_t i = 0; i < NSCENARIOS; i++) {
 			int flags = scenarios[i].flags;
 
@@ -2207,9 +2328,15 @@ int main(int argc, char **argv)
 			if ((flags & SC_DLOCKFS) && !g_dlockfs)
 				continue;
 			switch (run_scenario(&scenarios[i])) {
-			case 0: passed++; break;
-			case 77: skipped++; break;
-			default: failed++; break;
+			case 0:
+				passed++;
+				break;
+			case 77:
+				skipped++;
+				break;
+			default:
+				failed++;
+				break;
 			}
 		}
 	} else {
@@ -2220,8 +2347,10 @@ int main(int argc, char **argv)
 				if (strcmp(scenarios[i].name, argv[a]) == 0)
 					break;
 			if (i == NSCENARIOS) {
-				fprintf(stderr, "lockdriver: no scenario %s "
-					"(see --list)\n", argv[a]);
+				fprintf(stderr,
+					"lockdriver: no scenario %s "
+					"(see --list)\n",
+					argv[a]);
 				return 2;
 			}
 		}
@@ -2229,9 +2358,15 @@ int main(int argc, char **argv)
 			for (size_t i = 0; i < NSCENARIOS; i++)
 				if (strcmp(scenarios[i].name, argv[a]) == 0)
 					switch (run_scenario(&scenarios[i])) {
-					case 0: passed++; break;
-					case 77: skipped++; break;
-					default: failed++; break;
+					case 0:
+						passed++;
+						break;
+					case 77:
+						skipped++;
+						break;
+					default:
+						failed++;
+						break;
 					}
 	}
 	printf("# %d ok, %d failed, %d skipped (%s, %s)\n", passed, failed,

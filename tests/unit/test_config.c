@@ -35,8 +35,8 @@ START_TEST(test_parse_good)
 
 	ck_assert_int_eq(dl_config_parse(&cfg, text, "t", err, sizeof(err)), 0);
 	ck_assert_uint_eq(cfg.n, 6);
-	ck_assert_str_eq(dl_config_get(&cfg, "backend"),
-			 "redis://127.0.0.1:6379/0");
+	ck_assert_str_eq(dl_config_get(&cfg, "backend"), "redis://"
+							 "127.0.0.1:6379/0");
 	ck_assert_str_eq(dl_config_get(&cfg, "lock.timeout_ms"), "1500");
 	ck_assert_str_eq(dl_config_get(&cfg, "host-id"), "node_1");
 	ck_assert_str_eq(dl_config_get(&cfg, "empty"), "");
@@ -72,9 +72,8 @@ START_TEST(test_last_wins)
 {
 	struct dl_config cfg = { 0 };
 
-	ck_assert_int_eq(dl_config_parse(&cfg, "k=1\nj=x\nk = 2\n", "a", NULL,
-					 0),
-			 0);
+	ck_assert_int_eq(
+		dl_config_parse(&cfg, "k=1\nj=x\nk = 2\n", "a", NULL, 0), 0);
 	ck_assert_str_eq(dl_config_get(&cfg, "k"), "2");
 	/* a second source appends, and its values win too */
 	ck_assert_int_eq(dl_config_parse(&cfg, "k=3\n", "b", NULL, 0), 0);
@@ -140,12 +139,18 @@ static const struct {
 	const char *key;
 	int secret;
 } secret_cases[] = {
-	{ "password", 1 },	     { "redis_password", 1 },
-	{ "pg.admin_password", 1 },  { "PASSWORD", 1 },
-	{ "Redis_Password", 1 },     { "_password", 1 },
-	{ "passwords", 0 },	     { "password_file", 0 },
-	{ "redispassword", 0 },	     { "redis_password_file", 0 },
-	{ "user", 0 },		     { "", 0 },
+	{ "password", 1 },
+	{ "redis_password", 1 },
+	{ "pg.admin_password", 1 },
+	{ "PASSWORD", 1 },
+	{ "Redis_Password", 1 },
+	{ "_password", 1 },
+	{ "passwords", 0 },
+	{ "password_file", 0 },
+	{ "redispassword", 0 },
+	{ "redis_password_file", 0 },
+	{ "user", 0 },
+	{ "", 0 },
 	{ "pass", 0 },
 };
 
@@ -179,9 +184,9 @@ static const struct {
 	mode_t mode;
 	int ret;
 } mode_cases[] = {
-	{ 0600, 0 },	   { 0400, 0 },	      { 0700, 0 },
-	{ 0644, -EPERM },  { 0640, -EPERM },  { 0604, -EPERM },
-	{ 0610, -EPERM },  { 0601, -EPERM },  { 0666, -EPERM },
+	{ 0600, 0 },	  { 0400, 0 },	    { 0700, 0 },
+	{ 0644, -EPERM }, { 0640, -EPERM }, { 0604, -EPERM },
+	{ 0610, -EPERM }, { 0601, -EPERM }, { 0666, -EPERM },
 };
 
 START_TEST(test_load_secret_modes)

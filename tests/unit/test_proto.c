@@ -159,7 +159,8 @@ START_TEST(test_malformed)
 	ck_assert_int_eq(proto_decode(buf, (size_t)n, &d), -EBADMSG);
 	n = valid_frame();
 	/* oversized frame */
-	ck_assert_int_eq(proto_decode(buf, DL_PROTO_MAX_FRAME + 1, &d), -EBADMSG);
+	ck_assert_int_eq(proto_decode(buf, DL_PROTO_MAX_FRAME + 1, &d),
+			 -EBADMSG);
 	/* magic */
 	buf[0] ^= 1;
 	ck_assert_int_eq(proto_decode(buf, (size_t)n, &d), -EBADMSG);
@@ -261,7 +262,8 @@ START_TEST(test_fuzz)
 				put32(p + 8, (uint32_t)rand_r(&seed) << 8);
 		}
 		ret = proto_decode(p, len, &d);
-		ck_assert(ret == 0 || ret == -EBADMSG || ret == -EPROTONOSUPPORT);
+		ck_assert(ret == 0 || ret == -EBADMSG ||
+			  ret == -EPROTONOSUPPORT);
 		if (ret == 0) {
 			n = proto_encode(&d, buf, sizeof(buf));
 			ck_assert_int_eq(n, (int)len);

@@ -25,10 +25,10 @@
  * fork mode; the model loops check millions of things, so they only call
  * into Check on failure.
  */
-#define REQUIRE(cond, ...)                                                     \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			ck_abort_msg(__VA_ARGS__);                             \
+#define REQUIRE(cond, ...)                         \
+	do {                                       \
+		if (!(cond))                       \
+			ck_abort_msg(__VA_ARGS__); \
 	} while (0)
 
 /* ---------------------------------------------------------------- helpers */
@@ -104,7 +104,7 @@ static const struct {
 	{ -1, 0, -EINVAL, 0, 0 },
 	{ INT64_MIN, 1, -EINVAL, 0, 0 },
 	{ 0, INT64_MAX, 0, 0, INT64_MAX - 1 },
-	{ 1, INT64_MAX, 0, 1, U64 },	/* reaches OFFSET_MAX: to EOF */
+	{ 1, INT64_MAX, 0, 1, U64 }, /* reaches OFFSET_MAX: to EOF */
 	{ 2, INT64_MAX, -EINVAL, 0, 0 },
 	{ INT64_MAX, 1, 0, INT64_MAX, U64 },
 	{ INT64_MAX, 2, -EINVAL, 0, 0 },
@@ -119,8 +119,8 @@ static const struct {
 START_TEST(test_from_flock)
 {
 	uint64_t s = 77, e = 77;
-	int ret = range_from_flock(from_cases[_i].l_start,
-				   from_cases[_i].l_len, &s, &e);
+	int ret = range_from_flock(from_cases[_i].l_start, from_cases[_i].l_len,
+				   &s, &e);
 
 	ck_assert_msg(ret == from_cases[_i].ret, "case %d: ret %d", _i, ret);
 	if (ret == 0) {
@@ -160,11 +160,13 @@ END_TEST
 /* Every valid (l_start, l_len) survives from_flock -> to_flock. */
 START_TEST(test_flock_roundtrip)
 {
-	static const int64_t starts[] = { 0, 1, 7, 4096, INT64_MAX - 2,
-					  INT64_MAX - 1, INT64_MAX };
-	static const int64_t lens[] = { 0, 1, 2, 3, 100, INT64_MAX - 1,
-					INT64_MAX, -1, -2, -4096, -INT64_MAX,
-					INT64_MIN };
+	static const int64_t starts[] = {
+		0, 1, 7, 4096, INT64_MAX - 2, INT64_MAX - 1, INT64_MAX
+	};
+	static const int64_t lens[] = { 0,	   1,	       2,
+					3,	   100,	       INT64_MAX - 1,
+					INT64_MAX, -1,	       -2,
+					-4096,	   -INT64_MAX, INT64_MIN };
 
 	for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
 		for (size_t j = 0; j < sizeof(lens) / sizeof(lens[0]); j++) {
@@ -201,7 +203,7 @@ static const struct {
 	{ DL_WRLCK, DL_UNLCK, 0, 9, 5, 15, 1, 2, false },  /* unlock */
 	{ DL_WRLCK, DL_WRLCK, 0, 9, 10, 15, 1, 2, false }, /* adjacent */
 	{ DL_WRLCK, DL_WRLCK, 10, 15, 0, 9, 1, 2, false },
-	{ DL_WRLCK, DL_WRLCK, 0, 9, 9, 9, 1, 2, true },	   /* one byte */
+	{ DL_WRLCK, DL_WRLCK, 0, 9, 9, 9, 1, 2, true }, /* one byte */
 	{ DL_WRLCK, DL_WRLCK, 9, 9, 0, 9, 1, 2, true },
 	{ DL_WRLCK, DL_RDLCK, 0, U64, U64, U64, 1, 2, true },
 	{ DL_WRLCK, DL_RDLCK, U64, U64, 0, U64 - 1, 1, 2, false },
@@ -211,10 +213,12 @@ static const struct {
 
 START_TEST(test_conflicts)
 {
-	struct dl_range_lock h = mk(conflict_cases[_i].ho, conflict_cases[_i].held,
-				    conflict_cases[_i].hs, conflict_cases[_i].he, 1);
-	struct dl_range_lock r = mk(conflict_cases[_i].ro, conflict_cases[_i].req,
-				    conflict_cases[_i].rs, conflict_cases[_i].re, 2);
+	struct dl_range_lock h =
+		mk(conflict_cases[_i].ho, conflict_cases[_i].held,
+		   conflict_cases[_i].hs, conflict_cases[_i].he, 1);
+	struct dl_range_lock r =
+		mk(conflict_cases[_i].ro, conflict_cases[_i].req,
+		   conflict_cases[_i].rs, conflict_cases[_i].re, 2);
 
 	ck_assert_msg(range_conflicts(&h, &r) == conflict_cases[_i].conflict,
 		      "case %d", _i);
@@ -289,8 +293,9 @@ START_TEST(test_split_middle)
 
 	apply_ok(&set, 1, DL_RDLCK, 0, 99, 1);
 	apply_ok(&set, 1, DL_UNLCK, 40, 59, 2);
-	expect(&set, (const struct piece[]){ { 1, 0, 39, 1, DL_RDLCK },
-					     { 1, 60, 99, 1, DL_RDLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 39, 1, DL_RDLCK },
+				       { 1, 60, 99, 1, DL_RDLCK } },
 	       2);
 	range_set_free(&set);
 }
@@ -302,9 +307,10 @@ START_TEST(test_convert_middle)
 
 	apply_ok(&set, 1, DL_RDLCK, 0, 99, 1);
 	apply_ok(&set, 1, DL_WRLCK, 40, 59, 2);
-	expect(&set, (const struct piece[]){ { 1, 0, 39, 1, DL_RDLCK },
-					     { 1, 40, 59, 2, DL_WRLCK },
-					     { 1, 60, 99, 1, DL_RDLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 39, 1, DL_RDLCK },
+				       { 1, 40, 59, 2, DL_WRLCK },
+				       { 1, 60, 99, 1, DL_RDLCK } },
 	       3);
 	/* and back: the three pieces merge into one read lock */
 	apply_ok(&set, 1, DL_RDLCK, 40, 59, 3);
@@ -321,13 +327,15 @@ START_TEST(test_convert_whole_and_edges)
 	apply_ok(&set, 1, DL_WRLCK, 10, 19, 2);
 	expect(&set, (const struct piece[]){ { 1, 10, 19, 2, DL_WRLCK } }, 1);
 	apply_ok(&set, 1, DL_RDLCK, 10, 12, 3); /* left edge */
-	expect(&set, (const struct piece[]){ { 1, 10, 12, 3, DL_RDLCK },
-					     { 1, 13, 19, 2, DL_WRLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 10, 12, 3, DL_RDLCK },
+				       { 1, 13, 19, 2, DL_WRLCK } },
 	       2);
 	apply_ok(&set, 1, DL_RDLCK, 17, 25, 4); /* right edge, sticking out */
-	expect(&set, (const struct piece[]){ { 1, 10, 12, 3, DL_RDLCK },
-					     { 1, 13, 16, 2, DL_WRLCK },
-					     { 1, 17, 25, 4, DL_RDLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 10, 12, 3, DL_RDLCK },
+				       { 1, 13, 16, 2, DL_WRLCK },
+				       { 1, 17, 25, 4, DL_RDLCK } },
 	       3);
 	apply_ok(&set, 1, DL_RDLCK, 13, 16, 5); /* fill the hole */
 	expect(&set, (const struct piece[]){ { 1, 10, 25, 5, DL_RDLCK } }, 1);
@@ -346,19 +354,22 @@ START_TEST(test_adjacent_merge)
 	expect(&set, (const struct piece[]){ { 1, 0, 29, 3, DL_RDLCK } }, 1);
 	/* a different type next door stays apart */
 	apply_ok(&set, 1, DL_WRLCK, 30, 39, 4);
-	expect(&set, (const struct piece[]){ { 1, 0, 29, 3, DL_RDLCK },
-					     { 1, 30, 39, 4, DL_WRLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 29, 3, DL_RDLCK },
+				       { 1, 30, 39, 4, DL_WRLCK } },
 	       2);
 	/* a lock inside an equal one still takes the new grant's token */
 	apply_ok(&set, 1, DL_RDLCK, 5, 6, 5);
-	expect(&set, (const struct piece[]){ { 1, 0, 29, 5, DL_RDLCK },
-					     { 1, 30, 39, 4, DL_WRLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 29, 5, DL_RDLCK },
+				       { 1, 30, 39, 4, DL_WRLCK } },
 	       2);
 	/* bridging a gap joins both sides */
 	apply_ok(&set, 1, DL_WRLCK, 50, 59, 6);
 	apply_ok(&set, 1, DL_WRLCK, 40, 49, 7);
-	expect(&set, (const struct piece[]){ { 1, 0, 29, 5, DL_RDLCK },
-					     { 1, 30, 59, 7, DL_WRLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 29, 5, DL_RDLCK },
+				       { 1, 30, 59, 7, DL_WRLCK } },
 	       2);
 	range_set_free(&set);
 }
@@ -372,9 +383,10 @@ START_TEST(test_span_mixed)
 	apply_ok(&set, 1, DL_WRLCK, 20, 29, 2);
 	apply_ok(&set, 1, DL_RDLCK, 40, 49, 3);
 	apply_ok(&set, 1, DL_WRLCK, 5, 44, 4);
-	expect(&set, (const struct piece[]){ { 1, 0, 4, 1, DL_RDLCK },
-					     { 1, 5, 44, 4, DL_WRLCK },
-					     { 1, 45, 49, 3, DL_RDLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 4, 1, DL_RDLCK },
+				       { 1, 5, 44, 4, DL_WRLCK },
+				       { 1, 45, 49, 3, DL_RDLCK } },
 	       3);
 	apply_ok(&set, 1, DL_RDLCK, 3, 46, 5);
 	expect(&set, (const struct piece[]){ { 1, 0, 49, 5, DL_RDLCK } }, 1);
@@ -396,8 +408,9 @@ START_TEST(test_unlock_nothing)
 	apply_ok(&set, 1, DL_UNLCK, 0, 9, 4);
 	apply_ok(&set, 3, DL_UNLCK, 0, U64, 4); /* an owner holding nothing */
 	apply_ok(&set, 2, DL_UNLCK, 10, 19, 4); /* another owner's bytes */
-	expect(&set, (const struct piece[]){ { 1, 10, 19, 2, DL_WRLCK },
-					     { 2, 30, 39, 3, DL_WRLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 10, 19, 2, DL_WRLCK },
+				       { 2, 30, 39, 3, DL_WRLCK } },
 	       2);
 	range_set_free(&set);
 }
@@ -413,12 +426,14 @@ START_TEST(test_start_zero)
 	apply_ok(&set, 1, DL_UNLCK, 0, 0, 3);
 	expect(&set, (const struct piece[]){ { 1, 1, U64, 2, DL_RDLCK } }, 1);
 	apply_ok(&set, 1, DL_WRLCK, 0, 0, 4);
-	expect(&set, (const struct piece[]){ { 1, 0, 0, 4, DL_WRLCK },
-					     { 1, 1, U64, 2, DL_RDLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 0, 4, DL_WRLCK },
+				       { 1, 1, U64, 2, DL_RDLCK } },
 	       2);
 	apply_ok(&set, 1, DL_WRLCK, 0, 1, 5);
-	expect(&set, (const struct piece[]){ { 1, 0, 1, 5, DL_WRLCK },
-					     { 1, 2, U64, 2, DL_RDLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 1, 5, DL_WRLCK },
+				       { 1, 2, U64, 2, DL_RDLCK } },
 	       2);
 	range_set_free(&set);
 }
@@ -435,13 +450,15 @@ START_TEST(test_end_max)
 	apply_ok(&set, 1, DL_WRLCK, U64, U64, 3);
 	expect(&set, (const struct piece[]){ { 1, 0, U64, 3, DL_WRLCK } }, 1);
 	apply_ok(&set, 1, DL_RDLCK, U64 - 1, U64 - 1, 4);
-	expect(&set, (const struct piece[]){ { 1, 0, U64 - 2, 3, DL_WRLCK },
-					     { 1, U64 - 1, U64 - 1, 4, DL_RDLCK },
-					     { 1, U64, U64, 3, DL_WRLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, U64 - 2, 3, DL_WRLCK },
+				       { 1, U64 - 1, U64 - 1, 4, DL_RDLCK },
+				       { 1, U64, U64, 3, DL_WRLCK } },
 	       3);
 	apply_ok(&set, 1, DL_UNLCK, 1, U64 - 1, 5);
-	expect(&set, (const struct piece[]){ { 1, 0, 0, 3, DL_WRLCK },
-					     { 1, U64, U64, 3, DL_WRLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 0, 3, DL_WRLCK },
+				       { 1, U64, U64, 3, DL_WRLCK } },
 	       2);
 	apply_ok(&set, 1, DL_WRLCK, 1, U64 - 1, 6);
 	expect(&set, (const struct piece[]){ { 1, 0, U64, 6, DL_WRLCK } }, 1);
@@ -460,7 +477,7 @@ START_TEST(test_einval)
 	ck_assert_int_eq(range_set_apply(&set, &req), -EINVAL);
 	req = mk(1, (enum dl_lock_type)7, 0, 9, 3);
 	ck_assert_int_eq(range_set_apply(&set, &req), -EINVAL);
-	req = mk(1, (enum dl_lock_type)-1, 0, 9, 3);
+	req = mk(1, (enum dl_lock_type) - 1, 0, 9, 3);
 	ck_assert_int_eq(range_set_apply(&set, &req), -EINVAL);
 	expect(&set, (const struct piece[]){ { 1, 0, 99, 1, DL_RDLCK } }, 1);
 	range_set_free(&set);
@@ -478,12 +495,13 @@ START_TEST(test_owners_sorted_and_removed)
 	apply_ok(&set, 5, DL_WRLCK, 40, U64, 5);
 	apply_ok(&set, 1, DL_RDLCK, 5, 6, 6);
 	/* apply() ignores other owners: owner 1 overlaps owner 5 freely */
-	expect(&set, (const struct piece[]){ { 0, 0, 9, 3, DL_RDLCK },
-					     { 1, 5, 6, 6, DL_RDLCK },
-					     { 5, 0, 9, 4, DL_RDLCK },
-					     { 5, 20, 29, 2, DL_RDLCK },
-					     { 5, 40, U64, 5, DL_WRLCK },
-					     { U64, 0, 9, 1, DL_RDLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 0, 0, 9, 3, DL_RDLCK },
+				       { 1, 5, 6, 6, DL_RDLCK },
+				       { 5, 0, 9, 4, DL_RDLCK },
+				       { 5, 20, 29, 2, DL_RDLCK },
+				       { 5, 40, U64, 5, DL_WRLCK },
+				       { U64, 0, 9, 1, DL_RDLCK } },
 	       6);
 	ck_assert(range_set_owner_has(&set, 5));
 	ck_assert(range_set_owner_has(&set, 0));
@@ -494,9 +512,10 @@ START_TEST(test_owners_sorted_and_removed)
 	ck_assert_uint_eq(range_set_remove_owner(&set, 5, DL_TOKEN_ALL), 0);
 	ck_assert_uint_eq(range_set_remove_owner(&set, 7, DL_TOKEN_ALL), 0);
 	ck_assert(!range_set_owner_has(&set, 5));
-	expect(&set, (const struct piece[]){ { 0, 0, 9, 3, DL_RDLCK },
-					     { 1, 5, 6, 6, DL_RDLCK },
-					     { U64, 0, 9, 1, DL_RDLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 0, 0, 9, 3, DL_RDLCK },
+				       { 1, 5, 6, 6, DL_RDLCK },
+				       { U64, 0, 9, 1, DL_RDLCK } },
 	       3);
 	ck_assert_uint_eq(range_set_remove_owner(&set, U64, DL_TOKEN_ALL), 1);
 	ck_assert_uint_eq(range_set_remove_owner(&set, 0, DL_TOKEN_ALL), 1);
@@ -523,8 +542,9 @@ START_TEST(test_remove_owner_upto_token)
 	/* merging into a newer grant carries the piece past the release */
 	apply_ok(&set, 1, DL_WRLCK, 10, 15, 5);
 	ck_assert_uint_eq(range_set_remove_owner(&set, 1, 3), 2);
-	expect(&set, (const struct piece[]){ { 1, 0, 15, 5, DL_WRLCK },
-					     { 2, 100, 109, 4, DL_WRLCK } },
+	expect(&set,
+	       (const struct piece[]){ { 1, 0, 15, 5, DL_WRLCK },
+				       { 2, 100, 109, 4, DL_WRLCK } },
 	       2);
 	ck_assert_uint_eq(range_set_remove_owner(&set, 1, 4), 0);
 	ck_assert_uint_eq(range_set_remove_owner(&set, 1, 5), 1);
@@ -569,7 +589,7 @@ END_TEST
 
 /* -------------------------------------------------- randomized vs. model */
 
-#define UNIV 64	    /* model bytes; byte UNIV - 1 also stands for "to EOF" */
+#define UNIV 64 /* model bytes; byte UNIV - 1 also stands for "to EOF" */
 #define NOWN 4
 #define NOPS 25000
 
@@ -619,8 +639,8 @@ static int owner_idx(uint64_t owner)
 
 /* Structure and contents of @set must equal @m exactly. */
 static void check_against_model(const struct dl_range_set *set,
-				 const struct model *m, uint64_t base,
-				 uint64_t seed, int op)
+				const struct model *m, uint64_t base,
+				uint64_t seed, int op)
 {
 	enum dl_lock_type seen[NOWN][UNIV];
 
@@ -630,60 +650,57 @@ static void check_against_model(const struct dl_range_set *set,
 		int o = owner_idx(l->owner);
 		uint64_t lo, hi;
 
-		REQUIRE(o >= 0, "seed=%" PRIu64 " op=%d: bad owner", seed,
-			      op);
+		REQUIRE(o >= 0, "seed=%" PRIu64 " op=%d: bad owner", seed, op);
 		REQUIRE(l->type == DL_RDLCK || l->type == DL_WRLCK,
-			      "seed=%" PRIu64 " op=%d: bad type", seed, op);
+			"seed=%" PRIu64 " op=%d: bad type", seed, op);
 		REQUIRE(l->start <= l->end && l->start >= base &&
-				      l->start - base < UNIV &&
-				      (l->end == U64 || l->end - base < UNIV - 1),
-			      "seed=%" PRIu64 " op=%d: bad range [%" PRIu64
-			      ", %" PRIu64 "]",
-			      seed, op, l->start, l->end);
+				l->start - base < UNIV &&
+				(l->end == U64 || l->end - base < UNIV - 1),
+			"seed=%" PRIu64 " op=%d: bad range [%" PRIu64
+			", %" PRIu64 "]",
+			seed, op, l->start, l->end);
 		if (i > 0) {
 			const struct dl_range_lock *p = &set->v[i - 1];
 
-			REQUIRE(p->owner < l->owner ||
-					      (p->owner == l->owner &&
-					       p->start < l->start),
-				      "seed=%" PRIu64 " op=%d: unsorted at %zu",
-				      seed, op, i);
+			REQUIRE(p->owner < l->owner || (p->owner == l->owner &&
+							p->start < l->start),
+				"seed=%" PRIu64 " op=%d: unsorted at %zu", seed,
+				op, i);
 			if (p->owner == l->owner) {
 				REQUIRE(p->end < l->start,
-					      "seed=%" PRIu64
-					      " op=%d: overlap at %zu",
-					      seed, op, i);
+					"seed=%" PRIu64 " op=%d: overlap at "
+							"%zu",
+					seed, op, i);
 				REQUIRE(p->type != l->type ||
-						      l->start - 1 > p->end,
-					      "seed=%" PRIu64
-					      " op=%d: unmerged at %zu",
-					      seed, op, i);
+						l->start - 1 > p->end,
+					"seed=%" PRIu64 " op=%d: unmerged at "
+							"%zu",
+					seed, op, i);
 			}
 		}
 		lo = l->start - base;
 		hi = l->end == U64 ? UNIV - 1 : l->end - base;
 		for (uint64_t b = lo; b <= hi; b++) {
 			REQUIRE(seen[o][b] == DL_UNLCK,
-				      "seed=%" PRIu64 " op=%d: double byte",
-				      seed, op);
+				"seed=%" PRIu64 " op=%d: double byte", seed,
+				op);
 			seen[o][b] = l->type;
 			REQUIRE(l->token == m->tok[o][b],
-				      "seed=%" PRIu64 " op=%d: owner %d byte %" PRIu64
-				      " token %" PRIu64 " want %" PRIu64,
-				      seed, op, o, b, l->token, m->tok[o][b]);
+				"seed=%" PRIu64 " op=%d: owner %d byte %" PRIu64
+				" token %" PRIu64 " want %" PRIu64,
+				seed, op, o, b, l->token, m->tok[o][b]);
 			REQUIRE(l->pid == (uint32_t)(l->token * 7 + 1) &&
-					      l->since_ms == (int64_t)l->token * 3,
-				      "seed=%" PRIu64 " op=%d: metadata", seed,
-				      op);
+					l->since_ms == (int64_t)l->token * 3,
+				"seed=%" PRIu64 " op=%d: metadata", seed, op);
 		}
 	}
 	for (int o = 0; o < NOWN; o++)
 		for (int b = 0; b < UNIV; b++)
 			REQUIRE(seen[o][b] == m->t[o][b],
-				      "seed=%" PRIu64 " op=%d: owner %d byte %d "
-				      "is %d, model %d",
-				      seed, op, o, b, (int)seen[o][b],
-				      (int)m->t[o][b]);
+				"seed=%" PRIu64 " op=%d: owner %d byte %d "
+				"is %d, model %d",
+				seed, op, o, b, (int)seen[o][b],
+				(int)m->t[o][b]);
 }
 
 static void random_run(uint64_t seed, uint64_t base)
@@ -718,8 +735,10 @@ static void random_run(uint64_t seed, uint64_t base)
 
 			for (size_t i = 0; i < set.n; i++)
 				had += set.v[i].owner == owners[o];
-			REQUIRE(range_set_remove_owner(&set, owners[o], DL_TOKEN_ALL) == had,
-				"seed=%" PRIu64 " op=%d: remove_owner", seed, op);
+			REQUIRE(range_set_remove_owner(&set, owners[o],
+						       DL_TOKEN_ALL) == had,
+				"seed=%" PRIu64 " op=%d: remove_owner", seed,
+				op);
 			memset(m.t[o], 0, sizeof(m.t[o]));
 			memset(m.tok[o], 0, sizeof(m.tok[o]));
 			check_against_model(&set, &m, base, seed, op);
@@ -731,28 +750,31 @@ static void random_run(uint64_t seed, uint64_t base)
 		req.token = (uint64_t)op;
 		req.pid = (uint32_t)(req.token * 7 + 1);
 		req.since_ms = (int64_t)req.token * 3;
-		req.type = kind < 40 ? DL_RDLCK : kind < 70 ? DL_WRLCK : DL_UNLCK;
+		req.type = kind < 40   ? DL_RDLCK
+			   : kind < 70 ? DL_WRLCK
+				       : DL_UNLCK;
 
 		for (int q = 0; q < NOWN && req.type != DL_UNLCK; q++) {
 			if (q == o)
 				continue;
 			for (unsigned b = s; b <= e; b++)
 				if (m.t[q][b] == DL_WRLCK ||
-				    (m.t[q][b] == DL_RDLCK && req.type == DL_WRLCK))
+				    (m.t[q][b] == DL_RDLCK &&
+				     req.type == DL_WRLCK))
 					model_conflict = true;
 		}
 		c = range_set_find_conflict(&set, &req);
 		REQUIRE((c != NULL) == model_conflict,
-			      "seed=%" PRIu64 " op=%d: conflict %d, model %d",
-			      seed, op, c != NULL, model_conflict);
+			"seed=%" PRIu64 " op=%d: conflict %d, model %d", seed,
+			op, c != NULL, model_conflict);
 		if (c) {
 			size_t first = set.n;
 
 			REQUIRE(c >= set.v && c < set.v + set.n,
 				"seed=%" PRIu64 " op=%d: not in set", seed, op);
 			REQUIRE(range_conflicts(c, &req),
-				      "seed=%" PRIu64 " op=%d: not a conflict",
-				      seed, op);
+				"seed=%" PRIu64 " op=%d: not a conflict", seed,
+				op);
 			for (size_t i = 0; i < set.n; i++) {
 				if (!range_conflicts(&set.v[i], &req))
 					continue;
@@ -762,9 +784,9 @@ static void random_run(uint64_t seed, uint64_t base)
 				}
 			}
 			REQUIRE(c == &set.v[first],
-				      "seed=%" PRIu64 " op=%d: start %" PRIu64
-				      ", lowest is %" PRIu64,
-				      seed, op, c->start, best);
+				"seed=%" PRIu64 " op=%d: start %" PRIu64
+				", lowest is %" PRIu64,
+				seed, op, c->start, best);
 		}
 		if (kind >= 85 || c) { /* F_GETLK only, or refused */
 			refused += c != NULL;
@@ -794,8 +816,8 @@ static void random_run(uint64_t seed, uint64_t base)
 	}
 	/* the run must have exercised both outcomes */
 	REQUIRE(granted > NOPS / 4 && refused > NOPS / 20,
-		      "seed=%" PRIu64 ": granted %u refused %u", seed, granted,
-		      refused);
+		"seed=%" PRIu64 ": granted %u refused %u", seed, granted,
+		refused);
 	range_set_free(&set);
 }
 

@@ -19,8 +19,8 @@ struct good {
 };
 
 static const struct good goods[] = {
-	{ "//127.0.0.1:6379", "", "127.0.0.1", NULL, "dlock", 6379, 0, 1,
-	  15000, 2000, 5000 },
+	{ "//127.0.0.1:6379", "", "127.0.0.1", NULL, "dlock", 6379, 0, 1, 15000,
+	  2000, 5000 },
 	{ "//localhost", "", "localhost", NULL, "dlock", 6379, 0, 1, 15000,
 	  2000, 5000 },
 	{ "//h:1/", "", "h", NULL, "dlock", 1, 0, 1, 15000, 2000, 5000 },
@@ -110,12 +110,16 @@ START_TEST(test_bad)
 	struct redis_uri u;
 	char err[256] = "";
 
-	ck_assert_int_eq(redis_uri_parse(b->uri, &u, err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(redis_uri_parse(b->uri, &u, err, sizeof(err)),
+			 -EINVAL);
 	ck_assert_msg(strstr(err, b->reason) != NULL, "%s: '%s' lacks '%s'",
 		      b->uri, err, b->reason);
-	ck_assert_msg(strstr(err, "hunter2") == NULL, "%s: message quotes the "
-		      "password: %s", b->uri, err);
-	ck_assert_msg(strncmp(err, "malformed redis URI: ", 21) == 0, "%s", err);
+	ck_assert_msg(strstr(err, "hunter2") == NULL,
+		      "%s: message quotes the "
+		      "password: %s",
+		      b->uri, err);
+	ck_assert_msg(strncmp(err, "malformed redis URI: ", 21) == 0, "%s",
+		      err);
 }
 END_TEST
 

@@ -117,7 +117,8 @@ END_TEST
 /* random byte strings: valid, and decode gives the name back */
 START_TEST(test_random_roundtrip)
 {
-	static const char alphabet[] = "aZ09._-%/ .\n\x01\xff" "h";
+	static const char alphabet[] = "aZ09._-%/ .\n\x01\xff"
+				       "h";
 	char name[300], out[ZK_NAME_BUF], back[400];
 	bool hashed;
 
@@ -126,7 +127,8 @@ START_TEST(test_random_roundtrip)
 		size_t len = (size_t)(rand() % 120);
 
 		for (size_t i = 0; i < len; i++)
-			name[i] = rand() % 3 ? alphabet[rand() % (sizeof(alphabet) - 1)]
+			name[i] = rand() % 3 ? alphabet[rand() %
+							(sizeof(alphabet) - 1)]
 					     : (char)(rand() % 256);
 		encode(name, len, out, &hashed);
 		check_valid(out);
@@ -148,10 +150,13 @@ START_TEST(test_sha256_vectors)
 		const char *in;
 		const char *hex;
 	} v[] = {
-		{ "", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
-		{ "abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" },
+		{ "", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b"
+		      "7852b855" },
+		{ "abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410f"
+			 "f61f20015ad" },
 		{ "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
-		  "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1" },
+		  "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db"
+		  "06c1" },
 	};
 	struct zk_sha256 c;
 	uint8_t d[32];
@@ -227,13 +232,15 @@ START_TEST(test_uri)
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		err[0] = '\0';
-		ck_assert_msg(dl_backend_check_uri(good[i], err, sizeof(err)) == 0,
+		ck_assert_msg(dl_backend_check_uri(good[i], err, sizeof(err)) ==
+				      0,
 			      "%s: %s", good[i], err);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = '\0';
 		ck_assert_msg(dl_backend_check_uri(bad[i], err, sizeof(err)) ==
-				      -EINVAL, "accepted %s", bad[i]);
+				      -EINVAL,
+			      "accepted %s", bad[i]);
 		ck_assert_msg(err[0] && !strchr(err, '\n'), "%s: no reason",
 			      bad[i]);
 		/* a reason never quotes a password */
