@@ -3,7 +3,10 @@
  *
  * Every decision (conflict check, POSIX merge/split/convert, FIFO queue,
  * handoff on release, purge of dead leases, lock-delay) is made atomically
- * on the server by one Lua script, backend/redis.lua, run with EVALSHA.
+ * on the server by backend/redis.lua: loaded once as a function library
+ * and called with FCALL on Redis >= 7, run with EVALSHA otherwise (or
+ * where FUNCTION LOAD is refused).  A request is one command, one round
+ * trip; nothing else is sent on its connection.
  * This file only moves requests and answers, keeps the lease alive and
  * keeps the local bookkeeping needed to report losses:
  *
@@ -53,13 +56,13 @@
 #include "backend/redis_lua.h"
 #include "backend/redis_uri.h"
 
-#define REDIS_POOL 4		/* command connections per node */
-#define REDIS_RECHECK_MS 1000	/* safety re-check of queued waits */
+#define REDIS_POOL	     4	  /* command connections per node */
+#define REDIS_RECHECK_MS     1000 /* safety re-check of queued waits */
 #define REDIS_BACKOFF_MIN_MS 100
 #define REDIS_BACKOFF_MAX_MS 1000
-#define REDIS_BUCKETS 1024
-#define REDIS_MAX_ACKS 256
-#define REDIS_POLL_MAX 512	/* wait ids per re-check call */
+#define REDIS_BUCKETS	     1024
+#define REDIS_MAX_ACKS	     256
+#define REDIS_POLL_MAX	     512 /* wait ids per re-check call */
 
 struct redis_backend;
 
@@ -77,13 +80,13 @@ struct redis_node {
 	pthread_t sub_thread;
 	bool sub_started;
 	/* guarded by rb->mutex: */
-	bool up;		/* the last command got an answer */
-	int64_t retry_at;	/* mono ms: no connect attempt before */
+	bool up;	  /* the last command got an answer */
+	int64_t retry_at; /* mono ms: no connect attempt before */
 	int backoff_ms;
-	uint64_t lease_epoch;	/* epoch registered on this node, 0: none */
-	int64_t renewed_at;	/* mono ms: send time of the last good renewal */
-	bool trusted;		/* our lease there is certainly alive */
-	int sub_fd;		/* subscriber socket, -1 */
+	uint64_t lease_epoch; /* epoch registered on this node, 0: none */
+	int64_t renewed_at;   /* mono ms: send time of the last good renewal */
+	bool trusted;	      /* our lease there is certainly alive */
+	int sub_fd;	      /* subscriber socket, -1 */
 };
 
 /* what this daemon holds: one entry per (resource, space, owner) */
@@ -92,13 +95,13 @@ struct redis_held {
 	enum dl_space space;
 	uint64_t owner;
 	uint64_t epoch;
-	unsigned mask;		/* nodes holding it */
+	unsigned mask; /* nodes holding it */
 	char resource[];
 };
 
 enum redis_wstate {
-	RW_SENDING,	/* lock() in flight */
-	RW_QUEUED,	/* queued in Redis: a grant or failure will follow */
+	RW_SENDING, /* lock() in flight */
+	RW_QUEUED,  /* queued in Redis: a grant or failure will follow */
 };
 
 struct redis_wait {
@@ -108,17 +111,17 @@ struct redis_wait {
 	uint64_t epoch;
 	enum redis_wstate state;
 	bool cancelling;
-	bool woken;		/* Redlock: a node said "retry" */
-	bool busy;		/* Redlock: the keeper is retrying it */
-	bool cancelled;		/* Redlock: cancel() won while busy */
+	bool woken;	/* Redlock: a node said "retry" */
+	bool busy;	/* Redlock: the keeper is retrying it */
+	bool cancelled; /* Redlock: cancel() won while busy */
 	char res[];
 };
 
 /* work left over from a failed or unanswered call, retried by the keeper */
 enum redis_job_kind {
-	RJ_RELEASE,	/* release_owner */
-	RJ_UNLOCK,	/* unlock [start, end] */
-	RJ_CANCEL,	/* an orphaned wait: cancel, or unlock if granted */
+	RJ_RELEASE, /* release_owner */
+	RJ_UNLOCK,  /* unlock [start, end] */
+	RJ_CANCEL,  /* an orphaned wait: cancel, or unlock if granted */
 };
 
 struct redis_job {
@@ -126,7 +129,7 @@ struct redis_job {
 	enum redis_job_kind kind;
 	unsigned node;
 	uint64_t epoch;
-	uint64_t max_token;	/* RJ_RELEASE */
+	uint64_t max_token; /* RJ_RELEASE */
 	struct dl_lock_req req;
 	char res[];
 };
@@ -137,30 +140,35 @@ struct redis_backend {
 	struct redis_uri uri;
 	char host_id[DL_HOST_MAX];
 	char user[REDIS_URI_USER_MAX];
-	char *password;		/* never logged */
+	char *password; /* never logged */
 	uint64_t inc_base;
 	unsigned majority;
-	int margin_ms;		/* lost this long before the lease could end */
-	int drift_ms;		/* Redlock clock-drift allowance */
-	char sha[41];		/* of redis_lua; fixed */
+	int margin_ms;	/* lost this long before the lease could end */
+	int drift_ms;	/* Redlock clock-drift allowance */
+	char sha[41];	/* of redis_lua; fixed */
+	char fname[32]; /* its function: dlockfs_ + hash of redis_lua */
+	char *fn_text;	/* the library: a naming header + redis_lua */
+	size_t fn_len;
+	atomic_bool fcall;	 /* FCALL fname, false: EVALSHA sha */
+	char ttl[16], delay[16]; /* ARGV[4], ARGV[5] */
 	struct redis_node *nodes;
 	pthread_t keeper, watchdog;
 	bool keeper_started, watchdog_started;
 
 	pthread_mutex_t mutex;
-	pthread_cond_t cond;	/* CLOCK_MONOTONIC: keeper and watchdog */
+	pthread_cond_t cond; /* CLOCK_MONOTONIC: keeper and watchdog */
 	/* guarded by mutex: */
 	bool stopping;
-	bool kick;		/* keeper: re-check waits now */
-	bool kick_renew;	/* keeper: renew now */
-	uint64_t epoch;		/* current lease, starts at 1 */
+	bool kick;	 /* keeper: re-check waits now */
+	bool kick_renew; /* keeper: renew now */
+	uint64_t epoch;	 /* current lease, starts at 1 */
 	struct redis_held *held[REDIS_BUCKETS];
 	struct redis_wait *waits[REDIS_BUCKETS];
 	struct redis_job *jobs;
 	uint64_t acks[REDIS_MAX_ACKS]; /* delivered grants to forget */
 	size_t nacks;
 	size_t nheld, nwaits;
-	char drop_lease[17];	/* an abandoned lease to end, "" none */
+	char drop_lease[17]; /* an abandoned lease to end, "" none */
 };
 
 /* callbacks collected under the mutex, made after it is dropped */
@@ -292,9 +300,8 @@ static void notes_run(struct redis_backend *rb, struct redis_note *list)
 
 /* ---- held and waits tables (mutex held) ------------------------------- */
 
-static struct redis_held **held_slot(struct redis_backend *rb,
-				     const char *res, enum dl_space space,
-				     uint64_t owner)
+static struct redis_held **held_slot(struct redis_backend *rb, const char *res,
+				     enum dl_space space, uint64_t owner)
 {
 	struct redis_held **p =
 		&rb->held[redis_hash(res, owner ^ space) % REDIS_BUCKETS];
@@ -397,8 +404,10 @@ static void job_add(struct redis_backend *rb, enum redis_job_kind kind,
 	struct redis_job *j = calloc(1, sizeof(*j) + len + 1);
 
 	if (!j) {
-		dl_log(DL_LOG_ERR, "redis: out of memory: %s left to expire "
-		       "with the lease", req->resource);
+		dl_log(DL_LOG_ERR,
+		       "redis: out of memory: %s left to expire "
+		       "with the lease",
+		       req->resource);
 		return;
 	}
 	j->kind = kind;
@@ -422,10 +431,11 @@ static void node_set_down(struct redis_backend *rb, struct redis_node *n)
 
 	pthread_mutex_lock(&rb->mutex);
 	if (n->up)
-		dl_log(DL_LOG_WARNING, "redis %s:%d: unreachable",
-		       n->addr.host, n->addr.port);
+		dl_log(DL_LOG_WARNING, "redis %s:%d: unreachable", n->addr.host,
+		       n->addr.port);
 	n->up = false;
-	n->backoff_ms = n->backoff_ms ? n->backoff_ms * 2 : REDIS_BACKOFF_MIN_MS;
+	n->backoff_ms = n->backoff_ms ? n->backoff_ms * 2
+				      : REDIS_BACKOFF_MIN_MS;
 	if (n->backoff_ms > REDIS_BACKOFF_MAX_MS)
 		n->backoff_ms = REDIS_BACKOFF_MAX_MS;
 	n->retry_at = now + n->backoff_ms;
@@ -468,7 +478,8 @@ static int redis_auth(struct redis_backend *rb, redisContext *c, char *err,
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		/* the server's message never quotes the password */
-		snprintf(err, errlen, "AUTH refused: %.*s", (int)r->len, r->str);
+		snprintf(err, errlen, "AUTH refused: %.*s", (int)r->len,
+			 r->str);
 		ret = -EACCES;
 	}
 	freeReplyObject(r);
@@ -510,15 +521,90 @@ static redisContext *redis_connect(struct redis_backend *rb,
 	return c;
 }
 
-/* SCRIPT LOAD on @c; 0 or -EIO */
-static int redis_load_script(struct redis_backend *rb, redisContext *c,
-			     char *err, size_t errlen)
+/*
+ * The library text for FUNCTION LOAD and its names, from a hash of
+ * redis_lua: daemons of different versions sharing one server each call
+ * their own code.  0 or -ENOMEM.
+ */
+static int redis_library_init(struct redis_backend *rb)
 {
-	const char *argv[3] = { "SCRIPT", "LOAD", redis_lua };
-	size_t lens[3] = { 6, 4, sizeof(redis_lua) - 1 };
+	static const char fmt[] = "#!lua name=%s\n"
+				  "local DLOCKFS_FUNCTION = '%s'\n";
+	uint64_t h = 1469598103934665603ULL;
+	size_t hlen;
+
+	for (size_t i = 0; i < sizeof(redis_lua) - 1; i++)
+		h = (h ^ (unsigned char)redis_lua[i]) * 1099511628211ULL;
+	snprintf(rb->fname, sizeof(rb->fname), "dlockfs_%016" PRIx64, h);
+	hlen = (size_t)snprintf(NULL, 0, fmt, rb->fname, rb->fname);
+	rb->fn_len = hlen + sizeof(redis_lua) - 1;
+	rb->fn_text = malloc(rb->fn_len + 1);
+	if (!rb->fn_text)
+		return -ENOMEM;
+	snprintf(rb->fn_text, hlen + 1, fmt, rb->fname, rb->fname);
+	memcpy(rb->fn_text + hlen, redis_lua, sizeof(redis_lua));
+	atomic_store(&rb->fcall, true);
+	return 0;
+}
+
+/*
+ * FUNCTION LOAD on @c.  Returns 0 when the library is there (loaded now
+ * or already), -ENOTSUP when the server has no functions or this user
+ * may not load them (the whole backend then uses EVALSHA for good), or
+ * -EIO with the reason in @err.
+ */
+static int redis_load_function(struct redis_backend *rb, redisContext *c,
+			       const struct redis_node *n, char *err,
+			       size_t errlen)
+{
+	const char *argv[3] = { "FUNCTION", "LOAD", rb->fn_text };
+	size_t lens[3] = { 8, 4, rb->fn_len };
 	redisReply *r = redisCommandArgv(c, 3, argv, lens);
 	int ret = 0;
 
+	if (!r) {
+		snprintf(err, errlen, "FUNCTION LOAD: %s", c->errstr);
+		return -EIO;
+	}
+	if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "already exists")) {
+		ret = 0; /* the same text: another connection loaded it */
+	} else if (r->type == REDIS_REPLY_ERROR &&
+		   (strncmp(r->str, "ERR unknown", 11) == 0 ||
+		    strncmp(r->str, "NOPERM", 6) == 0)) {
+		if (atomic_exchange(&rb->fcall, false))
+			dl_log(DL_LOG_INFO,
+			       "redis %s:%d: no FUNCTION LOAD (%.*s): using "
+			       "EVALSHA",
+			       n->addr.host, n->addr.port,
+			       (int)strcspn(r->str, ","), r->str);
+		ret = -ENOTSUP;
+	} else if (r->type != REDIS_REPLY_STRING) {
+		snprintf(err, errlen, "FUNCTION LOAD refused: %.*s",
+			 r->type == REDIS_REPLY_ERROR ? (int)r->len : 0,
+			 r->type == REDIS_REPLY_ERROR ? r->str : "");
+		ret = -EIO;
+	}
+	freeReplyObject(r);
+	return ret;
+}
+
+/* FUNCTION LOAD, or SCRIPT LOAD without functions, on @c; 0 or -EIO */
+static int redis_load_script(struct redis_backend *rb, redisContext *c,
+			     const struct redis_node *n, char *err,
+			     size_t errlen)
+{
+	const char *argv[3] = { "SCRIPT", "LOAD", redis_lua };
+	size_t lens[3] = { 6, 4, sizeof(redis_lua) - 1 };
+	redisReply *r;
+	int ret = 0;
+
+	if (atomic_load(&rb->fcall)) {
+		ret = redis_load_function(rb, c, n, err, errlen);
+		if (ret != -ENOTSUP)
+			return ret;
+		ret = 0;
+	}
+	r = redisCommandArgv(c, 3, argv, lens);
 	if (!r) {
 		snprintf(err, errlen, "SCRIPT LOAD: %s", c->errstr);
 		return -EIO;
@@ -549,7 +635,8 @@ static struct redis_conn *conn_get(struct redis_backend *rb,
 	bool wait;
 
 	for (unsigned i = 0; i < REDIS_POOL && !c; i++)
-		if (pthread_mutex_trylock(&n->pool[(start + i) % REDIS_POOL].mutex) == 0)
+		if (pthread_mutex_trylock(
+			    &n->pool[(start + i) % REDIS_POOL].mutex) == 0)
 			c = &n->pool[(start + i) % REDIS_POOL];
 	if (!c) {
 		c = &n->pool[start % REDIS_POOL];
@@ -562,7 +649,8 @@ static struct redis_conn *conn_get(struct redis_backend *rb,
 	pthread_mutex_unlock(&rb->mutex);
 	if (!wait) {
 		c->c = redis_connect(rb, n, false, err, sizeof(err));
-		if (c->c && redis_load_script(rb, c->c, err, sizeof(err)) < 0) {
+		if (c->c &&
+		    redis_load_script(rb, c->c, n, err, sizeof(err)) < 0) {
 			redisFree(c->c);
 			c->c = NULL;
 		}
@@ -583,22 +671,35 @@ static void conn_put(struct redis_conn *c)
 	pthread_mutex_unlock(&c->mutex);
 }
 
+/* a server that forgot our code (restart, FLUSH) */
+static bool reply_no_code(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ERROR &&
+	       (strncmp(r->str, "NOSCRIPT", 8) == 0 ||
+		strncmp(r->str, "ERR Function not found", 22) == 0);
+}
+
+#define REDIS_ARGV_STACK 24  /* arguments built without malloc */
+#define REDIS_KEYS_STACK 768 /* bytes of the three key names */
+
 /*
  * Run script op @op on node @n for @resource ("" for none) as lease
- * @lease, with @nextra op-specific arguments.  Returns 0 and the reply
- * (an array), or -ENOLCK: the node is down or the call failed; *indoubt
- * then says whether the script may have run.
+ * @lease, with @nextra op-specific arguments: FCALL FNAME 3 KEYS... or
+ * EVALSHA SHA 3 KEYS..., then ARGV.  Returns 0 and the reply (an array),
+ * or -ENOLCK: the node is down or the call failed; *indoubt then says
+ * whether the script may have run.  The common case allocates nothing
+ * but hiredis's own buffers.
  */
 static int node_script(struct redis_backend *rb, struct redis_node *n,
 		       const char *op, const char *resource, const char *lease,
 		       int nextra, const char *const *extra,
 		       const size_t *extralen, redisReply **out, bool *indoubt)
 {
-	const char **argv = NULL;
-	size_t *lens = NULL;
-	char ttl[16], delay[16];
+	const char *argv_stack[REDIS_ARGV_STACK], **argv = argv_stack;
+	size_t lens_stack[REDIS_ARGV_STACK], *lens = lens_stack;
+	char keys_stack[REDIS_KEYS_STACK], *keys = keys_stack;
 	size_t plen = strlen(rb->uri.prefix), rlen = strlen(resource);
-	char *keys = NULL;
+	size_t klen = plen + 3 + rlen, nargs = (size_t)nextra + 11;
 	struct redis_conn *c;
 	redisReply *r = NULL;
 	int argc = 0, ret = -ENOLCK;
@@ -606,15 +707,18 @@ static int node_script(struct redis_backend *rb, struct redis_node *n,
 	*out = NULL;
 	if (indoubt)
 		*indoubt = false;
-	argv = calloc((size_t)nextra + 11, sizeof(*argv));
-	lens = calloc((size_t)nextra + 11, sizeof(*lens));
-	keys = malloc(3 * (plen + 3 + rlen));
+	if (nargs > REDIS_ARGV_STACK) {
+		argv = calloc(nargs, sizeof(*argv));
+		lens = calloc(nargs, sizeof(*lens));
+	}
+	if (3 * klen > sizeof(keys_stack))
+		keys = malloc(3 * klen);
 	if (!keys || !argv || !lens) {
 		ret = -ENOMEM;
 		goto out_free;
 	}
 	for (int k = 0; k < 3; k++) {
-		char *key = keys + k * (plen + 3 + rlen);
+		char *key = keys + k * klen;
 
 		memcpy(key, rb->uri.prefix, plen);
 		key[plen] = ':';
@@ -622,21 +726,14 @@ static int node_script(struct redis_backend *rb, struct redis_node *n,
 		key[plen + 2] = ':';
 		memcpy(key + plen + 3, resource, rlen);
 		argv[3 + k] = key;
-		lens[3 + k] = plen + 3 + rlen;
+		lens[3 + k] = klen;
 	}
-	snprintf(ttl, sizeof(ttl), "%d", rb->uri.ttl_ms);
-	snprintf(delay, sizeof(delay), "%d", rb->uri.lock_delay_ms);
-	argv[0] = "EVALSHA";
-	argv[1] = rb->sha;
 	argv[2] = "3";
 	argv[6] = op;
 	argv[7] = rb->uri.prefix;
 	argv[8] = lease;
-	argv[9] = ttl;
-	argv[10] = delay;
-	for (int i = 0; i < 11; i++)
-		if (i < 3 || i > 5)
-			lens[i] = strlen(argv[i]);
+	argv[9] = rb->ttl;
+	argv[10] = rb->delay;
 	argc = 11;
 	for (int i = 0; i < nextra; i++) {
 		argv[argc] = extra[i];
@@ -649,15 +746,25 @@ static int node_script(struct redis_backend *rb, struct redis_node *n,
 	for (int attempt = 0; attempt < 2; attempt++) {
 		char err[256];
 
+		/* read each time: a reload may have switched to EVALSHA */
+		if (atomic_load(&rb->fcall)) {
+			argv[0] = "FCALL";
+			argv[1] = rb->fname;
+		} else {
+			argv[0] = "EVALSHA";
+			argv[1] = rb->sha;
+		}
+		for (int i = 0; i < 11; i++)
+			if (i < 3 || i > 5)
+				lens[i] = strlen(argv[i]);
 		r = redisCommandArgv(c->c, argc, argv, lens);
 		if (!r)
 			break;
-		if (r->type == REDIS_REPLY_ERROR &&
-		    strncmp(r->str, "NOSCRIPT", 8) == 0 && attempt == 0) {
-			/* the server lost its script cache (restart, FLUSH) */
+		if (reply_no_code(r) && attempt == 0) {
 			freeReplyObject(r);
 			r = NULL;
-			if (redis_load_script(rb, c->c, err, sizeof(err)) < 0) {
+			if (redis_load_script(rb, c->c, n, err, sizeof(err)) <
+			    0) {
 				dl_log(DL_LOG_WARNING, "redis %s:%d: %s",
 				       n->addr.host, n->addr.port, err);
 				break;
@@ -668,8 +775,8 @@ static int node_script(struct redis_backend *rb, struct redis_node *n,
 	}
 	if (!r) {
 		if (c->c->err) {
-			dl_log(DL_LOG_DEBUG, "redis %s:%d: %s: %s", n->addr.host,
-			       n->addr.port, op, c->c->errstr);
+			dl_log(DL_LOG_DEBUG, "redis %s:%d: %s: %s",
+			       n->addr.host, n->addr.port, op, c->c->errstr);
 			redisFree(c->c);
 			c->c = NULL;
 			if (indoubt)
@@ -693,9 +800,12 @@ static int node_script(struct redis_backend *rb, struct redis_node *n,
 	*out = r;
 	ret = 0;
 out_free:
-	free(keys);
-	free(argv);
-	free(lens);
+	if (keys != keys_stack)
+		free(keys);
+	if (argv != argv_stack) {
+		free(argv);
+		free(lens);
+	}
 	return ret;
 }
 
@@ -763,7 +873,8 @@ static void lose_all(struct redis_backend *rb, const char *why,
 	pthread_cond_broadcast(&rb->cond);
 	dl_log(nlost ? DL_LOG_WARNING : DL_LOG_INFO,
 	       "redis: lease %s %s: %zu lock(s) lost, new lease for new "
-	       "requests", old, why, nlost);
+	       "requests",
+	       old, why, nlost);
 }
 
 /*
@@ -878,6 +989,10 @@ static int node_lease(struct redis_backend *rb, struct redis_node *n,
 	return ret;
 }
 
+static void deliver_break(struct redis_backend *rb, uint64_t epoch,
+			  const char *entry, size_t len,
+			  struct redis_note **notes);
+
 /* renew our lease on @n, forgetting delivered grants; one round trip */
 static void node_renew(struct redis_backend *rb, struct redis_node *n)
 {
@@ -910,19 +1025,28 @@ static void node_renew(struct redis_backend *rb, struct redis_node *n)
 		/* forget them next time */
 		pthread_mutex_lock(&rb->mutex);
 		for (size_t i = 0; i < nacks && rb->epoch == epoch &&
-				   rb->nacks < REDIS_MAX_ACKS; i++)
+				   rb->nacks < REDIS_MAX_ACKS;
+		     i++)
 			rb->acks[rb->nacks++] = acks[i];
 		pthread_mutex_unlock(&rb->mutex);
 		return;
 	}
 	if (r->elements >= 1 && reply_int(r->element[0]) == 1) {
+		struct redis_note *notes = NULL;
+
 		pthread_mutex_lock(&rb->mutex);
 		if (rb->epoch == epoch && n->lease_epoch == epoch) {
 			n->renewed_at = sent;
 			n->trusted = true;
 			pthread_cond_broadcast(&rb->cond);
 		}
+		/* breaks whose publish we may have missed */
+		for (size_t i = 1; i < r->elements; i++)
+			if (r->element[i]->type == REDIS_REPLY_STRING)
+				deliver_break(rb, epoch, r->element[i]->str,
+					      r->element[i]->len, &notes);
 		pthread_mutex_unlock(&rb->mutex);
+		notes_run(rb, notes);
 	} else {
 		lease_gone(rb, n, epoch);
 	}
@@ -932,8 +1056,8 @@ static void node_renew(struct redis_backend *rb, struct redis_node *n)
 /* ---- delivery ------------------------------------------------------------- */
 
 /* a grant for queued wait @id of lease @epoch; mutex held */
-static void deliver_grant(struct redis_backend *rb, uint64_t epoch,
-			  uint64_t id, uint64_t token, unsigned mask,
+static void deliver_grant(struct redis_backend *rb, uint64_t epoch, uint64_t id,
+			  uint64_t token, unsigned mask,
 			  struct redis_note **notes)
 {
 	struct redis_wait *w = wait_find(rb, id);
@@ -948,6 +1072,44 @@ static void deliver_grant(struct redis_backend *rb, uint64_t epoch,
 	free(w);
 }
 
+/*
+ * An administrator broke a lock of lease @epoch: @entry is "SPACE OWNER
+ * RESOURCE" (the resource last: it may hold blanks).  If we still hold it,
+ * it is lost.  Mutex held.
+ */
+static void deliver_break(struct redis_backend *rb, uint64_t epoch,
+			  const char *entry, size_t len,
+			  struct redis_note **notes)
+{
+	char head[40], *res, *end;
+	enum dl_space space;
+	uint64_t owner;
+	size_t hlen;
+	const char *sp;
+
+	if (len < 5 || (entry[0] != '0' && entry[0] != '1') || entry[1] != ' ')
+		return;
+	sp = memchr(entry + 2, ' ', len - 2);
+	if (!sp || (size_t)(sp - entry) >= sizeof(head))
+		return;
+	hlen = (size_t)(sp - entry);
+	memcpy(head, entry, hlen);
+	head[hlen] = '\0';
+	owner = strtoull(head + 2, &end, 16);
+	if (*end != '\0')
+		return;
+	space = entry[0] == '0' ? DL_SPACE_FLOCK : DL_SPACE_POSIX;
+	res = strndup(sp + 1, len - hlen - 1);
+	if (!res)
+		return;
+	if (epoch == rb->epoch && *held_slot(rb, res, space, owner)) {
+		held_remove(rb, res, space, owner);
+		note_add(notes, RN_LOST, res, space, owner, 0, 0,
+			 -ECONNABORTED);
+	}
+	free(res);
+}
+
 /* ---- subscriber ----------------------------------------------------------- */
 
 static void sub_message(struct redis_backend *rb, struct redis_node *n,
@@ -958,6 +1120,13 @@ static void sub_message(struct redis_backend *rb, struct redis_node *n,
 	uint64_t id, token = 0;
 	char kind;
 
+	if (len > 2 && msg[0] == 'L' && msg[1] == ' ') {
+		pthread_mutex_lock(&rb->mutex);
+		deliver_break(rb, epoch, msg + 2, len - 2, &notes);
+		pthread_mutex_unlock(&rb->mutex);
+		notes_run(rb, notes);
+		return;
+	}
 	if (len >= sizeof(buf))
 		return;
 	memcpy(buf, msg, len);
@@ -1006,7 +1175,8 @@ static void *sub_main(void *arg)
 
 		pthread_mutex_unlock(&rb->mutex);
 		lease_name(rb, epoch, lease);
-		snprintf(chan, sizeof(chan), "%s:inc:%s", rb->uri.prefix, lease);
+		snprintf(chan, sizeof(chan), "%s:inc:%s", rb->uri.prefix,
+			 lease);
 		c = redis_connect(rb, n, true, err, sizeof(err));
 		r = c ? redisCommandArgv(c, 2, argv, NULL) : NULL;
 		pthread_mutex_lock(&rb->mutex);
@@ -1017,8 +1187,9 @@ static void *sub_main(void *arg)
 				redisFree(c);
 			if (rb->epoch == epoch)
 				redis_nap(rb, backoff);
-			backoff = backoff * 2 > REDIS_BACKOFF_MAX_MS ?
-				  REDIS_BACKOFF_MAX_MS : backoff * 2;
+			backoff = backoff * 2 > REDIS_BACKOFF_MAX_MS
+					  ? REDIS_BACKOFF_MAX_MS
+					  : backoff * 2;
 			continue;
 		}
 		freeReplyObject(r);
@@ -1043,8 +1214,10 @@ static void *sub_main(void *arg)
 		n->sub_fd = -1;
 		redisFree(c);
 		if (!rb->stopping && rb->epoch == epoch) {
-			dl_log(DL_LOG_DEBUG, "redis %s:%d: subscriber lost its "
-			       "connection", n->addr.host, n->addr.port);
+			dl_log(DL_LOG_DEBUG,
+			       "redis %s:%d: subscriber lost its "
+			       "connection",
+			       n->addr.host, n->addr.port);
 			rb->kick = true;
 			rb->kick_renew = true;
 			pthread_cond_broadcast(&rb->cond);
@@ -1069,7 +1242,9 @@ static void lockargs_fill(struct redis_lockargs *a,
 {
 	a->space[0] = req->space == DL_SPACE_FLOCK ? '0' : '1';
 	a->space[1] = '\0';
-	a->type[0] = req->type == DL_WRLCK ? 'W' : req->type == DL_RDLCK ? 'R' : 'U';
+	a->type[0] = req->type == DL_WRLCK   ? 'W'
+		     : req->type == DL_RDLCK ? 'R'
+					     : 'U';
 	a->type[1] = '\0';
 	hex16(a->start, req->start);
 	hex16(a->end, req->end);
@@ -1095,7 +1270,7 @@ enum redis_outcome {
 	RO_GRANTED,
 	RO_CONFLICT,
 	RO_QUEUED,
-	RO_LEASE,	/* our lease is gone there */
+	RO_LEASE, /* our lease is gone there */
 	RO_ERROR,
 };
 
@@ -1103,12 +1278,10 @@ enum redis_outcome {
  * One lock script on one node.  On RO_GRANTED, *token and (if @prev) a
  * copy of the owner's previous record, for an undo.
  */
-static enum redis_outcome node_lock(struct redis_backend *rb,
-				    struct redis_node *n,
-				    const struct dl_lock_req *req,
-				    uint64_t wait_id, char mode,
-				    uint64_t *epoch, uint64_t *token,
-				    char **prev, bool *indoubt)
+static enum redis_outcome
+node_lock(struct redis_backend *rb, struct redis_node *n,
+	  const struct dl_lock_req *req, uint64_t wait_id, char mode,
+	  uint64_t *epoch, uint64_t *token, char **prev, bool *indoubt)
 {
 	struct redis_lockargs a;
 	enum redis_outcome o = RO_ERROR;
@@ -1127,8 +1300,9 @@ static enum redis_outcome node_lock(struct redis_backend *rb,
 	if (v == 1 && r->elements >= 3 && reply_u64(r->element[1], token)) {
 		o = RO_GRANTED;
 		if (prev) {
-			*prev = r->element[2]->type == REDIS_REPLY_STRING ?
-				strdup(r->element[2]->str) : strdup("");
+			*prev = r->element[2]->type == REDIS_REPLY_STRING
+					? strdup(r->element[2]->str)
+					: strdup("");
 			if (!*prev)
 				*prev = strdup(""); /* best effort */
 		}
@@ -1417,7 +1591,7 @@ static void keeper_poll(struct redis_backend *rb, const char *resource,
 	struct redis_node *n = &rb->nodes[0];
 	struct redis_note *notes = NULL;
 	char lease[17];
-	char (*hex)[17];
+	char(*hex)[17];
 	const char **extra;
 	redisReply *r;
 	uint64_t epoch;
@@ -1454,7 +1628,8 @@ static void keeper_poll(struct redis_backend *rb, const char *resource,
 			    e->str[0] == 'q')
 				continue;
 			if (reply_u64(e, &tok)) {
-				deliver_grant(rb, epoch, w->wait_id, tok, 1, &notes);
+				deliver_grant(rb, epoch, w->wait_id, tok, 1,
+					      &notes);
 			} else if (!w->cancelling) {
 				/* neither queued nor granted: the server
 				 * lost it (restart, our lease purged) */
@@ -1667,8 +1842,10 @@ static void *keeper_main(void *arg)
 					    w->cancelling || w->busy)
 						continue;
 					if (rb->uri.nnodes > 1) {
-						uint64_t *p = realloc(retry,
-							(nretry + 1) * sizeof(*p));
+						uint64_t *p = realloc(
+							retry,
+							(nretry + 1) *
+								sizeof(*p));
 
 						if (!p)
 							continue;
@@ -1679,22 +1856,26 @@ static void *keeper_main(void *arg)
 					size_t s;
 
 					for (s = 0; s < nsets; s++)
-						if (strcmp(sets[s].resource, w->res) == 0)
+						if (strcmp(sets[s].resource,
+							   w->res) == 0)
 							break;
 					if (s == nsets) {
 						struct redis_pollset *p = realloc(
-							sets, (nsets + 1) * sizeof(*p));
+							sets, (nsets +
+							       1) * sizeof(*p));
 
 						if (!p)
 							continue;
 						sets = p;
 						sets[s] = (struct redis_pollset){
-							strdup(w->res), NULL, 0 };
+							strdup(w->res), NULL, 0
+						};
 						if (!sets[s].resource)
 							continue;
 						nsets++;
 					}
-					uint64_t *ids = realloc(sets[s].ids,
+					uint64_t *ids = realloc(
+						sets[s].ids,
 						(sets[s].n + 1) * sizeof(*ids));
 
 					if (!ids)
@@ -1719,7 +1900,8 @@ static void *keeper_main(void *arg)
 		/* Redlock: a "retry" publish is served at once */
 		if (rb->uri.nnodes > 1) {
 			for (size_t b = 0; b < REDIS_BUCKETS && !rb->kick; b++)
-				for (struct redis_wait *w = rb->waits[b]; w; w = w->next)
+				for (struct redis_wait *w = rb->waits[b]; w;
+				     w = w->next)
 					if (w->woken)
 						rb->kick = true;
 		}
@@ -1816,15 +1998,20 @@ static int redis_open(const struct dl_backend_conf *conf,
 		return ret;
 	}
 	snprintf(rb->host_id, sizeof(rb->host_id), "%s", conf->host_id);
+	snprintf(rb->ttl, sizeof(rb->ttl), "%d", rb->uri.ttl_ms);
+	snprintf(rb->delay, sizeof(rb->delay), "%d", rb->uri.lock_delay_ms);
 	rb->inc_base = conf->incarnation;
 	rb->epoch = 1;
 	rb->majority = (unsigned)rb->uri.nnodes / 2 + 1;
 	rb->margin_ms = rb->uri.ttl_ms / 10 > 500 ? rb->uri.ttl_ms / 10 : 500;
 	rb->drift_ms = rb->uri.nnodes > 1 ? rb->uri.ttl_ms / 100 + 2 : 0;
 	user = conf->config ? dl_config_get(conf->config, "redis_user") : NULL;
-	pw = conf->config ? dl_config_get(conf->config, "redis_password") : NULL;
+	pw = conf->config ? dl_config_get(conf->config, "redis_password")
+			  : NULL;
 	snprintf(rb->user, sizeof(rb->user), "%s",
-		 rb->uri.user[0] ? rb->uri.user : user ? user : "");
+		 rb->uri.user[0] ? rb->uri.user
+		 : user		 ? user
+				 : "");
 	if (pw && *pw) {
 		rb->password = strdup(pw);
 		if (!rb->password) {
@@ -1839,7 +2026,7 @@ static int redis_open(const struct dl_backend_conf *conf,
 	pthread_cond_init(&rb->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	rb->nodes = calloc(rb->uri.nnodes, sizeof(*rb->nodes));
-	if (!rb->nodes) {
+	if (!rb->nodes || redis_library_init(rb) < 0) {
 		snprintf(err, errlen, "out of memory");
 		ret = -ENOMEM;
 		goto out_close;
@@ -1864,13 +2051,14 @@ static int redis_open(const struct dl_backend_conf *conf,
 		uint64_t epoch;
 
 		c = redis_connect(rb, n, false, why, sizeof(why));
-		if (c && redis_load_script(rb, c, why, sizeof(why)) == 0) {
+		if (c && redis_load_script(rb, c, n, why, sizeof(why)) == 0) {
 			n->pool[0].c = c;
 			n->up = true;
 			if (node_lease(rb, n, lease, &epoch) == 0)
 				reached++;
 			else
-				snprintf(why, sizeof(why), "lease registration failed");
+				snprintf(why, sizeof(why),
+					 "lease registration failed");
 		} else {
 			if (c)
 				redisFree(c);
@@ -1880,9 +2068,10 @@ static int redis_open(const struct dl_backend_conf *conf,
 		}
 	}
 	if (reached < rb->majority) {
-		snprintf(err, errlen, "cannot reach Redis (%u of %zu node(s) "
-			 "answered, %u needed): %s", reached, rb->uri.nnodes,
-			 rb->majority, why);
+		snprintf(err, errlen,
+			 "cannot reach Redis (%u of %zu node(s) "
+			 "answered, %u needed): %s",
+			 reached, rb->uri.nnodes, rb->majority, why);
 		ret = -ENOLCK;
 		goto out_close;
 	}
@@ -1905,10 +2094,11 @@ static int redis_open(const struct dl_backend_conf *conf,
 			 strerror(-ret));
 		goto out_close;
 	}
-	dl_log(DL_LOG_INFO, "redis: %zu node(s), prefix %s, lease %d ms, "
-	       "lock-delay %d ms%s", rb->uri.nnodes, rb->uri.prefix,
-	       rb->uri.ttl_ms, rb->uri.lock_delay_ms,
-	       rb->uri.nnodes > 1 ? " (Redlock)" : "");
+	dl_log(DL_LOG_INFO,
+	       "redis: %zu node(s), prefix %s, lease %d ms, "
+	       "lock-delay %d ms%s",
+	       rb->uri.nnodes, rb->uri.prefix, rb->uri.ttl_ms,
+	       rb->uri.lock_delay_ms, rb->uri.nnodes > 1 ? " (Redlock)" : "");
 	*out = &rb->base;
 	return 0;
 
@@ -1948,7 +2138,8 @@ static void redis_close(struct dl_backend *be)
 					ts.tv_sec++;
 					ts.tv_nsec -= 1000000000;
 				}
-				ret = pthread_timedjoin_np(n->sub_thread, NULL, &ts);
+				ret = pthread_timedjoin_np(n->sub_thread, NULL,
+							   &ts);
 				if (ret != ETIMEDOUT)
 					break;
 				pthread_mutex_lock(&rb->mutex);
@@ -1996,6 +2187,7 @@ static void redis_close(struct dl_backend *be)
 		free(j);
 	}
 	free(rb->nodes);
+	free(rb->fn_text);
 	if (rb->password) {
 		explicit_bzero(rb->password, strlen(rb->password));
 		free(rb->password);
@@ -2142,9 +2334,12 @@ static int redis_release_owner(struct dl_backend *be, const char *resource,
 			       uint64_t max_token)
 {
 	struct redis_backend *rb = redis_of(be);
-	struct dl_lock_req req = { .resource = resource, .space = space,
-				   .type = DL_UNLCK, .start = 0,
-				   .end = DL_RANGE_EOF, .owner = owner };
+	struct dl_lock_req req = { .resource = resource,
+				   .space = space,
+				   .type = DL_UNLCK,
+				   .start = 0,
+				   .end = DL_RANGE_EOF,
+				   .owner = owner };
 	unsigned ok = 0, still = 0;
 	char max[24];
 
@@ -2177,6 +2372,41 @@ static int redis_release_owner(struct dl_backend *be, const char *resource,
 	return popcount(ok) >= rb->majority ? 0 : -ENOLCK;
 }
 
+/*
+ * An administrator breaks @resource on every node: its holders' daemons
+ * learn it through their channel or their next renewal.  0, -ENOENT when
+ * nothing was held, -ENOLCK when no node answered.
+ */
+static int redis_break_lock(struct dl_backend *be, const char *resource)
+{
+	struct redis_backend *rb = redis_of(be);
+	unsigned ok = 0;
+	int64_t removed = 0;
+
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+		redisReply *r;
+		char lease[17];
+		uint64_t epoch;
+
+		if (node_lease(rb, n, lease, &epoch) < 0 ||
+		    node_script(rb, n, "break", resource, lease, 0, NULL, NULL,
+				&r, NULL) < 0)
+			continue;
+		ok |= 1u << i;
+		if (r->elements && reply_int(r->element[0]) > 0)
+			removed += reply_int(r->element[0]);
+		freeReplyObject(r);
+	}
+	if (!ok)
+		return -ENOLCK;
+	dl_log(DL_LOG_NOTICE,
+	       "redis: lock of %s broken (%" PRId64 " owner record(s) on %u "
+	       "node(s))",
+	       resource, removed, popcount(ok));
+	return removed ? 0 : -ENOENT;
+}
+
 static bool info_fill(struct redis_backend *rb, redisReply **e,
 		      struct dl_lock_info *info, const char *space,
 		      bool waiting)
@@ -2197,8 +2427,8 @@ static bool info_fill(struct redis_backend *rb, redisReply **e,
 		info->token = 0;
 	info->since_ms = reply_int(e[7]);
 	if (e[8]->type == REDIS_REPLY_STRING)
-		snprintf(info->host, sizeof(info->host), "%.*s",
-			 (int)e[8]->len, e[8]->str);
+		snprintf(info->host, sizeof(info->host), "%.*s", (int)e[8]->len,
+			 e[8]->str);
 	pthread_mutex_lock(&rb->mutex);
 	lease_name(rb, rb->epoch, mine);
 	pthread_mutex_unlock(&rb->mutex);
@@ -2225,9 +2455,12 @@ static int redis_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 			continue;
 		answered++;
 		if (r->elements >= 10 && reply_int(r->element[0]) == 1) {
-			char space[2] = { req->space == DL_SPACE_FLOCK ? '0' : '1', 0 };
+			char space[2] = { req->space == DL_SPACE_FLOCK ? '0'
+								       : '1',
+					  0 };
 
-			if (info_fill(rb, r->element + 1, conflict, space, false))
+			if (info_fill(rb, r->element + 1, conflict, space,
+				      false))
 				ret = 1;
 		}
 		freeReplyObject(r);
@@ -2267,8 +2500,11 @@ static int redis_list_one(struct redis_backend *rb, const char *resource,
 		if (e[0]->type != REDIS_REPLY_STRING ||
 		    e[1]->type != REDIS_REPLY_STRING)
 			continue;
-		if (info_fill(rb, e + 2, &v[n], e[1]->str, e[0]->str[0] == 'w'))
+		if (info_fill(rb, e + 2, &v[n], e[1]->str,
+			      e[0]->str[0] == 'w')) {
+			v[n].resource = resource;
 			n++;
+		}
 	}
 	freeReplyObject(r);
 	for (size_t i = 0; i < n && !*stop; i++)
@@ -2298,8 +2534,8 @@ static int redis_list(struct dl_backend *be, const char *resource,
 			 *kind);
 		snprintf(cursor, sizeof(cursor), "0");
 		do {
-			const char *argv[6] = { "SCAN", cursor, "MATCH", pattern,
-						"COUNT", "500" };
+			const char *argv[6] = { "SCAN",	 cursor,  "MATCH",
+						pattern, "COUNT", "500" };
 			redisReply *r;
 
 			c = conn_get(rb, &rb->nodes[0]);
@@ -2358,7 +2594,8 @@ static int redis_status(struct dl_backend *be, char *buf, size_t len)
 	held = rb->nheld;
 	waiting = rb->nwaits;
 	pthread_mutex_unlock(&rb->mutex);
-	snprintf(buf, len, "health=%s nodes=%u/%zu lease_ms=%d "
+	snprintf(buf, len,
+		 "health=%s nodes=%u/%zu lease_ms=%d "
 		 "last_renew_ms_ago=%" PRId64 " held=%zu waiting=%zu",
 		 up >= rb->majority ? "ok" : "down", up, rb->uri.nnodes,
 		 rb->uri.ttl_ms, ago, held, waiting);
@@ -2382,4 +2619,5 @@ const struct dl_backend_ops dl_redis_ops = {
 	.getlk = redis_getlk,
 	.list = redis_list,
 	.status = redis_status,
+	.break_lock = redis_break_lock,
 };

@@ -1,6 +1,10 @@
 -- redis.lua - every lock decision of the Redis backend, run atomically on
--- the server (EVALSHA).  One script, dispatched on ARGV[1], so one SHA is
--- loaded per connection.  backend/redis.c builds it into the daemon.
+-- the server.  backend/redis.c builds it into the daemon and, on Redis >= 7,
+-- loads it once as a function library (FUNCTION LOAD, then one FCALL per
+-- request): the helpers below are then created once, not on every call.
+-- On an older server (or where FUNCTION LOAD is refused) the same text runs
+-- as a script with EVALSHA; its last lines tell the two apart.  Either way
+-- one entry point, dispatched on ARGV[1].
 --
 -- Keys (P = prefix, [A-Za-z0-9_.-] only; R = the resource's raw bytes,
 -- always last, so no two (kind, resource) pairs share a key):
@@ -13,9 +17,12 @@
 --   P:hosts          hash LEASE -> host id
 --   P:token, P:seq   counters: fencing tokens (strictly growing, hence per
 --                    resource too) and FIFO arrival order
+--   P:l:LEASE        set 'SPACE OWNER RESOURCE': locks of LEASE broken by an
+--                    administrator, until its next renewal reads them
 --   P:x:LEASE        hash WAITID -> token: grants made to a queued request
 --                    (read by the safety re-check and by cancel)
---   channel P:inc:LEASE  'G WAITID TOKEN' (granted) or 'W WAITID' (retry)
+--   channel P:inc:LEASE  'G WAITID TOKEN' (granted), 'W WAITID' (retry) or
+--                    'L SPACE OWNER RESOURCE' (broken by an administrator)
 --
 -- Offsets are 16-digit lower-case hex strings: string order is numeric
 -- order and every uint64 (DL_RANGE_EOF = ffff...) is exact, which Lua's
@@ -23,14 +30,20 @@
 --
 -- Common ARGV: [1] op, [2] P, [3] caller's LEASE (16 hex), [4] ttl ms,
 -- [5] lock-delay ms.  Replies are arrays; see each op.
+--
+-- Cost: a request reads only its resource's two hashes, the leases of the
+-- records found there (one HMGET, the caller's included) and, when it may
+-- grant, the lock-delay key; it publishes only to a waiter it serves.  The
+-- state below is per call: dispatch() resets every piece of it first, so
+-- nothing leaks from one call to the next when the library stays loaded.
 
-if redis.replicate_commands then redis.replicate_commands() end
+-- run by EVALSHA, the script gets its arguments as globals; a function
+-- gets them as parameters of each call
+local EVAL_KEYS, EVAL_ARGV
+if not redis.register_function then EVAL_KEYS, EVAL_ARGV = KEYS, ARGV end
 
-local OP, P, ME = ARGV[1], ARGV[2], ARGV[3]
-local TTL, DELAY = tonumber(ARGV[4]), tonumber(ARGV[5])
-local tm = redis.call('TIME')
-local NOW = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
-local LEASES, HOSTS = P .. ':leases', P .. ':hosts'
+local KEYS, ARGV -- of the current call
+local P, ME, TTL, DELAY, NOW, LEASES, HOSTS
 local ZERO = '0000000000000000'
 
 -- ---------------------------------------------------------------- hex
@@ -120,8 +133,10 @@ local function apply(v, t, s, e, tok, since, pid)
 end
 
 -- ---------------------------------------------------------------- state
--- G: field -> raw value of KEYS[1]; W: field -> raw value of KEYS[2]
-local G, W = {}, {}
+-- Per call: G: field -> raw value of KEYS[1]; W: field -> raw value of
+-- KEYS[2]; PG: field -> G[field] parsed, filled on demand and kept in step
+-- by put(); DLY: the end of the lock-delay (server ms, 0 none) once read.
+local G, W, PG, DLY
 
 local function hash_load(key)
 	local h, r = {}, redis.call('HGETALL', key)
@@ -137,13 +152,29 @@ local function alive(lease)
 	return x and tonumber(x) > NOW
 end
 
--- Drop the records and waiters of dead leases; a lock freed by a lease
--- expiry (not a release) keeps the resource unavailable until
--- expiry + lock-delay, so a frozen holder learns of its loss first.
-local function load_and_purge()
+local function parsed(f)
+	local v = PG[f]
+	if not v then v = parse(G[f]); PG[f] = v end
+	return v
+end
+
+local function delay_end()
+	if not DLY then DLY = tonumber(redis.call('GET', KEYS[3]) or '0') end
+	return DLY
+end
+
+local function delayed() return delay_end() > NOW end
+
+-- Load the resource's records and drop those of dead leases; a lock freed
+-- by a lease expiry (not a release) keeps the resource unavailable until
+-- expiry + lock-delay, so a frozen holder learns of its loss first.  With
+-- @me, the caller's own lease is read in the same HMGET: false (nothing
+-- written) when it is gone.
+local function load_and_purge(me)
 	G = hash_load(KEYS[1])
 	W = hash_load(KEYS[2])
 	local seen, leases = {}, {}
+	if me then seen[ME] = true; leases[1] = ME end
 	for f in pairs(G) do
 		local l = lease_of_g(f)
 		if not seen[l] then seen[l] = true; leases[#leases + 1] = l end
@@ -152,20 +183,23 @@ local function load_and_purge()
 		local l = lease_of_w(f)
 		if not seen[l] then seen[l] = true; leases[#leases + 1] = l end
 	end
-	if #leases == 0 then return end
+	if #leases == 0 then return true end
 	local exp = redis.call('HMGET', LEASES, unpack(leases))
-	local dead, untilms = {}, 0
+	local dead, ndead, untilms = {}, 0, 0
 	for i = 1, #leases do
 		local x = exp[i] and tonumber(exp[i])
 		if not x or x <= NOW then
+			if me and i == 1 then return false end
 			dead[leases[i]] = x or 0
+			ndead = ndead + 1
 		end
 	end
+	if ndead == 0 then return true end
 	for f in pairs(G) do
 		local x = dead[lease_of_g(f)]
 		if x then
 			redis.call('HDEL', KEYS[1], f)
-			G[f] = nil
+			G[f] = nil; PG[f] = nil
 			if x > 0 and x + DELAY > untilms then untilms = x + DELAY end
 		end
 	end
@@ -175,26 +209,20 @@ local function load_and_purge()
 			W[f] = nil
 		end
 	end
-	if untilms > NOW then
-		local cur = tonumber(redis.call('GET', KEYS[3]) or '0')
-		if untilms > cur then
-			redis.call('SET', KEYS[3], untilms, 'PX', untilms - NOW)
-		end
+	if untilms > NOW and untilms > delay_end() then
+		redis.call('SET', KEYS[3], untilms, 'PX', untilms - NOW)
+		DLY = untilms
 	end
-end
-
-local function delayed()
-	local d = redis.call('GET', KEYS[3])
-	return d and tonumber(d) > NOW
+	return true
 end
 
 -- the granted lock of another owner in @space that blocks (t, s, e), the
 -- one with the lowest start; returns field, range
 local function conflict(space, oid, t, s, e)
 	local bf, bl = nil, nil
-	for f, v in pairs(G) do
+	for f in pairs(G) do
 		if string.sub(f, 1, 1) == space and string.sub(f, 2) ~= oid then
-			for _, l in ipairs(parse(v)) do
+			for _, l in ipairs(parsed(f)) do
 				if (l.t == 'W' or t == 'W') and
 				   overlap(l.s, l.e, s, e) and
 				   (not bl or l.s < bl.s) then
@@ -213,6 +241,7 @@ local function put(f, v)
 		local s = unparse(v)
 		redis.call('HSET', KEYS[1], f, s); G[f] = s
 	end
+	PG[f] = v
 end
 
 local function waiters_sorted()
@@ -243,7 +272,7 @@ local function grant_waiters()
 			if w.mode == 'g' then
 				local tok = redis.call('INCR', P .. ':token')
 				local f = w.space .. oid
-				put(f, apply(parse(G[f]), w.t, w.s, w.e, tok, NOW, w.pid))
+				put(f, apply(parsed(f), w.t, w.s, w.e, tok, NOW, w.pid))
 				redis.call('HDEL', KEYS[2], w.f); W[w.f] = nil
 				redis.call('HSET', P .. ':x:' .. lease, wid, tok)
 				redis.call('PUBLISH', chan, 'G ' .. wid .. ' ' .. tok)
@@ -262,15 +291,14 @@ end
 local function op_lock()
 	local space, t, s, e, owner = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 	local pid, wid, mode = ARGV[11], ARGV[12], ARGV[13]
-	if not alive(ME) then return { -1 } end
-	load_and_purge()
+	if not load_and_purge(true) then return { -1 } end
 	local oid = ME .. '/' .. owner
 	local f = space .. oid
 	local wf = ME .. '/' .. wid
 	if space == '0' and G[f] then
 		-- flock(2): the same mode again is a no-op; a conversion
 		-- first drops the old lock (waking others), as on Linux
-		local cur = parse(G[f])
+		local cur = parsed(f)
 		if cur[1] and cur[1].t == t then
 			if W[wf] then redis.call('HDEL', KEYS[2], wf); W[wf] = nil end
 			return { 1, tonumber(cur[1].tok), G[f] }
@@ -290,7 +318,7 @@ local function op_lock()
 	end
 	local prev = G[f] or ''
 	local tok = redis.call('INCR', P .. ':token')
-	put(f, apply(parse(G[f]), t, s, e, tok, NOW, pid))
+	put(f, apply(parsed(f), t, s, e, tok, NOW, pid))
 	if wid ~= '' and W[wf] then redis.call('HDEL', KEYS[2], wf); W[wf] = nil end
 	-- a POSIX conversion to shared may unblock readers
 	if space == '1' then grant_waiters() end
@@ -302,7 +330,7 @@ local function op_unlock()
 	local space, s, e, owner = ARGV[6], ARGV[8], ARGV[9], ARGV[10]
 	load_and_purge()
 	local f = space .. ME .. '/' .. owner
-	if G[f] then put(f, apply(parse(G[f]), 'U', s, e, '0', '0', '0')) end
+	if G[f] then put(f, apply(parsed(f), 'U', s, e, '0', '0', '0')) end
 	grant_waiters()
 	return { G[f] and 1 or 0 }
 end
@@ -315,7 +343,7 @@ local function op_release()
 	load_and_purge()
 	local f, max = ARGV[6] .. ME .. '/' .. ARGV[10], tonumber(ARGV[11])
 	local keep = {}
-	for _, l in ipairs(parse(G[f])) do
+	for _, l in ipairs(parsed(f)) do
 		if tonumber(l.tok) > max then keep[#keep + 1] = l end
 	end
 	if G[f] then put(f, keep) end
@@ -382,7 +410,7 @@ local function op_list()
 	for _, f in ipairs(fields) do
 		local lease = lease_of_g(f)
 		local host = host_of(lease)
-		for _, l in ipairs(parse(G[f])) do
+		for _, l in ipairs(parsed(f)) do
 			for _, x in ipairs({ 'g', string.sub(f, 1, 1), l.t, l.s, l.e,
 					     lease, string.sub(f, 19), l.pid,
 					     l.tok, l.since, host }) do
@@ -398,6 +426,29 @@ local function op_list()
 		end
 	end
 	return out
+end
+
+-- break: an administrator removes every granted lock of the resource.
+-- Each owner's daemon is told 'L SPACE OWNER RESOURCE' on its lease's
+-- channel and, in case it misses the publish, through P:l:LEASE, which its
+-- next renewal reads; then the waiters are served -> {locks removed}
+local function op_break()
+	load_and_purge()
+	local res = string.sub(KEYS[1], #P + 4)
+	local n = 0
+	for f in pairs(G) do
+		local lease = lease_of_g(f)
+		local entry = string.sub(f, 1, 1) .. ' ' .. string.sub(f, 19) ..
+			' ' .. res
+		redis.call('HDEL', KEYS[1], f)
+		G[f] = nil; PG[f] = nil
+		redis.call('SADD', P .. ':l:' .. lease, entry)
+		redis.call('PEXPIRE', P .. ':l:' .. lease, 2 * TTL)
+		redis.call('PUBLISH', P .. ':inc:' .. lease, 'L ' .. entry)
+		n = n + 1
+	end
+	grant_waiters()
+	return { n }
 end
 
 -- forget leases dead for an hour: long past any lock-delay
@@ -421,7 +472,9 @@ local function op_reg()
 end
 
 -- renew: [6...] WAITIDs whose grants were delivered (forgotten here)
--- -> {1} renewed, {-1} the lease was gone or expired: never revive it
+-- -> {1, broken...} renewed, with the 'SPACE OWNER RESOURCE' entries of
+-- locks an administrator broke since; {-1} the lease was gone or expired:
+-- never revive it
 local function op_renew()
 	if not alive(ME) then return { -1 } end
 	redis.call('HSET', LEASES, ME, NOW + TTL)
@@ -429,7 +482,11 @@ local function op_renew()
 		redis.call('HDEL', P .. ':x:' .. ME, unpack(ARGV, 6))
 	end
 	if NOW % 16 == 0 then gc_leases() end -- now and then
-	return { 1 }
+	local out = { 1 }
+	local lkey = P .. ':l:' .. ME
+	for _, e in ipairs(redis.call('SMEMBERS', lkey)) do out[#out + 1] = e end
+	if #out > 1 then redis.call('DEL', lkey) end
+	return out
 end
 
 -- drop: end the caller's lease now (its holder gave its locks up as lost)
@@ -441,7 +498,29 @@ end
 local ops = { lock = op_lock, unlock = op_unlock, release = op_release,
 	      undo = op_undo, cancel = op_cancel, poll = op_poll,
 	      getlk = op_getlk, list = op_list, reg = op_reg,
-	      renew = op_renew, drop = op_drop }
-local fn = ops[OP]
-if not fn then return redis.error_reply('dlockfs: unknown op') end
-return fn()
+	      renew = op_renew, drop = op_drop, ['break'] = op_break }
+
+-- one request: reset every piece of per-call state, then run its op
+local function dispatch(keys, argv)
+	local fn = ops[argv[1]]
+	if not fn then return redis.error_reply('dlockfs: unknown op') end
+	KEYS, ARGV = keys, argv
+	P, ME = argv[2], argv[3]
+	TTL, DELAY = tonumber(argv[4]), tonumber(argv[5])
+	local tm = redis.call('TIME')
+	NOW = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+	LEASES, HOSTS = P .. ':leases', P .. ':hosts'
+	G, W, PG, DLY = {}, {}, {}, nil
+	return fn()
+end
+
+if redis.register_function then
+	-- FUNCTION LOAD: backend/redis.c declares DLOCKFS_FUNCTION, a name
+	-- that changes with this text, so daemons of different versions
+	-- sharing one server never call each other's code
+	redis.register_function(DLOCKFS_FUNCTION, dispatch)
+else
+	-- EVALSHA: a write after TIME needs effects replication (Redis < 5)
+	if redis.replicate_commands then redis.replicate_commands() end
+	return dispatch(EVAL_KEYS, EVAL_ARGV)
+end

@@ -2649,7 +2649,7 @@ static int zk_status(struct dl_backend *be, char *buf, size_t len)
 	snprintf(buf, len,
 		 "health=%s session=0x%" PRIx64 " timeout_ms=%d "
 		 "held=%zu waiting=%zu wakeups=%" PRIu64 " sessions_lost="
-							 "%" PRIu64,
+		 "%" PRIu64,
 		 zb->sess ? zk_state_name(zb->state) : "expired", (uint64_t)sid,
 		 zb->negotiated_ms ? zb->negotiated_ms : zb->timeout_ms, held,
 		 zb->nwaiters, zb->wakeups, zb->sessions_lost);

@@ -18,6 +18,9 @@ setup() { # setup DIR [meson options...]
 	fi
 }
 
+# the C sources follow .clang-format (kernel style)
+git ls-files -z '*.c' '*.h' | xargs -0 clang-format --style=file --dry-run -Werror
+
 setup build-ci -Dwerror=true
 ninja -C build-ci >/dev/null
 setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false

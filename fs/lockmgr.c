@@ -680,7 +680,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		hold_add(lm, o, &w->req, token, &w->spare);
 	dl_log(DL_LOG_DEBUG,
 	       "%s %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%" PRIx64 " pid=%u:"
-								      " %s",
+	       " %s",
 	       ret == 0 ? "granted" : "refused", o->resource,
 	       space_name(w->req.space), type_name(w->req.type), w->req.start,
 	       w->req.end, w->req.owner, w->req.pid,

@@ -669,12 +669,12 @@ static void check_against_model(const struct dl_range_set *set,
 			if (p->owner == l->owner) {
 				REQUIRE(p->end < l->start,
 					"seed=%" PRIu64 " op=%d: overlap at "
-							"%zu",
+					"%zu",
 					seed, op, i);
 				REQUIRE(p->type != l->type ||
 						l->start - 1 > p->end,
 					"seed=%" PRIu64 " op=%d: unmerged at "
-							"%zu",
+					"%zu",
 					seed, op, i);
 			}
 		}
