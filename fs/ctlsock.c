@@ -29,6 +29,13 @@
  *    passed on, and children that do not run the shim at all.
  *  - named locks (dlockctl run) belong to the connection that took them.
  *
+ * Lost locks (a break, a lease that ended) fail the holder's writes with
+ * EIO, as Linux NFS does: each client process that asks (DLP_FENCE, after
+ * a grant) gets a fence page (proto.h), a memfd shared read-only with it,
+ * where ctl_lost() has the socket thread set the file's slot lost.  A
+ * POSIX lock marks its process; a flock/OFD lock every fenced process
+ * still holding the description.
+ *
  * Threads: everything here runs on the socket thread except ctl_done()
  * and ctl_lost(), which only queue a record under ctlsock.qmutex and wake
  * the thread through an eventfd.  Objects are freed only on the socket
@@ -53,6 +60,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -103,6 +111,17 @@ struct ctl_proc {
 	/* files where it may hold POSIX locks (each holds an obj ref) */
 	struct ctl_obj **posix;
 	size_t nposix, capposix;
+	/* its fence page (proto.h), made at its first FENCE; -1, NULL */
+	int fence_fd;
+	struct dl_fence_slot *fence;
+};
+
+/* a lost lock, from the manager's hook to the socket thread */
+struct ctl_lost {
+	struct ctl_lost *next;
+	uint64_t obj;
+	enum dl_space space;
+	uint64_t owner;
 };
 
 struct ctl_desc {
@@ -181,6 +200,7 @@ struct ctlsock {
 	pthread_mutex_t qmutex;
 	pthread_cond_t qcond;
 	struct ctl_pend *qhead, *qtail;
+	struct ctl_lost *lost;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -305,6 +325,10 @@ static void proc_free_maybe(struct ctlsock *cs, struct ctl_proc *p)
 	*pp = p->next;
 	cs->nprocs--;
 	free(p->posix);
+	if (p->fence)
+		munmap(p->fence, DL_FENCE_PAGE_SIZE);
+	if (p->fence_fd >= 0)
+		close(p->fence_fd);
 	free(p);
 }
 
@@ -348,6 +372,7 @@ static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid)
 	if (!p)
 		return NULL;
 	p->pid = pid;
+	p->fence_fd = -1;
 	p->pidfd = ctl_pidfd_open(pid);
 	if (p->pidfd < 0) {
 		free(p);
@@ -704,6 +729,69 @@ static void ctl_done(void *arg, int err)
 	ctl_wake(cs);
 }
 
+/* the manager's lost hook (any thread): queue it for the socket thread */
+static void ctl_lost(void *ctx, uint64_t obj, enum dl_space space,
+		     uint64_t owner)
+{
+	struct ctlsock *cs = ctx;
+	struct ctl_lost *l = malloc(sizeof(*l));
+
+	if (!l) {
+		dl_log(DL_LOG_ERR,
+		       "ctl: lost lock of owner %016" PRIx64 ": no memory to "
+		       "fence its writes",
+		       owner);
+		return;
+	}
+	*l = (struct ctl_lost){ NULL, obj, space, owner };
+	pthread_mutex_lock(&cs->qmutex);
+	l->next = cs->lost;
+	cs->lost = l;
+	pthread_mutex_unlock(&cs->qmutex);
+	ctl_wake(cs);
+}
+
+/* set the slots of (@dev, @ino) in @p's fence page lost */
+static void fence_mark(struct ctl_proc *p, dev_t dev, ino_t ino)
+{
+	if (!p->fence || p->dead)
+		return;
+	for (size_t i = 0; i < DL_FENCE_SLOTS; i++) {
+		struct dl_fence_slot *s = &p->fence[i];
+
+		if (s->used && s->dev == dev && s->ino == ino &&
+		    !__atomic_load_n(&s->lost, __ATOMIC_RELAXED)) {
+			__atomic_store_n(&s->lost, 1, __ATOMIC_RELEASE);
+			dl_log(DL_LOG_NOTICE,
+			       "ctl: pid %d: lock lost, its writes to %ju:%ju "
+			       "now fail with EIO",
+			       (int)p->pid, (uintmax_t)dev, (uintmax_t)ino);
+		}
+	}
+}
+
+/* a lock of @l->owner on @l->obj is lost: fence its holders' writes */
+static void fence_lost(struct ctlsock *cs, const struct ctl_lost *l)
+{
+	struct ctl_obj *o;
+
+	for (o = cs->objs; o && o->id != l->obj; o = o->next)
+		;
+	if (!o || o->named)
+		return;
+	for (struct ctl_proc *p = cs->procs; p; p = p->next)
+		if (p->owner == l->owner)
+			fence_mark(p, o->dev, o->ino);
+	for (struct ctl_desc *d = cs->descs; d; d = d->next) {
+		if (d->owner != l->owner)
+			continue;
+		for (struct ctl_proc *p = cs->procs; p; p = p->next)
+			if (p->fence && !p->dead &&
+			    proc_has_desc(cs, p->pid, d->fd))
+				fence_mark(p, o->dev, o->ino);
+	}
+}
+
 static void conn_forget_pend(struct ctl_conn *c, struct ctl_pend *p)
 {
 	struct ctl_pend **pp;
@@ -776,6 +864,7 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 static void ctl_drain(struct ctlsock *cs)
 {
 	struct ctl_pend *p;
+	struct ctl_lost *l;
 	uint64_t v;
 
 	if (read(cs->wakefd, &v, sizeof(v)) < 0 && errno != EAGAIN)
@@ -783,12 +872,21 @@ static void ctl_drain(struct ctlsock *cs)
 	pthread_mutex_lock(&cs->qmutex);
 	p = cs->qhead;
 	cs->qhead = cs->qtail = NULL;
+	l = cs->lost;
+	cs->lost = NULL;
 	pthread_mutex_unlock(&cs->qmutex);
 	while (p) {
 		struct ctl_pend *next = p->qnext;
 
 		pend_complete(cs, p);
 		p = next;
+	}
+	while (l) {
+		struct ctl_lost *next = l->next;
+
+		fence_lost(cs, l);
+		free(l);
+		l = next;
 	}
 }
 
@@ -1148,7 +1246,130 @@ static int do_closed(struct ctl_req *r)
 		if (p->posix[i]->dev == dev && p->posix[i]->ino == ino)
 			proc_release_posix(cs, p, i);
 	desc_check_many(cs, true, dev, ino, p->pid);
+	/* its last descriptor of the file: the fence slots are free again */
+	if (p->fence && !proc_has_inode(p->pid, dev, ino))
+		for (size_t i = 0; i < DL_FENCE_SLOTS; i++)
+			if (p->fence[i].used && p->fence[i].dev == dev &&
+			    p->fence[i].ino == ino) {
+				__atomic_store_n(&p->fence[i].lost, 0,
+						 __ATOMIC_RELAXED);
+				p->fence[i].used = 0;
+				p->fence[i].dev = p->fence[i].ino = 0;
+			}
 	return 0;
+}
+
+/* make @p's fence page: a sealed memfd we map writable */
+static int fence_create(struct ctl_proc *p)
+{
+	int fd, ret;
+	void *m;
+
+	fd = memfd_create("dlock-fence", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, DL_FENCE_PAGE_SIZE) == -1 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) ==
+		    -1)
+		goto out_close;
+	m = mmap(NULL, DL_FENCE_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+		 fd, 0);
+	if (m == MAP_FAILED)
+		goto out_close;
+	p->fence_fd = fd;
+	p->fence = m;
+	return 0;
+
+out_close:
+	ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/* send @m with descriptor @fd now (the shim waits for it: nothing is
+ * queued before it); false when the connection must be dropped */
+static bool conn_send_fd(struct ctl_conn *c, const struct dl_proto_msg *m,
+			 int fd)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	unsigned char buf[DL_PROTO_HDR_LEN + 64];
+	struct iovec iov;
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl.b,
+			     .msg_controllen = sizeof(ctl.b) };
+	int len = proto_encode(m, buf, sizeof(buf));
+
+	if (len < 0 || c->out)
+		return false;
+	iov = (struct iovec){ buf, (size_t)len };
+	memset(&ctl, 0, sizeof(ctl));
+	CMSG_FIRSTHDR(&mh)->cmsg_level = SOL_SOCKET;
+	CMSG_FIRSTHDR(&mh)->cmsg_type = SCM_RIGHTS;
+	CMSG_FIRSTHDR(&mh)->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(CMSG_FIRSTHDR(&mh)), &fd, sizeof(int));
+	return sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) == len;
+}
+
+/*
+ * FENCE: a slot in the caller's fence page for the descriptor's file (one
+ * not lost yet), and the page itself, read-only, when asked.
+ */
+static int do_fence(struct ctl_req *r)
+{
+	struct dl_proto_msg rep = { .hdr = { .type = DLP_REPLY,
+					     .id = r->m->hdr.id } };
+	struct ctl_proc *p = r->c->proc;
+	size_t i, free_slot = DL_FENCE_SLOTS;
+	char link[64];
+	struct stat st;
+	int ret, ro;
+	bool ok;
+
+	if (fstat(r->fd, &st) == -1)
+		return -errno;
+	if (!p->fence) {
+		ret = fence_create(p);
+		if (ret < 0) {
+			r->why = "cannot make the fence page";
+			return ret;
+		}
+	}
+	for (i = 0; i < DL_FENCE_SLOTS; i++) {
+		const struct dl_fence_slot *s = &p->fence[i];
+
+		if (!s->used) {
+			if (free_slot == DL_FENCE_SLOTS)
+				free_slot = i;
+		} else if (s->dev == st.st_dev && s->ino == st.st_ino &&
+			   !__atomic_load_n(&s->lost, __ATOMIC_RELAXED)) {
+			break;
+		}
+	}
+	if (i == DL_FENCE_SLOTS) {
+		if (free_slot == DL_FENCE_SLOTS) {
+			r->why = "the fence page is full";
+			return -ENOSPC;
+		}
+		i = free_slot;
+		p->fence[i].dev = st.st_dev;
+		p->fence[i].ino = st.st_ino;
+		p->fence[i].used = 1;
+	}
+	rep.start = i;
+	if (!(r->m->flags & DLP_F_PAGE))
+		return conn_send(r->cs, r->c, &rep) ? 1 : -EPIPE;
+	/* a read-only description of the page for the client */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", p->fence_fd);
+	ro = open(link, O_RDONLY | O_CLOEXEC);
+	if (ro < 0)
+		return -errno;
+	ok = conn_send_fd(r->c, &rep, ro);
+	close(ro);
+	return ok ? 1 : -EPIPE;
 }
 
 static int do_cancel(struct ctl_req *r)
@@ -1342,6 +1563,9 @@ static bool conn_request(struct ctlsock *cs, struct ctl_conn *c,
 	case DLP_BREAK:
 		ret = do_break(&r);
 		break;
+	case DLP_FENCE:
+		ret = do_fence(&r);
+		break;
 	default:
 		ret = -EBADMSG;
 		r.why = "not a request";
@@ -1513,7 +1737,7 @@ static bool conn_input(struct ctlsock *cs, struct ctl_conn *c)
 							    "protocol version "
 							    "(this "
 							    "daemon speaks "
-							    "version 1)"
+							    "version 2)"
 							  : "malformed frame";
 
 		for (int i = 0; i < nfds; i++)
@@ -1682,6 +1906,12 @@ static void ctl_free(struct ctlsock *cs)
 		close(cs->epfd);
 	if (cs->wakefd >= 0)
 		close(cs->wakefd);
+	while (cs->lost) {
+		struct ctl_lost *l = cs->lost;
+
+		cs->lost = l->next;
+		free(l);
+	}
 	pthread_mutex_destroy(&cs->qmutex);
 	pthread_cond_destroy(&cs->qcond);
 	free(cs->rbuf);
@@ -1730,6 +1960,7 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		snprintf(err, errlen, "control socket: %s", strerror(errno));
 		goto out_free;
 	}
+	lockmgr_set_lost_hook(cs->lm, ctl_lost, cs);
 	/* signals are the main thread's business */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1756,6 +1987,7 @@ void ctlsock_stop(struct ctlsock *cs)
 
 	if (!cs)
 		return;
+	lockmgr_set_lost_hook(cs->lm, NULL, NULL);
 	cs->stopping = true;
 	ctl_wake(cs);
 	pthread_join(cs->thread, NULL);
@@ -1786,6 +2018,10 @@ void ctlsock_stop(struct ctlsock *cs)
 		if (p->dead) {
 			cs->procs = p->next;
 			free(p->posix);
+			if (p->fence)
+				munmap(p->fence, DL_FENCE_PAGE_SIZE);
+			if (p->fence_fd >= 0)
+				close(p->fence_fd);
 			free(p);
 			continue;
 		}

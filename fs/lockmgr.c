@@ -101,7 +101,11 @@ struct lockmgr {
 	size_t nwaiters;
 	size_t nholds;
 	size_t nlost;
-	lockmgr_lost_fn lost_hook; /* set once, before use */
+	/* hook_mutex guards lost_hook and lost_ctx and is held while the hook
+	 * runs, so that once lockmgr_set_lost_hook() returns the old hook is
+	 * neither running nor about to; it is a leaf below nothing of ours */
+	pthread_mutex_t hook_mutex;
+	lockmgr_lost_fn lost_hook;
 	void *lost_ctx;
 };
 
@@ -356,8 +360,10 @@ static void cb_lost(void *ctx, const char *resource, enum dl_space space,
 		}
 	}
 	pthread_mutex_unlock(&lm->mutex);
+	pthread_mutex_lock(&lm->hook_mutex);
 	for (size_t i = 0; lm->lost_hook && i < nobjs; i++)
 		lm->lost_hook(lm->lost_ctx, objs[i], space, owner);
+	pthread_mutex_unlock(&lm->hook_mutex);
 }
 
 /* ---- waits: cancel, deadlock, timeout ---------------------------------- */
@@ -1055,8 +1061,10 @@ int lockmgr_break(struct lockmgr *lm, const char *resource)
 
 void lockmgr_set_lost_hook(struct lockmgr *lm, lockmgr_lost_fn fn, void *ctx)
 {
+	pthread_mutex_lock(&lm->hook_mutex);
 	lm->lost_ctx = ctx;
 	lm->lost_hook = fn;
+	pthread_mutex_unlock(&lm->hook_mutex);
 }
 
 /* ---- life cycle -------------------------------------------------------- */
@@ -1083,6 +1091,7 @@ int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,
 	lm->conf.backend.host_id = lm->host_id;
 	lm->waiters.next = lm->waiters.prev = &lm->waiters;
 	pthread_mutex_init(&lm->mutex, NULL);
+	pthread_mutex_init(&lm->hook_mutex, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&lm->timer_cond, &ca);
@@ -1109,6 +1118,7 @@ out_close:
 out_destroy:
 	pthread_cond_destroy(&lm->timer_cond);
 	pthread_mutex_destroy(&lm->mutex);
+	pthread_mutex_destroy(&lm->hook_mutex);
 out_free:
 	free(lm->host_id);
 	free(lm);
@@ -1184,6 +1194,7 @@ void lockmgr_destroy(struct lockmgr *lm)
 	}
 	pthread_cond_destroy(&lm->timer_cond);
 	pthread_mutex_destroy(&lm->mutex);
+	pthread_mutex_destroy(&lm->hook_mutex);
 	free(lm->host_id);
 	free(lm);
 }

@@ -33,6 +33,7 @@ static const struct proto_layout layouts[DLP_TYPE_MAX] = {
 	[DLP_STATUS] = { "STATUS", 0, 0, 0 },
 	[DLP_LIST] = { "LIST", TARGET_FIXED, 0, 2 },
 	[DLP_BREAK] = { "BREAK", TARGET_FIXED, 1, 2 },
+	[DLP_FENCE] = { "FENCE", TARGET_FIXED, 0, 0 },
 	[DLP_REPLY] = { "REPLY", REPLY_FIXED, 0, 3 },
 	[DLP_ITEM] = { "ITEM", REPLY_FIXED, 2, 2 },
 };
@@ -88,6 +89,10 @@ static int proto_check(const struct dl_proto_msg *m)
 		if (m->flags & ~DLP_F_FD)
 			return -EBADMSG;
 		if (fd ? m->nstr != 2 : m->nstr > 1)
+			return -EBADMSG;
+		return 0;
+	case DLP_FENCE:
+		if ((m->flags & ~(DLP_F_FD | DLP_F_PAGE)) || !fd)
 			return -EBADMSG;
 		return 0;
 	case DLP_REPLY:
@@ -151,6 +156,7 @@ int proto_decode(const void *buf, size_t len, struct dl_proto_msg *m)
 		break;
 	case DLP_LIST:
 	case DLP_BREAK:
+	case DLP_FENCE:
 		m->flags = b[0];
 		if (get_le(b + 1, 7))
 			return -EBADMSG;
@@ -245,6 +251,7 @@ int proto_encode(const struct dl_proto_msg *m, void *buf, size_t cap)
 		break;
 	case DLP_LIST:
 	case DLP_BREAK:
+	case DLP_FENCE:
 		b[0] = m->flags;
 		break;
 	case DLP_REPLY:

@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #define DL_PROTO_MAGIC	   0x4b4c4c44u /* "DLLK" */
-#define DL_PROTO_VERSION   1
+#define DL_PROTO_VERSION   2
 #define DL_PROTO_HDR_LEN   16
 #define DL_PROTO_MAX_FRAME 65536 /* header included */
 #define DL_PROTO_MAX_STR   4096
@@ -43,6 +43,7 @@ enum dl_proto_type {
 	DLP_STATUS = 6, /* daemon and backend status */
 	DLP_LIST = 7,	/* holders and waiters: a descriptor, a name, or all */
 	DLP_BREAK = 8,	/* remove every lock of a resource (root only) */
+	DLP_FENCE = 9,	/* watch the descriptor's file for lost locks */
 	/* replies (daemon -> client) */
 	DLP_REPLY = 64, /* the end of the answer to request hdr.id */
 	DLP_ITEM = 65,	/* one lock of a DLP_LIST answer, before its REPLY */
@@ -60,6 +61,27 @@ enum dl_proto_kind {
 
 #define DLP_F_WAIT 0x01 /* queue when blocked */
 #define DLP_F_FD   0x02 /* a descriptor comes with the frame */
+#define DLP_F_PAGE 0x04 /* FENCE: send me my fence page (a descriptor) */
+
+/*
+ * The fence page (version 2): one per client process, made by the daemon
+ * at the process's first FENCE and passed read-only with that reply
+ * (DLP_F_PAGE).  FENCE names a file by the descriptor passed with it; the
+ * reply's start is the slot the daemon keeps for that file in the page.
+ * When a lock of the process on that file is lost, the daemon sets the
+ * slot's lost to 1, so the shim fails writes with EIO without asking; a
+ * later FENCE of the file gets another slot.  A slot (lost or not) is
+ * recycled once the process has told the daemon (CLOSED) of a close that
+ * left it no descriptor of the file.
+ */
+struct dl_fence_slot {
+	uint64_t dev, ino;
+	uint32_t used;
+	uint32_t lost; /* read with an atomic load */
+};
+
+#define DL_FENCE_PAGE_SIZE 65536
+#define DL_FENCE_SLOTS	   (DL_FENCE_PAGE_SIZE / sizeof(struct dl_fence_slot))
 
 /* lock types, as enum dl_lock_type */
 #define DLP_UNLCK 0
@@ -110,7 +132,8 @@ struct dl_proto_msg {
 	 * strings: LOCK/UNLOCK/GETLK with DLP_F_FD: [label, prefix]; named:
 	 * [name].  LIST/BREAK: [] all (LIST only), [name] a resource, or with
 	 * DLP_F_FD [label, prefix].  REPLY: [message] (error text, STATUS
-	 * text), GETLK reply: [host]; ITEM: [resource, host].
+	 * text), GETLK reply: [host]; ITEM: [resource, host].  FENCE: none
+	 * (flags: DLP_F_FD, DLP_F_PAGE).
 	 */
 	struct dl_proto_str str[DL_PROTO_MAX_STRS];
 	unsigned nstr;

@@ -29,6 +29,17 @@
  *    excluded as well; DLOCK_KERNEL_LOCK=0 turns that off.
  *  - Fail closed: no daemon, no lock (ENOLCK and one line on stderr),
  *    unless DLOCK_FALLBACK=local (kernel lock only, one warning).
+ *  - A lost lock (break, lease ended) fails writes with EIO, as Linux NFS
+ *    does: after a grant the descriptor is registered with the daemon
+ *    (DLP_FENCE) and in fence_fds[] (its duplicates too: dup, dup2, dup3,
+ *    F_DUPFD); the daemon sets the file's slot in our read-only fence
+ *    page (proto.h) when the lock is lost.  write and friends on a
+ *    registered descriptor check that slot (two atomic loads, one for any
+ *    other descriptor) and fail with EIO until the descriptor is closed;
+ *    reads are untouched.  A child after fork starts with no registered
+ *    descriptor (its own locks register it again): an inherited flock
+ *    description is fenced in the parent only.  exec drops the
+ *    registrations too.
  *
  * Threads: each call borrows a connection from a small pool (one per call
  * in flight, so a blocked waiter never holds up another thread); the pool
@@ -55,10 +66,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -68,6 +81,7 @@
 #define SHIM_MAX_PATHS 32
 #define SHIM_POOL      8
 #define SHIM_CACHE     64
+#define SHIM_FENCE_FDS 65536 /* descriptors above are not fenced */
 #ifndef FUSE_SUPER_MAGIC
 #define FUSE_SUPER_MAGIC 0x65735546
 #endif
@@ -97,7 +111,23 @@ static int (*real_fcntl)(int, int, ...);
 static int (*real_close)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
+static int (*real_dup)(int);
 static int (*real_fclose)(FILE *);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
+static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
+static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
+static ssize_t (*real_pwritev64)(int, const struct iovec *, int, off64_t);
+static ssize_t (*real_pwritev2)(int, const struct iovec *, int, off_t, int);
+static ssize_t (*real_pwritev64v2)(int, const struct iovec *, int, off64_t,
+				   int);
+static int (*real_ftruncate)(int, off_t);
+static int (*real_ftruncate64)(int, off64_t);
+static int (*real_fallocate)(int, int, off_t, off_t);
+static int (*real_fallocate64)(int, int, off64_t, off64_t);
+static int (*real_posix_fallocate)(int, off_t, off_t);
+static int (*real_posix_fallocate64)(int, off64_t, off64_t);
 
 static void shim_debug(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
@@ -117,7 +147,8 @@ static void shim_debug(const char *fmt, ...)
 	n = (int)strlen(buf);
 	if (n < (int)sizeof(buf) - 1)
 		buf[n++] = '\n';
-	if (write(STDERR_FILENO, buf, (size_t)n) < 0)
+	/* real_write: ours would wait for the shim_init() we may be in */
+	if (real_write && real_write(STDERR_FILENO, buf, (size_t)n) < 0)
 		return;
 }
 
@@ -130,7 +161,23 @@ static void shim_resolve(void)
 	real_close = (int (*)(int))dlsym(RTLD_NEXT, "close");
 	real_dup2 = (int (*)(int, int))dlsym(RTLD_NEXT, "dup2");
 	real_dup3 = (int (*)(int, int, int))dlsym(RTLD_NEXT, "dup3");
+	real_dup = (int (*)(int))dlsym(RTLD_NEXT, "dup");
 	real_fclose = (int (*)(FILE *))dlsym(RTLD_NEXT, "fclose");
+	*(void **)&real_pwrite = dlsym(RTLD_NEXT, "pwrite");
+	*(void **)&real_pwrite64 = dlsym(RTLD_NEXT, "pwrite64");
+	*(void **)&real_writev = dlsym(RTLD_NEXT, "writev");
+	*(void **)&real_pwritev = dlsym(RTLD_NEXT, "pwritev");
+	*(void **)&real_pwritev64 = dlsym(RTLD_NEXT, "pwritev64");
+	*(void **)&real_pwritev2 = dlsym(RTLD_NEXT, "pwritev2");
+	*(void **)&real_pwritev64v2 = dlsym(RTLD_NEXT, "pwritev64v2");
+	*(void **)&real_ftruncate = dlsym(RTLD_NEXT, "ftruncate");
+	*(void **)&real_ftruncate64 = dlsym(RTLD_NEXT, "ftruncate64");
+	*(void **)&real_fallocate = dlsym(RTLD_NEXT, "fallocate");
+	*(void **)&real_fallocate64 = dlsym(RTLD_NEXT, "fallocate64");
+	*(void **)&real_posix_fallocate = dlsym(RTLD_NEXT, "posix_fallocate");
+	*(void **)&real_posix_fallocate64 = dlsym(RTLD_NEXT, "posix_"
+							     "fallocate64");
+	*(void **)&real_write = dlsym(RTLD_NEXT, "write");
 }
 
 /* one DLOCK_PATHS entry: PREFIX or LABEL=PREFIX */
@@ -328,6 +375,63 @@ static bool files_has(dev_t dev, ino_t ino)
 	return found;
 }
 
+/*
+ * Fencing: fence_fds[fd] is 1 + the slot of fd's file in fence_page, or 0
+ * for a descriptor never locked through the shim.  Lock-free: written on a
+ * grant (after the page is mapped), cleared on close/dup2/dup3 and in a
+ * fork child; read on every write.
+ */
+static _Atomic(const struct dl_fence_slot *) fence_page;
+static _Atomic uint16_t fence_fds[SHIM_FENCE_FDS];
+static atomic_int fence_hi; /* 1 + the highest fd ever registered */
+
+/* has the lock behind @fd been lost?  The write path's only check */
+static inline bool fence_lost(int fd)
+{
+	const struct dl_fence_slot *pg;
+	unsigned slot;
+
+	if ((unsigned)fd >= SHIM_FENCE_FDS)
+		return false;
+	slot = atomic_load_explicit(&fence_fds[fd], memory_order_relaxed);
+	if (__builtin_expect(!slot, 1))
+		return false;
+	pg = atomic_load_explicit(&fence_page, memory_order_acquire);
+	return pg && __atomic_load_n(&pg[slot - 1].lost, __ATOMIC_ACQUIRE);
+}
+
+static void fence_forget(int fd)
+{
+	if ((unsigned)fd < SHIM_FENCE_FDS &&
+	    atomic_load_explicit(&fence_fds[fd], memory_order_relaxed))
+		atomic_store_explicit(&fence_fds[fd], 0, memory_order_relaxed);
+}
+
+static void fence_set(int fd, unsigned slot)
+{
+	int hi = atomic_load(&fence_hi);
+
+	atomic_store(&fence_fds[fd], (uint16_t)slot);
+	while (hi < fd + 1 &&
+	       !atomic_compare_exchange_weak(&fence_hi, &hi, fd + 1))
+		;
+}
+
+/* @newfd is now a duplicate of @oldfd: it shares its fence */
+static void fence_dup(int oldfd, int newfd)
+{
+	unsigned slot = 0;
+
+	if (newfd < 0 || (unsigned)newfd >= SHIM_FENCE_FDS)
+		return;
+	if ((unsigned)oldfd < SHIM_FENCE_FDS)
+		slot = atomic_load(&fence_fds[oldfd]);
+	if (slot)
+		fence_set(newfd, slot);
+	else
+		fence_forget(newfd);
+}
+
 /* ---- the connection pool ------------------------------------------------- */
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -390,8 +494,17 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
+	const struct dl_fence_slot *pg = atomic_exchange(&fence_page, NULL);
+	int hi = atomic_load(&fence_hi);
+
 	while (npool)
 		real_close(pool[--npool]);
+	/* our parent's page: its locks, not ours (see the top) */
+	for (int i = 0; i < hi; i++)
+		fence_forget(i);
+	atomic_store(&fence_hi, 0);
+	if (pg)
+		munmap((void *)pg, DL_FENCE_PAGE_SIZE);
 	atfork_parent();
 }
 
@@ -423,8 +536,12 @@ static void shim_unreachable(int err, const char *what)
  * cannot be reached or went away.
  */
 static int rpc(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
-	       unsigned char *buf)
+	       unsigned char *buf, int *rfd)
 {
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} rctl;
 	union {
 		struct cmsghdr h;
 		char b[CMSG_SPACE(sizeof(int))];
@@ -462,7 +579,25 @@ static int rpc(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
 		goto out_drop;
 	}
 	for (;;) {
-		n = recv(conn, buf, DL_PROTO_MAX_FRAME, 0);
+		struct msghdr rh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+		iov = (struct iovec){ buf, DL_PROTO_MAX_FRAME };
+		if (rfd) {
+			rh.msg_control = rctl.b;
+			rh.msg_controllen = sizeof(rctl.b);
+		}
+		n = recvmsg(conn, &rh, MSG_CMSG_CLOEXEC);
+		if (n > 0 && rfd && rh.msg_controllen) {
+			struct cmsghdr *cm = CMSG_FIRSTHDR(&rh);
+
+			if (cm && cm->cmsg_level == SOL_SOCKET &&
+			    cm->cmsg_type == SCM_RIGHTS &&
+			    cm->cmsg_len == CMSG_LEN(sizeof(int))) {
+				if (*rfd >= 0)
+					real_close(*rfd);
+				memcpy(rfd, CMSG_DATA(cm), sizeof(int));
+			}
+		}
 		if (n < 0 && errno == EINTR) {
 			struct dl_proto_msg c = {
 				.hdr = { .type = DLP_CANCEL }
@@ -520,7 +655,7 @@ static int shim_ask(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
 	*unreachable = false;
 	if (!buf)
 		return -ENOLCK;
-	ret = rpc(req, fd, rep, buf);
+	ret = rpc(req, fd, rep, buf, NULL);
 	free(buf);
 	if (ret < 0) {
 		*unreachable = true;
@@ -528,6 +663,56 @@ static int shim_ask(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
 		return -ENOLCK;
 	}
 	return rep->err;
+}
+
+/*
+ * shim_fence() - after a grant on @fd (file @st): have the daemon watch
+ * it for a lost lock.  Best effort: an old daemon, a full page or no
+ * memory leave the lock in place, only unfenced.
+ */
+static void shim_fence(int fd, const struct stat *st)
+{
+	struct dl_proto_msg req = { .hdr = { .type = DLP_FENCE } }, rep;
+	const struct dl_fence_slot *pg = atomic_load(&fence_page), *mine;
+	unsigned char *buf;
+	int rfd = -1, saved = errno;
+	unsigned slot;
+
+	if ((unsigned)fd >= SHIM_FENCE_FDS)
+		return;
+	slot = atomic_load(&fence_fds[fd]);
+	/* registered already, for this file, not lost: nothing to ask */
+	if (slot && pg && pg[slot - 1].dev == (uint64_t)st->st_dev &&
+	    pg[slot - 1].ino == (uint64_t)st->st_ino &&
+	    !__atomic_load_n(&pg[slot - 1].lost, __ATOMIC_ACQUIRE))
+		return;
+	buf = malloc(DL_PROTO_MAX_FRAME);
+	if (!buf)
+		return;
+	req.flags = DLP_F_FD | (pg ? 0 : DLP_F_PAGE);
+	if (rpc(&req, fd, &rep, buf, &rfd) < 0 || rep.err < 0 ||
+	    rep.start >= DL_FENCE_SLOTS)
+		goto out;
+	if (rfd >= 0) {
+		void *m = mmap(NULL, DL_FENCE_PAGE_SIZE, PROT_READ, MAP_SHARED,
+			       rfd, 0);
+		const struct dl_fence_slot *none = NULL;
+
+		if (m == MAP_FAILED)
+			goto out;
+		/* another thread may have mapped it first: the same file */
+		if (!atomic_compare_exchange_strong(&fence_page, &none, m))
+			munmap(m, DL_FENCE_PAGE_SIZE);
+	}
+	mine = atomic_load(&fence_page);
+	if (!mine)
+		goto out;
+	fence_set(fd, (unsigned)rep.start + 1);
+out:
+	if (rfd >= 0)
+		real_close(rfd);
+	free(buf);
+	errno = saved;
 }
 
 /* ---- the lock calls ------------------------------------------------------ */
@@ -678,6 +863,7 @@ static int shim_fcntl_lock(int fd, int cmd, struct flock *fl)
 		return -1;
 	}
 	files_add(st.st_dev, st.st_ino);
+	shim_fence(fd, &st);
 	if (cfg.kernel_lock && real_fcntl(fd, cmd, fl) == -1) {
 		int err = errno;
 
@@ -742,6 +928,7 @@ static int shim_flock(int fd, int op)
 		return -1;
 	}
 	files_add(st.st_dev, st.st_ino);
+	shim_fence(fd, &st);
 	if (cfg.kernel_lock && real_flock(fd, op) == -1) {
 		int err = errno;
 
@@ -785,6 +972,16 @@ SHIM_EXPORT int flock(int fd, int op)
 	return shim_flock(fd, op);
 }
 
+/* not a lock command: libc's; a duplicate shares the fence */
+static int shim_fcntl_other(int fd, int cmd, void *arg)
+{
+	int ret = real_fcntl(fd, cmd, arg);
+
+	if (ret >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+		fence_dup(fd, ret);
+	return ret;
+}
+
 SHIM_EXPORT int fcntl(int fd, int cmd, ...)
 {
 	va_list ap;
@@ -796,7 +993,7 @@ SHIM_EXPORT int fcntl(int fd, int cmd, ...)
 	shim_init();
 	if (is_lock_cmd(cmd) && arg)
 		return shim_fcntl_lock(fd, cmd, arg);
-	return real_fcntl(fd, cmd, arg);
+	return shim_fcntl_other(fd, cmd, arg);
 }
 
 SHIM_EXPORT int fcntl64(int fd, int cmd, ...)
@@ -810,7 +1007,7 @@ SHIM_EXPORT int fcntl64(int fd, int cmd, ...)
 	shim_init();
 	if (is_lock_cmd(cmd) && arg)
 		return shim_fcntl_lock(fd, cmd, arg);
-	return real_fcntl(fd, cmd, arg);
+	return shim_fcntl_other(fd, cmd, arg);
 }
 
 /* lockf(3) is fcntl on [current offset, +len), as glibc does it */
@@ -858,6 +1055,7 @@ SHIM_EXPORT int close(int fd)
 	int ret;
 
 	shim_init();
+	fence_forget(fd);
 	if (!shim_watched(fd, &st))
 		return real_close(fd);
 	ret = real_close(fd);
@@ -872,10 +1070,22 @@ SHIM_EXPORT int fclose(FILE *f)
 	int ret;
 
 	shim_init();
+	if (f)
+		fence_forget(fileno(f));
 	watched = f && shim_watched(fileno(f), &st);
 	ret = real_fclose(f);
 	if (watched)
 		shim_closed(st.st_dev, st.st_ino);
+	return ret;
+}
+
+SHIM_EXPORT int dup(int oldfd)
+{
+	int ret;
+
+	shim_init();
+	ret = real_dup(oldfd);
+	fence_dup(oldfd, ret);
 	return ret;
 }
 
@@ -888,6 +1098,8 @@ SHIM_EXPORT int dup2(int oldfd, int newfd)
 	shim_init();
 	watched = oldfd != newfd && shim_watched(newfd, &st);
 	ret = real_dup2(oldfd, newfd);
+	if (ret >= 0 && oldfd != newfd)
+		fence_dup(oldfd, newfd);
 	if (watched && ret >= 0)
 		shim_closed(st.st_dev, st.st_ino);
 	return ret;
@@ -902,9 +1114,125 @@ SHIM_EXPORT int dup3(int oldfd, int newfd, int flags)
 	shim_init();
 	watched = oldfd != newfd && shim_watched(newfd, &st);
 	ret = real_dup3(oldfd, newfd, flags);
+	if (ret >= 0)
+		fence_dup(oldfd, newfd);
 	if (watched && ret >= 0)
 		shim_closed(st.st_dev, st.st_ino);
 	return ret;
+}
+
+/*
+ * Writes: EIO through a descriptor whose lock was lost (see the top);
+ * everything else straight to libc.  shim_init() first: another
+ * library's constructor may write before ours ran.
+ */
+#define SHIM_FENCED(fd, fail)                              \
+	do {                                               \
+		shim_init();                               \
+		if (__builtin_expect(fence_lost(fd), 0)) { \
+			errno = EIO;                       \
+			return fail;                       \
+		}                                          \
+	} while (0)
+
+SHIM_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+	SHIM_FENCED(fd, -1);
+	return real_write(fd, buf, n);
+}
+
+SHIM_EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	SHIM_FENCED(fd, -1);
+	return real_pwrite(fd, buf, n, off);
+}
+
+SHIM_EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
+{
+	SHIM_FENCED(fd, -1);
+	return real_pwrite64(fd, buf, n, off);
+}
+
+SHIM_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+	SHIM_FENCED(fd, -1);
+	return real_writev(fd, iov, cnt);
+}
+
+SHIM_EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	SHIM_FENCED(fd, -1);
+	return real_pwritev(fd, iov, cnt, off);
+}
+
+SHIM_EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt,
+			      off64_t off)
+{
+	SHIM_FENCED(fd, -1);
+	return real_pwritev64(fd, iov, cnt, off);
+}
+
+SHIM_EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int cnt,
+			     off_t off, int flags)
+{
+	SHIM_FENCED(fd, -1);
+	if (!real_pwritev2) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return real_pwritev2(fd, iov, cnt, off, flags);
+}
+
+SHIM_EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt,
+				off64_t off, int flags)
+{
+	SHIM_FENCED(fd, -1);
+	if (!real_pwritev64v2) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return real_pwritev64v2(fd, iov, cnt, off, flags);
+}
+
+SHIM_EXPORT int ftruncate(int fd, off_t len)
+{
+	SHIM_FENCED(fd, -1);
+	return real_ftruncate(fd, len);
+}
+
+SHIM_EXPORT int ftruncate64(int fd, off64_t len)
+{
+	SHIM_FENCED(fd, -1);
+	return real_ftruncate64(fd, len);
+}
+
+SHIM_EXPORT int fallocate(int fd, int mode, off_t off, off_t len)
+{
+	SHIM_FENCED(fd, -1);
+	return real_fallocate(fd, mode, off, len);
+}
+
+SHIM_EXPORT int fallocate64(int fd, int mode, off64_t off, off64_t len)
+{
+	SHIM_FENCED(fd, -1);
+	return real_fallocate64(fd, mode, off, len);
+}
+
+/* posix_fallocate returns the error instead of setting errno */
+SHIM_EXPORT int posix_fallocate(int fd, off_t off, off_t len)
+{
+	shim_init();
+	if (fence_lost(fd))
+		return EIO;
+	return real_posix_fallocate(fd, off, len);
+}
+
+SHIM_EXPORT int posix_fallocate64(int fd, off64_t off, off64_t len)
+{
+	shim_init();
+	if (fence_lost(fd))
+		return EIO;
+	return real_posix_fallocate64(fd, off, len);
 }
 
 /*

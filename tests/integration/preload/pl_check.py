@@ -10,6 +10,8 @@ Prints "ok NAME" or "FAIL NAME: why"; exits 1 if anything failed.
   fuzz SOCK DIR OUTSIDE    hostile frames against the control socket
   xrange DIR_B SOCK_B FILE_A FILE_B   byte ranges across two hosts
   eio FILE DLOCKCTL        break a lock held through a mount: EIO
+  shim_eio DIR OUTSIDE DLOCKCTL [SOCK]   break locks held through the
+                           shim (from the daemon at SOCK): EIO
 """
 import errno
 import fcntl
@@ -176,7 +178,7 @@ except Alarm:
 
 
 # ---- the socket, spoken to directly -------------------------------------
-MAGIC, VERSION = 0x4B4C4C44, 1
+MAGIC, VERSION = 0x4B4C4C44, 2
 LOCK, STATUS, REPLY = 1, 6, 64
 
 
@@ -365,10 +367,101 @@ def eio(path, dlockctl):
     os.close(fd)
 
 
+def write_eio(name, fd, expect_eio):
+    """every fenced write call on fd: EIO (expect_eio) or success"""
+    calls = [("write", lambda: os.write(fd, b"w")),
+             ("pwrite", lambda: os.pwrite(fd, b"p", 0)),
+             ("writev", lambda: os.writev(fd, [b"v", b"v"])),
+             ("ftruncate", lambda: os.ftruncate(fd, 4))]
+    if hasattr(os, "pwritev"):
+        calls.append(("pwritev", lambda: os.pwritev(fd, [b"x"], 1)))
+    if hasattr(os, "posix_fallocate"):
+        calls.append(("posix_fallocate",
+                      lambda: os.posix_fallocate(fd, 0, 8)))
+    for what, call in calls:
+        try:
+            call()
+            if expect_eio:
+                fail(name, "%s succeeded" % what)
+                return
+        except OSError as e:
+            if not expect_eio or e.errno != errno.EIO:
+                fail(name, "%s: %s" % (what, errno.errorcode[e.errno]))
+                return
+    ok(name)
+
+
+def lost(fd):
+    try:
+        os.write(fd, b"")
+        os.write(fd, b"?")
+        return False
+    except OSError as e:
+        return e.errno == errno.EIO
+
+
+def shim_eio(d, outside, dlockctl, sock=None):
+    """a lock held through the shim is broken: the holder's writes through
+    that descriptor fail with EIO, its reads do not, a new one works"""
+    fl, px = os.path.join(d, "eio_flock"), os.path.join(d, "eio_posix")
+    free, out = os.path.join(d, "eio_free"), os.path.join(outside, "eio")
+    fds = {p: os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+           for p in (fl, px, free, out)}
+    fcntl.flock(fds[fl], fcntl.LOCK_EX)
+    fcntl.lockf(fds[px], fcntl.LOCK_EX)
+    dup = os.dup(fds[px])  # a duplicate shares the fence
+    write_eio("shim_eio_before_flock", fds[fl], False)
+    write_eio("shim_eio_before_posix", fds[px], False)
+    data = {p: os.pread(fds[p], 64, 0) for p in (fl, px)}
+    for p in (fl, px):
+        r = subprocess.run([dlockctl] + (["--socket", sock] if sock else [])
+                           + ["break", p], timeout=30)
+        if r.returncode != 0:
+            fail("shim_eio_break", "dlockctl break %s: status %d" %
+                 (p, r.returncode))
+            return
+    ok("shim_eio_break")
+    for name, p in (("flock", fl), ("posix", px)):
+        if not until(lambda: lost(fds[p])):
+            fail("shim_eio_" + name, "writes still succeed 5 s after the "
+                 "break")
+            continue
+        write_eio("shim_eio_" + name, fds[p], True)
+        try:
+            got = os.pread(fds[p], 64, 0)
+            if got != data[p] or not got:
+                fail("shim_eio_read_" + name, "read %r, not %r" %
+                     (got, data[p]))
+            else:
+                ok("shim_eio_read_" + name)
+        except OSError as e:
+            fail("shim_eio_read_" + name, errno.errorcode[e.errno])
+    write_eio("shim_eio_unlocked_covered", fds[free], False)
+    write_eio("shim_eio_uncovered", fds[out], False)
+    write_eio("shim_eio_dup", dup, True)
+    if try_lock("flock", fl) != 0:
+        fail("shim_eio_frees", "the lock is not free after the break")
+    else:
+        ok("shim_eio_frees")
+    os.close(dup)
+    for name, p in (("flock", fl), ("posix", px)):
+        os.close(fds[p])
+        fd = os.open(p, os.O_RDWR)
+        write_eio("shim_eio_reopen_" + name, fd, False)
+        if p == fl:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        write_eio("shim_eio_relock_" + name, fd, False)
+        os.close(fd)
+    for p in (free, out):
+        os.close(fds[p])
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {"semantics": semantics, "fuzz": fuzz, "xrange": xrange_,
-     "eio": eio}[cmd](*args)
+     "eio": eio, "shim_eio": shim_eio}[cmd](*args)
     sys.exit(1 if FAILED else 0)
 
 

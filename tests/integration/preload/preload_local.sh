@@ -2,8 +2,9 @@
 # preload_local.sh - the shim on one host (backend local:): lock semantics
 # (lockdriver's non-blocking scenarios, fork/close/kill -9/EINTR), files
 # outside DLOCK_PATHS, fail-closed ENOLCK and DLOCK_FALLBACK=local, the
-# kernel lock that excludes processes without the shim, and `flock FILE
-# CMD` plus a shell holding a lock across exec.
+# kernel lock that excludes processes without the shim, `flock FILE CMD`
+# plus a shell holding a lock across exec, and EIO on writes through a
+# shim-held lock that an administrator broke.
 # shellcheck disable=SC2154,SC2016
 set -euo pipefail
 # shellcheck source=../lib.sh
@@ -61,6 +62,16 @@ rc=0
 pl_shim "$S" "$base/app" flock "$base/app/k.lock" \
 	env -u LD_PRELOAD flock -n "$base/app/k.lock" true || rc=$?
 [[ $rc -eq 1 ]] || dl_fail "a process without the shim got the lock: status $rc"
+
+dl_log "a lock held through the shim is broken: its writes fail with EIO"
+# dlockctl break (root) from outside the holder; the holder's fenced
+# descriptors (the locked ones and their dups) get EIO, reads work, other
+# files and a new descriptor after close are untouched
+if [[ $(id -u) -eq 0 ]]; then
+	DLOCK_KERNEL_LOCK=0 pl_shim "$S" "$base/app" pl_py shim_eio "$base/app" "$base/other" "$DLOCKCTL"
+else
+	dl_log "skipped: dlockctl break needs root"
+fi
 
 dl_log "files outside DLOCK_PATHS go to libc"
 err=$base/err

@@ -133,6 +133,13 @@ d=$(sqlite3 "$db" 'SELECT COUNT(DISTINCT i) FROM t')
 [[ $d == 160 ]] || dl_fail "sqlite writers overlapped: $d distinct counts for 160 rows"
 [[ $(sqlite3 "$db" 'PRAGMA integrity_check') == ok ]] || dl_fail "sqlite integrity_check failed"
 
+dl_log "host b breaks host a's shim-held locks: host a's writes fail with EIO"
+if [[ $(id -u) -eq 0 ]]; then
+	DLOCK_KERNEL_LOCK=0 on_a pl_py shim_eio "$base/shared" "$base" "$DLOCKCTL" "$base/b.sock"
+else
+	dl_log "skipped: dlockctl break needs root"
+fi
+
 pl_stop a
 pl_stop b
 dl_pass
