@@ -17,102 +17,23 @@
 # usage: contrib/bench_redis.sh [--seconds S]
 
 set -euo pipefail
-
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-repo=$PWD
-build=${BUILD:-$repo/build}
+BENCH_NAME=bench_redis
+# shellcheck source=bench_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 seconds=3
 if [ "${1:-}" = "--seconds" ] && [ -n "${2:-}" ]; then
 	seconds=$2
 fi
 
-tmp=""
-pids=()
-mounts=()
-redis_pid=""
-
-log() { printf 'bench_redis.sh: %s\n' "$*" >&2; }
-
-is_mounted() {
-	awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo
-}
-
-# shellcheck disable=SC2317  # reached through the traps
-cleanup() {
-	local rc=$? m p _
-	trap - EXIT INT TERM HUP
-	for m in "${mounts[@]}"; do
-		is_mounted "$m" || continue
-		fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m" || true
-	done
-	for p in "${pids[@]}"; do
-		for _ in $(seq 50); do
-			kill -0 "$p" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-		wait "$p" 2>/dev/null || true
-	done
-	if [ -n "$redis_pid" ]; then
-		kill -KILL "$redis_pid" 2>/dev/null || true
-		wait "$redis_pid" 2>/dev/null || true
-	fi
-	if [ -n "$tmp" ]; then
-		for m in "${mounts[@]}"; do
-			if is_mounted "$m"; then
-				log "$m still mounted, leaving $tmp in place"
-				exit "$rc"
-			fi
-		done
-		rm -rf --one-file-system "$tmp"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-if [ ! -f "$build/build.ninja" ]; then
-	log "configuring $build"
-	meson setup "$build"
-fi
-ninja -C "$build" >&2
-
-daemon=$build/fs/dlockfs
-bench=$build/tests/bench/lockbench
-floor=$build/tests/bench/redisfloor
-for f in "$daemon" "$bench" "$floor"; do
-	[ -x "$f" ] || { log "$f was not built"; exit 1; }
-done
-command -v redis-server >/dev/null || { log "redis-server is missing (contrib/deps.sh)"; exit 1; }
-[ -e /dev/fuse ] || { log "/dev/fuse is missing: cannot mount"; exit 1; }
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dlockfs-bench-redis.XXXXXX")
-mkdir "$tmp/backing" "$tmp/a" "$tmp/b" "$tmp/redis"
-port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-redis-server --save '' --appendonly no --dir "$tmp/redis" --bind 127.0.0.1 \
-	--port "$port" --daemonize no >"$tmp/redis/log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 100); do
-	redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
-	sleep 0.1
-done
-redis-cli -p "$port" ping | grep -q PONG || { log "redis-server did not start"; exit 1; }
-log "redis-server (pid $redis_pid) on 127.0.0.1:$port"
-
+bench_build fs/dlockfs tests/bench/lockbench tests/bench/redisfloor
+bench_tmp
+mkdir "$tmp/backing" "$tmp/a" "$tmp/b"
+bench_redis
 uri="redis://127.0.0.1:$port/bench"
+
+bench="$build/tests/bench/lockbench"
 for h in a b; do
-	"$daemon" -f -o "backend=$uri,host_id=$h" "$tmp/backing" "$tmp/$h" \
-		>"$tmp/$h.log" 2>&1 &
-	pids+=("$!")
-	mounts+=("$tmp/$h")
-	for _ in $(seq 100); do
-		is_mounted "$tmp/$h" && break
-		kill -0 "${pids[-1]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	is_mounted "$tmp/$h" || { log "dlockfs $h did not mount:"; cat "$tmp/$h.log" >&2; exit 1; }
+	bench_mount "$tmp/backing" "$tmp/$h" "backend=$uri,host_id=$h"
 done
 log "hosts a and b mounted on $tmp/a and $tmp/b"
 
@@ -126,4 +47,4 @@ echo "== 8-process throughput on mount A"
 "$bench" --procs 8 --seconds "$seconds" "$tmp/a"
 echo
 echo "== floor: bare hiredis against the same server"
-"$floor" --seconds "$seconds" 127.0.0.1 "$port"
+"$build/tests/bench/redisfloor" --seconds "$seconds" 127.0.0.1 "$port"

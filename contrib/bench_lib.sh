@@ -1,0 +1,119 @@
+# bench_lib.sh - what the benchmark scripts share (bash, sourced under
+# `set -euo pipefail` with BENCH_NAME set): the build, a temporary
+# directory, dlockfs daemons and servers started in the background, and one
+# EXIT trap that unmounts what was mounted, stops what was started (by PID,
+# never by name) and removes the temporary directory, whatever happens.
+# It never recurses into a live mount: that would empty a backing dir.
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$PWD
+build=${BUILD:-$repo/build}
+tmp=""
+pids=()	   # our dlockfs daemons: unmounting ends them; killed if they linger
+servers=() # our backend servers: killed
+mounts=()
+
+log() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; }
+
+# from the mount table, not stat(): a dead daemon's mount fails every stat
+is_mounted() {
+	awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo
+}
+
+# shellcheck disable=SC2317  # reached through the traps
+bench_cleanup() {
+	local rc=$? m p _
+	trap - EXIT INT TERM HUP
+	for m in "${mounts[@]}"; do
+		is_mounted "$m" || continue
+		fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m" || true
+	done
+	for p in "${pids[@]}"; do
+		for _ in $(seq 50); do
+			kill -0 "$p" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null || true
+	done
+	for p in "${servers[@]}"; do
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	if [ -n "$tmp" ]; then
+		for m in "${mounts[@]}"; do
+			if is_mounted "$m"; then
+				log "$m still mounted, leaving $tmp in place"
+				exit "$rc"
+			fi
+		done
+		rm -rf --one-file-system "$tmp"
+	fi
+	exit "$rc"
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# bench_build PROGRAM... - build (configure first if needed); each PROGRAM,
+# a path below the build directory, must then exist
+bench_build() {
+	local f
+	if [ ! -f "$build/build.ninja" ]; then
+		log "configuring $build"
+		meson setup "$build" >&2
+	fi
+	ninja -C "$build" >&2
+	for f in "$@"; do
+		[ -x "$build/$f" ] || { log "$build/$f was not built"; exit 1; }
+	done
+	[ -e /dev/fuse ] || { log "/dev/fuse is missing: cannot mount"; exit 1; }
+}
+
+# bench_tmp - make the temporary directory $tmp
+bench_tmp() {
+	tmp=$(mktemp -d "${TMPDIR:-/tmp}/dlockfs-$BENCH_NAME.XXXXXX")
+}
+
+bench_free_port() {
+	python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"
+}
+
+# bench_mount BACKING MNT OPTS - start dlockfs -f (so it stays our child)
+# and wait, at most 10 s, for MNT to be mounted
+bench_mount() {
+	local backing=$1 mnt=$2 opts=$3 out _
+	out=$tmp/$(basename "$mnt").log
+	"$build/fs/dlockfs" -f -o "$opts" "$backing" "$mnt" >"$out" 2>&1 &
+	pids+=("$!")
+	mounts+=("$mnt")
+	for _ in $(seq 100); do
+		is_mounted "$mnt" && return 0
+		kill -0 "${pids[-1]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	log "dlockfs did not mount $mnt:"
+	cat "$out" >&2
+	exit 1
+}
+
+# bench_redis - start redis-server on a free loopback port in $tmp/redis;
+# sets $port
+bench_redis() {
+	command -v redis-server >/dev/null ||
+		{ log "redis-server is missing (contrib/deps.sh)"; exit 1; }
+	mkdir -p "$tmp/redis"
+	port=$(bench_free_port)
+	redis-server --save '' --appendonly no --dir "$tmp/redis" \
+		--bind 127.0.0.1 --port "$port" --daemonize no \
+		>"$tmp/redis/log" 2>&1 &
+	servers+=("$!")
+	for _ in $(seq 100); do
+		redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
+		sleep 0.1
+	done
+	redis-cli -p "$port" ping | grep -q PONG ||
+		{ log "redis-server did not start"; exit 1; }
+	log "redis-server (pid ${servers[-1]}) on 127.0.0.1:$port"
+}
