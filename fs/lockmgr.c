@@ -17,8 +17,9 @@
  *
  * Deadlock detection follows Linux's posix_locks_deadlock(): only POSIX
  * record locks, a bounded walk of "owner waits for holder" edges.  Edges
- * come from the backend's list of holders and from this host's waiters,
- * so the graph can span hosts once remote backends publish their waiters.
+ * come from the backend's list of holders; an owner's own waits come from
+ * this host's waiters or, for another host's owner, from the backend's
+ * list of every resource, so the graph spans hosts.
  */
 #include "fs/lockmgr.h"
 
@@ -397,107 +398,186 @@ static void lm_cancel(struct lockmgr *lm, uint64_t id, int err)
 	}
 }
 
-struct dl_probe {
-	struct dl_lock_req req;
-	uint64_t *owners; /* conflicting holders found (local ones only) */
-	size_t n, cap;
+/* an owner of the wait-for graph: this host's, or another host's */
+struct lm_gowner {
+	char host[DL_HOST_MAX];
+	uint64_t owner;
+	bool mine;
+};
+
+/* a request some owner waits with */
+struct lm_gwait {
+	struct lm_gowner who;
+	char *resource;
+	struct dl_lock_req req; /* space, type, range */
+};
+
+struct lm_graph {
+	struct lm_gowner seen[LM_DEADLOCK_MAX_OWNERS]; /* the BFS queue too */
+	size_t nseen;
+	struct lm_gwait *remote; /* other hosts' waits: listed once, lazily */
+	size_t nremote, capremote;
+	bool listed;
+};
+
+static bool gowner_eq(const struct lm_gowner *a, const struct lm_gowner *b)
+{
+	return a->owner == b->owner && a->mine == b->mine &&
+	       (a->mine || strcmp(a->host, b->host) == 0);
+}
+
+static void graph_visit(struct lm_graph *g, const struct lm_gowner *who)
+{
+	for (size_t i = 0; i < g->nseen; i++)
+		if (gowner_eq(&g->seen[i], who))
+			return;
+	if (g->nseen < LM_DEADLOCK_MAX_OWNERS) /* bounded, as in Linux */
+		g->seen[g->nseen++] = *who;
+}
+
+static int collect_remote_wait(const struct dl_lock_info *info, void *arg)
+{
+	struct lm_graph *g = arg;
+	struct lm_gwait *w;
+
+	if (!info->waiting || info->mine || !info->resource)
+		return 0;
+	if (g->nremote == g->capremote) {
+		size_t nc = g->capremote ? g->capremote * 2 : 16;
+		void *p = realloc(g->remote, nc * sizeof(*g->remote));
+
+		if (!p)
+			return 1;
+		g->remote = p;
+		g->capremote = nc;
+	}
+	w = &g->remote[g->nremote];
+	w->resource = strdup(info->resource);
+	if (!w->resource)
+		return 1;
+	memset(&w->who, 0, sizeof(w->who));
+	snprintf(w->who.host, sizeof(w->who.host), "%s", info->host);
+	w->who.owner = info->owner;
+	w->req = (struct dl_lock_req){ .space = info->space,
+				       .type = info->type,
+				       .start = info->start,
+				       .end = info->end };
+	g->nremote++;
+	return 0;
+}
+
+/* the holders of @w's resource that block it join the walk; true when
+ * one of them is @me */
+struct lm_probe {
+	struct lm_graph *g;
+	const struct lm_gwait *w;
+	const struct lm_gowner *me;
+	bool found;
 };
 
 static int probe_holder(const struct dl_lock_info *info, void *arg)
 {
-	struct dl_probe *p = arg;
-	struct dl_range_lock held = { .start = info->start,
-				      .end = info->end,
-				      .owner = info->owner,
-				      .type = info->type };
-	struct dl_range_lock want = { .start = p->req.start,
-				      .end = p->req.end,
-				      .owner = p->req.owner,
-				      .type = p->req.type };
+	struct lm_probe *p = arg;
+	const struct dl_lock_req *r = &p->w->req;
+	struct lm_gowner who = { .owner = info->owner, .mine = info->mine };
 
-	if (info->waiting || !info->mine || info->space != p->req.space ||
-	    !range_conflicts(&held, &want))
+	snprintf(who.host, sizeof(who.host), "%s", info->host);
+	if (info->waiting || info->space != r->space ||
+	    !range_overlap(info->start, info->end, r->start, r->end) ||
+	    (info->type != DL_WRLCK && r->type != DL_WRLCK) ||
+	    gowner_eq(&who, &p->w->who))
 		return 0;
-	if (p->n == p->cap)
-		return 1; /* bounded: stop listing */
-	p->owners[p->n++] = info->owner;
+	if (gowner_eq(&who, p->me)) {
+		p->found = true;
+		return 1;
+	}
+	graph_visit(p->g, &who);
 	return 0;
+}
+
+/* the waits of @who: this host's queued requests, or the backend's list */
+static size_t graph_waits(struct lockmgr *lm, struct lm_graph *g,
+			  const struct lm_gowner *who, struct lm_gwait *out,
+			  size_t max)
+{
+	size_t n = 0;
+
+	if (who->mine) {
+		pthread_mutex_lock(&lm->mutex);
+		for (struct lm_waiter *w = lm->waiters.next;
+		     w != &lm->waiters && n < max; w = w->next) {
+			if (w->req.owner != who->owner ||
+			    w->state != W_QUEUED ||
+			    w->req.space != DL_SPACE_POSIX || !w->o)
+				continue;
+			out[n].who = *who;
+			out[n].resource = strdup(w->o->resource);
+			req_to_backend(&w->req, NULL, 0, &out[n].req);
+			if (out[n].resource)
+				n++;
+		}
+		pthread_mutex_unlock(&lm->mutex);
+		return n;
+	}
+	if (!g->listed) {
+		g->listed = true;
+		dl_backend_list(lm->be, NULL, collect_remote_wait, g);
+	}
+	for (size_t i = 0; i < g->nremote && n < max; i++) {
+		if (!gowner_eq(&g->remote[i].who, who) ||
+		    g->remote[i].req.space != DL_SPACE_POSIX)
+			continue;
+		out[n] = g->remote[i];
+		out[n].resource = strdup(g->remote[i].resource);
+		if (out[n].resource)
+			n++;
+	}
+	return n;
 }
 
 /*
  * Would queued request @id close a cycle of POSIX waits?  Walk breadth
  * first from its blockers: a blocker that itself waits contributes that
- * wait's blockers, until the requester's owner shows up (a deadlock) or
- * the bound is reached (assume none, as Linux does).
+ * wait's blockers, until the requester shows up (a deadlock) or the bound
+ * is reached (assume none, as Linux does).  The graph spans hosts: the
+ * backend lists every holder, and the waits of other hosts' owners.
  */
 static bool lm_deadlock(struct lockmgr *lm, uint64_t id)
 {
-	uint64_t seen[LM_DEADLOCK_MAX_OWNERS];
-	size_t nseen = 0, next = 0;
-	uint64_t me;
+	struct lm_graph *g = calloc(1, sizeof(*g));
+	struct lm_gowner me = { .mine = true };
 	bool found = false;
 	struct lm_waiter *w;
 
+	if (!g)
+		return false;
 	pthread_mutex_lock(&lm->mutex);
 	w = waiter_find(lm, id);
-	if (!w || w->state != W_QUEUED) {
-		pthread_mutex_unlock(&lm->mutex);
-		return false;
-	}
-	me = w->req.owner;
-	seen[nseen++] = me;
+	if (w && w->state == W_QUEUED)
+		me.owner = w->req.owner;
 	pthread_mutex_unlock(&lm->mutex);
+	if (!w)
+		goto out;
+	g->seen[g->nseen++] = me;
 
-	/* seen[] doubles as the BFS queue: seen[next..] are still to expand */
-	while (next < nseen && !found) {
-		uint64_t owner = seen[next++];
-		struct dl_probe probes[8];
-		size_t nprobes = 0;
-		uint64_t found_owners[LM_DEADLOCK_MAX_OWNERS];
+	for (size_t next = 0; next < g->nseen && !found; next++) {
+		struct lm_gwait waits[8];
+		size_t n = graph_waits(lm, g, &g->seen[next], waits, 8);
 
-		/* the queued requests of @owner on this host */
-		pthread_mutex_lock(&lm->mutex);
-		for (w = lm->waiters.next; w != &lm->waiters && nprobes < 8;
-		     w = w->next) {
-			if (w->req.owner != owner || w->state != W_QUEUED ||
-			    w->req.space != DL_SPACE_POSIX || !w->o)
-				continue;
-			req_to_backend(&w->req, strdup(w->o->resource), 0,
-				       &probes[nprobes].req);
-			if (!probes[nprobes].req.resource)
-				continue;
-			nprobes++;
-		}
-		pthread_mutex_unlock(&lm->mutex);
+		for (size_t i = 0; i < n; i++) {
+			struct lm_probe p = { g, &waits[i], &me, false };
 
-		for (size_t i = 0; i < nprobes; i++) {
-			struct dl_probe *p = &probes[i];
-
-			p->owners = found_owners;
-			p->n = 0;
-			p->cap = LM_DEADLOCK_MAX_OWNERS;
-			if (!found && dl_backend_list(lm->be, p->req.resource,
-						      probe_holder, p) == 0) {
-				for (size_t k = 0; k < p->n && !found; k++) {
-					size_t s;
-
-					/* never at the first step: a request
-					 * does not conflict with its owner */
-					if (p->owners[k] == me) {
-						found = true;
-						break;
-					}
-					for (s = 0; s < nseen; s++)
-						if (seen[s] == p->owners[k])
-							break;
-					if (s == nseen &&
-					    nseen < LM_DEADLOCK_MAX_OWNERS)
-						seen[nseen++] = p->owners[k];
-				}
-			}
-			free((char *)p->req.resource);
+			if (!found && dl_backend_list(lm->be, waits[i].resource,
+						      probe_holder, &p) == 0)
+				found = p.found;
+			free(waits[i].resource);
 		}
 	}
+out:
+	for (size_t i = 0; i < g->nremote; i++)
+		free(g->remote[i].resource);
+	free(g->remote);
+	free(g);
 	return found;
 }
 
