@@ -2558,8 +2558,9 @@ static int zk_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 }
 
 /* report @snap: holders (merged per owner) then waiters; 1 when @fn stopped */
+/* @resource names the snapshot's resource in each info (NULL: unknown) */
 static int zk_report(struct zk_backend *zb, struct zk_snap *snap,
-		     dl_lock_info_fn fn, void *arg)
+		     const char *resource, dl_lock_info_fn fn, void *arg)
 {
 	struct dl_lock_info info;
 
@@ -2572,6 +2573,7 @@ static int zk_report(struct zk_backend *zb, struct zk_snap *snap,
 			continue;
 		for (size_t k = 0; k < merged.n; k++) {
 			zk_fill_merged(zb, c, &merged.v[k], &info);
+			info.resource = resource;
 			if (fn(&info, arg)) {
 				range_set_free(&merged);
 				return 1;
@@ -2586,6 +2588,7 @@ static int zk_report(struct zk_backend *zb, struct zk_snap *snap,
 			continue;
 		for (size_t k = 0; k < c->ranges.n; k++) {
 			zk_fill(zb, c, &c->ranges.v[k], &info);
+			info.resource = resource;
 			if (fn(&info, arg))
 				return 1;
 		}
@@ -2605,7 +2608,7 @@ static int zk_list(struct dl_backend *be, const char *resource,
 	if (resource) {
 		ret = zk_read_resource(zb, resource, NULL, &snap);
 		if (ret == 0)
-			zk_report(zb, &snap, fn, arg);
+			zk_report(zb, &snap, resource, fn, arg);
 		snap_free(&snap);
 		return ret;
 	}
@@ -2617,8 +2620,14 @@ static int zk_list(struct dl_backend *be, const char *resource,
 	if (rc != ZOK)
 		return zk_errno(rc);
 	for (int i = 0; i < kids.count && ret == 0; i++) {
+		/* a hashed name cannot be decoded: its locks go unnamed */
+		char name[ZK_NAME_BUF * 4];
+		bool named = zk_name_decode(kids.data[i], name, sizeof(name)) >=
+			     0;
+
 		ret = zk_read_resource(zb, NULL, kids.data[i], &snap);
-		if (ret == 0 && zk_report(zb, &snap, fn, arg))
+		if (ret == 0 &&
+		    zk_report(zb, &snap, named ? name : NULL, fn, arg))
 			i = kids.count;
 		snap_free(&snap);
 	}

@@ -254,6 +254,8 @@ static Suite *zk_names_suite(void)
 	Suite *s = suite_create("zk_names");
 	TCase *tc = tcase_create("core");
 
+	/* 20000 random round trips take seconds under the sanitizers */
+	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_table);
 	tcase_add_test(tc, test_long_names_hash);
 	tcase_add_test(tc, test_random_roundtrip);
