@@ -117,3 +117,25 @@ bench_redis() {
 		{ log "redis-server did not start"; exit 1; }
 	log "redis-server (pid ${servers[-1]}) on 127.0.0.1:$port"
 }
+
+# bench_two_hosts URI SECONDS - mount hosts a and b on URI over
+# $tmp/backing at $tmp/a and $tmp/b, then measure: lockbench on mount A
+# (uncontended cycles, same-host ping-pong, FUSE round trip), the
+# cross-host ping-pong A <-> B, and 8-process throughput on mount A
+bench_two_hosts() {
+	local uri=$1 seconds=$2 h bench=$build/tests/bench/lockbench
+	for h in a b; do
+		bench_mount "$tmp/backing" "$tmp/$h" "backend=$uri,host_id=$h"
+	done
+	log "hosts a and b mounted on $tmp/a and $tmp/b"
+
+	echo "== lockbench on mount A (backend $uri)"
+	"$bench" --seconds "$seconds" "$tmp/a"
+	echo
+	echo "== cross-host ping-pong (A <-> B)"
+	"$bench" --pair --seconds "$seconds" "$tmp/a" "$tmp/b"
+	echo
+	echo "== 8-process throughput on mount A"
+	"$bench" --procs 8 --seconds "$seconds" "$tmp/a"
+	echo
+}

@@ -31,20 +31,6 @@ mkdir "$tmp/backing" "$tmp/a" "$tmp/b"
 bench_redis
 uri="redis://127.0.0.1:$port/bench"
 
-bench="$build/tests/bench/lockbench"
-for h in a b; do
-	bench_mount "$tmp/backing" "$tmp/$h" "backend=$uri,host_id=$h"
-done
-log "hosts a and b mounted on $tmp/a and $tmp/b"
-
-echo "== lockbench on mount A (backend $uri)"
-"$bench" --seconds "$seconds" "$tmp/a"
-echo
-echo "== cross-host ping-pong (A <-> B)"
-"$bench" --pair --seconds "$seconds" "$tmp/a" "$tmp/b"
-echo
-echo "== 8-process throughput on mount A"
-"$bench" --procs 8 --seconds "$seconds" "$tmp/a"
-echo
+bench_two_hosts "$uri" "$seconds"
 echo "== floor: bare hiredis against the same server"
 "$build/tests/bench/redisfloor" --seconds "$seconds" 127.0.0.1 "$port"

@@ -64,20 +64,6 @@ log "ZooKeeper (pid $zk_pid) on 127.0.0.1:$port"
 
 uri="zk://127.0.0.1:$port/bench"
 
-bench="$build/tests/bench/lockbench"
-for h in a b; do
-	bench_mount "$tmp/backing" "$tmp/$h" "backend=$uri,host_id=$h"
-done
-log "hosts a and b mounted on $tmp/a and $tmp/b"
-
-echo "== lockbench on mount A (backend $uri)"
-"$bench" --seconds "$seconds" "$tmp/a"
-echo
-echo "== cross-host ping-pong (A <-> B)"
-"$bench" --pair --seconds "$seconds" "$tmp/a" "$tmp/b"
-echo
-echo "== 8-process throughput on mount A"
-"$bench" --procs 8 --seconds "$seconds" "$tmp/a"
-echo
+bench_two_hosts "$uri" "$seconds"
 echo "== floor: bare libzookeeper_mt against the same server"
 "$build/tests/bench/zkfloor" --seconds "$seconds" "127.0.0.1:$port"
