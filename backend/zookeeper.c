@@ -65,6 +65,14 @@
  * signals every state change.  A session handle is reference counted; the
  * last reference of an abandoned session closes it, never under the mutex.
  *
+ * Breaks.  An administrator's break (any host) deletes every granted node
+ * of a resource; waiting nodes stay, so waiters are served in order.  Each
+ * granted node of ours carries a data watch (zoo_wget, re-armed by the
+ * worker after each change event).  When one of our nodes is gone and we
+ * did not delete it ourselves - we empty a node's ranges, under the mutex,
+ * before we delete it, so a vanished node that still has ranges was taken
+ * from us - the worker drops it and reports cb->lost(-ECONNABORTED).
+ *
  * Not done here: lock-delay after expiry (DESIGN §3), and deadlocks that
  * cross hosts are not detected (lock_timeout ends them).
  */
@@ -187,6 +195,14 @@ struct zk_backend {
 		char parent[ZK_PARENT_MAX];
 		char prefix[96];
 	} * orphans;
+	/* watch events on our granted nodes, checked by the worker */
+	struct zk_held_ev {
+		struct zk_held_ev *next;
+		unsigned gen;
+		bool deleted; /* a deletion event: gone, no need to look */
+		bool retry;   /* a look failed: again once reconnected */
+		char path[ZK_PATH_MAX];
+	} * held_evs;
 };
 
 static struct zk_backend *zk_of(struct dl_backend *be)
@@ -1083,6 +1099,42 @@ static int zk_evaluate(struct zk_backend *zb, zhandle_t *zh,
 	return best ? 0 : 1;
 }
 
+static void zk_held_watcher(zhandle_t *zh, int type, int state,
+			    const char *path, void *ctx);
+
+/* queue a look at our granted node @path of session @gen for the worker;
+ * any thread, mutex not held */
+static void zk_held_queue(struct zk_backend *zb, unsigned gen, const char *path,
+			  bool deleted, bool retry)
+{
+	struct zk_held_ev *ev = calloc(1, sizeof(*ev));
+
+	if (!ev) {
+		dl_log(DL_LOG_ERR, "zk: watch event on %s dropped: %s", path,
+		       strerror(ENOMEM));
+		return;
+	}
+	ev->gen = gen;
+	ev->deleted = deleted;
+	ev->retry = retry;
+	snprintf(ev->path, sizeof(ev->path), "%s", path);
+	pthread_mutex_lock(&zb->mutex);
+	ev->next = zb->held_evs;
+	zb->held_evs = ev;
+	pthread_cond_broadcast(&zb->cond);
+	pthread_mutex_unlock(&zb->mutex);
+}
+
+/* watch our granted node @path (data change or deletion); a ZooKeeper rc */
+static int zk_held_arm(zhandle_t *zh, const char *path)
+{
+	char buf[16];
+	int len = sizeof(buf);
+	struct Stat st;
+
+	return zoo_wget(zh, path, zk_held_watcher, NULL, buf, &len, &st);
+}
+
 /*
  * @n was granted: mark it jumped if needed, trim @ow's older nodes of the
  * bytes @n covers, and add @n to @ow's nodes.  -ENOLCK when the session
@@ -1092,9 +1144,10 @@ static int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 			   struct zk_owner *ow, struct zk_node *n, bool jumped)
 {
 	bool alive;
+	int rc;
 
 	if (jumped) {
-		int len, rc;
+		int len;
 		char *data;
 
 		n->jumped = true;
@@ -1120,6 +1173,11 @@ static int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 	if (!alive)
 		return -ENOLCK;
 	owner_flush(zb, s, ow);
+	/* so that a break of it, from any host, reaches us */
+	rc = zk_held_arm(s->zh, n->path);
+	if (rc != ZOK)
+		zk_held_queue(zb, s->gen, n->path, rc == ZNONODE,
+			      rc != ZNONODE);
 	return 0;
 }
 
@@ -1421,7 +1479,111 @@ static void zk_node_watcher(zhandle_t *zh, int type, int state,
 	pthread_mutex_unlock(&zb->mutex);
 }
 
+static void zk_held_watcher(zhandle_t *zh, int type, int state,
+			    const char *path, void *ctx)
+{
+	const struct zk_sess *s = zoo_get_context(zh);
+
+	(void)state;
+	(void)ctx;
+	if (!s || type == ZOO_SESSION_EVENT || !path)
+		return;
+	zk_held_queue(s->zb, s->gen, path, type == ZOO_DELETED_EVENT, false);
+}
+
 /* ---- worker and lease threads ----------------------------------------- */
+
+/* mutex held: the owner holding node @path of session @gen, or NULL */
+static struct zk_owner *zk_held_find(struct zk_backend *zb, const char *path,
+				     unsigned gen, struct zk_node **np)
+{
+	for (size_t b = 0; b < ZK_BUCKETS; b++)
+		for (struct zk_owner *ow = zb->owners[b]; ow; ow = ow->next)
+			for (struct zk_node *n = ow->nodes; n; n = n->next)
+				if (n->gen == gen &&
+				    strcmp(n->path, path) == 0) {
+					*np = n;
+					return ow;
+				}
+	return NULL;
+}
+
+/*
+ * Worker: a watch on our granted node @ev->path fired.  Re-arm it while
+ * the node exists; when it is gone although it still had ranges (we empty
+ * them before deleting our own nodes), somebody broke it: drop it and
+ * report the owner's lock lost.  Frees or requeues @ev.
+ */
+static void zk_held_check(struct zk_backend *zb, struct zk_held_ev *ev)
+{
+	struct zk_owner *ow;
+	struct zk_node *n, **p;
+	struct zk_sess *s = NULL;
+	bool lost = false;
+
+	pthread_mutex_lock(&zb->mutex);
+	if (zb->sess && zb->sess->gen == ev->gen) {
+		s = zb->sess;
+		s->refs++;
+	}
+	pthread_mutex_unlock(&zb->mutex);
+	if (!s)
+		goto out_free; /* abandoned: zk_abandon reported its locks */
+	if (!ev->deleted) {
+		int rc = zk_held_arm(s->zh, ev->path);
+
+		if (rc != ZOK && rc != ZNONODE) {
+			/* not connected: look again once it is back */
+			ev->retry = true;
+			pthread_mutex_lock(&zb->mutex);
+			ev->next = zb->held_evs;
+			zb->held_evs = ev;
+			pthread_mutex_unlock(&zb->mutex);
+			zk_sess_put(zb, s);
+			return;
+		}
+		if (rc == ZOK)
+			goto out_sess; /* still ours, watched again */
+	}
+
+	pthread_mutex_lock(&zb->mutex);
+	ow = zk_held_find(zb, ev->path, ev->gen, &n);
+	if (!ow || !n->ranges.n) {
+		pthread_mutex_unlock(&zb->mutex);
+		goto out_sess; /* we deleted it ourselves */
+	}
+	ow->refs++;
+	while (ow->busy)
+		pthread_cond_wait(&zb->cond, &zb->mutex);
+	ow->busy = true;
+	for (p = &ow->nodes; *p; p = &(*p)->next) {
+		n = *p;
+		if (n->gen == ev->gen && n->ranges.n &&
+		    strcmp(n->path, ev->path) == 0) {
+			*p = n->next;
+			node_free(n);
+			lost = true;
+			break;
+		}
+	}
+	owner_unbusy_locked(zb, ow);
+	pthread_mutex_unlock(&zb->mutex);
+	if (lost) {
+		dl_log(DL_LOG_WARNING,
+		       "zk: lock of %s owner=%016" PRIx64 " broken: %s was "
+		       "deleted by someone else",
+		       ow->resource, ow->owner, ev->path);
+		zb->cb.lost(zb->cb.ctx, ow->resource, ow->space, ow->owner,
+			    -ECONNABORTED);
+	}
+	pthread_mutex_lock(&zb->mutex);
+	owner_put_locked(zb, ow);
+	pthread_mutex_unlock(&zb->mutex);
+out_sess:
+	zk_sess_put(zb, s);
+out_free:
+	free(ev);
+}
 
 /* delete creates whose answer a connection drop swallowed */
 static void zk_clean_orphans(struct zk_backend *zb, struct zk_sess *s)
@@ -1517,6 +1679,7 @@ static void *zk_worker_main(void *arg)
 
 	pthread_mutex_lock(&zb->mutex);
 	while (!zb->stopping) {
+		struct zk_held_ev *ev, **evp;
 		struct zk_waiter *w;
 
 		if (zb->need_session && !zb->sess) {
@@ -1542,6 +1705,8 @@ static void *zk_worker_main(void *arg)
 			zb->connected_pending = false;
 			for (w = zb->waiters; w; w = w->next)
 				w->kick = true;
+			for (ev = zb->held_evs; ev; ev = ev->next)
+				ev->retry = false;
 			zb->reconcile = true;
 			continue;
 		}
@@ -1549,6 +1714,19 @@ static void *zk_worker_main(void *arg)
 			zb->reconcile = false;
 			pthread_mutex_unlock(&zb->mutex);
 			zk_reconcile(zb);
+			pthread_mutex_lock(&zb->mutex);
+			continue;
+		}
+		for (evp = &zb->held_evs; *evp; evp = &(*evp)->next)
+			if (!(*evp)->retry &&
+			    ((*evp)->deleted ||
+			     zb->state == ZOO_CONNECTED_STATE))
+				break;
+		if (*evp) {
+			ev = *evp;
+			*evp = ev->next;
+			pthread_mutex_unlock(&zb->mutex);
+			zk_held_check(zb, ev);
 			pthread_mutex_lock(&zb->mutex);
 			continue;
 		}
@@ -1983,6 +2161,12 @@ static void zk_close(struct dl_backend *be)
 
 		zb->orphans = o->next;
 		free(o);
+	}
+	while (zb->held_evs) {
+		struct zk_held_ev *ev = zb->held_evs;
+
+		zb->held_evs = ev->next;
+		free(ev);
 	}
 	pthread_cond_destroy(&zb->cond);
 	pthread_mutex_destroy(&zb->mutex);
@@ -2635,6 +2819,72 @@ static int zk_list(struct dl_backend *be, const char *resource,
 	return ret;
 }
 
+/*
+ * An administrator breaks @resource: every granted request node goes (of
+ * any host; waiting ones stay, so the waiters are served in order).  Each
+ * holder's daemon learns it through the watch on its node.  0, -ENOENT
+ * when nothing was held, -ENOLCK when ZooKeeper is unreachable.
+ */
+static int zk_break_lock(struct dl_backend *be, const char *resource)
+{
+	struct zk_backend *zb = zk_of(be);
+	char parent[ZK_PARENT_MAX], enc[ZK_NAME_BUF], path[ZK_PATH_MAX];
+	size_t len = strlen(resource), removed = 0;
+	struct zk_snap snap;
+	struct zk_sess *s;
+	char *hex;
+	int ret;
+
+	hex = malloc(2 * len + 1);
+	if (!hex)
+		return -ENOMEM;
+	zk_hex(resource, len, hex);
+	zk_name_encode(resource, len, enc);
+	snprintf(parent, sizeof(parent), "%s/%s", zb->base_path, enc);
+	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
+	if (ret < 0)
+		goto out_free;
+	ret = zk_snapshot(s->zh, parent, hex, NULL, 0, &snap);
+	if (ret == -ENOENT)
+		goto out_sess;
+	if (ret < 0)
+		goto out_sess;
+	zk_classify_snap(&snap);
+	for (size_t i = 0; i < snap.n; i++) {
+		const struct zk_child *c = &snap.v[i];
+		int rc;
+
+		if (!c->valid || !c->granted || !c->ranges.n)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", parent, c->name);
+		rc = zoo_delete(s->zh, path, -1);
+		if (rc == ZOK) {
+			removed++;
+			dl_log(DL_LOG_INFO,
+			       "zk: break %s: removed %s (host=%s "
+			       "owner=%016" PRIx64 ")",
+			       resource, c->name, c->host, c->owner);
+		} else if (rc != ZNONODE) {
+			dl_log(DL_LOG_WARNING, "zk: break %s: delete %s: %s",
+			       resource, path, zerror(rc));
+			ret = zk_errno(rc);
+			break;
+		}
+	}
+	snap_free(&snap);
+	if (ret == 0) {
+		dl_log(DL_LOG_NOTICE,
+		       "zk: lock of %s broken (%zu request node(s) removed)",
+		       resource, removed);
+		ret = removed ? 0 : -ENOENT;
+	}
+out_sess:
+	zk_sess_put(zb, s);
+out_free:
+	free(hex);
+	return ret;
+}
+
 static int zk_status(struct dl_backend *be, char *buf, size_t len)
 {
 	struct zk_backend *zb = zk_of(be);
@@ -2684,4 +2934,5 @@ const struct dl_backend_ops dl_zk_ops = {
 	.getlk = zk_getlk,
 	.list = zk_list,
 	.status = zk_status,
+	.break_lock = zk_break_lock,
 };
