@@ -812,6 +812,30 @@ out_free:
 /* ---- leases --------------------------------------------------------------- */
 
 /*
+ * Our queued waits in bucket @b end with -ENOLCK: the lease they were
+ * queued under is gone.  Those in flight (a lock() call, a keeper retry)
+ * are left to their thread, which sees the new epoch.  Mutex held.
+ */
+static void fail_queued_waits(struct redis_backend *rb, size_t b,
+			      struct redis_note **notes)
+{
+	for (struct redis_wait **p = &rb->waits[b]; *p;) {
+		struct redis_wait *w = *p;
+
+		if (w->state == RW_SENDING || w->busy) {
+			p = &w->next;
+			continue;
+		}
+		*p = w->next;
+		rb->nwaits--;
+		if (!w->cancelling)
+			note_add(notes, RN_FAILED, NULL, 0, 0, w->wait_id, 0,
+				 -ENOLCK);
+		free(w);
+	}
+}
+
+/*
  * Every lock of this daemon is gone or cannot be trusted: report each
  * held lock lost and fail each queued wait, and serve new requests under
  * a fresh lease.  Mutex held; callbacks go to @notes.
@@ -834,21 +858,7 @@ static void lose_all(struct redis_backend *rb, const char *why,
 			rb->nheld--;
 			nlost++;
 		}
-		for (struct redis_wait **p = &rb->waits[b]; *p;) {
-			struct redis_wait *w = *p;
-
-			if (w->state == RW_SENDING || w->busy) {
-				/* lock() or the keeper sees the new epoch */
-				p = &w->next;
-				continue;
-			}
-			*p = w->next;
-			rb->nwaits--;
-			if (!w->cancelling)
-				note_add(notes, RN_FAILED, NULL, 0, 0,
-					 w->wait_id, 0, -ENOLCK);
-			free(w);
-		}
+		fail_queued_waits(rb, b, notes);
 	}
 	while (rb->jobs) {
 		struct redis_job *j = rb->jobs;
@@ -910,22 +920,8 @@ static void lose_node(struct redis_backend *rb, struct redis_node *n,
 		}
 	}
 	if (popcount(trusted) < rb->majority) {
-		for (size_t b = 0; b < REDIS_BUCKETS; b++) {
-			for (struct redis_wait **p = &rb->waits[b]; *p;) {
-				struct redis_wait *w = *p;
-
-				if (w->state == RW_SENDING || w->busy) {
-					p = &w->next;
-					continue;
-				}
-				*p = w->next;
-				rb->nwaits--;
-				if (!w->cancelling)
-					note_add(notes, RN_FAILED, NULL, 0, 0,
-						 w->wait_id, 0, -ENOLCK);
-				free(w);
-			}
-		}
+		for (size_t b = 0; b < REDIS_BUCKETS; b++)
+			fail_queued_waits(rb, b, notes);
 	}
 }
 

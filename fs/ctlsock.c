@@ -1059,6 +1059,45 @@ static int req_fill(struct ctl_req *r, struct lockmgr_req *lr)
 	return 0;
 }
 
+/*
+ * The common start of a lock, unlock or test: the request, its access
+ * check and its object, referenced (the caller obj_put()s it).
+ */
+static int req_begin(struct ctl_req *r, struct lockmgr_req *lr,
+		     struct ctl_obj **o)
+{
+	int ret = req_fill(r, lr);
+
+	if (ret == 0)
+		ret = req_access(r);
+	if (ret == 0)
+		ret = req_obj(r, o);
+	if (ret == 0) {
+		lr->obj = (*o)->id;
+		lr->resource = (*o)->name;
+	}
+	return ret;
+}
+
+/*
+ * The owner of a POSIX request (the process) or a named one (the
+ * connection); false for flock and OFD requests, whose owner is the open
+ * file description.
+ */
+static bool req_conn_owner(const struct ctl_req *r, uint64_t *owner)
+{
+	switch (r->m->kind) {
+	case DLK_POSIX:
+		*owner = r->c->proc->owner;
+		return true;
+	case DLK_NAMED:
+		*owner = r->c->owner;
+		return true;
+	default:
+		return false;
+	}
+}
+
 static int do_lock(struct ctl_req *r)
 {
 	struct ctlsock *cs = r->cs;
@@ -1070,21 +1109,10 @@ static int do_lock(struct ctl_req *r)
 	struct ctl_pend *p;
 	int ret;
 
-	ret = req_fill(r, &lr);
-	if (ret == 0)
-		ret = req_access(r);
-	if (ret == 0)
-		ret = req_obj(r, &o);
+	ret = req_begin(r, &lr, &o);
 	if (ret < 0)
 		return ret;
-	switch (m->kind) {
-	case DLK_POSIX:
-		lr.owner = c->proc->owner;
-		break;
-	case DLK_NAMED:
-		lr.owner = c->owner;
-		break;
-	default:
+	if (!req_conn_owner(r, &lr.owner)) {
 		d = desc_find(cs, o, r->fd);
 		if (!d) {
 			d = desc_new(cs, o, r->fd);
@@ -1095,7 +1123,6 @@ static int do_lock(struct ctl_req *r)
 			}
 		}
 		lr.owner = d->owner;
-		break;
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
@@ -1116,8 +1143,6 @@ static int do_lock(struct ctl_req *r)
 		d->pending++;
 	cs->npend++;
 	p->owner = lr.owner;
-	lr.obj = o->id;
-	lr.resource = o->name;
 	p->wait_id = lockmgr_prepare(cs->lm, &lr, ctl_done, p);
 	if (!p->wait_id) {
 		p->err = -ENOMEM;
@@ -1140,30 +1165,17 @@ static int do_unlock(struct ctl_req *r)
 	struct ctl_obj *o;
 	int ret;
 
-	ret = req_fill(r, &lr);
-	if (ret == 0)
-		ret = req_access(r);
-	if (ret == 0)
-		ret = req_obj(r, &o);
+	ret = req_begin(r, &lr, &o);
 	if (ret < 0)
 		return ret;
 	lr.type = DL_UNLCK;
-	lr.obj = o->id;
-	switch (r->m->kind) {
-	case DLK_POSIX:
-		lr.owner = c->proc->owner;
-		break;
-	case DLK_NAMED:
-		lr.owner = c->owner;
-		break;
-	default:
+	if (!req_conn_owner(r, &lr.owner)) {
 		d = desc_find(cs, o, r->fd);
 		if (!d) { /* never locked through it: nothing to do */
 			obj_put(cs, o);
 			return 0;
 		}
 		lr.owner = d->owner;
-		break;
 	}
 	ret = lockmgr_unlock(cs->lm, &lr);
 	if (ret == 0 && r->m->kind == DLK_FLOCK) {
@@ -1192,28 +1204,14 @@ static int do_getlk(struct ctl_req *r)
 	struct ctl_obj *o;
 	int ret;
 
-	ret = req_fill(r, &lr);
-	if (ret == 0)
-		ret = req_access(r);
-	if (ret == 0)
-		ret = req_obj(r, &o);
+	ret = req_begin(r, &lr, &o);
 	if (ret < 0)
 		return ret;
-	switch (r->m->kind) {
-	case DLK_POSIX:
-		lr.owner = c->proc->owner;
-		break;
-	case DLK_NAMED:
-		lr.owner = c->owner;
-		break;
-	default:
+	if (!req_conn_owner(r, &lr.owner)) {
 		d = desc_find(cs, o, r->fd);
 		/* no record: it holds nothing, any fresh owner will do */
 		lr.owner = d ? d->owner : CTL_OWNER_TAG | ++cs->next_owner;
-		break;
 	}
-	lr.obj = o->id;
-	lr.resource = o->name;
 	ret = lockmgr_getlk(cs->lm, &lr, &info);
 	obj_put(cs, o);
 	if (ret < 0)

@@ -8,7 +8,6 @@ set -euo pipefail
 . "$(dirname "$0")/redis_lib.sh"
 dl_init redis_admin
 rd_require
-[[ -x ${DLOCKCTL:-} ]] || dl_fail "DLOCKCTL is not set (run through meson test)"
 
 rd_start port
 dl_tmpdir base
@@ -17,51 +16,7 @@ URI="redis://127.0.0.1:$port/adm$$?ttl_ms=3000"
 dl_mount "$base/backing" "$base/a" "backend=$URI,host_id=a,socket=$base/a.sock"
 dl_mount "$base/backing" "$base/b" "backend=$URI,host_id=b,socket=$base/b.sock"
 
-# the holder on host a: lock, write, report, then write again on request
-fifo=$base/go
-mkfifo "$fifo"
-python3 - "$base/a/held.lock" "$fifo" >"$base/holder.out" 2>&1 <<'PY' &
-import errno, fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, b"before\n")
-print("held", flush=True)
-with open(sys.argv[2]) as go:
-    go.readline()
-try:
-    os.write(fd, b"after\n")
-    print("write-ok", flush=True)
-except OSError as e:
-    print("write-" + errno.errorcode[e.errno], flush=True)
-PY
-holder=$!
-dl_job "$holder"
-dl_wait_for 10 grep -q '^held$' "$base/holder.out" || dl_fail "the holder did not lock: $(cat "$base/holder.out")"
-
-dl_log "dlockctl locks on host b shows host a's holder"
-"$DLOCKCTL" --socket "$base/b.sock" locks >"$base/all" || dl_fail "dlockctl locks failed"
-grep -q "^held.lock flock exclusive 0-EOF host=a " "$base/all" ||
-	dl_fail "no host a holder of held.lock in: $(cat "$base/all")"
-"$DLOCKCTL" --socket "$base/b.sock" --json locks "$base/b/held.lock" |
-	python3 -c 'import json,sys; l=json.load(sys.stdin); assert [x["host"] for x in l] == ["a"], l' ||
-	dl_fail "locks PATH on host b does not show host a's holder"
-rc=0
-flock -n "$base/b/held.lock" true || rc=$?
-[[ $rc -eq 1 ]] || dl_fail "host b got host a's lock before the break: status $rc"
-
-dl_log "dlockctl break on host b"
-"$DLOCKCTL" --socket "$base/b.sock" break "$base/b/held.lock" || dl_fail "dlockctl break failed"
-lost() { getfattr --only-values -n user.dlock.locks "$base/a/held.lock" 2>/dev/null | grep -q '^flock lost '; }
-dl_wait_for 10 lost || dl_fail "host a never learned its lock was broken"
-flock -n "$base/b/held.lock" true || dl_fail "the lock is not free on host b after the break"
-echo go >"$fifo"
-dl_wait_for 10 grep -q '^write-' "$base/holder.out" || dl_fail "the holder did not write"
-grep -q '^write-EIO$' "$base/holder.out" ||
-	dl_fail "the holder's write after the break: $(tail -1 "$base/holder.out"), expected EIO"
-dl_wait_jobs 10 "$holder"
-rc=0
-"$DLOCKCTL" --socket "$base/b.sock" break "$base/b/held.lock" || rc=$?
-[[ $rc -eq 1 ]] || dl_fail "breaking a free lock: status $rc, expected 1"
+dl_check_break "$base"
 
 dl_umount "$base/a"
 dl_umount "$base/b"
