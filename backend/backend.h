@@ -29,6 +29,7 @@
 #define DL_BACKEND_H
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -74,10 +75,51 @@ struct dl_lock_info {
 	const char *resource;
 };
 
+/*
+ * Fencing by the clock (DESIGN §3).  A backend whose locks live under a
+ * lease keeps this up to date; the daemon reads it, without a round trip,
+ * before every write through a locked descriptor (and the shim reads the
+ * same memory through a shared page).  The storage belongs to the caller
+ * (struct dl_backend_conf.lease), initialised to { 0, INT64_MAX }: a
+ * backend without leases ("local:") never touches it and its locks never
+ * expire.
+ *
+ * @gen names the lease that grants are made under, from 1 up; it changes
+ * before anything else whenever that lease is lost, given up or replaced,
+ * so a grant of an older lease can never look trusted again.  @until_ms is
+ * the monotonic time (dl_mono_ms()) before which the locks of lease @gen
+ * are certainly still held: the renewal send time + lease - margin,
+ * strictly before the store could hand them to another host.  A backend
+ * stores @gen first, then @until_ms (sequentially consistent atomics), and
+ * a reader loads gen, until, gen (dl_lease_trusted()).
+ */
+struct dl_lease {
+	_Atomic uint64_t gen;
+	_Atomic int64_t until_ms;
+};
+
+/* What a grant reports: its fencing token and the lease it lives under. */
+struct dl_grant {
+	uint64_t token;
+	uint64_t lease; /* dl_lease.gen at the grant */
+};
+
+/* true when a lock granted under lease @gen is still trusted at @now_ms */
+static inline bool dl_lease_trusted(const struct dl_lease *l, uint64_t gen,
+				    int64_t now_ms)
+{
+	uint64_t g1 = atomic_load(&l->gen);
+	int64_t until = atomic_load(&l->until_ms);
+	uint64_t g2 = atomic_load(&l->gen);
+
+	return g1 == gen && g2 == gen && now_ms < until;
+}
+
 /* Called by a backend; see "Asynchrony" above. */
 struct dl_backend_cb {
 	void *ctx;
-	void (*granted)(void *ctx, uint64_t wait_id, uint64_t token);
+	void (*granted)(void *ctx, uint64_t wait_id,
+			const struct dl_grant *grant);
 	void (*failed)(void *ctx, uint64_t wait_id, int err);
 	/* a lock this daemon held is gone (lease ended, broken by an admin) */
 	void (*lost)(void *ctx, const char *resource, enum dl_space space,
@@ -89,6 +131,7 @@ struct dl_backend_conf {
 	const char *host_id;
 	uint64_t incarnation;
 	const struct dl_config *config; /* options and secrets; may be NULL */
+	struct dl_lease *lease;		/* see struct dl_lease; never NULL */
 };
 
 /* Each backend embeds this as its first member. */
@@ -111,7 +154,7 @@ struct dl_backend_ops {
 		    char *err, size_t errlen);
 	void (*close)(struct dl_backend *be);
 	int (*lock)(struct dl_backend *be, const struct dl_lock_req *req,
-		    uint64_t *token);
+		    struct dl_grant *grant);
 	int (*unlock)(struct dl_backend *be, const struct dl_lock_req *req);
 	int (*cancel)(struct dl_backend *be, uint64_t wait_id);
 	int (*release_owner)(struct dl_backend *be, const char *resource,
@@ -155,12 +198,13 @@ static inline void dl_backend_close(struct dl_backend *be)
 	be->ops->close(be);
 }
 
-/* 0 granted, -EAGAIN, -EINPROGRESS (queued), -ENOLCK, -ENOMEM */
+/* 0 granted (*grant filled), -EAGAIN, -EINPROGRESS (queued), -ENOLCK,
+ * -ENOMEM */
 static inline int dl_backend_lock(struct dl_backend *be,
 				  const struct dl_lock_req *req,
-				  uint64_t *token)
+				  struct dl_grant *grant)
 {
-	return be->ops->lock(be, req, token);
+	return be->ops->lock(be, req, grant);
 }
 
 /* unlock [start,end] of req->owner in req->space; 0 or -ENOLCK/-ENOMEM */

@@ -194,8 +194,11 @@ static void grant_waiters(struct local_backend *lb, struct local_resource *res,
 static void unlock_and_report(struct local_backend *lb, struct local_grants *g)
 {
 	pthread_mutex_unlock(&lb->mutex);
-	for (size_t i = 0; i < g->n; i++)
-		lb->cb.granted(lb->cb.ctx, g->v[i].wait_id, g->v[i].token);
+	for (size_t i = 0; i < g->n; i++) {
+		struct dl_grant gr = { g->v[i].token, 0 };
+
+		lb->cb.granted(lb->cb.ctx, g->v[i].wait_id, &gr);
+	}
 	free(g->v);
 }
 
@@ -254,7 +257,7 @@ static void local_close(struct dl_backend *be)
 }
 
 static int local_lock(struct dl_backend *be, const struct dl_lock_req *req,
-		      uint64_t *token)
+		      struct dl_grant *grant)
 {
 	struct local_backend *lb = local_of(be);
 	struct local_grants grants = { 0 };
@@ -289,7 +292,7 @@ static int local_lock(struct dl_backend *be, const struct dl_lock_req *req,
 			if (set->v[i].owner != req->owner)
 				continue;
 			if (set->v[i].type == req->type) {
-				*token = set->v[i].token;
+				*grant = (struct dl_grant){ set->v[i].token, 0 };
 				ret = 0;
 				goto out_unlock;
 			}
@@ -321,7 +324,7 @@ static int local_lock(struct dl_backend *be, const struct dl_lock_req *req,
 	rl.since_ms = dl_now_ms();
 	ret = range_set_apply(&res->sets[req->space], &rl);
 	if (ret == 0) {
-		*token = rl.token;
+		*grant = (struct dl_grant){ rl.token, 0 };
 		/* a POSIX conversion to shared may unblock readers */
 		if (req->space == DL_SPACE_POSIX)
 			grant_waiters(lb, res, &grants);
@@ -576,9 +579,11 @@ static int local_break_lock(struct dl_backend *be, const char *resource)
 		}
 		free(gone[s]);
 	}
-	for (size_t i = 0; i < grants.n; i++)
-		lb->cb.granted(lb->cb.ctx, grants.v[i].wait_id,
-			       grants.v[i].token);
+	for (size_t i = 0; i < grants.n; i++) {
+		struct dl_grant gr = { grants.v[i].token, 0 };
+
+		lb->cb.granted(lb->cb.ctx, grants.v[i].wait_id, &gr);
+	}
 	free(grants.v);
 	return 0;
 }

@@ -287,9 +287,11 @@ static void notes_run(struct redis_backend *rb, struct redis_note *list)
 		struct redis_note *n = rev;
 
 		rev = n->next;
-		if (n->kind == RN_GRANTED)
-			rb->cb.granted(rb->cb.ctx, n->wait_id, n->token);
-		else if (n->kind == RN_FAILED)
+		if (n->kind == RN_GRANTED) {
+			struct dl_grant g = { n->token, 0 };
+
+			rb->cb.granted(rb->cb.ctx, n->wait_id, &g);
+		} else if (n->kind == RN_FAILED)
 			rb->cb.failed(rb->cb.ctx, n->wait_id, n->err);
 		else
 			rb->cb.lost(rb->cb.ctx, n->resource, n->space, n->owner,
@@ -2194,15 +2196,16 @@ static void redis_close(struct dl_backend *be)
 }
 
 static int redis_lock(struct dl_backend *be, const struct dl_lock_req *req,
-		      uint64_t *token)
+		      struct dl_grant *grant)
 {
 	struct redis_backend *rb = redis_of(be);
 
 	if (!redis_req_valid(req, false))
 		return -EINVAL;
+	grant->lease = 0;
 	if (rb->uri.nnodes == 1)
-		return redis_lock_single(rb, req, token);
-	return redis_lock_redlock(rb, req, token);
+		return redis_lock_single(rb, req, &grant->token);
+	return redis_lock_redlock(rb, req, &grant->token);
 }
 
 static int redis_unlock(struct dl_backend *be, const struct dl_lock_req *req)

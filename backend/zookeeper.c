@@ -1298,10 +1298,12 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 		zk_sess_put(zb, s);
 	free(w);
 	if (ret == 0) {
+		struct dl_grant g = { token, 0 };
+
 		dl_log(DL_LOG_DEBUG,
 		       "zk: granted wait %" PRIu64 " token %" PRIu64, id,
 		       token);
-		zb->cb.granted(zb->cb.ctx, id, token);
+		zb->cb.granted(zb->cb.ctx, id, &g);
 	} else {
 		zb->cb.failed(zb->cb.ctx, id, -ENOLCK);
 	}
@@ -2262,10 +2264,19 @@ static void owner_downgrade(struct zk_backend *zb, struct zk_sess *s,
 	owner_flush(zb, s, ow);
 }
 
+static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
+		       uint64_t *token);
+
 static int zk_lock(struct dl_backend *be, const struct dl_lock_req *req,
-		   uint64_t *token)
+		   struct dl_grant *grant)
 {
-	struct zk_backend *zb = zk_of(be);
+	grant->lease = 0;
+	return zk_lock_req(zk_of(be), req, &grant->token);
+}
+
+static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
+		       uint64_t *token)
+{
 	struct zk_owner *ow;
 	struct zk_sess *s;
 	struct zk_node *n = NULL;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "backend/config.h"
+#include "fs/lockmgr.h"
 
 struct lockmgr;
 struct pt_inode_table;
@@ -48,10 +49,8 @@ struct dl_fs {
 struct dl_file {
 	int fd;
 	fuse_ino_t ino;
-	/* set when a lock taken through this file was lost: writes get EIO */
-	atomic_bool lost;
-	/* lockmgr.c's per-file lock state; NULL until a lock is taken */
-	void *lm_priv;
+	/* the lock manager's fence of writes through this file */
+	struct lockmgr_file lk;
 };
 
 static inline struct dl_fs *dl_fs_of(fuse_req_t req)

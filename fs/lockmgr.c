@@ -24,16 +24,18 @@
 #include "fs/lockmgr.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend/log.h"
-#include "fs/fs.h"
 
 #define LM_BUCKETS	       1024
 #define LM_DEADLOCK_MAX_OWNERS 64 /* bound on the wait-for graph walk */
@@ -50,7 +52,7 @@ struct lm_hold {
 	 * POSIX locks, which its closes have already dropped.  Past
 	 * LM_HOLD_FILES files we stop tracking and rely on flush alone.
 	 */
-	struct dl_file *files[LM_HOLD_FILES];
+	struct lockmgr_file *files[LM_HOLD_FILES];
 	unsigned nfiles;
 	bool untracked;
 	bool lost; /* the backend no longer has its locks */
@@ -90,6 +92,9 @@ struct lockmgr {
 	struct dl_backend *be;
 	struct lockmgr_conf conf;
 	char *host_id;
+	/* the backend's lease fence, in a shared page when lease_fd >= 0 */
+	struct dl_lease *lease;
+	int lease_fd;
 	pthread_mutex_t mutex;
 	pthread_cond_t timer_cond; /* CLOCK_MONOTONIC */
 	pthread_t timer;
@@ -169,12 +174,28 @@ static struct lm_hold *hold_find(struct lm_obj *o, uint64_t owner,
 	return NULL;
 }
 
+/*
+ * A lock granted under lease @lease is now held through @f: its writes are
+ * fenced by that lease.  Of two leases the older one wins, so a file that
+ * still holds a lock of a lease that ended stays fenced by it.
+ */
+static void file_note_grant(struct lockmgr_file *f, uint64_t lease, bool added)
+{
+	uint64_t cur = atomic_load(&f->lease);
+
+	if (added && atomic_fetch_add(&f->nholds, 1) == 0)
+		cur = 0;
+	if (!cur || lease < cur)
+		atomic_store(&f->lease, lease);
+}
+
 /* record a grant; uses *spare if a new hold is needed */
 static void hold_add(struct lockmgr *lm, struct lm_obj *o,
-		     const struct lockmgr_req *req, uint64_t token,
-		     struct lm_hold **spare)
+		     const struct lockmgr_req *req,
+		     const struct dl_grant *grant, struct lm_hold **spare)
 {
 	struct lm_hold *h = hold_find(o, req->owner, req->space);
+	uint64_t token = grant->token;
 
 	if (h && h->lost) {
 		/* a new grant after a loss: start afresh */
@@ -194,21 +215,27 @@ static void hold_add(struct lockmgr *lm, struct lm_obj *o,
 		h->max_token = token;
 	if (!req->file || h->untracked)
 		return;
-	for (unsigned i = 0; i < h->nfiles; i++)
-		if (h->files[i] == req->file)
+	for (unsigned i = 0; i < h->nfiles; i++) {
+		if (h->files[i] == req->file) {
+			file_note_grant(req->file, grant->lease, false);
 			return;
-	if (h->nfiles == LM_HOLD_FILES)
+		}
+	}
+	if (h->nfiles == LM_HOLD_FILES) {
 		h->untracked = true;
-	else
+	} else {
 		h->files[h->nfiles++] = req->file;
+		file_note_grant(req->file, grant->lease, true);
+	}
 }
 
 /* forget @file; true when it was the last file of a tracked hold */
-static bool hold_forget_file(struct lm_hold *h, const struct dl_file *file)
+static bool hold_forget_file(struct lm_hold *h, struct lockmgr_file *file)
 {
 	for (unsigned i = 0; i < h->nfiles; i++) {
 		if (h->files[i] != file)
 			continue;
+		atomic_fetch_sub(&file->nholds, 1);
 		h->files[i] = h->files[--h->nfiles];
 		return h->nfiles == 0 && !h->untracked;
 	}
@@ -225,6 +252,8 @@ static void hold_remove(struct lockmgr *lm, struct lm_obj *o, struct lm_hold *h)
 	if (h->lost)
 		lm->nlost--;
 	lm->nholds--;
+	for (unsigned i = 0; i < h->nfiles; i++)
+		atomic_fetch_sub(&h->files[i]->nholds, 1);
 	free(h);
 }
 
@@ -291,7 +320,8 @@ static const char *type_name(enum dl_lock_type t)
 
 /* ---- backend callbacks ------------------------------------------------ */
 
-static void cb_granted(void *ctx, uint64_t wait_id, uint64_t token)
+static void cb_granted(void *ctx, uint64_t wait_id,
+		       const struct dl_grant *grant)
 {
 	struct lockmgr *lm = ctx;
 	struct lm_waiter *w;
@@ -303,12 +333,13 @@ static void cb_granted(void *ctx, uint64_t wait_id, uint64_t token)
 		dl_log(DL_LOG_ERR, "grant for unknown wait %" PRIu64, wait_id);
 		return;
 	}
-	hold_add(lm, w->o, &w->req, token, &w->spare);
+	hold_add(lm, w->o, &w->req, grant, &w->spare);
 	dl_log(DL_LOG_DEBUG,
 	       "granted %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%" PRIx64
-	       " token=%" PRIu64 " after waiting",
+	       " token=%" PRIu64 " lease=%" PRIu64 " after waiting",
 	       w->o->resource, space_name(w->req.space), type_name(w->req.type),
-	       w->req.start, w->req.end, w->req.owner, token);
+	       w->req.start, w->req.end, w->req.owner, grant->token,
+	       grant->lease);
 	waiter_unlink(lm, w);
 	pthread_mutex_unlock(&lm->mutex);
 	waiter_finish(lm, w, 0);
@@ -703,7 +734,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	struct dl_lock_req breq;
 	struct lm_waiter *w;
 	struct lm_obj *o;
-	uint64_t token = 0;
+	struct dl_grant grant = { 0, 0 };
 	int ret;
 
 	pthread_mutex_lock(&lm->mutex);
@@ -731,7 +762,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	req_to_backend(&w->req, o->resource, w->req.wait ? id : 0, &breq);
 	pthread_mutex_unlock(&lm->mutex);
 
-	ret = dl_backend_lock(lm->be, &breq, &token);
+	ret = dl_backend_lock(lm->be, &breq, &grant);
 
 	pthread_mutex_lock(&lm->mutex);
 	w = waiter_find(lm, id);
@@ -763,7 +794,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		return;
 	}
 	if (ret == 0)
-		hold_add(lm, o, &w->req, token, &w->spare);
+		hold_add(lm, o, &w->req, &grant, &w->spare);
 	dl_log(DL_LOG_DEBUG,
 	       "%s %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%" PRIx64 " pid=%u:"
 	       " %s",
@@ -895,7 +926,7 @@ void lockmgr_release_owner(struct lockmgr *lm, uint64_t obj,
 }
 
 void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
-			  struct dl_file *file)
+			  struct lockmgr_file *file)
 {
 	struct lm_release *rel = NULL;
 	struct lm_hold *h, *next;
@@ -938,6 +969,91 @@ void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
 	lm_release_many(lm, o, rel, n);
 	free(rel);
 	lm_unpin_obj(lm, o);
+}
+
+/* ---- fencing writes ----------------------------------------------------- */
+
+void lockmgr_file_init(struct lockmgr_file *file)
+{
+	atomic_init(&file->lost, false);
+	atomic_init(&file->lease, 0);
+	atomic_init(&file->nholds, 0);
+}
+
+int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file)
+{
+	uint64_t lease;
+
+	if (atomic_load(&file->lost))
+		return -EIO;
+	if (atomic_load(&file->nholds) == 0)
+		return 0;
+	lease = atomic_load(&file->lease);
+	if (dl_lease_trusted(lm->lease, lease, dl_mono_ms()))
+		return 0;
+	/*
+	 * The lease may already be gone (a freeze, a partition): another host
+	 * can be granted the lock at any moment, whether or not a thread of
+	 * ours has noticed.  Refuse, as the lost mark will once it is set.
+	 */
+	if (!atomic_exchange(&file->lost, true))
+		dl_log(DL_LOG_WARNING,
+		       "write refused: lease %" PRIu64 " of a lock held "
+		       "through this file is no longer trusted",
+		       lease);
+	return -EIO;
+}
+
+const struct dl_lease *lockmgr_lease(struct lockmgr *lm)
+{
+	return lm->lease;
+}
+
+int lockmgr_lease_memfd(struct lockmgr *lm)
+{
+	return lm->lease_fd;
+}
+
+/* the lease fence lives in a page of its own, shareable with shim clients */
+static int lease_create(struct lockmgr *lm)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	void *m;
+	int fd;
+
+	lm->lease_fd = -1;
+	fd = memfd_create("dlock-lease", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd >= 0 && ftruncate(fd, pg) == 0 &&
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) ==
+		    0) {
+		m = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 fd, 0);
+		if (m != MAP_FAILED) {
+			lm->lease = m;
+			lm->lease_fd = fd;
+			goto init;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	lm->lease = calloc(1, sizeof(*lm->lease));
+	if (!lm->lease)
+		return -ENOMEM;
+init:
+	atomic_init(&lm->lease->gen, 0);
+	atomic_init(&lm->lease->until_ms, INT64_MAX);
+	return 0;
+}
+
+static void lease_destroy(struct lockmgr *lm)
+{
+	if (lm->lease_fd >= 0) {
+		munmap(lm->lease, (size_t)sysconf(_SC_PAGESIZE));
+		close(lm->lease_fd);
+	} else {
+		free(lm->lease);
+	}
+	lm->lease = NULL;
 }
 
 /* ---- inspection -------------------------------------------------------- */
@@ -1169,6 +1285,10 @@ int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,
 		goto out_free;
 	}
 	lm->conf.backend.host_id = lm->host_id;
+	ret = lease_create(lm);
+	if (ret < 0)
+		goto out_free;
+	lm->conf.backend.lease = lm->lease;
 	lm->waiters.next = lm->waiters.prev = &lm->waiters;
 	pthread_mutex_init(&lm->mutex, NULL);
 	pthread_mutex_init(&lm->hook_mutex, NULL);
@@ -1199,6 +1319,7 @@ out_destroy:
 	pthread_cond_destroy(&lm->timer_cond);
 	pthread_mutex_destroy(&lm->mutex);
 	pthread_mutex_destroy(&lm->hook_mutex);
+	lease_destroy(lm);
 out_free:
 	free(lm->host_id);
 	free(lm);
@@ -1275,6 +1396,7 @@ void lockmgr_destroy(struct lockmgr *lm)
 	pthread_cond_destroy(&lm->timer_cond);
 	pthread_mutex_destroy(&lm->mutex);
 	pthread_mutex_destroy(&lm->hook_mutex);
+	lease_destroy(lm);
 	free(lm->host_id);
 	free(lm);
 }

@@ -22,6 +22,7 @@
 #ifndef DL_LOCKMGR_H
 #define DL_LOCKMGR_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,7 +30,18 @@
 #include "backend/backend.h"
 
 struct lockmgr;
-struct dl_file;
+
+/*
+ * struct lockmgr_file - what the manager keeps in a front-end's open file
+ * (embedded in it) so that writers can be fenced without a lookup: a lock
+ * taken through the file that was lost, and the lease its live locks were
+ * granted under.  All fields are atomics, written by the manager only.
+ */
+struct lockmgr_file {
+	atomic_bool lost;      /* sticky: a lock taken through it was lost */
+	_Atomic uint64_t lease; /* dl_lease gen of its locks' grants */
+	atomic_uint nholds;    /* holds that name this file (0: unfenced) */
+};
 
 typedef void (*lockmgr_done_fn)(void *arg, int err);
 /* the resource name of @obj, malloc'd; 0 or a negative errno */
@@ -49,7 +61,7 @@ struct lockmgr_conf {
 /* A lock or unlock request of a front-end. */
 struct lockmgr_req {
 	uint64_t obj;
-	struct dl_file *file; /* the open file it came through, or NULL */
+	struct lockmgr_file *file; /* the open file it came through, or NULL */
 	enum dl_space space;
 	enum dl_lock_type type;
 	uint64_t start, end;
@@ -105,7 +117,26 @@ void lockmgr_release_owner(struct lockmgr *lm, uint64_t obj,
  * them (its flock lock, its OFD locks), and @file is forgotten.
  */
 void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
-			  struct dl_file *file);
+			  struct lockmgr_file *file);
+
+/*
+ * lockmgr_file_init() - a new open file: not locked, not lost.
+ * lockmgr_write_check() - may a write go through @file now?  0, or -EIO
+ * when a lock taken through it was lost or its lease is no longer trusted
+ * by the monotonic clock (DESIGN §3: fencing by the clock); in the second
+ * case the file is marked lost as well.  No lock, no round trip: call it
+ * before every write-class operation, after the request was read.
+ */
+void lockmgr_file_init(struct lockmgr_file *file);
+int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file);
+
+/*
+ * lockmgr_lease() - the lease fence the backend keeps (struct dl_lease);
+ * lockmgr_lease_memfd() - a memfd whose first bytes are that struct, for
+ * sharing it read-only with shim clients, or -1 when there is none.
+ */
+const struct dl_lease *lockmgr_lease(struct lockmgr *lm);
+int lockmgr_lease_memfd(struct lockmgr *lm);
 
 /*
  * Inspection.  lockmgr_describe() writes the text of user.dlock.locks

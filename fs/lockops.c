@@ -88,7 +88,7 @@ static void lo_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 {
 	struct lockmgr_req r = {
 		.obj = ino,
-		.file = dl_file_of(fi),
+		.file = &dl_file_of(fi)->lk,
 		.space = DL_SPACE_POSIX,
 		.owner = fi->lock_owner,
 		.pid = (uint32_t)lock->l_pid,
@@ -122,7 +122,7 @@ static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 {
 	struct lockmgr_req r = {
 		.obj = ino,
-		.file = dl_file_of(fi),
+		.file = &dl_file_of(fi)->lk,
 		.space = DL_SPACE_FLOCK,
 		.start = 0,
 		.end = DL_RANGE_EOF,
@@ -153,7 +153,7 @@ static void lo_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 {
 	struct lockmgr_req r = {
 		.obj = ino,
-		.file = dl_file_of(fi),
+		.file = &dl_file_of(fi)->lk,
 		.space = DL_SPACE_POSIX,
 		.owner = fi->lock_owner,
 		.pid = (uint32_t)lock->l_pid,
@@ -204,7 +204,7 @@ void lockops_flush(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f,
 void lockops_release(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f,
 		     const struct fuse_file_info *fi)
 {
-	lockmgr_release_file(fs->lm, ino, f);
+	lockmgr_release_file(fs->lm, ino, &f->lk);
 }
 
 bool lockops_is_virtual_xattr(const char *name)

@@ -384,8 +384,7 @@ static struct dl_file *pt_file_new(int fd, fuse_ino_t ino)
 		return NULL;
 	f->fd = fd;
 	f->ino = ino;
-	atomic_init(&f->lost, false);
-	f->lm_priv = NULL;
+	lockmgr_file_init(&f->lk);
 	return f;
 }
 
@@ -534,15 +533,15 @@ static void pt_getattr(fuse_req_t req, fuse_ino_t ino,
 }
 
 /* the changes of setattr, in the order chmod, chown, truncate, utimens */
-static int pt_do_setattr(int ifd, const struct stat *attr, int valid,
-			 struct fuse_file_info *fi)
+static int pt_do_setattr(struct dl_fs *fs, int ifd, const struct stat *attr,
+			 int valid, struct fuse_file_info *fi)
 {
 	int fd = fi ? dl_file_of(fi)->fd : -1;
 	char proc[64];
 
-	/* a truncate through a file whose lock was lost is a write */
+	/* a truncate through a locked file is a write: fenced */
 	if ((valid & FUSE_SET_ATTR_SIZE) && fi &&
-	    atomic_load(&dl_file_of(fi)->lost))
+	    lockmgr_write_check(fs->lm, &dl_file_of(fi)->lk) < 0)
 		return -EIO;
 
 	pt_proc_path(ifd, proc, sizeof(proc));
@@ -598,7 +597,7 @@ static void pt_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 
 	err = pt_creds_enter(req, &cr);
 	if (!err)
-		err = pt_do_setattr(ifd, attr, valid, fi);
+		err = pt_do_setattr(dl_fs_of(req), ifd, attr, valid, fi);
 	pt_creds_leave(&cr);
 	if (err) {
 		fuse_reply_err(req, -err);
@@ -785,8 +784,7 @@ static void pt_opendir(fuse_req_t req, fuse_ino_t ino,
 	}
 	d->f.fd = fd;
 	d->f.ino = ino;
-	atomic_init(&d->f.lost, false);
-	d->f.lm_priv = NULL;
+	lockmgr_file_init(&d->f.lk);
 	fi->fh = (uintptr_t)&d->f;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* interrupted: the kernel will send no releasedir */
@@ -1001,8 +999,9 @@ static void pt_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
 	ssize_t res;
 
-	/* as Linux NFS does: no write under a lock we no longer hold */
-	if (atomic_load(&f->lost)) {
+	/* as Linux NFS does: no write under a lock we no longer hold, nor
+	 * under one whose lease the clock no longer vouches for */
+	if (lockmgr_write_check(dl_fs_of(req)->lm, &f->lk) < 0) {
 		fuse_reply_err(req, EIO);
 		return;
 	}
@@ -1021,12 +1020,16 @@ static void pt_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct dl_file *f = dl_file_of(fi);
 	int res;
 
-	lockops_flush(dl_fs_of(req), ino, f, fi->lock_owner);
-	/* close() of a duplicate reports the backing filesystem's errors
-	 * for this close (NFS flushes here) without closing f->fd */
+	/*
+	 * close() of a duplicate reports the backing filesystem's errors for
+	 * this close (NFS flushes here) without closing f->fd.  It comes
+	 * first: what we wrote must reach the backing store before another
+	 * host can be granted the locks this close drops (DESIGN §3).
+	 */
 	res = dup(f->fd);
 	if (res != -1)
 		res = close(res);
+	lockops_flush(dl_fs_of(req), ino, f, fi->lock_owner);
 	fuse_reply_err(req, res == -1 ? errno : 0);
 }
 
@@ -1035,8 +1038,9 @@ static void pt_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct dl_file *f = dl_file_of(fi);
 
-	lockops_release(dl_fs_of(req), ino, f, fi);
+	/* the close flushes (NFS) before the flock/OFD locks go */
 	close(f->fd);
+	lockops_release(dl_fs_of(req), ino, f, fi);
 	free(f);
 	fuse_reply_err(req, 0);
 }
@@ -1065,7 +1069,7 @@ static void pt_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 {
 	struct dl_file *f = dl_file_of(fi);
 
-	if (atomic_load(&f->lost)) {
+	if (lockmgr_write_check(dl_fs_of(req)->lm, &f->lk) < 0) {
 		fuse_reply_err(req, EIO);
 		return;
 	}
