@@ -292,7 +292,8 @@ static int local_lock(struct dl_backend *be, const struct dl_lock_req *req,
 			if (set->v[i].owner != req->owner)
 				continue;
 			if (set->v[i].type == req->type) {
-				*grant = (struct dl_grant){ set->v[i].token, 0 };
+				*grant =
+					(struct dl_grant){ set->v[i].token, 0 };
 				ret = 0;
 				goto out_unlock;
 			}

@@ -1044,6 +1044,7 @@ static int req_fill(struct ctl_req *r, struct lockmgr_req *lr)
 		.type = (enum dl_lock_type)m->ltype,
 		.pid = (uint32_t)r->c->pid,
 		.wait = (m->flags & DLP_F_WAIT) != 0,
+		.ofd = m->kind == DLK_OFD,
 	};
 	if (m->kind == DLK_FLOCK || m->kind == DLK_NAMED) {
 		lr->space = DL_SPACE_FLOCK;

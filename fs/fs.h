@@ -21,6 +21,7 @@
 
 struct lockmgr;
 struct pt_inode_table;
+struct grantq;
 
 /* Command line and config-file options (see README "Options"). */
 struct dl_options {
@@ -42,6 +43,7 @@ struct dl_fs {
 	struct fuse_session *se;
 	struct pt_inode_table *inodes; /* passthrough.c's */
 	struct lockmgr *lm;	       /* lockops.c's */
+	struct grantq *grantq;	       /* lockops.c's; NULL on local: */
 	char *backend_redacted;	       /* backend URI without secrets */
 };
 

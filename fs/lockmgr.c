@@ -39,6 +39,8 @@
 
 #define LM_BUCKETS	       1024
 #define LM_DEADLOCK_MAX_OWNERS 64 /* bound on the wait-for graph walk */
+/* a cycle's older waits look again after this (see lm_deadlock_check) */
+#define LM_DEADLOCK_RECHECK_MS 2000
 #define LM_HOLD_FILES	       4
 
 struct lm_hold {
@@ -84,6 +86,7 @@ struct lm_waiter {
 	bool interrupted;
 	bool cancelling;
 	int64_t deadline; /* monotonic ms, 0: none */
+	int64_t recheck;  /* monotonic ms of a deadlock re-check, 0: none */
 	lockmgr_done_fn done;
 	void *arg;
 };
@@ -284,8 +287,6 @@ static void waiter_unlink(struct lockmgr *lm, struct lm_waiter *w)
 
 static void waiter_finish(struct lockmgr *lm, struct lm_waiter *w, int err)
 {
-	if (err == 0 && lm->be->ops->shared && lm->conf.invalidate)
-		lm->conf.invalidate(lm->conf.name_ctx, w->req.obj);
 	w->done(w->arg, err);
 	free(w->spare);
 	free(w);
@@ -441,15 +442,52 @@ struct lm_gwait {
 	struct lm_gowner who;
 	char *resource;
 	struct dl_lock_req req; /* space, type, range */
+	int64_t since_ms;	/* its enqueue time, as the backend keeps it */
+};
+
+/* an owner the walk reached, and the wait of its parent it blocks */
+struct lm_gnode {
+	struct lm_gowner who;
+	uint32_t pid;
+	int parent;	   /* index in lm_graph.seen; -1: the requester */
+	int64_t via_since; /* since_ms of the parent's wait */
+};
+
+/* one POSIX hold of this host, for telling a real grant from a listed one */
+struct lm_ghold {
+	char *resource;
+	uint64_t owner;
 };
 
 struct lm_graph {
-	struct lm_gowner seen[LM_DEADLOCK_MAX_OWNERS]; /* the BFS queue too */
+	struct lm_gnode seen[LM_DEADLOCK_MAX_OWNERS]; /* the BFS queue too */
 	size_t nseen;
-	struct lm_gwait *remote; /* other hosts' waits: listed once, lazily */
-	size_t nremote, capremote;
+	struct lm_gwait *waits; /* every queued request: listed once, lazily */
+	size_t nwaits, capwaits;
 	bool listed;
+	struct lm_ghold *holds; /* this host's live POSIX holds */
+	size_t nholds;
+	struct lm_gwait root; /* the request being checked */
 };
+
+/* the key that orders waits: the newest wait of a cycle is its victim */
+struct lm_wkey {
+	int64_t since_ms;
+	const char *host;
+	uint64_t owner;
+};
+
+static int wkey_cmp(const struct lm_wkey *a, const struct lm_wkey *b)
+{
+	int c;
+
+	if (a->since_ms != b->since_ms)
+		return a->since_ms < b->since_ms ? -1 : 1;
+	c = strcmp(a->host, b->host);
+	if (c)
+		return c;
+	return a->owner < b->owner ? -1 : a->owner > b->owner;
+}
 
 static bool gowner_eq(const struct lm_gowner *a, const struct lm_gowner *b)
 {
@@ -457,54 +495,95 @@ static bool gowner_eq(const struct lm_gowner *a, const struct lm_gowner *b)
 	       (a->mine || strcmp(a->host, b->host) == 0);
 }
 
-static void graph_visit(struct lm_graph *g, const struct lm_gowner *who)
+static void graph_visit(struct lm_graph *g, const struct lm_gowner *who,
+			uint32_t pid, int parent, int64_t via_since)
 {
 	for (size_t i = 0; i < g->nseen; i++)
-		if (gowner_eq(&g->seen[i], who))
+		if (gowner_eq(&g->seen[i].who, who))
 			return;
 	if (g->nseen < LM_DEADLOCK_MAX_OWNERS) /* bounded, as in Linux */
-		g->seen[g->nseen++] = *who;
+		g->seen[g->nseen++] =
+			(struct lm_gnode){ *who, pid, parent, via_since };
 }
 
-static int collect_remote_wait(const struct dl_lock_info *info, void *arg)
+static int collect_wait(const struct dl_lock_info *info, void *arg)
 {
 	struct lm_graph *g = arg;
 	struct lm_gwait *w;
 
-	if (!info->waiting || info->mine || !info->resource)
+	if (!info->waiting || !info->resource || info->space != DL_SPACE_POSIX)
 		return 0;
-	if (g->nremote == g->capremote) {
-		size_t nc = g->capremote ? g->capremote * 2 : 16;
-		void *p = realloc(g->remote, nc * sizeof(*g->remote));
+	if (g->nwaits == g->capwaits) {
+		size_t nc = g->capwaits ? g->capwaits * 2 : 16;
+		void *p = realloc(g->waits, nc * sizeof(*g->waits));
 
 		if (!p)
 			return 1;
-		g->remote = p;
-		g->capremote = nc;
+		g->waits = p;
+		g->capwaits = nc;
 	}
-	w = &g->remote[g->nremote];
+	w = &g->waits[g->nwaits];
 	w->resource = strdup(info->resource);
 	if (!w->resource)
 		return 1;
 	memset(&w->who, 0, sizeof(w->who));
 	snprintf(w->who.host, sizeof(w->who.host), "%s", info->host);
 	w->who.owner = info->owner;
+	w->who.mine = info->mine;
 	w->req = (struct dl_lock_req){ .space = info->space,
 				       .type = info->type,
 				       .start = info->start,
 				       .end = info->end };
-	g->nremote++;
+	w->since_ms = info->since_ms;
+	g->nwaits++;
 	return 0;
 }
 
+static void graph_list(struct lockmgr *lm, struct lm_graph *g)
+{
+	if (!g->listed) {
+		g->listed = true;
+		dl_backend_list(lm->be, NULL, collect_wait, g);
+	}
+}
+
+/* the backend's enqueue time of this host's wait @w (newest if unknown) */
+static int64_t graph_since(struct lockmgr *lm, struct lm_graph *g,
+			   const struct lm_gwait *w)
+{
+	graph_list(lm, g);
+	for (size_t i = 0; i < g->nwaits; i++) {
+		const struct lm_gwait *x = &g->waits[i];
+
+		if (x->who.mine && x->who.owner == w->who.owner &&
+		    x->req.start == w->req.start && x->req.end == w->req.end &&
+		    x->req.type == w->req.type &&
+		    strcmp(x->resource, w->resource) == 0)
+			return x->since_ms;
+	}
+	return INT64_MAX;
+}
+
 /* the holders of @w's resource that block it join the walk; true when
- * one of them is @me */
+ * one of them is the requester */
 struct lm_probe {
 	struct lm_graph *g;
 	const struct lm_gwait *w;
-	const struct lm_gowner *me;
+	int from; /* index of the owner that waits with @w */
 	bool found;
 };
+
+/* is this host's @owner really holding POSIX locks of @resource?  A
+ * listing can show a queued request as granted before we know it is */
+static bool graph_holds(const struct lm_graph *g, const char *resource,
+			uint64_t owner)
+{
+	for (size_t i = 0; i < g->nholds; i++)
+		if (g->holds[i].owner == owner &&
+		    strcmp(g->holds[i].resource, resource) == 0)
+			return true;
+	return false;
+}
 
 static int probe_holder(const struct dl_lock_info *info, void *arg)
 {
@@ -518,27 +597,35 @@ static int probe_holder(const struct dl_lock_info *info, void *arg)
 	    (info->type != DL_WRLCK && r->type != DL_WRLCK) ||
 	    gowner_eq(&who, &p->w->who))
 		return 0;
-	if (gowner_eq(&who, p->me)) {
+	if (info->mine && !graph_holds(p->g, p->w->resource, info->owner))
+		return 0;
+	if (gowner_eq(&who, &p->g->seen[0].who)) {
 		p->found = true;
 		return 1;
 	}
-	graph_visit(p->g, &who);
+	graph_visit(p->g, &who, info->pid, p->from, p->w->since_ms);
 	return 0;
 }
 
-/* the waits of @who: this host's queued requests, or the backend's list */
-static size_t graph_waits(struct lockmgr *lm, struct lm_graph *g,
-			  const struct lm_gowner *who, struct lm_gwait *out,
-			  size_t max)
+/* the waits of seen[@k]: the request itself for the requester, this
+ * host's queued requests for its other owners, else the backend's list */
+static size_t graph_waits(struct lockmgr *lm, struct lm_graph *g, size_t k,
+			  struct lm_gwait *out, size_t max)
 {
+	const struct lm_gowner *who = &g->seen[k].who;
 	size_t n = 0;
 
+	if (k == 0) {
+		out[0] = g->root;
+		out[0].resource = strdup(g->root.resource);
+		return out[0].resource ? 1 : 0;
+	}
 	if (who->mine) {
 		pthread_mutex_lock(&lm->mutex);
 		for (struct lm_waiter *w = lm->waiters.next;
 		     w != &lm->waiters && n < max; w = w->next) {
 			if (w->req.owner != who->owner ||
-			    w->state != W_QUEUED ||
+			    w->state != W_QUEUED || w->req.ofd ||
 			    w->req.space != DL_SPACE_POSIX || !w->o)
 				continue;
 			out[n].who = *who;
@@ -548,22 +635,69 @@ static size_t graph_waits(struct lockmgr *lm, struct lm_graph *g,
 				n++;
 		}
 		pthread_mutex_unlock(&lm->mutex);
+		for (size_t i = 0; i < n; i++)
+			out[i].since_ms = graph_since(lm, g, &out[i]);
 		return n;
 	}
-	if (!g->listed) {
-		g->listed = true;
-		dl_backend_list(lm->be, NULL, collect_remote_wait, g);
-	}
-	for (size_t i = 0; i < g->nremote && n < max; i++) {
-		if (!gowner_eq(&g->remote[i].who, who) ||
-		    g->remote[i].req.space != DL_SPACE_POSIX)
+	graph_list(lm, g);
+	for (size_t i = 0; i < g->nwaits && n < max; i++) {
+		if (!gowner_eq(&g->waits[i].who, who))
 			continue;
-		out[n] = g->remote[i];
-		out[n].resource = strdup(g->remote[i].resource);
+		out[n] = g->waits[i];
+		out[n].resource = strdup(g->waits[i].resource);
 		if (out[n].resource)
 			n++;
 	}
 	return n;
+}
+
+/*
+ * The cycle that ends with seen[@k]'s wait @last (blocked by the
+ * requester): is the requester's wait its newest, so its victim?  And is
+ * it a cycle of processes at all: two owners of one process on one host
+ * are an OFD lock and its process (the kernel names both by their lock
+ * owner alone), and Linux leaves OFD locks out of deadlock detection.
+ */
+static void graph_cycle(struct lockmgr *lm, const struct lm_graph *g, size_t k,
+			const struct lm_gwait *last, bool *victim, bool *real)
+{
+	struct lm_wkey root = { g->root.since_ms, lm->host_id,
+				g->root.who.owner };
+	struct lm_wkey newest = { last->since_ms,
+				  last->who.mine ? lm->host_id : last->who.host,
+				  last->who.owner };
+	int path[LM_DEADLOCK_MAX_OWNERS];
+	size_t n = 0;
+
+	for (int i = (int)k; i >= 0 && n < LM_DEADLOCK_MAX_OWNERS;
+	     i = g->seen[i].parent) {
+		path[n++] = i;
+		if (i > 0) {
+			const struct lm_gnode *p = &g->seen[g->seen[i].parent];
+			struct lm_wkey key = { g->seen[i].via_since,
+					       p->who.mine ? lm->host_id
+							   : p->who.host,
+					       p->who.owner };
+
+			if (g->seen[i].parent > 0 &&
+			    wkey_cmp(&key, &newest) > 0)
+				newest = key;
+		}
+	}
+	*victim = wkey_cmp(&root, &newest) >= 0;
+	*real = true;
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = i + 1; j < n; j++) {
+			const struct lm_gnode *a = &g->seen[path[i]];
+			const struct lm_gnode *b = &g->seen[path[j]];
+
+			if (a->pid && a->pid == b->pid &&
+			    a->who.mine == b->who.mine &&
+			    (a->who.mine ||
+			     strcmp(a->who.host, b->who.host) == 0))
+				*real = false;
+		}
+	}
 }
 
 /*
@@ -572,46 +706,118 @@ static size_t graph_waits(struct lockmgr *lm, struct lm_graph *g,
  * wait's blockers, until the requester shows up (a deadlock) or the bound
  * is reached (assume none, as Linux does).  The graph spans hosts: the
  * backend lists every holder, and the waits of other hosts' owners.
+ * Returns 1 (a cycle; *victim: the request is its newest wait), 0, or -1
+ * when the request is no longer queued.
  */
-static bool lm_deadlock(struct lockmgr *lm, uint64_t id)
+static int lm_find_cycle(struct lockmgr *lm, uint64_t id, bool *victim)
 {
 	struct lm_graph *g = calloc(1, sizeof(*g));
-	struct lm_gowner me = { .mine = true };
-	bool found = false;
+	int found = 0;
 	struct lm_waiter *w;
 
 	if (!g)
-		return false;
+		return 0;
 	pthread_mutex_lock(&lm->mutex);
 	w = waiter_find(lm, id);
-	if (w && w->state == W_QUEUED)
-		me.owner = w->req.owner;
-	pthread_mutex_unlock(&lm->mutex);
-	if (!w)
+	if (!w || w->state != W_QUEUED || w->cancelling || !w->o) {
+		pthread_mutex_unlock(&lm->mutex);
+		found = -1;
 		goto out;
-	g->seen[g->nseen++] = me;
+	}
+	g->root.who = (struct lm_gowner){ .owner = w->req.owner, .mine = true };
+	g->root.resource = strdup(w->o->resource);
+	req_to_backend(&w->req, NULL, 0, &g->root.req);
+	g->seen[g->nseen++] =
+		(struct lm_gnode){ g->root.who, w->req.pid, -1, 0 };
+	/* this host's live POSIX holds (the mutex is a leaf: copy them) */
+	for (size_t b = 0; b < LM_BUCKETS && g->root.resource; b++) {
+		for (struct lm_obj *o = lm->objs[b]; o; o = o->next) {
+			for (struct lm_hold *h = o->holds; h; h = h->next) {
+				struct lm_ghold *p;
+
+				if (h->space != DL_SPACE_POSIX || h->lost)
+					continue;
+				p = realloc(g->holds,
+					    (g->nholds + 1) * sizeof(*p));
+				if (!p)
+					continue;
+				g->holds = p;
+				p[g->nholds].owner = h->owner;
+				p[g->nholds].resource = strdup(o->resource);
+				if (p[g->nholds].resource)
+					g->nholds++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&lm->mutex);
+	if (!g->root.resource)
+		goto out;
+	g->root.since_ms = graph_since(lm, g, &g->root);
 
 	for (size_t next = 0; next < g->nseen && !found; next++) {
 		struct lm_gwait waits[8];
-		size_t n = graph_waits(lm, g, &g->seen[next], waits, 8);
+		size_t n = graph_waits(lm, g, next, waits, 8);
 
 		for (size_t i = 0; i < n; i++) {
-			struct lm_probe p = { g, &waits[i], &me, false };
+			struct lm_probe p = { g, &waits[i], (int)next, false };
+			bool real = false;
 
-			if (!found && dl_backend_list(lm->be, waits[i].resource,
-						      probe_holder, &p) == 0)
-				found = p.found;
+			if (!found &&
+			    dl_backend_list(lm->be, waits[i].resource,
+					    probe_holder, &p) == 0 &&
+			    p.found) {
+				graph_cycle(lm, g, next, &waits[i], victim,
+					    &real);
+				found = real;
+			}
 			free(waits[i].resource);
 		}
 	}
 out:
-	for (size_t i = 0; i < g->nremote; i++)
-		free(g->remote[i].resource);
-	free(g->remote);
+	for (size_t i = 0; i < g->nwaits; i++)
+		free(g->waits[i].resource);
+	for (size_t i = 0; i < g->nholds; i++)
+		free(g->holds[i].resource);
+	free(g->waits);
+	free(g->holds);
+	free(g->root.resource);
 	free(g);
 	return found;
 }
 
+/*
+ * Deadlock check of queued request @id (DESIGN §2: EDEADLK).  A cycle is
+ * believed only when a second walk over fresh listings finds it again, so
+ * listings taken at different moments cannot invent one.  Of the waits of
+ * a cycle only the newest fails (every host orders them alike, by the
+ * backend's enqueue time), so two hosts that close a cycle at the same
+ * moment do not both fail; the others check once more a little later
+ * (@final), in case the newest one's check ran before the cycle closed.
+ */
+static void lm_deadlock_check(struct lockmgr *lm, uint64_t id, bool final)
+{
+	bool victim = false;
+	struct lm_waiter *w;
+
+	if (lm_find_cycle(lm, id, &victim) <= 0)
+		return;
+	if (lm_find_cycle(lm, id, &victim) <= 0)
+		return;
+	if (victim || final) {
+		dl_log(DL_LOG_DEBUG, "wait %" PRIu64 ": deadlock", id);
+		lm_cancel(lm, id, -EDEADLK);
+		return;
+	}
+	pthread_mutex_lock(&lm->mutex);
+	w = waiter_find(lm, id);
+	if (w && w->state == W_QUEUED && !w->cancelling) {
+		w->recheck = dl_mono_ms() + LM_DEADLOCK_RECHECK_MS;
+		pthread_cond_signal(&lm->timer_cond);
+	}
+	pthread_mutex_unlock(&lm->mutex);
+}
+
+/* lock_timeout expiries and deadlock re-checks */
 static void *timer_main(void *arg)
 {
 	struct lockmgr *lm = arg;
@@ -619,23 +825,32 @@ static void *timer_main(void *arg)
 	pthread_mutex_lock(&lm->mutex);
 	while (!lm->stopping) {
 		int64_t now = dl_mono_ms(), next = 0;
-		uint64_t expired = 0;
+		uint64_t expired = 0, recheck = 0;
 		struct lm_waiter *w;
 
 		for (w = lm->waiters.next; w != &lm->waiters; w = w->next) {
-			if (w->state != W_QUEUED || w->cancelling ||
-			    !w->deadline)
+			if (w->state != W_QUEUED || w->cancelling)
 				continue;
-			if (w->deadline <= now) {
+			if (w->deadline && w->deadline <= now) {
 				expired = w->id;
 				break;
 			}
-			if (!next || w->deadline < next)
+			if (w->recheck && w->recheck <= now) {
+				w->recheck = 0;
+				recheck = w->id;
+				break;
+			}
+			if (w->deadline && (!next || w->deadline < next))
 				next = w->deadline;
+			if (w->recheck && (!next || w->recheck < next))
+				next = w->recheck;
 		}
-		if (expired) {
+		if (expired || recheck) {
 			pthread_mutex_unlock(&lm->mutex);
-			lm_cancel(lm, expired, -EDEADLK);
+			if (expired)
+				lm_cancel(lm, expired, -EDEADLK);
+			else
+				lm_deadlock_check(lm, recheck, true);
 			pthread_mutex_lock(&lm->mutex);
 			continue;
 		}
@@ -771,7 +986,8 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		return;
 	}
 	if (ret == -EINPROGRESS) {
-		bool check = w->req.space == DL_SPACE_POSIX;
+		/* as Linux: OFD requests are left out of deadlock detection */
+		bool check = w->req.space == DL_SPACE_POSIX && !w->req.ofd;
 		bool intr = w->interrupted;
 
 		w->state = W_QUEUED;
@@ -789,8 +1005,8 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 		pthread_mutex_unlock(&lm->mutex);
 		if (intr)
 			lm_cancel(lm, id, -EINTR);
-		else if (check && lm_deadlock(lm, id))
-			lm_cancel(lm, id, -EDEADLK);
+		else if (check)
+			lm_deadlock_check(lm, id, false);
 		return;
 	}
 	if (ret == 0)
@@ -1239,6 +1455,11 @@ int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out)
 	return 0;
 }
 
+bool lockmgr_shared(struct lockmgr *lm)
+{
+	return lm->be->ops->shared;
+}
+
 int lockmgr_list(struct lockmgr *lm, const char *resource, dl_lock_info_fn fn,
 		 void *arg)
 {
@@ -1301,15 +1522,13 @@ int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,
 	ret = dl_backend_open(&lm->conf.backend, &cb, &lm->be, err, errlen);
 	if (ret < 0)
 		goto out_destroy;
-	if (conf->lock_timeout_s) {
-		ret = -pthread_create(&lm->timer, NULL, timer_main, lm);
-		if (ret < 0) {
-			snprintf(err, errlen, "cannot start timer thread: %s",
-				 strerror(-ret));
-			goto out_close;
-		}
-		lm->timer_started = true;
+	ret = -pthread_create(&lm->timer, NULL, timer_main, lm);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot start timer thread: %s",
+			 strerror(-ret));
+		goto out_close;
 	}
+	lm->timer_started = true;
 	*out = lm;
 	return 0;
 
@@ -1335,7 +1554,10 @@ void lockmgr_destroy(struct lockmgr *lm)
 	if (lm->timer_started)
 		pthread_join(lm->timer, NULL);
 
-	/* end every wait: the unmount interrupts its process anyway */
+	/*
+	 * End every wait with ENOLCK, not EINTR: no signal is pending, and
+	 * the kernel would turn EINTR into ERESTARTSYS ("Unknown error 512").
+	 */
 	for (;;) {
 		struct lm_waiter *w;
 		uint64_t id = 0;
@@ -1349,7 +1571,7 @@ void lockmgr_destroy(struct lockmgr *lm)
 		pthread_mutex_unlock(&lm->mutex);
 		if (!id)
 			break;
-		lm_cancel(lm, id, -EINTR);
+		lm_cancel(lm, id, -ENOLCK);
 	}
 
 	/* release every lock this daemon holds */

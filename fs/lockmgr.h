@@ -38,9 +38,9 @@ struct lockmgr;
  * granted under.  All fields are atomics, written by the manager only.
  */
 struct lockmgr_file {
-	atomic_bool lost;      /* sticky: a lock taken through it was lost */
+	atomic_bool lost;	/* sticky: a lock taken through it was lost */
 	_Atomic uint64_t lease; /* dl_lease gen of its locks' grants */
-	atomic_uint nholds;    /* holds that name this file (0: unfenced) */
+	atomic_uint nholds;	/* holds that name this file (0: unfenced) */
 };
 
 typedef void (*lockmgr_done_fn)(void *arg, int err);
@@ -53,9 +53,6 @@ struct lockmgr_conf {
 	lockmgr_name_fn name;	 /* may be NULL when every request names
 				 its resource (lockmgr_req.resource) */
 	void *name_ctx;
-	/* with a shared backend, called after every grant before done():
-	 * what this host cached of @obj may be stale (DESIGN §3) */
-	void (*invalidate)(void *ctx, uint64_t obj);
 };
 
 /* A lock or unlock request of a front-end. */
@@ -68,6 +65,7 @@ struct lockmgr_req {
 	uint64_t owner;
 	uint32_t pid;
 	bool wait;
+	bool ofd; /* an OFD lock, when the front-end can tell (the shim) */
 	/*
 	 * Optional: the resource name to bind @obj to when it is not bound
 	 * yet, instead of asking conf.name (the control socket names objects
@@ -82,7 +80,7 @@ typedef void (*lockmgr_lost_fn)(void *ctx, uint64_t obj, enum dl_space space,
 
 int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,
 		   char *err, size_t errlen);
-/* fail every wait with -EINTR, release every lock, close the backend */
+/* fail every wait with -ENOLCK, release every lock, close the backend */
 void lockmgr_destroy(struct lockmgr *lm);
 
 /*
@@ -149,6 +147,9 @@ int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters,
 int lockmgr_token(struct lockmgr *lm, uint64_t obj, uint32_t pid,
 		  uint64_t *token);
 int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out);
+
+/* true when other hosts share the backend (and, usually, the files) */
+bool lockmgr_shared(struct lockmgr *lm);
 
 /* lockmgr_list() - dl_backend_list() on the manager's backend */
 int lockmgr_list(struct lockmgr *lm, const char *resource, dl_lock_info_fn fn,

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "backend/log.h"
+#include "fs/grantq.h"
 #include "fs/lockmgr.h"
 
 #define XATTR_PREFIX "user.dlock."
@@ -36,12 +37,37 @@ static struct lockmgr *lm_of(fuse_req_t req)
 	return dl_fs_of(req)->lm;
 }
 
-/* the manager's done(): answer the request, wherever we are */
+/* a lock request between its submission and its answer */
+struct lk_call {
+	struct grantq_item item; /* first: grantq hands it back */
+	fuse_req_t req;
+};
+
+static void lk_answer(struct grantq_item *item)
+{
+	struct lk_call *c = (struct lk_call *)item;
+
+	fuse_reply_err(c->req, 0);
+	free(c);
+}
+
+/*
+ * The manager's done(), on whichever thread learns the outcome.  A grant
+ * on a shared backend first drops what the kernel cached of the file
+ * (another host may have written it while we did not hold the lock); that
+ * runs on grantq's thread, never here (see grantq.h).
+ */
 static void lk_done(void *arg, int err)
 {
-	fuse_req_t req = arg;
+	struct lk_call *c = arg;
+	struct dl_fs *fs = dl_fs_of(c->req);
 
-	fuse_reply_err(req, -err);
+	if (err == 0 && fs->grantq) {
+		grantq_push(fs->grantq, &c->item);
+		return;
+	}
+	fuse_reply_err(c->req, -err);
+	free(c);
 }
 
 /* FUSE_INTERRUPT for a waiting request; @data is its wait id */
@@ -50,12 +76,39 @@ static void lk_interrupt(fuse_req_t req, void *data)
 	lockmgr_interrupt(lm_of(req), (uint64_t)(uintptr_t)data);
 }
 
+/*
+ * Before a release of an exclusive lock becomes visible to other hosts,
+ * what was written reaches the backing store (DESIGN §3): close() of a
+ * duplicate flushes as a close does (NFS writes back here), without
+ * closing the descriptor.  Used before unlocks and downgrades; the close
+ * paths flush in passthrough.c.
+ */
+static void lk_flush(struct dl_file *f)
+{
+	int fd = dup(f->fd);
+
+	if (fd < 0 || close(fd) < 0)
+		dl_log(DL_LOG_WARNING,
+		       "flush before unlock of inode %" PRIu64 ": %s",
+		       (uint64_t)f->ino, strerror(errno));
+}
+
 static void lk_lock(fuse_req_t req, const struct lockmgr_req *r)
 {
 	struct lockmgr *lm = lm_of(req);
-	uint64_t id = lockmgr_prepare(lm, r, lk_done, req);
+	struct lk_call *c = calloc(1, sizeof(*c));
+	uint64_t id;
 
+	if (!c) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	c->req = req;
+	c->item.ino = (fuse_ino_t)r->obj;
+	c->item.done = lk_answer;
+	id = lockmgr_prepare(lm, r, lk_done, c);
 	if (!id) {
+		free(c);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -104,6 +157,8 @@ static void lo_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	if (r.type != DL_WRLCK)
+		lk_flush(dl_file_of(fi)); /* an unlock or a downgrade */
 	if (r.type == DL_UNLCK) {
 		fuse_reply_err(req, -lockmgr_unlock(lm_of(req), &r));
 		return;
@@ -133,12 +188,14 @@ static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 
 	switch (op & ~LOCK_NB) {
 	case LOCK_SH:
+		lk_flush(dl_file_of(fi)); /* a downgrade, maybe */
 		r.type = DL_RDLCK;
 		break;
 	case LOCK_EX:
 		r.type = DL_WRLCK;
 		break;
 	case LOCK_UN:
+		lk_flush(dl_file_of(fi));
 		fuse_reply_err(req, -lockmgr_unlock(lm_of(req), &r));
 		return;
 	default:
@@ -254,22 +311,6 @@ static int lockops_name(void *ctx, uint64_t obj, char **out)
 	return dl_fs_resource(ctx, (fuse_ino_t)obj, out);
 }
 
-/*
- * Another host may have written the file while we did not hold the lock:
- * drop the kernel's cached pages and attributes (no writeback cache is in
- * use, so there is nothing dirty to lose).
- */
-static void lockops_invalidate(void *ctx, uint64_t obj)
-{
-	struct dl_fs *fs = ctx;
-	int ret =
-		fuse_lowlevel_notify_inval_inode(fs->se, (fuse_ino_t)obj, 0, 0);
-
-	if (ret < 0 && ret != -ENOENT)
-		dl_log(DL_LOG_WARNING, "invalidate inode %" PRIu64 ": %s", obj,
-		       strerror(-ret));
-}
-
 int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 {
 	struct lockmgr_conf conf = {
@@ -281,7 +322,6 @@ int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 		.lock_timeout_s = fs->opt.lock_timeout,
 		.name = lockops_name,
 		.name_ctx = fs,
-		.invalidate = lockops_invalidate,
 	};
 	int ret;
 
@@ -291,11 +331,27 @@ int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 		conf.backend.incarnation = ((uint64_t)getpid() << 32) ^
 					   (uint64_t)dl_now_ms();
 	ret = lockmgr_create(&conf, &fs->lm, err, errlen);
-	if (ret == 0)
-		dl_log(DL_LOG_INFO, "host %s, backend %s, lock_timeout %us",
-		       fs->opt.host_id, fs->backend_redacted,
-		       fs->opt.lock_timeout);
-	return ret;
+	if (ret < 0)
+		return ret;
+	/*
+	 * Another host may write the file while we do not hold its lock: on
+	 * a shared backend every grant first drops the kernel's cached pages
+	 * and attributes (no writeback cache is in use, so nothing dirty is
+	 * lost).
+	 */
+	if (lockmgr_shared(fs->lm)) {
+		ret = grantq_start(fs->se, &fs->grantq);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot start a thread: %s",
+				 strerror(-ret));
+			lockmgr_destroy(fs->lm);
+			fs->lm = NULL;
+			return ret;
+		}
+	}
+	dl_log(DL_LOG_INFO, "host %s, backend %s, lock_timeout %us",
+	       fs->opt.host_id, fs->backend_redacted, fs->opt.lock_timeout);
+	return 0;
 }
 
 void lockops_destroy(struct dl_fs *fs)
@@ -304,4 +360,8 @@ void lockops_destroy(struct dl_fs *fs)
 		return;
 	lockmgr_destroy(fs->lm);
 	fs->lm = NULL;
+	if (fs->grantq) {
+		grantq_stop(fs->grantq);
+		fs->grantq = NULL;
+	}
 }

@@ -22,7 +22,8 @@ void lockops_fill(struct fuse_lowlevel_ops *ops);
 void lockops_flush(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f,
 		   uint64_t lock_owner);
 /* release: the last close of an open file description drops its flock
- * lock and its OFD locks.  Call before closing f->fd and freeing f. */
+ * lock and its OFD locks.  Call after closing f->fd (which flushes it),
+ * before freeing f. */
 void lockops_release(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f,
 		     const struct fuse_file_info *fi);
 
