@@ -1323,6 +1323,7 @@ static int do_fence(struct ctl_req *r)
 					     .id = r->m->hdr.id } };
 	struct ctl_proc *p = r->c->proc;
 	size_t i, free_slot = DL_FENCE_SLOTS;
+	uint64_t lease, old;
 	char link[64];
 	struct stat st;
 	int ret, ro;
@@ -1330,6 +1331,21 @@ static int do_fence(struct ctl_req *r)
 
 	if (fstat(r->fd, &st) == -1)
 		return -errno;
+	if (r->m->flags & DLP_F_LEASE) {
+		int lfd = lockmgr_lease_memfd(r->cs->lm);
+
+		if (lfd < 0) {
+			r->why = "no lease page";
+			return -EOPNOTSUPP;
+		}
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", lfd);
+		ro = open(link, O_RDONLY | O_CLOEXEC);
+		if (ro < 0)
+			return -errno;
+		ok = conn_send_fd(r->c, &rep, ro);
+		close(ro);
+		return ok ? 1 : -EPIPE;
+	}
 	if (!p->fence) {
 		ret = fence_create(p);
 		if (ret < 0) {
@@ -1356,8 +1372,15 @@ static int do_fence(struct ctl_req *r)
 		i = free_slot;
 		p->fence[i].dev = st.st_dev;
 		p->fence[i].ino = st.st_ino;
+		__atomic_store_n(&p->fence[i].lease, 0, __ATOMIC_RELAXED);
 		p->fence[i].used = 1;
 	}
+	/* a FENCE follows a grant: its locks live under the current lease
+	 * (or an older one, which fences it sooner) */
+	lease = atomic_load(&lockmgr_lease(r->cs->lm)->gen);
+	old = __atomic_load_n(&p->fence[i].lease, __ATOMIC_RELAXED);
+	if (!old || (lease && lease < old))
+		__atomic_store_n(&p->fence[i].lease, lease, __ATOMIC_RELEASE);
 	rep.start = i;
 	if (!(r->m->flags & DLP_F_PAGE))
 		return conn_send(r->cs, r->c, &rep) ? 1 : -EPIPE;

@@ -444,15 +444,32 @@ static const char *pt_under(const char *path, const char *base)
 	return path + blen + 1;
 }
 
+/*
+ * The resource name of an inode is its path relative to BACKING_DIR (the
+ * lock manager binds it at the first lock and keeps it while locks or
+ * waits remain, so a file locked and then unlinked keeps its name).  A file
+ * that is already unlinked when it is first locked has no path: /proc
+ * shows its old one with " (deleted)" appended, which a live file may
+ * literally be called.  It is named "//unlinked/INODE" instead, which no
+ * relative path can be ("//" never occurs in one), and which every host
+ * sharing the backing store computes alike.
+ */
 int dl_fs_resource(struct dl_fs *fs, fuse_ino_t ino, char **out)
 {
 	char *path, *base = NULL;
 	const char *rel;
+	struct stat st;
 	int err;
 
 	if (ino == FUSE_ROOT_ID) {
 		*out = strdup("");
 		return *out ? 0 : -ENOMEM;
+	}
+	if (fstat(pt_fd(fs, ino), &st) == 0 && st.st_nlink == 0 &&
+	    !S_ISDIR(st.st_mode)) {
+		if (asprintf(out, "//unlinked/%ju", (uintmax_t)st.st_ino) < 0)
+			return -ENOMEM;
+		return 0;
 	}
 	err = pt_fd_path(pt_fd(fs, ino), &path);
 	if (err)

@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #define DL_PROTO_MAGIC	   0x4b4c4c44u /* "DLLK" */
-#define DL_PROTO_VERSION   2
+#define DL_PROTO_VERSION   3
 #define DL_PROTO_HDR_LEN   16
 #define DL_PROTO_MAX_FRAME 65536 /* header included */
 #define DL_PROTO_MAX_STR   4096
@@ -59,12 +59,13 @@ enum dl_proto_kind {
 			* by the connection */
 };
 
-#define DLP_F_WAIT 0x01 /* queue when blocked */
-#define DLP_F_FD   0x02 /* a descriptor comes with the frame */
-#define DLP_F_PAGE 0x04 /* FENCE: send me my fence page (a descriptor) */
+#define DLP_F_WAIT  0x01 /* queue when blocked */
+#define DLP_F_FD    0x02 /* a descriptor comes with the frame */
+#define DLP_F_PAGE  0x04 /* FENCE: send me my fence page (a descriptor) */
+#define DLP_F_LEASE 0x08 /* FENCE: send me the lease page (a descriptor) */
 
 /*
- * The fence page (version 2): one per client process, made by the daemon
+ * The fence page (version 3): one per client process, made by the daemon
  * at the process's first FENCE and passed read-only with that reply
  * (DLP_F_PAGE).  FENCE names a file by the descriptor passed with it; the
  * reply's start is the slot the daemon keeps for that file in the page.
@@ -73,11 +74,20 @@ enum dl_proto_kind {
  * later FENCE of the file gets another slot.  A slot (lost or not) is
  * recycled once the process has told the daemon (CLOSED) of a close that
  * left it no descriptor of the file.
+ *
+ * Fencing by the clock (DESIGN §3): a slot also names the lease its locks
+ * were granted under (0: a backend without leases).  The lease page, one
+ * for the daemon, passed read-only with the reply to a FENCE that sets
+ * DLP_F_LEASE, starts with the backend's struct dl_lease (backend.h); the
+ * shim refuses a write when dl_lease_trusted(page, slot.lease, now) is
+ * false, whether or not the daemon has set lost yet (a frozen daemon
+ * cannot).
  */
 struct dl_fence_slot {
 	uint64_t dev, ino;
 	uint32_t used;
-	uint32_t lost; /* read with an atomic load */
+	uint32_t lost;	/* read with an atomic load */
+	uint64_t lease; /* read with an atomic load */
 };
 
 #define DL_FENCE_PAGE_SIZE 65536

@@ -73,8 +73,10 @@
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "fs/proto.h"
 
 #define SHIM_EXPORT    __attribute__((visibility("default")))
@@ -382,8 +384,23 @@ static bool files_has(dev_t dev, ino_t ino)
  * fork child; read on every write.
  */
 static _Atomic(const struct dl_fence_slot *) fence_page;
+/* the daemon's lease page (proto.h), mapped at the first fence; NULL: none */
+static _Atomic(const struct dl_lease *) lease_page;
 static _Atomic uint16_t fence_fds[SHIM_FENCE_FDS];
 static atomic_int fence_hi; /* 1 + the highest fd ever registered */
+
+/* is a lock granted under lease @gen still trusted now (by the clock)? */
+static bool fence_trusted(uint64_t gen)
+{
+	const struct dl_lease *lp = atomic_load(&lease_page);
+	struct timespec ts;
+
+	if (!gen || !lp)
+		return true;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return dl_lease_trusted(
+		lp, gen, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
 
 /* has the lock behind @fd been lost?  The write path's only check */
 static inline bool fence_lost(int fd)
@@ -397,7 +414,11 @@ static inline bool fence_lost(int fd)
 	if (__builtin_expect(!slot, 1))
 		return false;
 	pg = atomic_load_explicit(&fence_page, memory_order_acquire);
-	return pg && __atomic_load_n(&pg[slot - 1].lost, __ATOMIC_ACQUIRE);
+	if (!pg)
+		return false;
+	if (__atomic_load_n(&pg[slot - 1].lost, __ATOMIC_ACQUIRE))
+		return true;
+	return !fence_trusted(pg[slot - 1].lease);
 }
 
 static void fence_forget(int fd)
@@ -666,6 +687,31 @@ static int shim_ask(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
 }
 
 /*
+ * The daemon's lease page, once per process (see proto.h): without it the
+ * shim fences by the lost mark only.  @buf: DL_PROTO_MAX_FRAME bytes.
+ */
+static void shim_lease_page(int fd, unsigned char *buf)
+{
+	struct dl_proto_msg req = { .hdr = { .type = DLP_FENCE } }, rep;
+	const struct dl_lease *none = NULL;
+	long pgsz = sysconf(_SC_PAGESIZE);
+	int rfd = -1;
+	void *m;
+
+	req.flags = DLP_F_FD | DLP_F_LEASE;
+	if (rpc(&req, fd, &rep, buf, &rfd) < 0 || rep.err < 0 || rfd < 0)
+		goto out;
+	m = mmap(NULL, (size_t)pgsz, PROT_READ, MAP_SHARED, rfd, 0);
+	if (m == MAP_FAILED)
+		goto out;
+	if (!atomic_compare_exchange_strong(&lease_page, &none, m))
+		munmap(m, (size_t)pgsz);
+out:
+	if (rfd >= 0)
+		real_close(rfd);
+}
+
+/*
  * shim_fence() - after a grant on @fd (file @st): have the daemon watch
  * it for a lost lock.  Best effort: an old daemon, a full page or no
  * memory leave the lock in place, only unfenced.
@@ -707,6 +753,8 @@ static void shim_fence(int fd, const struct stat *st)
 	mine = atomic_load(&fence_page);
 	if (!mine)
 		goto out;
+	if (!atomic_load(&lease_page))
+		shim_lease_page(fd, buf);
 	fence_set(fd, (unsigned)rep.start + 1);
 out:
 	if (rfd >= 0)

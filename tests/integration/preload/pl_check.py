@@ -178,7 +178,7 @@ except Alarm:
 
 
 # ---- the socket, spoken to directly -------------------------------------
-MAGIC, VERSION = 0x4B4C4C44, 2
+MAGIC, VERSION = 0x4B4C4C44, 3
 LOCK, STATUS, REPLY = 1, 6, 64
 
 
