@@ -66,6 +66,99 @@
 
 struct redis_backend;
 
+/*
+ * Test-only fault injection (compiled in always, inert unless the
+ * environment variable DLOCKFS_TEST_REDIS_FAULT is set when the backend
+ * is opened): a comma-separated list of POINT:N, used by
+ * tests/integration/redis/redis_be.c to hit races at will:
+ *   delay_lock:MS     sleep after a lock request's wait is registered,
+ *                     before the request is sent
+ *   delay_cancel:MS   sleep before a cancel is sent
+ *   delay_deliver:MS  the subscriber sleeps before delivering a message
+ *   fail_unlock:N, fail_release:N, fail_cancel:N
+ *                     the next N scripts of that op fail as if the node
+ *                     were unreachable (nothing sent)
+ *   nomem:N           the Nth bookkeeping allocation after open fails
+ */
+struct redis_fault {
+	int delay_lock, delay_cancel, delay_deliver;
+	atomic_int fail_unlock, fail_release, fail_cancel;
+};
+
+/* nomem:N counts allocations of every backend of the process (tests open
+ * one faulty backend at a time) */
+static atomic_int fault_nomem;
+
+static void fault_parse(struct redis_fault *f)
+{
+	const char *s = getenv("DLOCKFS_TEST_REDIS_FAULT");
+
+	while (s && *s) {
+		char name[32];
+		int v, len = 0;
+
+		if (sscanf(s, "%31[a-z_]:%d%n", name, &v, &len) < 2 || !len)
+			break;
+		if (strcmp(name, "delay_lock") == 0)
+			f->delay_lock = v;
+		else if (strcmp(name, "delay_cancel") == 0)
+			f->delay_cancel = v;
+		else if (strcmp(name, "delay_deliver") == 0)
+			f->delay_deliver = v;
+		else if (strcmp(name, "fail_unlock") == 0)
+			atomic_store(&f->fail_unlock, v);
+		else if (strcmp(name, "fail_release") == 0)
+			atomic_store(&f->fail_release, v);
+		else if (strcmp(name, "fail_cancel") == 0)
+			atomic_store(&f->fail_cancel, v);
+		else if (strcmp(name, "nomem") == 0)
+			atomic_store(&fault_nomem, v);
+		dl_log(DL_LOG_WARNING, "redis: test fault %s:%d", name, v);
+		s += len;
+		if (*s == ',')
+			s++;
+	}
+}
+
+static void fault_sleep(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	if (ms > 0)
+		nanosleep(&ts, NULL);
+}
+
+/* true when a fault counter was armed and this call consumes it */
+static bool fault_take(atomic_int *n)
+{
+	int v = atomic_load(n);
+
+	while (v > 0)
+		if (atomic_compare_exchange_weak(n, &v, v - 1))
+			return true;
+	return false;
+}
+
+static bool fault_fail(struct redis_fault *f, const char *op)
+{
+	if (strcmp(op, "unlock") == 0)
+		return fault_take(&f->fail_unlock);
+	if (strcmp(op, "release") == 0)
+		return fault_take(&f->fail_release);
+	if (strcmp(op, "cancel") == 0)
+		return fault_take(&f->fail_cancel);
+	return false;
+}
+
+/* calloc of bookkeeping, failing once where nomem:N says */
+static void *fault_calloc(size_t n, size_t size)
+{
+	if (atomic_load(&fault_nomem) > 0 &&
+	    atomic_fetch_sub(&fault_nomem, 1) == 1)
+		return NULL;
+	return calloc(n, size);
+}
+
 struct redis_conn {
 	pthread_mutex_t mutex; /* guards c */
 	redisContext *c;
@@ -152,6 +245,7 @@ struct redis_backend {
 	atomic_bool fcall;	 /* FCALL fname, false: EVALSHA sha */
 	char ttl[16], delay[16]; /* ARGV[4], ARGV[5] */
 	struct redis_node *nodes;
+	struct redis_fault fault; /* tests only */
 	pthread_t keeper, watchdog;
 	bool keeper_started, watchdog_started;
 
@@ -253,7 +347,7 @@ static void note_add(struct redis_note **list, int kind, const char *resource,
 		     uint64_t token, int err)
 {
 	size_t len = resource ? strlen(resource) : 0;
-	struct redis_note *n = calloc(1, sizeof(*n) + len + 1);
+	struct redis_note *n = fault_calloc(1, sizeof(*n) + len + 1);
 
 	if (!n) {
 		dl_log(DL_LOG_ERR, "redis: out of memory for a callback");
@@ -326,7 +420,7 @@ static void held_add(struct redis_backend *rb, const char *res,
 		(*p)->mask &= mask;
 		return;
 	}
-	*p = calloc(1, sizeof(**p) + len + 1);
+	*p = fault_calloc(1, sizeof(**p) + len + 1);
 	if (!*p) {
 		/* the lock is granted; only its loss report would be missed */
 		dl_log(DL_LOG_ERR, "redis: out of memory tracking a lock");
@@ -388,7 +482,7 @@ static void wait_unlink(struct redis_backend *rb, struct redis_wait *w)
 static struct redis_wait *wait_new(const struct dl_lock_req *req)
 {
 	size_t len = strlen(req->resource);
-	struct redis_wait *w = calloc(1, sizeof(*w) + len + 1);
+	struct redis_wait *w = fault_calloc(1, sizeof(*w) + len + 1);
 
 	if (!w)
 		return NULL;
@@ -403,7 +497,7 @@ static void job_add(struct redis_backend *rb, enum redis_job_kind kind,
 		    unsigned node, const struct dl_lock_req *req)
 {
 	size_t len = strlen(req->resource);
-	struct redis_job *j = calloc(1, sizeof(*j) + len + 1);
+	struct redis_job *j = fault_calloc(1, sizeof(*j) + len + 1);
 
 	if (!j) {
 		dl_log(DL_LOG_ERR,
@@ -709,6 +803,8 @@ static int node_script(struct redis_backend *rb, struct redis_node *n,
 	*out = NULL;
 	if (indoubt)
 		*indoubt = false;
+	if (fault_fail(&rb->fault, op))
+		return -ENOLCK;
 	if (nargs > REDIS_ARGV_STACK) {
 		argv = calloc(nargs, sizeof(*argv));
 		lens = calloc(nargs, sizeof(*lens));
@@ -1118,6 +1214,7 @@ static void sub_message(struct redis_backend *rb, struct redis_node *n,
 	uint64_t id, token = 0;
 	char kind;
 
+	fault_sleep(rb->fault.delay_deliver);
 	if (len > 2 && msg[0] == 'L' && msg[1] == ' ') {
 		pthread_mutex_lock(&rb->mutex);
 		deliver_break(rb, epoch, msg + 2, len - 2, &notes);
@@ -1288,6 +1385,7 @@ node_lock(struct redis_backend *rb, struct redis_node *n,
 	int64_t v;
 
 	*indoubt = false;
+	fault_sleep(rb->fault.delay_lock);
 	if (node_lease(rb, n, lease, epoch) < 0)
 		return RO_ERROR;
 	lockargs_fill(&a, req, wait_id, mode);
@@ -1990,6 +2088,7 @@ static int redis_open(const struct dl_backend_conf *conf,
 	}
 	rb->base.ops = &dl_redis_ops;
 	rb->cb = *cb;
+	fault_parse(&rb->fault);
 	ret = redis_uri_parse(rest, &rb->uri, err, errlen);
 	if (ret < 0) {
 		free(rb);
@@ -2287,6 +2386,7 @@ static int redis_cancel(struct dl_backend *be, uint64_t wait_id)
 	if (!res)
 		return -ENOMEM; /* still queued: a callback will come */
 	req.resource = res;
+	fault_sleep(rb->fault.delay_cancel);
 	r = node_simple(rb, &rb->nodes[0], "cancel", &req, NULL, NULL);
 
 	pthread_mutex_lock(&rb->mutex);
