@@ -237,7 +237,7 @@ static void expect_none(struct host *h, uint64_t id, const char *what)
 	usleep(QUIET_MS * 1000);
 	if (events_for(h, id, 0, NULL))
 		fail("%s: a callback for wait %" PRIu64 " after cancel "
-							"returned 0",
+		     "returned 0",
 		     what, id);
 }
 
@@ -409,7 +409,7 @@ static void sc_lease(void)
 		fail("lock r1");
 	if (g.lease != gen)
 		fail("synchronous grant names lease %" PRIu64 ", current "
-							      "%" PRIu64,
+		     "%" PRIu64,
 		     g.lease, gen);
 	if (do_lock(&b, "r2", 2, 0, NULL) != 0)
 		fail("b lock r2");
@@ -420,7 +420,7 @@ static void sc_lease(void)
 	e = expect_one(&a, 11, "queued grant");
 	if (e.kind != 'g' || e.grant.lease != gen)
 		fail("queued grant: kind %c lease %" PRIu64 ", current "
-							    "%" PRIu64,
+		     "%" PRIu64,
 		     e.kind, e.grant.lease, gen);
 
 	for (int i = 0; i < nports; i++)
