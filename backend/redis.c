@@ -10,26 +10,45 @@
  * This file only moves requests and answers, keeps the lease alive and
  * keeps the local bookkeeping needed to report losses:
  *
- *  - a lease per daemon incarnation ("epoch"): P:leases[LEASE] = server
- *    expiry, renewed every ttl/3 in one round trip per node.  A record
- *    whose lease is dead is purged by the next script touching its
- *    resource, with a lock-delay.  When the lease cannot be trusted any
- *    more - at (send time of the last good renewal) + ttl - margin by our
- *    monotonic clock, strictly before the server could expire it, or at
- *    once when the server says it is gone (restarted empty) - every lock
- *    we hold is reported lost and a fresh lease (epoch + 1) serves new
- *    requests;
- *  - held: what this daemon holds, per (resource, space, owner), so that
- *    a loss can be reported for each;
- *  - waits: our queued requests by wait id.  A grant arrives as a publish
- *    "G WAITID TOKEN" on P:inc:LEASE (subscriber thread) or through the
- *    safety re-check every second (keeper thread), delivered once.
+ *  - a lease per daemon incarnation, numbered by a gen (struct dl_lease,
+ *    the caller's write fence): P:leases[LEASE] = server expiry, renewed
+ *    every ttl/3 in one round trip per node.  A record whose lease is
+ *    dead is purged by the next script touching its resource, with a
+ *    lock-delay.  lease->until_ms = (send time of the last good renewal)
+ *    + ttl - margin by our monotonic clock, strictly before the server
+ *    could expire it (0 while nothing is trusted).  When the lease cannot
+ *    be trusted any more - at that deadline (watchdog) or at once when the
+ *    server says it is gone - gen is bumped first, every lock we hold is
+ *    reported lost, every queued wait fails, and a fresh lease with fresh
+ *    names serves new requests; an old name is ended and never registered
+ *    again, so records reported lost can never revive;
+ *  - held: what this daemon holds, per (resource, space, owner), with the
+ *    newest token processed and a loss report allocated in advance;
+ *  - waits: our queued requests by wait id, each registered under the gen
+ *    and lease name it is sent with, and carrying its answer allocated in
+ *    advance: once a request is queued its answer needs no memory.  A
+ *    grant arrives as a publish "G WAITID TOKEN" on P:inc:LEASE
+ *    (subscriber thread) or through the safety re-check every second
+ *    (keeper thread), delivered once and reported with the gen it was
+ *    made under.  A wait being cancelled belongs to redis_cancel() until
+ *    it returns; a grant or lease loss meanwhile only marks it, so every
+ *    request is answered exactly once (callback, synchronous result, or
+ *    cancel() == 0);
+ *  - jobs: unlocks, releases and cancels no node confirmed, retried by
+ *    the keeper until done or until the lease name they belong to is
+ *    given up (its records die with it); a retried unlock ends only
+ *    grants up to the newest one processed when it was asked for.
  *
  * Redlock mode (several independent nodes): each request runs on every
  * node; a lock is granted when a majority granted it within its validity
  * (ttl - elapsed - drift), otherwise it is undone everywhere.  Waiters
- * are parked on every node in "notify" mode ('n'): a release publishes
+ * are parked on every node in "notify" mode ('n') with one enqueue time
+ * sent by us (so every node lists the same since_ms): a release publishes
  * "W WAITID" and the keeper retries on all nodes (no cross-node FIFO).
+ * Each node has its own lease name.  until_ms is the earliest time at
+ * which some held lock stops having a majority of trusted nodes.  A node
+ * whose lease is lost takes a new name; if that leaves a held lock (or
+ * the lease itself) without a majority, the whole lease is lost as above.
  *
  * What it deliberately does not do: Redis Cluster (keys of a script span
  * slots), TLS, or any decision outside the script.
@@ -37,7 +56,11 @@
  * Locking: redis_backend.mutex guards the tables, node lease state and
  * counters; each pooled connection has its own mutex, taken before
  * rb->mutex when both are held (conn -> rb), never the other way.  No
- * callback runs while any of them is held.
+ * callback runs while any of them is held: callbacks are collected as
+ * notes under rb->mutex and made after it is dropped, on the thread that
+ * decided them - the subscriber (publishes), the keeper (re-checks,
+ * Redlock retries), the watchdog (losses by the clock), or the caller of
+ * lock()/cancel() (a loss seen by a request, a grant found by cancel).
  */
 #include <assert.h>
 #include <errno.h>
@@ -75,7 +98,8 @@ struct redis_backend;
  *   delay_lock:MS     sleep after a lock request's wait is registered,
  *                     before the request is sent
  *   delay_cancel:MS   sleep before a cancel is sent
- *   delay_deliver:MS  the subscriber sleeps before delivering a message
+ *   delay_deliver:MS  the subscriber sleeps before delivering a message,
+ *                     and the safety re-check leaves grants to it
  *   fail_unlock:N, fail_release:N, fail_cancel:N
  *                     the next N scripts of that op fail as if the node
  *                     were unreachable (nothing sent)
@@ -1166,10 +1190,10 @@ static void lose_all(struct redis_backend *rb, const char *why,
 	pthread_cond_broadcast(&rb->cond);
 	dl_log(nlost ? DL_LOG_WARNING : DL_LOG_INFO,
 	       "redis: lease %s %s: %zu lock(s) lost, new lease %" PRIu64 " for"
-									  " new"
-									  " req"
-									  "uest"
-									  "s",
+	       " new"
+	       " req"
+	       "uest"
+	       "s",
 	       old, why, nlost, rb->epoch);
 }
 
@@ -2017,8 +2041,9 @@ static void keeper_poll(struct redis_backend *rb, const char *resource,
 			    e->str[0] == 'q')
 				continue;
 			if (reply_u64(e, &tok)) {
-				deliver_grant(rb, name, w->wait_id, tok, 1,
-					      &notes);
+				if (!rb->fault.delay_deliver)
+					deliver_grant(rb, name, w->wait_id, tok,
+						      1, &notes);
 			} else if (!w->cancelling) {
 				/* neither queued nor granted: the server
 				 * lost it (restart, our lease purged) */
