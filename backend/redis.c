@@ -10,26 +10,45 @@
  * This file only moves requests and answers, keeps the lease alive and
  * keeps the local bookkeeping needed to report losses:
  *
- *  - a lease per daemon incarnation ("epoch"): P:leases[LEASE] = server
- *    expiry, renewed every ttl/3 in one round trip per node.  A record
- *    whose lease is dead is purged by the next script touching its
- *    resource, with a lock-delay.  When the lease cannot be trusted any
- *    more - at (send time of the last good renewal) + ttl - margin by our
- *    monotonic clock, strictly before the server could expire it, or at
- *    once when the server says it is gone (restarted empty) - every lock
- *    we hold is reported lost and a fresh lease (epoch + 1) serves new
- *    requests;
- *  - held: what this daemon holds, per (resource, space, owner), so that
- *    a loss can be reported for each;
- *  - waits: our queued requests by wait id.  A grant arrives as a publish
- *    "G WAITID TOKEN" on P:inc:LEASE (subscriber thread) or through the
- *    safety re-check every second (keeper thread), delivered once.
+ *  - a lease per daemon incarnation, numbered by a gen (struct dl_lease,
+ *    the caller's write fence): P:leases[LEASE] = server expiry, renewed
+ *    every ttl/3 in one round trip per node.  A record whose lease is
+ *    dead is purged by the next script touching its resource, with a
+ *    lock-delay.  lease->until_ms = (send time of the last good renewal)
+ *    + ttl - margin by our monotonic clock, strictly before the server
+ *    could expire it (0 while nothing is trusted).  When the lease cannot
+ *    be trusted any more - at that deadline (watchdog) or at once when the
+ *    server says it is gone - gen is bumped first, every lock we hold is
+ *    reported lost, every queued wait fails, and a fresh lease with fresh
+ *    names serves new requests; an old name is ended and never registered
+ *    again, so records reported lost can never revive;
+ *  - held: what this daemon holds, per (resource, space, owner), with the
+ *    newest token processed and a loss report allocated in advance;
+ *  - waits: our queued requests by wait id, each registered under the gen
+ *    and lease name it is sent with, and carrying its answer allocated in
+ *    advance: once a request is queued its answer needs no memory.  A
+ *    grant arrives as a publish "G WAITID TOKEN" on P:inc:LEASE
+ *    (subscriber thread) or through the safety re-check every second
+ *    (keeper thread), delivered once and reported with the gen it was
+ *    made under.  A wait being cancelled belongs to redis_cancel() until
+ *    it returns; a grant or lease loss meanwhile only marks it, so every
+ *    request is answered exactly once (callback, synchronous result, or
+ *    cancel() == 0);
+ *  - jobs: unlocks, releases and cancels no node confirmed, retried by
+ *    the keeper until done or until the lease name they belong to is
+ *    given up (its records die with it); a retried unlock ends only
+ *    grants up to the newest one processed when it was asked for.
  *
  * Redlock mode (several independent nodes): each request runs on every
  * node; a lock is granted when a majority granted it within its validity
  * (ttl - elapsed - drift), otherwise it is undone everywhere.  Waiters
- * are parked on every node in "notify" mode ('n'): a release publishes
+ * are parked on every node in "notify" mode ('n') with one enqueue time
+ * sent by us (so every node lists the same since_ms): a release publishes
  * "W WAITID" and the keeper retries on all nodes (no cross-node FIFO).
+ * Each node has its own lease name.  until_ms is the earliest time at
+ * which some held lock stops having a majority of trusted nodes.  A node
+ * whose lease is lost takes a new name; if that leaves a held lock (or
+ * the lease itself) without a majority, the whole lease is lost as above.
  *
  * What it deliberately does not do: Redis Cluster (keys of a script span
  * slots), TLS, or any decision outside the script.
@@ -37,8 +56,13 @@
  * Locking: redis_backend.mutex guards the tables, node lease state and
  * counters; each pooled connection has its own mutex, taken before
  * rb->mutex when both are held (conn -> rb), never the other way.  No
- * callback runs while any of them is held.
+ * callback runs while any of them is held: callbacks are collected as
+ * notes under rb->mutex and made after it is dropped, on the thread that
+ * decided them - the subscriber (publishes), the keeper (re-checks,
+ * Redlock retries), the watchdog (losses by the clock), or the caller of
+ * lock()/cancel() (a loss seen by a request, a grant found by cancel).
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -66,6 +90,96 @@
 
 struct redis_backend;
 
+/*
+ * Test-only fault injection (compiled in always, inert unless the
+ * environment variable DLOCKFS_TEST_REDIS_FAULT is set when the backend
+ * is opened): a comma-separated list of POINT:N, used by
+ * tests/integration/redis/redis_be.c to hit races at will:
+ *   delay_lock:MS     sleep after a lock request's wait is registered,
+ *                     before the request is sent
+ *   delay_cancel:MS   sleep before a cancel is sent
+ *   delay_deliver:MS  the subscriber sleeps before delivering a message,
+ *                     and the safety re-check leaves grants to it
+ *   fail_unlock:N, fail_release:N, fail_cancel:N
+ *                     the next N scripts of that op fail as if the node
+ *                     were unreachable (nothing sent)
+ *   nomem:N           the Nth bookkeeping allocation after open fails
+ */
+struct redis_fault {
+	int delay_lock, delay_cancel, delay_deliver;
+	atomic_int fail_unlock, fail_release, fail_cancel;
+	atomic_int nomem;
+};
+
+static void fault_parse(struct redis_fault *f)
+{
+	const char *s = getenv("DLOCKFS_TEST_REDIS_FAULT");
+
+	while (s && *s) {
+		char name[32];
+		int v, len = 0;
+
+		if (sscanf(s, "%31[a-z_]:%d%n", name, &v, &len) < 2 || !len)
+			break;
+		if (strcmp(name, "delay_lock") == 0)
+			f->delay_lock = v;
+		else if (strcmp(name, "delay_cancel") == 0)
+			f->delay_cancel = v;
+		else if (strcmp(name, "delay_deliver") == 0)
+			f->delay_deliver = v;
+		else if (strcmp(name, "fail_unlock") == 0)
+			atomic_store(&f->fail_unlock, v);
+		else if (strcmp(name, "fail_release") == 0)
+			atomic_store(&f->fail_release, v);
+		else if (strcmp(name, "fail_cancel") == 0)
+			atomic_store(&f->fail_cancel, v);
+		else if (strcmp(name, "nomem") == 0)
+			atomic_store(&f->nomem, v);
+		dl_log(DL_LOG_WARNING, "redis: test fault %s:%d", name, v);
+		s += len;
+		if (*s == ',')
+			s++;
+	}
+}
+
+static void fault_sleep(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	if (ms > 0)
+		nanosleep(&ts, NULL);
+}
+
+/* true when a fault counter was armed and this call consumes it */
+static bool fault_take(atomic_int *n)
+{
+	int v = atomic_load(n);
+
+	while (v > 0)
+		if (atomic_compare_exchange_weak(n, &v, v - 1))
+			return true;
+	return false;
+}
+
+static bool fault_fail(struct redis_fault *f, const char *op)
+{
+	if (strcmp(op, "unlock") == 0)
+		return fault_take(&f->fail_unlock);
+	if (strcmp(op, "release") == 0)
+		return fault_take(&f->fail_release);
+	if (strcmp(op, "cancel") == 0)
+		return fault_take(&f->fail_cancel);
+	return false;
+}
+
+/* calloc of bookkeeping, failing once where nomem:N says */
+static void *fault_calloc(struct redis_fault *f, size_t n, size_t size)
+{
+	if (atomic_load(&f->nomem) > 0 && atomic_fetch_sub(&f->nomem, 1) == 1)
+		return NULL;
+	return calloc(n, size);
+}
+
 struct redis_conn {
 	pthread_mutex_t mutex; /* guards c */
 	redisContext *c;
@@ -83,10 +197,23 @@ struct redis_node {
 	bool up;	  /* the last command got an answer */
 	int64_t retry_at; /* mono ms: no connect attempt before */
 	int backoff_ms;
-	uint64_t lease_epoch; /* epoch registered on this node, 0: none */
-	int64_t renewed_at;   /* mono ms: send time of the last good renewal */
-	bool trusted;	      /* our lease there is certainly alive */
-	int sub_fd;	      /* subscriber socket, -1 */
+	uint64_t name;	    /* our lease's name here: lease_name(name) */
+	bool registered;    /* that name is registered on the node */
+	int64_t renewed_at; /* mono ms: send time of the last good renewal */
+	bool trusted;	    /* our lease there is certainly alive */
+	int sub_fd;	    /* subscriber socket, -1 */
+	char drop[17];	    /* a lease given up, to end there; "" none */
+};
+
+/* callbacks collected under the mutex, made after it is dropped; each is
+ * allocated before its decision can be made, so none is ever dropped */
+struct redis_note {
+	struct redis_note *next;
+	enum { RN_GRANTED, RN_FAILED, RN_LOST } kind;
+	uint64_t wait_id, token, lease, owner;
+	enum dl_space space;
+	int err;
+	char resource[];
 };
 
 /* what this daemon holds: one entry per (resource, space, owner) */
@@ -94,8 +221,9 @@ struct redis_held {
 	struct redis_held *next;
 	enum dl_space space;
 	uint64_t owner;
-	uint64_t epoch;
-	unsigned mask; /* nodes holding it */
+	uint64_t max_token;	 /* newest grant processed */
+	unsigned mask;		 /* nodes holding it */
+	struct redis_note *lost; /* its loss report, ready */
 	char resource[];
 };
 
@@ -104,20 +232,34 @@ enum redis_wstate {
 	RW_QUEUED,  /* queued in Redis: a grant or failure will follow */
 };
 
+/* what a wait being cancelled became meanwhile (the cancel decides) */
+enum redis_wend {
+	RWE_NONE,
+	RWE_GRANTED, /* its grant was reported */
+	RWE_LOST,    /* its lease was given up: nothing left to cancel */
+};
+
 struct redis_wait {
 	struct redis_wait *next;
 	uint64_t wait_id;
 	struct dl_lock_req req; /* req.resource points to res */
-	uint64_t epoch;
+	uint64_t gen;		/* the lease it was queued under */
+	uint64_t name;		/* single node: that lease's name */
+	int64_t since; /* Redlock: enqueue time, the same on every node */
 	enum redis_wstate state;
-	bool cancelling;
-	bool woken;	/* Redlock: a node said "retry" */
-	bool busy;	/* Redlock: the keeper is retrying it */
-	bool cancelled; /* Redlock: cancel() won while busy */
+	bool cancelling; /* redis_cancel() owns it: nobody else frees it */
+	enum redis_wend end;
+	bool woken;		  /* Redlock: a node said "retry" */
+	bool busy;		  /* Redlock: the keeper is retrying it */
+	bool cancelled;		  /* Redlock: cancel() won while busy */
+	struct redis_note *note;  /* its answer, ready */
+	struct redis_held *spare; /* its entry in held, ready */
 	char res[];
 };
 
-/* work left over from a failed or unanswered call, retried by the keeper */
+/* work left over from a failed or unanswered call, retried by the keeper
+ * until done or until the lease it was made under is given up (its
+ * records die with it) */
 enum redis_job_kind {
 	RJ_RELEASE, /* release_owner */
 	RJ_UNLOCK,  /* unlock [start, end] */
@@ -128,8 +270,8 @@ struct redis_job {
 	struct redis_job *next;
 	enum redis_job_kind kind;
 	unsigned node;
-	uint64_t epoch;
-	uint64_t max_token; /* RJ_RELEASE */
+	uint64_t name;	    /* the node's lease name it must run under */
+	uint64_t max_token; /* what it may end: grants up to this token */
 	struct dl_lock_req req;
 	char res[];
 };
@@ -152,6 +294,8 @@ struct redis_backend {
 	atomic_bool fcall;	 /* FCALL fname, false: EVALSHA sha */
 	char ttl[16], delay[16]; /* ARGV[4], ARGV[5] */
 	struct redis_node *nodes;
+	struct dl_lease *lease;	  /* the caller's fence: gen, until_ms */
+	struct redis_fault fault; /* tests only */
 	pthread_t keeper, watchdog;
 	bool keeper_started, watchdog_started;
 
@@ -161,24 +305,16 @@ struct redis_backend {
 	bool stopping;
 	bool kick;	 /* keeper: re-check waits now */
 	bool kick_renew; /* keeper: renew now */
-	uint64_t epoch;	 /* current lease, starts at 1 */
+	uint64_t epoch;	 /* current lease = lease->gen, from 1 */
+	uint64_t names;	 /* lease names handed out so far */
 	struct redis_held *held[REDIS_BUCKETS];
 	struct redis_wait *waits[REDIS_BUCKETS];
 	struct redis_job *jobs;
 	uint64_t acks[REDIS_MAX_ACKS]; /* delivered grants to forget */
 	size_t nacks;
 	size_t nheld, nwaits;
-	char drop_lease[17]; /* an abandoned lease to end, "" none */
-};
-
-/* callbacks collected under the mutex, made after it is dropped */
-struct redis_note {
-	struct redis_note *next;
-	enum { RN_GRANTED, RN_FAILED, RN_LOST } kind;
-	uint64_t wait_id, token, owner;
-	enum dl_space space;
-	int err;
-	char resource[];
+	/* held entries per node mask: the fence of the weakest */
+	unsigned mask_refs[1u << REDIS_URI_MAX_NODES];
 };
 
 static struct redis_backend *redis_of(struct dl_backend *be)
@@ -248,25 +384,20 @@ static int64_t reply_int(const redisReply *r)
 	return -2;
 }
 
-static void note_add(struct redis_note **list, int kind, const char *resource,
-		     enum dl_space space, uint64_t owner, uint64_t wait_id,
-		     uint64_t token, int err)
+static struct redis_note *note_alloc(struct redis_backend *rb,
+				     const char *resource)
 {
 	size_t len = resource ? strlen(resource) : 0;
-	struct redis_note *n = calloc(1, sizeof(*n) + len + 1);
+	struct redis_note *n =
+		fault_calloc(&rb->fault, 1, sizeof(*n) + len + 1);
 
-	if (!n) {
-		dl_log(DL_LOG_ERR, "redis: out of memory for a callback");
-		return;
-	}
-	n->kind = kind;
-	n->space = space;
-	n->owner = owner;
-	n->wait_id = wait_id;
-	n->token = token;
-	n->err = err;
-	if (len)
+	if (n && len)
 		memcpy(n->resource, resource, len + 1);
+	return n;
+}
+
+static void note_push(struct redis_note **list, struct redis_note *n)
+{
 	n->next = *list;
 	*list = n;
 }
@@ -288,7 +419,7 @@ static void notes_run(struct redis_backend *rb, struct redis_note *list)
 
 		rev = n->next;
 		if (n->kind == RN_GRANTED) {
-			struct dl_grant g = { n->token, 0 };
+			struct dl_grant g = { n->token, n->lease };
 
 			rb->cb.granted(rb->cb.ctx, n->wait_id, &g);
 		} else if (n->kind == RN_FAILED)
@@ -298,6 +429,62 @@ static void notes_run(struct redis_backend *rb, struct redis_note *list)
 				    n->err);
 		free(n);
 	}
+}
+
+/* ---- the lease fence (mutex held) ------------------------------------------ */
+
+static int64_t node_deadline(const struct redis_backend *rb,
+			     const struct redis_node *n)
+{
+	/* by our monotonic clock, strictly before the server (which started
+	 * counting after our send) expires it */
+	return n->renewed_at + rb->uri.ttl_ms - rb->margin_ms - rb->drift_ms;
+}
+
+/* the time until which a majority of the nodes in @mask is trusted, 0 */
+static int64_t mask_until(const struct redis_backend *rb, unsigned mask)
+{
+	int64_t d[REDIS_URI_MAX_NODES];
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < rb->uri.nnodes; i++)
+		if ((mask & (1u << i)) && rb->nodes[i].trusted)
+			d[k++] = node_deadline(rb, &rb->nodes[i]);
+	if (k < rb->majority)
+		return 0;
+	/* the majority-th latest deadline: sort descending (k <= 7) */
+	for (unsigned i = 0; i < k; i++)
+		for (unsigned j = i + 1; j < k; j++)
+			if (d[j] > d[i]) {
+				int64_t t = d[i];
+
+				d[i] = d[j];
+				d[j] = t;
+			}
+	return d[rb->majority - 1];
+}
+
+/*
+ * Store lease->until_ms for the current gen: the earliest time at which a
+ * lock we hold could stop being held by a majority of its nodes (single
+ * node: that node's deadline), 0 without a trusted lease.  Called after
+ * every change of a deadline, of the trusted nodes or of a held mask.
+ */
+static void lease_publish(struct redis_backend *rb)
+{
+	unsigned all = (1u << rb->uri.nnodes) - 1;
+	int64_t until = mask_until(rb, all);
+
+	for (unsigned m = 1; m <= all && until; m++) {
+		int64_t u;
+
+		if (!rb->mask_refs[m])
+			continue;
+		u = mask_until(rb, m);
+		if (u < until)
+			until = u;
+	}
+	atomic_store(&rb->lease->until_ms, until);
 }
 
 /* ---- held and waits tables (mutex held) ------------------------------- */
@@ -314,42 +501,105 @@ static struct redis_held **held_slot(struct redis_backend *rb, const char *res,
 	return p;
 }
 
-static void held_add(struct redis_backend *rb, const char *res,
-		     enum dl_space space, uint64_t owner, unsigned mask)
+static void held_free(struct redis_held *h)
 {
-	struct redis_held **p = held_slot(rb, res, space, owner);
-	size_t len = strlen(res);
-
-	if (*p) {
-		/* pieces granted by different majorities: trust the common
-		 * nodes only (conservative) */
-		(*p)->mask &= mask;
-		return;
+	if (h) {
+		free(h->lost);
+		free(h);
 	}
-	*p = calloc(1, sizeof(**p) + len + 1);
-	if (!*p) {
-		/* the lock is granted; only its loss report would be missed */
-		dl_log(DL_LOG_ERR, "redis: out of memory tracking a lock");
-		return;
-	}
-	(*p)->space = space;
-	(*p)->owner = owner;
-	(*p)->epoch = rb->epoch;
-	(*p)->mask = mask;
-	memcpy((*p)->resource, res, len + 1);
-	rb->nheld++;
 }
 
-static void held_remove(struct redis_backend *rb, const char *res,
-			enum dl_space space, uint64_t owner)
+/* an entry for held and its loss report, allocated before the request */
+static struct redis_held *held_alloc(struct redis_backend *rb,
+				     const struct dl_lock_req *req)
+{
+	size_t len = strlen(req->resource);
+	struct redis_held *h =
+		fault_calloc(&rb->fault, 1, sizeof(*h) + len + 1);
+
+	if (!h)
+		return NULL;
+	h->lost = note_alloc(rb, req->resource);
+	if (!h->lost) {
+		free(h);
+		return NULL;
+	}
+	h->space = req->space;
+	h->owner = req->owner;
+	memcpy(h->resource, req->resource, len + 1);
+	return h;
+}
+
+static void mask_ref(struct redis_backend *rb, unsigned mask, int delta)
+{
+	rb->mask_refs[mask] += (unsigned)delta;
+}
+
+/* a grant of @token on nodes @mask; takes *spare when the entry is new */
+static void held_add(struct redis_backend *rb, struct redis_held **spare,
+		     const char *res, enum dl_space space, uint64_t owner,
+		     unsigned mask, uint64_t token)
 {
 	struct redis_held **p = held_slot(rb, res, space, owner), *h = *p;
 
-	if (!h)
-		return;
+	if (h) {
+		/* pieces granted by different majorities: trust the common
+		 * nodes only (conservative) */
+		mask_ref(rb, h->mask, -1);
+		h->mask &= mask;
+		mask_ref(rb, h->mask, 1);
+	} else {
+		h = *spare;
+		*spare = NULL;
+		assert(h);
+		h->next = NULL;
+		h->mask = mask;
+		*p = h;
+		rb->nheld++;
+		mask_ref(rb, mask, 1);
+	}
+	if (token > h->max_token)
+		h->max_token = token;
+	if (rb->uri.nnodes > 1)
+		lease_publish(rb);
+}
+
+static void held_unlink(struct redis_backend *rb, struct redis_held **p)
+{
+	struct redis_held *h = *p;
+
 	*p = h->next;
-	free(h);
+	mask_ref(rb, h->mask, -1);
 	rb->nheld--;
+}
+
+/* forget a lock released for good, unless a newer grant than @max_token
+ * came meanwhile */
+static void held_remove(struct redis_backend *rb, const char *res,
+			enum dl_space space, uint64_t owner, uint64_t max_token)
+{
+	struct redis_held **p = held_slot(rb, res, space, owner), *h = *p;
+
+	if (!h || h->max_token > max_token)
+		return;
+	held_unlink(rb, p);
+	held_free(h);
+}
+
+/* the lock is gone: report it through its ready note */
+static void held_lose(struct redis_backend *rb, struct redis_held **p, int err,
+		      struct redis_note **notes)
+{
+	struct redis_held *h = *p;
+
+	held_unlink(rb, p);
+	h->lost->kind = RN_LOST;
+	h->lost->space = h->space;
+	h->lost->owner = h->owner;
+	h->lost->err = err;
+	note_push(notes, h->lost);
+	h->lost = NULL;
+	held_free(h);
 }
 
 static struct redis_wait **wait_slot(struct redis_backend *rb, uint64_t id)
@@ -375,23 +625,37 @@ static void wait_insert(struct redis_backend *rb, struct redis_wait *w)
 	rb->nwaits++;
 }
 
-static void wait_unlink(struct redis_backend *rb, struct redis_wait *w)
+/* unlink @w if it is in the table; true if it was */
+static bool wait_unlink(struct redis_backend *rb, struct redis_wait *w)
 {
 	struct redis_wait **p = wait_slot(rb, w->wait_id);
 
-	if (*p == w) {
-		*p = w->next;
-		rb->nwaits--;
-	}
+	if (*p != w)
+		return false;
+	*p = w->next;
+	rb->nwaits--;
+	return true;
 }
 
-static struct redis_wait *wait_new(const struct dl_lock_req *req)
+/* a wait with its answer and its held entry allocated: once queued, its
+ * answer never needs memory */
+static struct redis_wait *wait_new(struct redis_backend *rb,
+				   const struct dl_lock_req *req)
 {
 	size_t len = strlen(req->resource);
-	struct redis_wait *w = calloc(1, sizeof(*w) + len + 1);
+	struct redis_wait *w =
+		fault_calloc(&rb->fault, 1, sizeof(*w) + len + 1);
 
 	if (!w)
 		return NULL;
+	w->note = note_alloc(rb, NULL);
+	w->spare = held_alloc(rb, req);
+	if (!w->note || !w->spare) {
+		free(w->note);
+		held_free(w->spare);
+		free(w);
+		return NULL;
+	}
 	memcpy(w->res, req->resource, len + 1);
 	w->req = *req;
 	w->req.resource = w->res;
@@ -399,11 +663,44 @@ static struct redis_wait *wait_new(const struct dl_lock_req *req)
 	return w;
 }
 
+static void wait_free(struct redis_wait *w)
+{
+	if (w) {
+		free(w->note);
+		held_free(w->spare);
+		free(w);
+	}
+}
+
+/* answer @w through its ready note (granted when @err is 0) */
+static void wait_answer(struct redis_wait *w, uint64_t token, int err,
+			struct redis_note **notes)
+{
+	struct redis_note *n = w->note;
+
+	assert(n);
+	w->note = NULL;
+	n->kind = err ? RN_FAILED : RN_GRANTED;
+	n->wait_id = w->wait_id;
+	n->token = token;
+	n->lease = w->gen;
+	n->err = err;
+	note_push(notes, n);
+}
+
+/* the lease name our records on node @node carry now; mutex held */
+static uint64_t node_name(struct redis_backend *rb, unsigned node)
+{
+	return rb->nodes[node].name;
+}
+
+/* retry @req on node @node in the background, as lease name @name */
 static void job_add(struct redis_backend *rb, enum redis_job_kind kind,
-		    unsigned node, const struct dl_lock_req *req)
+		    unsigned node, uint64_t name, const struct dl_lock_req *req,
+		    uint64_t max_token)
 {
 	size_t len = strlen(req->resource);
-	struct redis_job *j = calloc(1, sizeof(*j) + len + 1);
+	struct redis_job *j = fault_calloc(&rb->fault, 1, sizeof(*j) + len + 1);
 
 	if (!j) {
 		dl_log(DL_LOG_ERR,
@@ -414,8 +711,8 @@ static void job_add(struct redis_backend *rb, enum redis_job_kind kind,
 	}
 	j->kind = kind;
 	j->node = node;
-	j->epoch = rb->epoch;
-	j->max_token = DL_TOKEN_ALL;
+	j->name = name;
+	j->max_token = max_token;
 	memcpy(j->res, req->resource, len + 1);
 	j->req = *req;
 	j->req.resource = j->res;
@@ -709,6 +1006,8 @@ static int node_script(struct redis_backend *rb, struct redis_node *n,
 	*out = NULL;
 	if (indoubt)
 		*indoubt = false;
+	if (fault_fail(&rb->fault, op))
+		return -ENOLCK;
 	if (nargs > REDIS_ARGV_STACK) {
 		argv = calloc(nargs, sizeof(*argv));
 		lens = calloc(nargs, sizeof(*lens));
@@ -816,7 +1115,8 @@ out_free:
 /*
  * Our queued waits in bucket @b end with -ENOLCK: the lease they were
  * queued under is gone.  Those in flight (a lock() call, a keeper retry)
- * are left to their thread, which sees the new epoch.  Mutex held.
+ * are left to their thread, which sees the new gen; one being cancelled
+ * is left to redis_cancel(), which returns 0 for it.  Mutex held.
  */
 static void fail_queued_waits(struct redis_backend *rb, size_t b,
 			      struct redis_note **notes)
@@ -830,17 +1130,33 @@ static void fail_queued_waits(struct redis_backend *rb, size_t b,
 		}
 		*p = w->next;
 		rb->nwaits--;
-		if (!w->cancelling)
-			note_add(notes, RN_FAILED, NULL, 0, 0, w->wait_id, 0,
-				 -ENOLCK);
-		free(w);
+		if (w->cancelling) {
+			w->end = RWE_LOST;
+			continue;
+		}
+		wait_answer(w, 0, -ENOLCK, notes);
+		wait_free(w);
 	}
 }
 
+/* node @n gets a fresh lease name; the old one is ended there (keeper) and
+ * never registered again, so records reported lost cannot revive */
+static void node_rename(struct redis_backend *rb, struct redis_node *n)
+{
+	lease_name(rb, n->name, n->drop);
+	n->name = ++rb->names;
+	n->registered = false;
+	n->trusted = false;
+	/* resubscribe on the new lease's channel */
+	if (n->sub_fd >= 0)
+		shutdown(n->sub_fd, SHUT_RDWR);
+}
+
 /*
- * Every lock of this daemon is gone or cannot be trusted: report each
- * held lock lost and fail each queued wait, and serve new requests under
- * a fresh lease.  Mutex held; callbacks go to @notes.
+ * Every lock of this daemon is gone or cannot be trusted: bump the gen
+ * first (grants of the old one are never trusted again), report each
+ * held lock lost, fail each queued wait, and serve new requests under a
+ * fresh lease with fresh names.  Mutex held; callbacks go to @notes.
  */
 static void lose_all(struct redis_backend *rb, const char *why,
 		     struct redis_note **notes)
@@ -848,20 +1164,18 @@ static void lose_all(struct redis_backend *rb, const char *why,
 	char old[17];
 	size_t nlost = 0;
 
-	lease_name(rb, rb->epoch, old);
+	rb->epoch++;
+	atomic_store(&rb->lease->gen, rb->epoch);
+	atomic_store(&rb->lease->until_ms, 0);
+	lease_name(rb, rb->nodes[0].name, old);
 	for (size_t b = 0; b < REDIS_BUCKETS; b++) {
 		while (rb->held[b]) {
-			struct redis_held *h = rb->held[b];
-
-			rb->held[b] = h->next;
-			note_add(notes, RN_LOST, h->resource, h->space,
-				 h->owner, 0, 0, -ENOLCK);
-			free(h);
-			rb->nheld--;
+			held_lose(rb, &rb->held[b], -ENOLCK, notes);
 			nlost++;
 		}
 		fail_queued_waits(rb, b, notes);
 	}
+	/* left-over work of the old names: their records die with them */
 	while (rb->jobs) {
 		struct redis_job *j = rb->jobs;
 
@@ -869,72 +1183,70 @@ static void lose_all(struct redis_backend *rb, const char *why,
 		free(j);
 	}
 	rb->nacks = 0;
-	rb->epoch++;
-	snprintf(rb->drop_lease, sizeof(rb->drop_lease), "%s", old);
-	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
-		struct redis_node *n = &rb->nodes[i];
-
-		n->lease_epoch = 0;
-		n->trusted = false;
-		/* resubscribe on the new lease's channel */
-		if (n->sub_fd >= 0)
-			shutdown(n->sub_fd, SHUT_RDWR);
-	}
+	for (unsigned i = 0; i < rb->uri.nnodes; i++)
+		node_rename(rb, &rb->nodes[i]);
 	rb->kick = true;
 	rb->kick_renew = true;
 	pthread_cond_broadcast(&rb->cond);
 	dl_log(nlost ? DL_LOG_WARNING : DL_LOG_INFO,
-	       "redis: lease %s %s: %zu lock(s) lost, new lease for new "
-	       "requests",
-	       old, why, nlost);
+	       "redis: lease %s %s: %zu lock(s) lost, new lease %" PRIu64 " for"
+	       " new"
+	       " req"
+	       "uest"
+	       "s",
+	       old, why, nlost, rb->epoch);
 }
 
 /*
- * Redlock: node @n can no longer vouch for our records.  Locks left
- * without a majority of trusted nodes are lost.  Mutex held.
+ * Redlock: node @n can no longer vouch for our records.  If some held
+ * lock is left without a majority of trusted nodes (or no majority is
+ * trusted at all), the whole lease is lost: one gen fences every grant,
+ * so a lost lock must not leave the others trusted (lose_all).  Otherwise
+ * only @n takes a new name.  Mutex held.
  */
 static void lose_node(struct redis_backend *rb, struct redis_node *n,
 		      const char *why, struct redis_note **notes)
 {
-	unsigned trusted = 0;
+	unsigned trusted = 0, all = (1u << rb->uri.nnodes) - 1;
+	bool lost = false;
 
 	n->trusted = false;
-	n->lease_epoch = 0;
 	dl_log(DL_LOG_WARNING, "redis %s:%d: lease %s", n->addr.host,
 	       n->addr.port, why);
 	for (unsigned i = 0; i < rb->uri.nnodes; i++)
 		if (rb->nodes[i].trusted)
 			trusted |= 1u << i;
-	for (size_t b = 0; b < REDIS_BUCKETS; b++) {
-		for (struct redis_held **p = &rb->held[b]; *p;) {
-			struct redis_held *h = *p;
-
-			h->mask &= trusted;
-			if (popcount(h->mask) >= rb->majority) {
-				p = &h->next;
-				continue;
-			}
-			*p = h->next;
-			note_add(notes, RN_LOST, h->resource, h->space,
-				 h->owner, 0, 0, -ENOLCK);
-			free(h);
-			rb->nheld--;
+	if (popcount(trusted) < rb->majority)
+		lost = true;
+	for (unsigned m = 1; m <= all && !lost; m++)
+		if (rb->mask_refs[m] && popcount(m & trusted) < rb->majority)
+			lost = true;
+	if (lost) {
+		lose_all(rb, why, notes);
+		return;
+	}
+	/* the records on @n are not ours any more */
+	for (size_t b = 0; b < REDIS_BUCKETS; b++)
+		for (struct redis_held *h = rb->held[b]; h; h = h->next) {
+			mask_ref(rb, h->mask, -1);
+			h->mask &= ~(1u << n->idx);
+			mask_ref(rb, h->mask, 1);
 		}
-	}
-	if (popcount(trusted) < rb->majority) {
-		for (size_t b = 0; b < REDIS_BUCKETS; b++)
-			fail_queued_waits(rb, b, notes);
-	}
+	node_rename(rb, n);
+	rb->kick = true;
+	rb->kick_renew = true;
+	pthread_cond_broadcast(&rb->cond);
+	lease_publish(rb);
 }
 
-/* the server says our lease on @n is gone (restarted empty, expired) */
+/* the server says our lease @name on @n is gone (restarted empty, expired) */
 static void lease_gone(struct redis_backend *rb, struct redis_node *n,
-		       uint64_t epoch)
+		       uint64_t name)
 {
 	struct redis_note *notes = NULL;
 
 	pthread_mutex_lock(&rb->mutex);
-	if (epoch == rb->epoch) {
+	if (n->name == name) {
 		if (rb->uri.nnodes == 1)
 			lose_all(rb, "is gone on the server", &notes);
 		else
@@ -946,24 +1258,24 @@ static void lease_gone(struct redis_backend *rb, struct redis_node *n,
 
 /*
  * Make sure our current lease exists on @n: register it if needed.
- * Returns 0 with the lease name in @lease, or -ENOLCK.
+ * Returns 0 with the lease name in @lease, its id in *name and the gen it
+ * belongs to in *gen, or -ENOLCK.
  */
 static int node_lease(struct redis_backend *rb, struct redis_node *n,
-		      char lease[17], uint64_t *epoch_out)
+		      char lease[17], uint64_t *gen, uint64_t *name)
 {
 	const char *extra[1] = { rb->host_id };
 	redisReply *r;
-	uint64_t epoch;
 	int64_t sent;
 	bool have;
 	int ret;
 
 	pthread_mutex_lock(&rb->mutex);
-	epoch = rb->epoch;
-	have = n->lease_epoch == epoch;
+	*gen = rb->epoch;
+	*name = n->name;
+	have = n->registered;
 	pthread_mutex_unlock(&rb->mutex);
-	lease_name(rb, epoch, lease);
-	*epoch_out = epoch;
+	lease_name(rb, *name, lease);
 	if (have)
 		return 0;
 	sent = dl_mono_ms();
@@ -972,10 +1284,11 @@ static int node_lease(struct redis_backend *rb, struct redis_node *n,
 		return -ENOLCK;
 	freeReplyObject(r);
 	pthread_mutex_lock(&rb->mutex);
-	if (rb->epoch == epoch) {
-		n->lease_epoch = epoch;
+	if (n->name == *name && rb->epoch == *gen) {
+		n->registered = true;
 		n->renewed_at = sent;
 		n->trusted = true;
+		lease_publish(rb);
 		pthread_cond_broadcast(&rb->cond); /* new watchdog deadline */
 	} else {
 		ret = -ENOLCK;
@@ -987,8 +1300,8 @@ static int node_lease(struct redis_backend *rb, struct redis_node *n,
 	return ret;
 }
 
-static void deliver_break(struct redis_backend *rb, uint64_t epoch,
-			  const char *entry, size_t len,
+static void deliver_break(struct redis_backend *rb, struct redis_node *n,
+			  uint64_t name, const char *entry, size_t len,
 			  struct redis_note **notes);
 
 /* renew our lease on @n, forgetting delivered grants; one round trip */
@@ -999,14 +1312,14 @@ static void node_renew(struct redis_backend *rb, struct redis_node *n)
 	uint64_t acks[REDIS_MAX_ACKS];
 	size_t nacks = 0;
 	redisReply *r;
-	uint64_t epoch;
+	uint64_t gen, name;
 	int64_t sent;
 	int ret;
 
-	if (node_lease(rb, n, lease, &epoch) < 0)
+	if (node_lease(rb, n, lease, &gen, &name) < 0)
 		return;
 	pthread_mutex_lock(&rb->mutex);
-	if (n->lease_epoch == epoch && rb->uri.nnodes == 1) {
+	if (n->name == name && rb->uri.nnodes == 1) {
 		nacks = rb->nacks;
 		memcpy(acks, rb->acks, nacks * sizeof(acks[0]));
 		rb->nacks = 0;
@@ -1022,8 +1335,8 @@ static void node_renew(struct redis_backend *rb, struct redis_node *n)
 	if (ret < 0) {
 		/* forget them next time */
 		pthread_mutex_lock(&rb->mutex);
-		for (size_t i = 0; i < nacks && rb->epoch == epoch &&
-				   rb->nacks < REDIS_MAX_ACKS;
+		for (size_t i = 0;
+		     i < nacks && n->name == name && rb->nacks < REDIS_MAX_ACKS;
 		     i++)
 			rb->acks[rb->nacks++] = acks[i];
 		pthread_mutex_unlock(&rb->mutex);
@@ -1033,54 +1346,65 @@ static void node_renew(struct redis_backend *rb, struct redis_node *n)
 		struct redis_note *notes = NULL;
 
 		pthread_mutex_lock(&rb->mutex);
-		if (rb->epoch == epoch && n->lease_epoch == epoch) {
+		if (n->name == name && n->registered) {
 			n->renewed_at = sent;
 			n->trusted = true;
+			lease_publish(rb);
 			pthread_cond_broadcast(&rb->cond);
 		}
 		/* breaks whose publish we may have missed */
 		for (size_t i = 1; i < r->elements; i++)
 			if (r->element[i]->type == REDIS_REPLY_STRING)
-				deliver_break(rb, epoch, r->element[i]->str,
+				deliver_break(rb, n, name, r->element[i]->str,
 					      r->element[i]->len, &notes);
 		pthread_mutex_unlock(&rb->mutex);
 		notes_run(rb, notes);
 	} else {
-		lease_gone(rb, n, epoch);
+		lease_gone(rb, n, name);
 	}
 	freeReplyObject(r);
 }
 
 /* ---- delivery ------------------------------------------------------------- */
 
-/* a grant for queued wait @id of lease @epoch; mutex held */
-static void deliver_grant(struct redis_backend *rb, uint64_t epoch, uint64_t id,
+/*
+ * A grant for queued wait @id of lease name @name (single node); mutex
+ * held.  Returns true when it was reported.  A wait of an older gen is left to its lock() call (it answers
+ * -ENOLCK itself) or was failed already.
+ */
+static bool deliver_grant(struct redis_backend *rb, uint64_t name, uint64_t id,
 			  uint64_t token, unsigned mask,
 			  struct redis_note **notes)
 {
 	struct redis_wait *w = wait_find(rb, id);
 
-	if (!w || w->epoch != epoch)
-		return; /* delivered already, or of a lease given up */
+	if (!w || w->name != name || w->gen != rb->epoch)
+		return false; /* delivered already, or of a lease given up */
 	wait_unlink(rb, w);
-	held_add(rb, w->res, w->req.space, w->req.owner, mask);
+	held_add(rb, &w->spare, w->res, w->req.space, w->req.owner, mask,
+		 token);
 	if (rb->uri.nnodes == 1 && rb->nacks < REDIS_MAX_ACKS)
 		rb->acks[rb->nacks++] = id;
-	note_add(notes, RN_GRANTED, NULL, 0, 0, id, token, 0);
-	free(w);
+	wait_answer(w, token, 0, notes);
+	if (w->cancelling)
+		w->end = RWE_GRANTED; /* redis_cancel() frees it */
+	else
+		wait_free(w);
+	return true;
 }
 
 /*
- * An administrator broke a lock of lease @epoch: @entry is "SPACE OWNER
- * RESOURCE" (the resource last: it may hold blanks).  If we still hold it,
- * it is lost.  Mutex held.
+ * An administrator broke a lock of lease name @name on @n: @entry is
+ * "SPACE OWNER RESOURCE" (the resource last: it may hold blanks).  If we
+ * still hold it, it is lost.  Mutex held.
  */
-static void deliver_break(struct redis_backend *rb, uint64_t epoch,
-			  const char *entry, size_t len,
+static void deliver_break(struct redis_backend *rb, struct redis_node *n,
+			  uint64_t name, const char *entry, size_t len,
 			  struct redis_note **notes)
 {
 	char head[40], *res, *end;
 	enum dl_space space;
+	struct redis_held **p;
 	uint64_t owner;
 	size_t hlen;
 	const char *sp;
@@ -1098,29 +1422,32 @@ static void deliver_break(struct redis_backend *rb, uint64_t epoch,
 		return;
 	space = entry[0] == '0' ? DL_SPACE_FLOCK : DL_SPACE_POSIX;
 	res = strndup(sp + 1, len - hlen - 1);
-	if (!res)
+	if (!res) {
+		/* the renewal that reads the break set again is the
+		 * retry; the lock is fenced by the lease meanwhile */
+		dl_log(DL_LOG_ERR, "redis: out of memory reading a break");
 		return;
-	if (epoch == rb->epoch && *held_slot(rb, res, space, owner)) {
-		held_remove(rb, res, space, owner);
-		note_add(notes, RN_LOST, res, space, owner, 0, 0,
-			 -ECONNABORTED);
 	}
+	p = held_slot(rb, res, space, owner);
+	if (n->name == name && *p)
+		held_lose(rb, p, -ECONNABORTED, notes);
 	free(res);
 }
 
 /* ---- subscriber ----------------------------------------------------------- */
 
 static void sub_message(struct redis_backend *rb, struct redis_node *n,
-			uint64_t epoch, const char *msg, size_t len)
+			uint64_t name, const char *msg, size_t len)
 {
 	struct redis_note *notes = NULL;
 	char buf[64];
 	uint64_t id, token = 0;
 	char kind;
 
+	fault_sleep(rb->fault.delay_deliver);
 	if (len > 2 && msg[0] == 'L' && msg[1] == ' ') {
 		pthread_mutex_lock(&rb->mutex);
-		deliver_break(rb, epoch, msg + 2, len - 2, &notes);
+		deliver_break(rb, n, name, msg + 2, len - 2, &notes);
 		pthread_mutex_unlock(&rb->mutex);
 		notes_run(rb, notes);
 		return;
@@ -1133,11 +1460,11 @@ static void sub_message(struct redis_backend *rb, struct redis_node *n,
 		return;
 	pthread_mutex_lock(&rb->mutex);
 	if (kind == 'G' && rb->uri.nnodes == 1) {
-		deliver_grant(rb, epoch, id, token, 1u << n->idx, &notes);
+		deliver_grant(rb, name, id, token, 1u << n->idx, &notes);
 	} else if (kind == 'W') {
 		struct redis_wait *w = wait_find(rb, id);
 
-		if (w && w->epoch == epoch) {
+		if (w && w->gen == rb->epoch) {
 			w->woken = true;
 			rb->kick = true;
 			pthread_cond_broadcast(&rb->cond);
@@ -1165,25 +1492,25 @@ static void *sub_main(void *arg)
 
 	pthread_mutex_lock(&rb->mutex);
 	while (!rb->stopping) {
-		uint64_t epoch = rb->epoch;
+		uint64_t name = n->name;
 		char lease[17], chan[REDIS_URI_PREFIX_MAX + 32], err[256];
 		const char *argv[2] = { "SUBSCRIBE", chan };
 		redisContext *c;
 		redisReply *r;
 
 		pthread_mutex_unlock(&rb->mutex);
-		lease_name(rb, epoch, lease);
+		lease_name(rb, name, lease);
 		snprintf(chan, sizeof(chan), "%s:inc:%s", rb->uri.prefix,
 			 lease);
 		c = redis_connect(rb, n, true, err, sizeof(err));
 		r = c ? redisCommandArgv(c, 2, argv, NULL) : NULL;
 		pthread_mutex_lock(&rb->mutex);
-		if (!r || r->type != REDIS_REPLY_ARRAY || rb->epoch != epoch) {
+		if (!r || r->type != REDIS_REPLY_ARRAY || n->name != name) {
 			if (r)
 				freeReplyObject(r);
 			if (c)
 				redisFree(c);
-			if (rb->epoch == epoch)
+			if (n->name == name)
 				redis_nap(rb, backoff);
 			backoff = backoff * 2 > REDIS_BACKOFF_MAX_MS
 					  ? REDIS_BACKOFF_MAX_MS
@@ -1203,7 +1530,7 @@ static void *sub_main(void *arg)
 		while (redisGetReply(c, (void **)&r) == REDIS_OK) {
 			if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
 			    r->element[2]->type == REDIS_REPLY_STRING)
-				sub_message(rb, n, epoch, r->element[2]->str,
+				sub_message(rb, n, name, r->element[2]->str,
 					    r->element[2]->len);
 			freeReplyObject(r);
 		}
@@ -1211,7 +1538,7 @@ static void *sub_main(void *arg)
 		pthread_mutex_lock(&rb->mutex);
 		n->sub_fd = -1;
 		redisFree(c);
-		if (!rb->stopping && rb->epoch == epoch) {
+		if (!rb->stopping && n->name == name) {
 			dl_log(DL_LOG_DEBUG,
 			       "redis %s:%d: subscriber lost its "
 			       "connection",
@@ -1230,13 +1557,13 @@ static void *sub_main(void *arg)
 
 struct redis_lockargs {
 	char space[2], type[2], start[17], end[17], owner[17], pid[12],
-		wait[17], mode[2];
-	const char *v[8];
+		wait[17], mode[2], since[24];
+	const char *v[9];
 };
 
 static void lockargs_fill(struct redis_lockargs *a,
 			  const struct dl_lock_req *req, uint64_t wait_id,
-			  char mode)
+			  char mode, int64_t since)
 {
 	a->space[0] = req->space == DL_SPACE_FLOCK ? '0' : '1';
 	a->space[1] = '\0';
@@ -1254,6 +1581,10 @@ static void lockargs_fill(struct redis_lockargs *a,
 		a->wait[0] = '\0';
 	a->mode[0] = mode;
 	a->mode[1] = '\0';
+	if (since > 0)
+		snprintf(a->since, sizeof(a->since), "%" PRId64, since);
+	else
+		a->since[0] = '\0';
 	a->v[0] = a->space;
 	a->v[1] = a->type;
 	a->v[2] = a->start;
@@ -1262,6 +1593,7 @@ static void lockargs_fill(struct redis_lockargs *a,
 	a->v[5] = a->pid;
 	a->v[6] = a->wait;
 	a->v[7] = a->mode;
+	a->v[8] = a->since;
 }
 
 enum redis_outcome {
@@ -1273,25 +1605,25 @@ enum redis_outcome {
 };
 
 /*
- * One lock script on one node.  On RO_GRANTED, *token and (if @prev) a
- * copy of the owner's previous record, for an undo.
+ * One lock script on one node as lease @lease.  @since: the enqueue time
+ * to store for a queued request (Redlock, the same on every node), 0: the
+ * server's clock.  On RO_GRANTED, *token and (if @prev) a copy of the
+ * owner's previous record, for an undo.
  */
-static enum redis_outcome
-node_lock(struct redis_backend *rb, struct redis_node *n,
-	  const struct dl_lock_req *req, uint64_t wait_id, char mode,
-	  uint64_t *epoch, uint64_t *token, char **prev, bool *indoubt)
+static enum redis_outcome node_lock(struct redis_backend *rb,
+				    struct redis_node *n, const char *lease,
+				    const struct dl_lock_req *req,
+				    uint64_t wait_id, char mode, int64_t since,
+				    uint64_t *token, char **prev, bool *indoubt)
 {
 	struct redis_lockargs a;
 	enum redis_outcome o = RO_ERROR;
-	char lease[17];
 	redisReply *r;
 	int64_t v;
 
 	*indoubt = false;
-	if (node_lease(rb, n, lease, epoch) < 0)
-		return RO_ERROR;
-	lockargs_fill(&a, req, wait_id, mode);
-	if (node_script(rb, n, "lock", req->resource, lease, 8, a.v, NULL, &r,
+	lockargs_fill(&a, req, wait_id, mode, since);
+	if (node_script(rb, n, "lock", req->resource, lease, 9, a.v, NULL, &r,
 			indoubt) < 0)
 		return RO_ERROR;
 	v = r->elements ? reply_int(r->element[0]) : -2;
@@ -1315,22 +1647,30 @@ node_lock(struct redis_backend *rb, struct redis_node *n,
 	return o;
 }
 
-/* a simple op (unlock, release, undo, cancel) on one node; reply or NULL */
+/*
+ * A simple op (unlock, release, undo, cancel) on one node under its
+ * current lease; reply or NULL.  @arg11: unlock and release: the newest
+ * token it may end ("" all); undo: the previous record.  *name_out: the
+ * lease name it ran under.
+ */
 static redisReply *node_simple(struct redis_backend *rb, struct redis_node *n,
 			       const char *op, const struct dl_lock_req *req,
-			       const char *arg11, bool *indoubt)
+			       const char *arg11, bool *indoubt,
+			       uint64_t *name_out)
 {
 	struct redis_lockargs a;
 	const char *extra[6];
 	char lease[17];
-	uint64_t epoch;
+	uint64_t gen, name;
 	redisReply *r;
 
 	if (indoubt)
 		*indoubt = false;
-	if (node_lease(rb, n, lease, &epoch) < 0)
+	if (node_lease(rb, n, lease, &gen, &name) < 0)
 		return NULL;
-	lockargs_fill(&a, req, 0, 'g');
+	if (name_out)
+		*name_out = name;
+	lockargs_fill(&a, req, 0, 'g', 0);
 	if (strcmp(op, "cancel") == 0) {
 		hex16(a.wait, req->wait_id);
 		extra[0] = a.wait;
@@ -1360,60 +1700,94 @@ static int redis_req_valid(const struct dl_lock_req *req, bool unlock)
 	return unlock || req->type == DL_RDLCK || req->type == DL_WRLCK;
 }
 
-/* single node: the server queues, hands over and publishes */
+/*
+ * Single node: the server queues, hands over and publishes.  The wait is
+ * registered under the gen and lease name the request is sent with, so
+ * its grant is recognised whichever thread reports it; a request whose
+ * lease was replaced in flight is answered -ENOLCK here unless its grant
+ * was reported already (then -EINPROGRESS: answered by the callback).
+ */
 static int redis_lock_single(struct redis_backend *rb,
-			     const struct dl_lock_req *req, uint64_t *token)
+			     const struct dl_lock_req *req,
+			     struct dl_grant *grant)
 {
 	struct redis_node *n = &rb->nodes[0];
 	struct redis_note *notes = NULL;
+	struct redis_held *spare = NULL;
 	struct redis_wait *w = NULL;
-	enum redis_outcome o;
-	uint64_t epoch = 0;
-	bool indoubt;
+	enum redis_outcome o = RO_ERROR;
+	uint64_t gen = 0, name = 0, token = 0;
+	bool indoubt = false, inserted = false;
+	char lease[17];
 	int ret;
 
 	if (req->wait_id) {
-		w = wait_new(req);
+		w = wait_new(rb, req);
 		if (!w)
+			return -ENOMEM;
+	} else {
+		spare = held_alloc(rb, req);
+		if (!spare)
 			return -ENOMEM;
 	}
 	for (int attempt = 0; attempt < 2; attempt++) {
+		indoubt = false;
+		if (node_lease(rb, n, lease, &gen, &name) < 0) {
+			o = RO_ERROR;
+			break;
+		}
 		if (w) {
 			pthread_mutex_lock(&rb->mutex);
-			w->epoch = rb->epoch;
+			w->gen = gen;
+			w->name = name;
 			w->state = RW_SENDING;
 			wait_insert(rb, w);
+			inserted = true;
 			pthread_mutex_unlock(&rb->mutex);
 		}
-		o = node_lock(rb, n, req, req->wait_id, 'g', &epoch, token,
+		fault_sleep(rb->fault.delay_lock);
+		o = node_lock(rb, n, lease, req, req->wait_id, 'g', 0, &token,
 			      NULL, &indoubt);
 		if (o != RO_LEASE)
 			break;
 		if (w) {
 			pthread_mutex_lock(&rb->mutex);
+			/* refused: never queued, so never granted */
 			wait_unlink(rb, w);
+			inserted = false;
 			pthread_mutex_unlock(&rb->mutex);
 		}
-		lease_gone(rb, n, epoch);
+		lease_gone(rb, n, name);
 	}
 
 	pthread_mutex_lock(&rb->mutex);
-	if (rb->epoch != epoch && (o == RO_GRANTED || o == RO_QUEUED)) {
-		/* granted or queued under a lease given up meanwhile */
+	if (w) {
+		/* sent but not in the table any more: its grant was
+		 * reported (deliver_grant() is the only one to unlink a
+		 * wait being sent) */
+		if (!wait_unlink(rb, w) && inserted) {
+			w = NULL; /* freed by deliver_grant() */
+			ret = -EINPROGRESS;
+			goto out_unlock;
+		}
+	}
+	if (rb->epoch != gen && (o == RO_GRANTED || o == RO_QUEUED)) {
+		/* under a lease given up meanwhile: its records die with it */
 		o = RO_ERROR;
+		indoubt = false;
 	}
 	switch (o) {
 	case RO_GRANTED:
-		held_add(rb, req->resource, req->space, req->owner, 1);
+		held_add(rb, w ? &w->spare : &spare, req->resource, req->space,
+			 req->owner, 1, token);
+		grant->token = token;
+		grant->lease = gen;
 		ret = 0;
 		break;
 	case RO_QUEUED:
-		if (w && wait_find(rb, req->wait_id) == w) {
-			w->state = RW_QUEUED;
-			w = NULL; /* the table owns it */
-		} else {
-			w = NULL; /* delivered already, and freed */
-		}
+		w->state = RW_QUEUED;
+		wait_insert(rb, w);
+		w = NULL; /* the table owns it */
 		ret = -EINPROGRESS;
 		break;
 	case RO_CONFLICT:
@@ -1421,26 +1795,22 @@ static int redis_lock_single(struct redis_backend *rb,
 		break;
 	default:
 		ret = -ENOLCK;
-		if (indoubt && rb->epoch == epoch) {
+		if (indoubt && rb->epoch == gen) {
+			struct redis_held **p = held_slot(
+				rb, req->resource, req->space, req->owner);
+
 			/* the script may have run: take it back later */
-			if (req->wait_id)
-				job_add(rb, RJ_CANCEL, 0, req);
-			else
-				job_add(rb, RJ_UNLOCK, 0, req);
-			if (*held_slot(rb, req->resource, req->space,
-				       req->owner)) {
-				held_remove(rb, req->resource, req->space,
-					    req->owner);
-				note_add(&notes, RN_LOST, req->resource,
-					 req->space, req->owner, 0, 0, -ENOLCK);
-			}
+			job_add(rb, req->wait_id ? RJ_CANCEL : RJ_UNLOCK, 0,
+				name, req, DL_TOKEN_ALL);
+			if (*p)
+				held_lose(rb, p, -ENOLCK, &notes);
 		}
 		break;
 	}
-	if (w && wait_find(rb, req->wait_id) == w)
-		wait_unlink(rb, w);
+out_unlock:
 	pthread_mutex_unlock(&rb->mutex);
-	free(w);
+	wait_free(w);
+	held_free(spare);
 	notes_run(rb, notes);
 	return ret;
 }
@@ -1452,22 +1822,26 @@ static void redlock_undo(struct redis_backend *rb,
 {
 	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
 		redisReply *r;
+		uint64_t name = 0;
 
 		if (!(mask & (1u << i)))
 			continue;
 		r = node_simple(rb, &rb->nodes[i], "undo", req,
-				prev[i] ? prev[i] : "", NULL);
+				prev[i] ? prev[i] : "", NULL, &name);
 		if (r) {
 			freeReplyObject(r);
 		} else {
 			/* the lock expires with the node's lease at worst */
 			pthread_mutex_lock(&rb->mutex);
-			job_add(rb, RJ_UNLOCK, i, req);
+			job_add(rb, RJ_UNLOCK, i, node_name(rb, i), req,
+				DL_TOKEN_ALL);
 			pthread_mutex_unlock(&rb->mutex);
 		}
 	}
 }
 
+/* Redlock: remove our queued record of @req on the nodes in @mask; a node
+ * that cannot be reached gets it removed by the keeper later */
 static void redlock_cancel_on(struct redis_backend *rb,
 			      const struct dl_lock_req *req, unsigned mask)
 {
@@ -1476,20 +1850,28 @@ static void redlock_cancel_on(struct redis_backend *rb,
 
 		if (!(mask & (1u << i)))
 			continue;
-		r = node_simple(rb, &rb->nodes[i], "cancel", req, NULL, NULL);
-		if (r)
+		r = node_simple(rb, &rb->nodes[i], "cancel", req, NULL, NULL,
+				NULL);
+		if (r) {
 			freeReplyObject(r);
+			continue;
+		}
+		pthread_mutex_lock(&rb->mutex);
+		job_add(rb, RJ_CANCEL, i, node_name(rb, i), req, DL_TOKEN_ALL);
+		pthread_mutex_unlock(&rb->mutex);
 	}
 }
 
 /*
- * Redlock: try on every node.  Returns 0 (granted by a majority within
- * the validity, *mask_out = granting nodes), -EAGAIN (a majority answered
- * but not all granted; queued as notify-waiter where @wait_id), or
- * -ENOLCK (no majority answered).
+ * Redlock: try on every node under gen @gen.  Returns 0 (granted by a
+ * majority within the validity, *mask_out = granting nodes), -EAGAIN (a
+ * majority answered but not all granted; queued as notify-waiter where
+ * @wait_id, with enqueue time @since), or -ENOLCK (no majority answered,
+ * or the lease changed).
  */
 static int redlock_try(struct redis_backend *rb, const struct dl_lock_req *req,
-		       uint64_t wait_id, uint64_t *token, unsigned *mask_out)
+		       uint64_t wait_id, int64_t since, uint64_t gen,
+		       uint64_t *token, unsigned *mask_out)
 {
 	char *prev[REDIS_URI_MAX_NODES] = { 0 };
 	unsigned granted = 0, answered = 0, queued = 0;
@@ -1499,20 +1881,29 @@ static int redlock_try(struct redis_backend *rb, const struct dl_lock_req *req,
 
 	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
 		struct redis_node *n = &rb->nodes[i];
-		enum redis_outcome o;
-		uint64_t epoch, tok = 0;
-		bool indoubt;
+		enum redis_outcome o = RO_ERROR;
+		uint64_t g, name, tok = 0;
+		bool indoubt = false;
+		char lease[17];
 
-		o = node_lock(rb, n, req, wait_id, 'n', &epoch, &tok, &prev[i],
-			      &indoubt);
-		if (o == RO_LEASE) {
-			lease_gone(rb, n, epoch);
-			o = node_lock(rb, n, req, wait_id, 'n', &epoch, &tok,
-				      &prev[i], &indoubt);
+		for (int attempt = 0; attempt < 2; attempt++) {
+			if (node_lease(rb, n, lease, &g, &name) < 0 ||
+			    g != gen) {
+				o = RO_ERROR;
+				indoubt = false;
+				break;
+			}
+			fault_sleep(rb->fault.delay_lock);
+			o = node_lock(rb, n, lease, req, wait_id, 'n', since,
+				      &tok, &prev[i], &indoubt);
+			if (o != RO_LEASE)
+				break;
+			lease_gone(rb, n, name);
 		}
 		if (o == RO_ERROR && indoubt) {
 			pthread_mutex_lock(&rb->mutex);
-			job_add(rb, wait_id ? RJ_CANCEL : RJ_UNLOCK, i, req);
+			job_add(rb, wait_id ? RJ_CANCEL : RJ_UNLOCK, i, name,
+				req, DL_TOKEN_ALL);
 			pthread_mutex_unlock(&rb->mutex);
 		}
 		if (o == RO_GRANTED) {
@@ -1544,39 +1935,62 @@ static int redlock_try(struct redis_backend *rb, const struct dl_lock_req *req,
 }
 
 static int redis_lock_redlock(struct redis_backend *rb,
-			      const struct dl_lock_req *req, uint64_t *token)
+			      const struct dl_lock_req *req,
+			      struct dl_grant *grant)
 {
+	char *none[REDIS_URI_MAX_NODES] = { 0 };
+	struct redis_held *spare = NULL;
 	struct redis_wait *w = NULL;
+	int64_t since = dl_now_ms();
 	unsigned mask = 0;
-	uint64_t epoch;
+	uint64_t gen, token = 0;
+	bool undo = false;
 	int ret;
 
 	if (req->wait_id) {
-		w = wait_new(req);
+		w = wait_new(rb, req);
 		if (!w)
 			return -ENOMEM;
-		pthread_mutex_lock(&rb->mutex);
-		w->epoch = rb->epoch;
-		w->state = RW_SENDING;
-		wait_insert(rb, w);
-		pthread_mutex_unlock(&rb->mutex);
+	} else {
+		spare = held_alloc(rb, req);
+		if (!spare)
+			return -ENOMEM;
 	}
 	pthread_mutex_lock(&rb->mutex);
-	epoch = rb->epoch;
+	gen = rb->epoch;
+	if (w) {
+		w->gen = gen;
+		w->since = since;
+		w->state = RW_SENDING;
+		wait_insert(rb, w);
+	}
 	pthread_mutex_unlock(&rb->mutex);
-	ret = redlock_try(rb, req, req->wait_id, token, &mask);
+	ret = redlock_try(rb, req, req->wait_id, since, gen, &token, &mask);
 	pthread_mutex_lock(&rb->mutex);
-	if (ret == 0)
-		held_add(rb, req->resource, req->space, req->owner, mask);
-	if (ret == -EAGAIN && w && rb->epoch == epoch) {
-		w->state = RW_QUEUED;
-		w = NULL;
-		ret = -EINPROGRESS;
+	if (rb->epoch != gen && (ret == 0 || ret == -EAGAIN)) {
+		/* under a lease given up meanwhile */
+		undo = ret == 0;
+		ret = -ENOLCK;
+	}
+	if (ret == 0) {
+		held_add(rb, w ? &w->spare : &spare, req->resource, req->space,
+			 req->owner, mask, token);
+		grant->token = token;
+		grant->lease = gen;
 	}
 	if (w)
 		wait_unlink(rb, w);
+	if (ret == -EAGAIN && w) {
+		w->state = RW_QUEUED;
+		wait_insert(rb, w);
+		w = NULL;
+		ret = -EINPROGRESS;
+	}
 	pthread_mutex_unlock(&rb->mutex);
-	free(w);
+	if (undo)
+		redlock_undo(rb, req, mask, none);
+	wait_free(w);
+	held_free(spare);
 	return ret;
 }
 
@@ -1592,15 +2006,15 @@ static void keeper_poll(struct redis_backend *rb, const char *resource,
 	char(*hex)[17];
 	const char **extra;
 	redisReply *r;
-	uint64_t epoch;
+	uint64_t gen, name;
 	int ret;
 
-	if (node_lease(rb, n, lease, &epoch) < 0)
+	if (node_lease(rb, n, lease, &gen, &name) < 0)
 		return;
 	hex = calloc(nids, sizeof(*hex));
 	extra = calloc(nids, sizeof(*extra));
 	if (!hex || !extra)
-		goto out_free;
+		goto out_free; /* the next re-check tries again */
 	for (size_t i = 0; i < nids; i++) {
 		hex16(hex[i], ids[i]);
 		extra[i] = hex[i];
@@ -1620,21 +2034,22 @@ static void keeper_poll(struct redis_backend *rb, const char *resource,
 			struct redis_wait *w = wait_find(rb, ids[off + i]);
 			uint64_t tok;
 
-			if (!w || w->epoch != epoch || w->state != RW_QUEUED)
+			if (!w || w->name != name || w->gen != rb->epoch ||
+			    w->state != RW_QUEUED)
 				continue;
 			if (e->type == REDIS_REPLY_STRING && e->len == 1 &&
 			    e->str[0] == 'q')
 				continue;
 			if (reply_u64(e, &tok)) {
-				deliver_grant(rb, epoch, w->wait_id, tok, 1,
-					      &notes);
+				if (!rb->fault.delay_deliver)
+					deliver_grant(rb, name, w->wait_id, tok,
+						      1, &notes);
 			} else if (!w->cancelling) {
 				/* neither queued nor granted: the server
 				 * lost it (restart, our lease purged) */
 				wait_unlink(rb, w);
-				note_add(&notes, RN_FAILED, NULL, 0, 0,
-					 w->wait_id, 0, -ENOLCK);
-				free(w);
+				wait_answer(w, 0, -ENOLCK, &notes);
+				wait_free(w);
 			}
 		}
 		pthread_mutex_unlock(&rb->mutex);
@@ -1649,11 +2064,14 @@ out_free:
 /* Redlock: retry wait @id on every node */
 static void keeper_retry(struct redis_backend *rb, uint64_t id)
 {
+	char *none[REDIS_URI_MAX_NODES] = { 0 };
 	struct redis_note *notes = NULL;
 	struct dl_lock_req req;
 	struct redis_wait *w;
-	uint64_t token = 0, epoch;
+	uint64_t token = 0, gen;
+	int64_t since;
 	unsigned mask = 0;
+	bool drop = false;
 	char *res;
 	int ret;
 
@@ -1663,47 +2081,46 @@ static void keeper_retry(struct redis_backend *rb, uint64_t id)
 		pthread_mutex_unlock(&rb->mutex);
 		return;
 	}
+	res = strdup(w->res);
+	if (!res) {
+		pthread_mutex_unlock(&rb->mutex);
+		return; /* the next re-check tries again */
+	}
 	w->busy = true;
 	w->woken = false;
-	epoch = w->epoch;
+	gen = w->gen;
+	since = w->since;
 	req = w->req;
-	res = strdup(w->res);
 	pthread_mutex_unlock(&rb->mutex);
-	if (!res)
-		return;
 	req.resource = res;
-	ret = redlock_try(rb, &req, id, &token, &mask);
+	ret = redlock_try(rb, &req, id, since, gen, &token, &mask);
 	pthread_mutex_lock(&rb->mutex);
-	w = wait_find(rb, id);
-	w->busy = false;
-	if (w->cancelled || rb->epoch != epoch) {
+	w->busy = false; /* nobody frees a busy wait */
+	if (w->cancelled || rb->epoch != gen) {
 		wait_unlink(rb, w);
 		if (!w->cancelled)
-			note_add(&notes, RN_FAILED, NULL, 0, 0, id, 0, -ENOLCK);
-		free(w);
-		pthread_mutex_unlock(&rb->mutex);
-		if (ret == 0) {
-			char *prev[REDIS_URI_MAX_NODES] = { 0 };
-
-			/* nobody waits for it any more: give it back */
-			redlock_undo(rb, &req, mask, prev);
-		}
-		redlock_cancel_on(rb, &req, (1u << rb->uri.nnodes) - 1);
-		goto out;
-	}
-	if (ret == 0) {
+			wait_answer(w, 0, -ENOLCK, &notes);
+		wait_free(w);
+		drop = true;
+	} else if (ret == 0) {
 		wait_unlink(rb, w);
-		held_add(rb, w->res, w->req.space, w->req.owner, mask);
-		note_add(&notes, RN_GRANTED, NULL, 0, 0, id, token, 0);
-		free(w);
+		held_add(rb, &w->spare, w->res, w->req.space, w->req.owner,
+			 mask, token);
+		wait_answer(w, token, 0, &notes);
+		wait_free(w);
 	}
 	pthread_mutex_unlock(&rb->mutex);
-out:
+	if (drop) {
+		/* nobody waits for it any more: give it back */
+		if (ret == 0)
+			redlock_undo(rb, &req, mask, none);
+		redlock_cancel_on(rb, &req, (1u << rb->uri.nnodes) - 1);
+	}
 	free(res);
 	notes_run(rb, notes);
 }
 
-/* work left by failed calls; returns false when a node is still down */
+/* work left by failed calls; a job whose node is still down stays */
 static void keeper_jobs(struct redis_backend *rb)
 {
 	struct redis_job *todo, *keep = NULL;
@@ -1716,39 +2133,53 @@ static void keeper_jobs(struct redis_backend *rb)
 		struct redis_job *j = todo;
 		struct redis_node *n = &rb->nodes[j->node];
 		redisReply *r = NULL;
-		uint64_t epoch;
+		uint64_t name = 0;
+		char max[24];
 
 		todo = j->next;
 		pthread_mutex_lock(&rb->mutex);
-		epoch = rb->epoch;
+		name = n->name;
 		pthread_mutex_unlock(&rb->mutex);
-		if (j->epoch != epoch) { /* that lease is given up anyway */
+		if (j->name != name) { /* that lease is given up anyway */
 			free(j);
 			continue;
 		}
+		snprintf(max, sizeof(max), "%" PRIu64, j->max_token);
 		switch (j->kind) {
-		case RJ_RELEASE: {
-			char max[24];
-
-			snprintf(max, sizeof(max), "%" PRIu64, j->max_token);
-			r = node_simple(rb, n, "release", &j->req, max, NULL);
+		case RJ_RELEASE:
+			r = node_simple(rb, n, "release", &j->req, max, NULL,
+					&name);
 			break;
-		}
 		case RJ_UNLOCK:
 			j->req.type = DL_UNLCK;
-			r = node_simple(rb, n, "unlock", &j->req, NULL, NULL);
+			r = node_simple(rb, n, "unlock", &j->req, max, NULL,
+					&name);
 			break;
 		case RJ_CANCEL:
-			r = node_simple(rb, n, "cancel", &j->req, NULL, NULL);
-			if (r && r->elements >= 2) {
+			r = node_simple(rb, n, "cancel", &j->req, NULL, NULL,
+					&name);
+			if (r && name == j->name && r->elements >= 2) {
+				uint64_t tok = DL_TOKEN_ALL;
+
 				/* granted meanwhile: unlock what it got */
+				reply_u64(r->element[1], &tok);
 				freeReplyObject(r);
 				j->kind = RJ_UNLOCK;
+				j->max_token = tok;
 				j->next = todo;
 				todo = j;
 				continue;
 			}
 			break;
+		}
+		if (r && name == j->name && j->kind != RJ_CANCEL &&
+		    r->elements && reply_int(r->element[0]) == 0) {
+			/* the owner holds nothing more there */
+			pthread_mutex_lock(&rb->mutex);
+			if (rb->uri.nnodes == 1)
+				held_remove(rb, j->res, j->req.space,
+					    j->req.owner, j->max_token);
+			pthread_mutex_unlock(&rb->mutex);
 		}
 		if (r) {
 			freeReplyObject(r);
@@ -1786,14 +2217,17 @@ static void *keeper_main(void *arg)
 	pthread_mutex_lock(&rb->mutex);
 	while (!rb->stopping) {
 		int64_t now = dl_mono_ms(), wake;
-		bool renew, check, jobs;
-		char drop[17];
+		bool renew, check, jobs, drops = false;
+		char drop[REDIS_URI_MAX_NODES][17];
 
 		renew = rb->kick_renew || now >= next_renew;
 		check = (rb->nwaits || rb->jobs) &&
 			(rb->kick || now >= next_check);
 		jobs = check && rb->jobs != NULL;
-		if (!renew && !check && !rb->drop_lease[0]) {
+		for (unsigned i = 0; i < rb->uri.nnodes; i++)
+			if (rb->nodes[i].drop[0])
+				drops = true;
+		if (!renew && !check && !drops) {
 			wake = next_renew;
 			if ((rb->nwaits || rb->jobs) && next_check < wake)
 				wake = next_check;
@@ -1802,20 +2236,21 @@ static void *keeper_main(void *arg)
 		}
 		rb->kick = false;
 		rb->kick_renew = false;
-		snprintf(drop, sizeof(drop), "%s", rb->drop_lease);
-		rb->drop_lease[0] = '\0';
+		for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+			memcpy(drop[i], rb->nodes[i].drop, 17);
+			rb->nodes[i].drop[0] = '\0';
+		}
 		pthread_mutex_unlock(&rb->mutex);
 
-		if (drop[0]) {
-			/* end an abandoned lease at once: its records die */
-			for (unsigned i = 0; i < rb->uri.nnodes; i++) {
-				redisReply *r;
+		/* end abandoned leases at once: their records die (a node
+		 * that cannot be reached lets them expire) */
+		for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+			redisReply *r;
 
-				if (node_script(rb, &rb->nodes[i], "drop", "",
-						drop, 0, NULL, NULL, &r,
-						NULL) == 0)
-					freeReplyObject(r);
-			}
+			if (drop[i][0] &&
+			    node_script(rb, &rb->nodes[i], "drop", "", drop[i],
+					0, NULL, NULL, &r, NULL) == 0)
+				freeReplyObject(r);
 		}
 		if (renew) {
 			next_renew = dl_mono_ms() + renew_every;
@@ -1925,10 +2360,7 @@ static void *watchdog_main(void *arg)
 
 			if (!n->trusted)
 				continue;
-			/* by our monotonic clock, strictly before the server
-			 * (which started counting after our send) expires it */
-			deadline = n->renewed_at + rb->uri.ttl_ms -
-				   rb->margin_ms - rb->drift_ms;
+			deadline = node_deadline(rb, n);
 			if (now < deadline) {
 				if (!next || deadline < next)
 					next = deadline;
@@ -1990,6 +2422,7 @@ static int redis_open(const struct dl_backend_conf *conf,
 	}
 	rb->base.ops = &dl_redis_ops;
 	rb->cb = *cb;
+	fault_parse(&rb->fault);
 	ret = redis_uri_parse(rest, &rb->uri, err, errlen);
 	if (ret < 0) {
 		free(rb);
@@ -1999,7 +2432,11 @@ static int redis_open(const struct dl_backend_conf *conf,
 	snprintf(rb->ttl, sizeof(rb->ttl), "%d", rb->uri.ttl_ms);
 	snprintf(rb->delay, sizeof(rb->delay), "%d", rb->uri.lock_delay_ms);
 	rb->inc_base = conf->incarnation;
+	rb->lease = conf->lease;
 	rb->epoch = 1;
+	/* no trusted lease until one is registered */
+	atomic_store(&rb->lease->gen, rb->epoch);
+	atomic_store(&rb->lease->until_ms, 0);
 	rb->majority = (unsigned)rb->uri.nnodes / 2 + 1;
 	rb->margin_ms = rb->uri.ttl_ms / 10 > 500 ? rb->uri.ttl_ms / 10 : 500;
 	rb->drift_ms = rb->uri.nnodes > 1 ? rb->uri.ttl_ms / 100 + 2 : 0;
@@ -2036,6 +2473,7 @@ static int redis_open(const struct dl_backend_conf *conf,
 		n->idx = i;
 		n->addr = rb->uri.nodes[i];
 		n->sub_fd = -1;
+		n->name = ++rb->names;
 		for (int k = 0; k < REDIS_POOL; k++)
 			pthread_mutex_init(&n->pool[k].mutex, NULL);
 	}
@@ -2046,13 +2484,13 @@ static int redis_open(const struct dl_backend_conf *conf,
 		struct redis_node *n = &rb->nodes[i];
 		redisContext *c;
 		char lease[17];
-		uint64_t epoch;
+		uint64_t gen, name;
 
 		c = redis_connect(rb, n, false, why, sizeof(why));
 		if (c && redis_load_script(rb, c, n, why, sizeof(why)) == 0) {
 			n->pool[0].c = c;
 			n->up = true;
-			if (node_lease(rb, n, lease, &epoch) == 0)
+			if (node_lease(rb, n, lease, &gen, &name) == 0)
 				reached++;
 			else
 				snprintf(why, sizeof(why),
@@ -2148,13 +2586,17 @@ static void redis_close(struct dl_backend *be)
 		}
 	}
 	/* a clean stop: our lease ends now (the lock manager has released
-	 * everything already) */
-	lease_name(rb, rb->epoch, lease);
+	 * everything already); nothing of it is trusted any more */
+	if (rb->lease) {
+		atomic_store(&rb->lease->gen, rb->epoch + 1);
+		atomic_store(&rb->lease->until_ms, 0);
+	}
 	for (unsigned i = 0; rb->nodes && i < rb->uri.nnodes; i++) {
 		struct redis_node *n = &rb->nodes[i];
 		redisReply *r;
 
-		if (n->lease_epoch && n->up &&
+		lease_name(rb, n->name, lease);
+		if (n->registered && n->up &&
 		    node_script(rb, n, "drop", "", lease, 0, NULL, NULL, &r,
 				NULL) == 0)
 			freeReplyObject(r);
@@ -2169,13 +2611,13 @@ static void redis_close(struct dl_backend *be)
 			struct redis_held *h = rb->held[b];
 
 			rb->held[b] = h->next;
-			free(h);
+			held_free(h);
 		}
 		while (rb->waits[b]) {
 			struct redis_wait *w = rb->waits[b];
 
 			rb->waits[b] = w->next;
-			free(w);
+			wait_free(w);
 		}
 	}
 	while (rb->jobs) {
@@ -2202,29 +2644,45 @@ static int redis_lock(struct dl_backend *be, const struct dl_lock_req *req,
 
 	if (!redis_req_valid(req, false))
 		return -EINVAL;
+	grant->token = 0;
 	grant->lease = 0;
 	if (rb->uri.nnodes == 1)
-		return redis_lock_single(rb, req, &grant->token);
-	return redis_lock_redlock(rb, req, &grant->token);
+		return redis_lock_single(rb, req, grant);
+	return redis_lock_redlock(rb, req, grant);
 }
 
+/*
+ * Unlock on every node.  A node that cannot confirm it gets the unlock
+ * again from the keeper until it is done or the lease is given up (the
+ * records die with it), bounded by the newest grant processed so far so
+ * that a later grant of the same owner survives the retry.  0 when a
+ * majority confirmed, else -ENOLCK (the retry goes on).
+ */
 static int redis_unlock(struct dl_backend *be, const struct dl_lock_req *req)
 {
 	struct redis_backend *rb = redis_of(be);
-	unsigned ok = 0, still = 0;
+	unsigned ok = 0, still = 0, all = (1u << rb->uri.nnodes) - 1;
+	uint64_t max = DL_TOKEN_ALL;
+	struct redis_held *h;
+	char maxs[24];
 
 	if (!redis_req_valid(req, true))
 		return -EINVAL;
+	pthread_mutex_lock(&rb->mutex);
+	h = *held_slot(rb, req->resource, req->space, req->owner);
+	if (h)
+		max = h->max_token;
+	pthread_mutex_unlock(&rb->mutex);
+	snprintf(maxs, sizeof(maxs), "%" PRIu64, max);
 	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		uint64_t name = 0;
 		redisReply *r = node_simple(rb, &rb->nodes[i], "unlock", req,
-					    NULL, NULL);
+					    maxs, NULL, &name);
 
 		if (!r) {
-			if (rb->uri.nnodes > 1) {
-				pthread_mutex_lock(&rb->mutex);
-				job_add(rb, RJ_UNLOCK, i, req);
-				pthread_mutex_unlock(&rb->mutex);
-			}
+			pthread_mutex_lock(&rb->mutex);
+			job_add(rb, RJ_UNLOCK, i, node_name(rb, i), req, max);
+			pthread_mutex_unlock(&rb->mutex);
 			continue;
 		}
 		ok |= 1u << i;
@@ -2232,25 +2690,26 @@ static int redis_unlock(struct dl_backend *be, const struct dl_lock_req *req)
 			still |= 1u << i;
 		freeReplyObject(r);
 	}
-	if (popcount(ok) < rb->majority)
-		return -ENOLCK;
-	if (!still) {
+	if (ok == all && !still) {
 		pthread_mutex_lock(&rb->mutex);
-		held_remove(rb, req->resource, req->space, req->owner);
+		held_remove(rb, req->resource, req->space, req->owner, max);
 		pthread_mutex_unlock(&rb->mutex);
 	}
-	return 0;
+	return popcount(ok) >= rb->majority ? 0 : -ENOLCK;
 }
 
+/*
+ * Single node: a wait marked cancelling belongs to this call until it
+ * returns: a grant reported meanwhile or a lease loss only mark it, so it
+ * is answered exactly once (-ENOENT: by the callback, 0: by the caller).
+ */
 static int redis_cancel(struct dl_backend *be, uint64_t wait_id)
 {
 	struct redis_backend *rb = redis_of(be);
 	struct redis_note *notes = NULL;
-	struct dl_lock_req req;
 	struct redis_wait *w;
-	uint64_t epoch, tok;
+	uint64_t tok, name = 0;
 	redisReply *r;
-	char *res;
 	int ret;
 
 	pthread_mutex_lock(&rb->mutex);
@@ -2260,74 +2719,70 @@ static int redis_cancel(struct dl_backend *be, uint64_t wait_id)
 		return -ENOENT;
 	}
 	if (rb->uri.nnodes > 1) {
+		struct dl_lock_req req = w->req;
+
 		/* Redlock: we decide grants ourselves */
-		req = w->req;
-		res = strdup(w->res);
 		if (w->busy) {
 			w->cancelled = true; /* the keeper gives it back */
-			free(res);
 			pthread_mutex_unlock(&rb->mutex);
 			return 0;
 		}
 		wait_unlink(rb, w);
-		free(w);
 		pthread_mutex_unlock(&rb->mutex);
-		if (res) {
-			req.resource = res;
-			redlock_cancel_on(rb, &req, (1u << rb->uri.nnodes) - 1);
-			free(res);
-		}
+		fault_sleep(rb->fault.delay_cancel);
+		redlock_cancel_on(rb, &req, (1u << rb->uri.nnodes) - 1);
+		wait_free(w);
 		return 0;
 	}
 	w->cancelling = true;
-	epoch = w->epoch;
-	req = w->req;
-	res = strdup(w->res);
 	pthread_mutex_unlock(&rb->mutex);
-	if (!res)
-		return -ENOMEM; /* still queued: a callback will come */
-	req.resource = res;
-	r = node_simple(rb, &rb->nodes[0], "cancel", &req, NULL, NULL);
+	fault_sleep(rb->fault.delay_cancel);
+	r = node_simple(rb, &rb->nodes[0], "cancel", &w->req, NULL, NULL,
+			&name);
 
 	pthread_mutex_lock(&rb->mutex);
-	w = wait_find(rb, wait_id);
-	if (!r) {
-		/* unknown: forget the wait; if the server grants it later,
-		 * the keeper unlocks it */
-		if (w) {
-			wait_unlink(rb, w);
-			free(w);
-			if (rb->epoch == epoch)
-				job_add(rb, RJ_CANCEL, 0, &req);
-		}
-		ret = w ? 0 : -ENOENT;
-	} else if (r->elements && reply_int(r->element[0]) == 1) {
-		if (w) {
-			wait_unlink(rb, w);
-			free(w);
-		}
-		ret = 0; /* removed: no callback will follow */
+	if (w->end == RWE_GRANTED) {
+		ret = -ENOENT; /* its grant was reported */
+	} else if (w->end == RWE_LOST) {
+		ret = 0; /* its lease is given up: its record dies with it */
+	} else if (!r) {
+		/* unknown: forget the wait; the keeper removes the record,
+		 * or unlocks it if the server granted it meanwhile (a job
+		 * of a lease given up meanwhile is dropped: the record
+		 * dies with that lease) */
+		wait_unlink(rb, w);
+		job_add(rb, RJ_CANCEL, 0, w->name, &w->req, DL_TOKEN_ALL);
+		ret = 0;
+	} else if (name != w->name) {
+		wait_unlink(rb, w); /* sent under a newer lease: see above */
+		ret = 0;
 	} else if (r->elements >= 2 && reply_u64(r->element[1], &tok)) {
-		if (w)
-			deliver_grant(rb, epoch, wait_id, tok, 1, &notes);
-		ret = -ENOENT;
-	} else {
-		if (w) {
+		w->cancelling = false;
+		if (deliver_grant(rb, w->name, wait_id, tok, 1, &notes)) {
+			w = NULL; /* freed there */
+			ret = -ENOENT;
+		} else {
 			wait_unlink(rb, w);
-			free(w);
-			note_add(&notes, RN_FAILED, NULL, 0, 0, wait_id, 0,
-				 -ENOLCK);
+			ret = 0;
 		}
-		ret = -ENOENT;
+	} else {
+		/* removed, or neither queued nor granted any more */
+		wait_unlink(rb, w);
+		ret = 0;
 	}
 	pthread_mutex_unlock(&rb->mutex);
 	if (r)
 		freeReplyObject(r);
-	free(res);
+	wait_free(w);
 	notes_run(rb, notes);
 	return ret;
 }
 
+/*
+ * Release on every node; a node that cannot confirm it gets it again
+ * from the keeper.  The lock is forgotten (no loss report) only once
+ * every node confirmed the owner holds nothing more.
+ */
 static int redis_release_owner(struct dl_backend *be, const char *resource,
 			       enum dl_space space, uint64_t owner,
 			       uint64_t max_token)
@@ -2339,14 +2794,14 @@ static int redis_release_owner(struct dl_backend *be, const char *resource,
 				   .start = 0,
 				   .end = DL_RANGE_EOF,
 				   .owner = owner };
-	unsigned ok = 0, still = 0;
+	unsigned ok = 0, still = 0, all = (1u << rb->uri.nnodes) - 1;
 	char max[24];
 
 	snprintf(max, sizeof(max), "%" PRIu64, max_token);
 	req.pid = 0;
 	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
 		redisReply *r = node_simple(rb, &rb->nodes[i], "release", &req,
-					    max, NULL);
+					    max, NULL, NULL);
 
 		if (r) {
 			ok |= 1u << i;
@@ -2358,14 +2813,12 @@ static int redis_release_owner(struct dl_backend *be, const char *resource,
 		/* nobody will ask again: retry until it is done or the
 		 * lease is given up */
 		pthread_mutex_lock(&rb->mutex);
-		job_add(rb, RJ_RELEASE, i, &req);
-		if (rb->jobs && rb->jobs->kind == RJ_RELEASE)
-			rb->jobs->max_token = max_token;
+		job_add(rb, RJ_RELEASE, i, node_name(rb, i), &req, max_token);
 		pthread_mutex_unlock(&rb->mutex);
 	}
-	if (!still) {
+	if (ok == all && !still) {
 		pthread_mutex_lock(&rb->mutex);
-		held_remove(rb, resource, space, owner);
+		held_remove(rb, resource, space, owner, max_token);
 		pthread_mutex_unlock(&rb->mutex);
 	}
 	return popcount(ok) >= rb->majority ? 0 : -ENOLCK;
@@ -2386,9 +2839,9 @@ static int redis_break_lock(struct dl_backend *be, const char *resource)
 		struct redis_node *n = &rb->nodes[i];
 		redisReply *r;
 		char lease[17];
-		uint64_t epoch;
+		uint64_t gen, name;
 
-		if (node_lease(rb, n, lease, &epoch) < 0 ||
+		if (node_lease(rb, n, lease, &gen, &name) < 0 ||
 		    node_script(rb, n, "break", resource, lease, 0, NULL, NULL,
 				&r, NULL) < 0)
 			continue;
@@ -2406,11 +2859,11 @@ static int redis_break_lock(struct dl_backend *be, const char *resource)
 	return removed ? 0 : -ENOENT;
 }
 
-static bool info_fill(struct redis_backend *rb, redisReply **e,
-		      struct dl_lock_info *info, const char *space,
-		      bool waiting)
+/* @e: T S E LEASE OWNER pid token since host, as the script lists them;
+ * @mine: our lease name on the node that answered */
+static bool info_fill(redisReply **e, struct dl_lock_info *info,
+		      const char *space, bool waiting, const char *mine)
 {
-	char mine[17];
 	uint64_t lease;
 
 	memset(info, 0, sizeof(*info));
@@ -2428,9 +2881,6 @@ static bool info_fill(struct redis_backend *rb, redisReply **e,
 	if (e[8]->type == REDIS_REPLY_STRING)
 		snprintf(info->host, sizeof(info->host), "%.*s", (int)e[8]->len,
 			 e[8]->str);
-	pthread_mutex_lock(&rb->mutex);
-	lease_name(rb, rb->epoch, mine);
-	pthread_mutex_unlock(&rb->mutex);
 	info->mine = strcmp(e[3]->str, mine) == 0;
 	info->waiting = waiting;
 	return true;
@@ -2448,7 +2898,7 @@ static int redis_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 	/* Redlock: a conflict on any node is reported (conservative) */
 	for (unsigned i = 0; i < rb->uri.nnodes && ret == 0; i++) {
 		redisReply *r = node_simple(rb, &rb->nodes[i], "getlk", req,
-					    NULL, NULL);
+					    NULL, NULL, NULL);
 
 		if (!r)
 			continue;
@@ -2458,8 +2908,13 @@ static int redis_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 								       : '1',
 					  0 };
 
-			if (info_fill(rb, r->element + 1, conflict, space,
-				      false))
+			char mine[17];
+
+			pthread_mutex_lock(&rb->mutex);
+			lease_name(rb, rb->nodes[i].name, mine);
+			pthread_mutex_unlock(&rb->mutex);
+			if (info_fill(r->element + 1, conflict, space, false,
+				      mine))
 				ret = 1;
 		}
 		freeReplyObject(r);
@@ -2469,21 +2924,28 @@ static int redis_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 	return ret;
 }
 
-/* every holder and waiter of @resource, from the first node answering */
+/*
+ * Every holder and waiter of @resource, from the first node answering.
+ * A waiter's since_ms is its enqueue time as stored on the server (in
+ * Redlock the time sent with it to every node), the same whoever lists
+ * it.  A grant to one of our owners that this daemon has not processed
+ * yet (its token is newer than any we reported) is listed as a wait:
+ * the lock manager still waits for it.
+ */
 static int redis_list_one(struct redis_backend *rb, const char *resource,
 			  dl_lock_info_fn fn, void *arg, bool *stop)
 {
 	struct dl_lock_info *v = NULL;
 	redisReply *r = NULL;
+	char mine[17] = "";
 	size_t n = 0;
 	int ret = -ENOLCK;
 
 	for (unsigned i = 0; i < rb->uri.nnodes && !r; i++) {
-		char lease[17];
-		uint64_t epoch;
+		uint64_t gen, name;
 
-		if (node_lease(rb, &rb->nodes[i], lease, &epoch) == 0)
-			node_script(rb, &rb->nodes[i], "list", resource, lease,
+		if (node_lease(rb, &rb->nodes[i], mine, &gen, &name) == 0)
+			node_script(rb, &rb->nodes[i], "list", resource, mine,
 				    0, NULL, NULL, &r, NULL);
 	}
 	if (!r)
@@ -2493,18 +2955,30 @@ static int redis_list_one(struct redis_backend *rb, const char *resource,
 		freeReplyObject(r);
 		return -ENOMEM;
 	}
+	pthread_mutex_lock(&rb->mutex);
 	for (size_t i = 0; i + 11 <= r->elements; i += 11) {
 		redisReply **e = r->element + i;
+		struct dl_lock_info *info = &v[n];
 
 		if (e[0]->type != REDIS_REPLY_STRING ||
 		    e[1]->type != REDIS_REPLY_STRING)
 			continue;
-		if (info_fill(rb, e + 2, &v[n], e[1]->str,
-			      e[0]->str[0] == 'w')) {
-			v[n].resource = resource;
-			n++;
+		if (!info_fill(e + 2, info, e[1]->str, e[0]->str[0] == 'w',
+			       mine))
+			continue;
+		if (info->mine && !info->waiting) {
+			struct redis_held *h = *held_slot(
+				rb, resource, info->space, info->owner);
+
+			if (!h || info->token > h->max_token) {
+				info->waiting = true;
+				info->token = 0;
+			}
 		}
+		info->resource = resource;
+		n++;
 	}
+	pthread_mutex_unlock(&rb->mutex);
 	freeReplyObject(r);
 	for (size_t i = 0; i < n && !*stop; i++)
 		if (fn(&v[i], arg))

@@ -285,12 +285,15 @@ end
 
 -- ---------------------------------------------------------------- ops
 -- lock: [6] space [7] T [8] S [9] E [10] OWNER [11] pid [12] WAITID or ''
---       [13] mode 'g'|'n'
+--       [13] mode 'g'|'n' [14] enqueue time to store ('' the server's NOW;
+--       Redlock sends its own, so every node keeps the same one)
 -- -> {1, token, previous value of the owner's field or ''} granted,
 --    {0} conflict, {2} queued, {-1} the caller's lease is gone
 local function op_lock()
 	local space, t, s, e, owner = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 	local pid, wid, mode = ARGV[11], ARGV[12], ARGV[13]
+	local since = NOW
+	if ARGV[14] and string.match(ARGV[14], '^%d+$') then since = ARGV[14] end
 	if not load_and_purge(true) then return { -1 } end
 	local oid = ME .. '/' .. owner
 	local f = space .. oid
@@ -311,7 +314,7 @@ local function op_lock()
 		if not W[wf] then
 			local seq = redis.call('INCR', P .. ':seq')
 			local x = seq .. ' ' .. space .. ' ' .. t .. ' ' .. s .. ' ' ..
-				e .. ' ' .. owner .. ' ' .. pid .. ' ' .. NOW .. ' ' .. mode
+				e .. ' ' .. owner .. ' ' .. pid .. ' ' .. since .. ' ' .. mode
 			redis.call('HSET', KEYS[2], wf, x); W[wf] = x
 		end
 		return { 2 }
@@ -325,12 +328,29 @@ local function op_lock()
 	return { 1, tok, prev }
 end
 
--- unlock: [6] space [8] S [9] E [10] OWNER -> {1 owner still holds, 0 not}
+-- unlock: [6] space [8] S [9] E [10] OWNER [11] max token ('' all)
+-- -> {1 owner still holds, 0 not}.  With a max token (a retried unlock)
+-- only pieces granted with a token <= max are unlocked: a grant that came
+-- after the unlock was asked for survives it.
 local function op_unlock()
 	local space, s, e, owner = ARGV[6], ARGV[8], ARGV[9], ARGV[10]
+	local max = ARGV[11] and ARGV[11] ~= '' and tonumber(ARGV[11])
 	load_and_purge()
 	local f = space .. ME .. '/' .. owner
-	if G[f] then put(f, apply(parsed(f), 'U', s, e, '0', '0', '0')) end
+	if G[f] then
+		local old, new = {}, {}
+		for _, l in ipairs(parsed(f)) do
+			if max and tonumber(l.tok) > max then
+				new[#new + 1] = l
+			else
+				old[#old + 1] = l
+			end
+		end
+		local v = apply(old, 'U', s, e, '0', '0', '0')
+		for _, l in ipairs(new) do v[#v + 1] = l end
+		table.sort(v, function(x, y) return x.s < y.s end)
+		put(f, v)
+	end
 	grant_waiters()
 	return { G[f] and 1 or 0 }
 end
