@@ -56,6 +56,10 @@
 #define MAX_HOSTS  3
 #define MAX_OWNERS 8
 #define MSG_MAX	   8192
+/* --known=late-grant: redis.c's keeper re-checks a wait every second,
+ * but a keeper asleep when the wait was queued wakes only for its next
+ * renewal (ttl / 3 = 5 s by default) */
+#define LATE_GRANT_MS 8000
 
 /* ------------------------------------------------------------ options */
 
@@ -74,7 +78,9 @@ struct opts {
 	bool shrink;
 	bool full_edges; /* offsets past 2^63-1 other than EOF, too */
 	bool verbose;
+	int slow_ms;	  /* an expected grant must arrive within this */
 	bool single_pass; /* --known=single-pass */
+	bool late_grant;  /* --known=late-grant */
 };
 
 static struct opts opt = {
@@ -86,6 +92,7 @@ static struct opts opt = {
 	.seed = 1,
 	.check_every = 10,
 	.grant_ms = 3000,
+	.slow_ms = 800,
 	.quiet_ms = -1,
 	.shrink_secs = 60,
 	.shrink = true,
@@ -107,10 +114,17 @@ static const struct known_issue {
 	const char *backends;
 	const char *what;
 } KNOWN_ISSUES[] = {
-	{ "single-pass", "local redis",
+	{ "single-pass", "local",
 	  "the waiters are run once per change: a grant that converts its "
 	  "owner's lock to shared does not wake an earlier waiter it "
-	  "unblocks (it waits for the next change of the file's locks)" },
+	  "unblocks; that waiter waits for the next change of the file's "
+	  "locks (the model runs the waiters once, as local.c)" },
+	{ "late-grant", "redis",
+	  "the same single pass in redis.lua; the waiter it misses is "
+	  "granted by the keeper's safety re-check (op_poll), which runs "
+	  "every second once the keeper is awake but can start a renewal "
+	  "period (ttl/3) after the wait was queued: such grants may take "
+	  "up to 8 s, where every other grant must arrive within --slow-ms" },
 };
 
 /* --------------------------------------------------------------- rng */
@@ -176,6 +190,8 @@ static const char *fmt_off(uint64_t v, char *buf, size_t len)
 		snprintf(buf, len, "EOF-%" PRIu64, DL_RANGE_EOF - v);
 	else if (v == h)
 		snprintf(buf, len, "2^63-1");
+	else if (v == h + 1)
+		snprintf(buf, len, "2^63");
 	else if (v > h && v - h < 5)
 		snprintf(buf, len, "2^63+%" PRIu64, v - h - 1);
 	else if (v < h && h - v < 5)
@@ -239,6 +255,86 @@ static void step_fmt(const struct step *s, char *buf, size_t len)
 		snprintf(buf, len, "cancel wait#%" PRIu64, s->wait_id);
 		break;
 	}
+}
+
+static bool parse_off(const char *t, uint64_t *v)
+{
+	const uint64_t h = (uint64_t)INT64_MAX;
+	unsigned long long k = 0;
+	char *end;
+
+	if (strcmp(t, "EOF") == 0) {
+		*v = DL_RANGE_EOF;
+	} else if (sscanf(t, "EOF-%llu", &k) == 1) {
+		*v = DL_RANGE_EOF - k;
+	} else if (strcmp(t, "2^63-1") == 0) {
+		*v = h;
+	} else if (sscanf(t, "2^63-%llu", &k) == 1) {
+		*v = h + 1 - k;
+	} else if (strcmp(t, "2^63") == 0) {
+		*v = h + 1;
+	} else if (sscanf(t, "2^63+%llu", &k) == 1) {
+		*v = h + 1 + k;
+	} else {
+		errno = 0;
+		*v = strtoull(t, &end, 10);
+		return errno == 0 && end != t && *end == '\0';
+	}
+	return true;
+}
+
+/*
+ * The inverse of step_fmt(), for --replay: "h0.o1 lock posix f0 R [1, EOF]
+ * wait#7", optionally after a step number.  true when parsed.
+ */
+static bool step_parse(const char *line, struct step *st)
+{
+	char op[16], sp[16], ty[8], a[24], b[24], w[24];
+	unsigned host, owner, res;
+	unsigned long long id;
+	int n = 0;
+
+	memset(st, 0, sizeof(*st));
+	while (*line == ' ' || *line == '\t' || (*line >= '0' && *line <= '9'))
+		line++;
+	if (sscanf(line, "h%u.o%u %15s %n", &host, &owner, op, &n) < 3)
+		return false;
+	st->host = (int)host;
+	st->owner = owner;
+	line += n;
+	if (strcmp(op, "lock") == 0 || strcmp(op, "getlk") == 0) {
+		st->op = op[0] == 'l' ? OP_LOCK : OP_GETLK;
+		if (sscanf(line, "%15s f%u %7s [%23[^,], %23[^]]] %23s", sp,
+			   &res, ty, a, b, w) < 5)
+			return false;
+		if (st->op == OP_LOCK && sscanf(w, "wait#%llu", &id) == 1)
+			st->wait_id = id;
+		st->type = ty[0] == 'W' ? DL_WRLCK : DL_RDLCK;
+	} else if (strcmp(op, "unlock") == 0) {
+		st->op = OP_UNLOCK;
+		if (sscanf(line, "%15s f%u [%23[^,], %23[^]]]", sp, &res, a,
+			   b) != 4)
+			return false;
+	} else if (strcmp(op, "close") == 0) {
+		st->op = OP_CLOSE;
+		return sscanf(line, "f%u", &res) == 1 &&
+		       (st->res = (int)res, true);
+	} else if (strcmp(op, "exit") == 0) {
+		st->op = OP_EXIT;
+		return true;
+	} else if (strcmp(op, "cancel") == 0) {
+		st->op = OP_CANCEL;
+		if (sscanf(line, "wait#%llu", &id) != 1)
+			return false;
+		st->wait_id = id;
+		return true;
+	} else {
+		return false;
+	}
+	st->res = (int)res;
+	st->space = strcmp(sp, "flock") == 0 ? DL_SPACE_FLOCK : DL_SPACE_POSIX;
+	return parse_off(a, &st->start) && parse_off(b, &st->end) &&
+	       st->start <= st->end;
 }
 
 /* ------------------------------------------------------------ events */
@@ -456,10 +552,16 @@ static int64_t mono_ms(void)
  * Match the callbacks against the grants the model made, waiting at most
  * opt.grant_ms for the missing ones.  0, or 1 with the report filled.
  */
-static int settle(struct run *r, const uint64_t *exp, size_t nexp)
+static int settle(struct run *r, const struct m_grant *exp, size_t nexp,
+		  int64_t t0)
 {
 	int64_t deadline = mono_ms() + opt.grant_ms;
 	bool seen[64] = { false };
+
+	/* late-grant: the re-check may come after a renewal period */
+	for (size_t i = 0; i < nexp && opt.late_grant; i++)
+		if (exp[i].second_pass)
+			deadline = mono_ms() + LATE_GRANT_MS;
 	size_t nseen = 0;
 	int ret = 0;
 
@@ -489,14 +591,14 @@ static int settle(struct run *r, const uint64_t *exp, size_t nexp)
 				continue;
 			}
 			for (i = 0; i < nexp; i++)
-				if (!seen[i] && exp[i] == e->wait_id)
+				if (!seen[i] && exp[i].wait_id == e->wait_id)
 					break;
 			if (i == nexp) {
 				say(r,
 				    "host h%d: granted wait#%" PRIu64 ", which "
-								      "the "
-								      "model "
-								      "%s\n",
+				    "the "
+				    "model "
+				    "%s\n",
 				    e->host, e->wait_id,
 				    m_waiting(&r->m, e->wait_id)
 					    ? "says still waits"
@@ -507,6 +609,21 @@ static int settle(struct run *r, const uint64_t *exp, size_t nexp)
 			}
 			seen[i] = true;
 			nseen++;
+			if (mono_ms() - t0 > opt.slow_ms &&
+			    !(exp[i].second_pass && opt.late_grant)) {
+				say(r,
+				    "wait#%" PRIu64 " was granted only after "
+				    "%" PRId64 " ms (a grant "
+				    "is due at "
+				    "once; "
+				    "--slow-ms %d)%s\n",
+				    e->wait_id, mono_ms() - t0, opt.slow_ms,
+				    exp[i].second_pass ? ": a second pass over "
+							 "the "
+							 "waiters grants it"
+						       : "");
+				ret = 1;
+			}
 		}
 		if (ret || nseen == nexp)
 			break;
@@ -531,9 +648,14 @@ static int settle(struct run *r, const uint64_t *exp, size_t nexp)
 		for (size_t i = 0; i < nexp; i++)
 			if (!seen[i])
 				say(r,
-				    "wait#%" PRIu64 ": the model granted it, "
+				    "wait#%" PRIu64 ": the model granted it%s, "
 				    "no grant arrived within %d ms\n",
-				    exp[i], opt.grant_ms);
+				    exp[i].wait_id,
+				    exp[i].second_pass ? " (in a second pass "
+							 "over the "
+							 "waiters)"
+						       : "",
+				    opt.grant_ms);
 		ret = 1;
 	}
 	return ret;
@@ -695,8 +817,9 @@ static size_t table_split(struct table *t)
 	return nh;
 }
 
-/* compare the whole lock table; 0 equal, 1 with the report filled */
-static int compare_tables(struct run *r, int lister)
+/* compare the whole lock table; 0 equal, 1 with the report filled;
+ * @dump: report the tables even when equal */
+static int compare_tables(struct run *r, int lister, bool dump)
 {
 	int ret = 0;
 
@@ -721,9 +844,10 @@ static int compare_tables(struct run *r, int lister)
 		for (size_t i = 0; same && i < got.n; i++)
 			same = entry_eq(&got.v[i], &want.v[i]) &&
 			       got.v[i].waiting == want.v[i].waiting;
-		if (!same) {
-			say(r, "lock table of %s differs (listed by h%d)%s%s\n",
-			    res_name(res), lister, got.bad ? ": " : "",
+		if (!same || dump) {
+			say(r, "lock table of %s %s (listed by h%d)%s%s\n",
+			    res_name(res), same ? "after it" : "differs",
+			    lister, got.bad ? ": " : "",
 			    got.bad ? got.why : "");
 			say(r, "  backend:\n");
 			for (size_t i = 0; i < got.n; i++)
@@ -733,7 +857,7 @@ static int compare_tables(struct run *r, int lister)
 			for (size_t i = 0; i < want.n; i++)
 				entry_say(r, i < wh ? "held" : "wait",
 					  &want.v[i]);
-			ret = 1;
+			ret = !same;
 		}
 		free(got.v);
 		free(want.v);
@@ -1113,9 +1237,10 @@ static int run_steps(struct steps *sl, size_t gen_steps, uint64_t seed,
 	}
 	next_wait_id = 0;
 	for (size_t i = 0; i < total && !ret; i++) {
-		const uint64_t *exp;
+		const struct m_grant *exp;
 		size_t nexp;
 		struct step st;
+		int64_t t0;
 		char line[256];
 
 		if (gen_steps) {
@@ -1130,12 +1255,14 @@ static int run_steps(struct steps *sl, size_t gen_steps, uint64_t seed,
 			step_fmt(&st, line, sizeof(line));
 			fprintf(stderr, "  #%zu %s\n", i, line);
 		}
+		t0 = mono_ms();
 		ret = do_step(r, &st);
 		exp = m_take_grants(&r->m, &nexp);
 		if (!ret)
-			ret = settle(r, exp, nexp);
+			ret = settle(r, exp, nexp, t0);
 		if (!ret && every && (i + 1) % every == 0)
-			ret = compare_tables(r, (int)(i / every) % r->nbe);
+			ret = compare_tables(r, (int)(i / every) % r->nbe,
+					     false);
 		if (ret)
 			f->step = i;
 	}
@@ -1146,14 +1273,28 @@ static int run_steps(struct steps *sl, size_t gen_steps, uint64_t seed,
 
 		if (q)
 			usleep((useconds_t)q * 1000);
-		ret = settle(r, NULL, 0);
+		ret = settle(r, NULL, 0, mono_ms());
 		for (int lister = 0; lister < r->nbe && !ret; lister++)
-			ret = compare_tables(r, lister);
+			ret = compare_tables(r, lister, false);
 		if (ret)
 			f->step = total;
 	}
+	if (ret && r->msg_len && !strstr(r->msg, "lock table of"))
+		compare_tables(r, 0, true); /* for the report */
+	for (int i = 0; ret && i < r->nbe; i++) {
+		char st[256];
+
+		if (dl_backend_status(r->hosts[i].be, st, sizeof(st)) == 0)
+			say(r, "  status of h%d: %s\n", i, st);
+	}
 	if (ret)
 		snprintf(f->msg, sizeof(f->msg), "%s", r->msg);
+	if (ret && getenv("MODEL_HOLD_MS")) {
+		/* a post-mortem look at the store while the hosts live */
+		printf("model: holding the failed run for %s ms\n",
+		       getenv("MODEL_HOLD_MS"));
+		usleep((useconds_t)atoi(getenv("MODEL_HOLD_MS")) * 1000);
+	}
 	run_close(r);
 	free(r);
 	return ret;
@@ -1262,6 +1403,43 @@ static void usage(void)
 	exit(2);
 }
 
+/* --replay FILE: steps as printed by a failure, one a line */
+static int read_steps(const char *path, struct steps *sl)
+{
+	FILE *fp = fopen(path, "r");
+	char line[512];
+	unsigned ln = 0;
+
+	if (!fp) {
+		fprintf(stderr, "model: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), fp)) {
+		struct step st;
+		char *p = line;
+
+		ln++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '#' || *p == '\n' || *p == '\0')
+			continue;
+		if (!step_parse(p, &st) || st.host >= opt.hosts ||
+		    st.owner < 1 || st.owner > (uint32_t)opt.owners ||
+		    st.res >= opt.res) {
+			fprintf(stderr,
+				"model: %s:%u: not a step (or outside "
+				"--hosts/--owners/--res): %s",
+				path, ln, line);
+			fclose(fp);
+			return -1;
+		}
+		steps_push(sl, &st);
+	}
+	fclose(fp);
+	opt.steps = sl->n;
+	return 0;
+}
+
 static int known_set(const char *list)
 {
 	char *copy = strdup(list), *save = NULL;
@@ -1272,6 +1450,8 @@ static int known_set(const char *list)
 	     t = strtok_r(NULL, ",", &save)) {
 		if (strcmp(t, "single-pass") == 0) {
 			opt.single_pass = true;
+		} else if (strcmp(t, "late-grant") == 0) {
+			opt.late_grant = true;
 		} else {
 			fprintf(stderr, "model: unknown issue '%s'\n", t);
 			free(copy);
@@ -1296,15 +1476,17 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, 's' },
 		{ "check-every", required_argument, NULL, 'k' },
 		{ "grant-ms", required_argument, NULL, 'g' },
+		{ "slow-ms", required_argument, NULL, 'W' },
 		{ "quiet-ms", required_argument, NULL, 'q' },
 		{ "no-shrink", no_argument, NULL, 'N' },
 		{ "shrink-secs", required_argument, NULL, 'T' },
 		{ "edges", required_argument, NULL, 'e' },
 		{ "known", required_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "replay", required_argument, NULL, 'R' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *known = NULL;
+	const char *known = NULL, *replay = NULL;
 	pthread_condattr_t ca;
 	struct steps sl = { 0 };
 	struct failure f = { 0 };
@@ -1348,6 +1530,9 @@ int main(int argc, char **argv)
 		case 'g':
 			opt.grant_ms = atoi(optarg);
 			break;
+		case 'W':
+			opt.slow_ms = atoi(optarg);
+			break;
 		case 'q':
 			opt.quiet_ms = atoi(optarg);
 			break;
@@ -1366,6 +1551,9 @@ int main(int argc, char **argv)
 		case 'v':
 			opt.verbose = true;
 			break;
+		case 'R':
+			replay = optarg;
+			break;
 		default:
 			usage();
 		}
@@ -1382,26 +1570,29 @@ int main(int argc, char **argv)
 	pthread_cond_init(&ev_cond, &ca);
 	pthread_condattr_destroy(&ca);
 
+	if (replay && read_steps(replay, &sl) < 0)
+		return 2;
 	printf("model: backend=%s hosts=%d owners=%d files=%d steps=%zu "
-	       "seed=%" PRIu64 " edges=%s\n",
+	       "%s%" PRIu64 " edges=%s\n",
 	       kind_name(opt.kind), opt.hosts, opt.owners, opt.res, opt.steps,
-	       opt.seed, opt.full_edges ? "full" : "daemon");
+	       replay ? "(replayed) seed=" : "seed=", opt.seed,
+	       opt.full_edges ? "full" : "daemon");
 	t0 = now_s();
-	ret = run_steps(&sl, opt.steps, opt.seed, opt.check_every, opt.verbose,
-			&f);
+	ret = run_steps(&sl, replay ? 0 : opt.steps, opt.seed, opt.check_every,
+			opt.verbose, &f);
 	if (ret < 0)
 		return 2;
 	if (ret == 0) {
 		printf("model: PASS backend=%s hosts=%d seed=%" PRIu64 " steps="
-								       "%zu in "
-								       "%.1f "
-								       "s\n",
+		       "%zu in "
+		       "%.1f "
+		       "s\n",
 		       kind_name(opt.kind), opt.hosts, opt.seed, opt.steps,
 		       now_s() - t0);
 		return 0;
 	}
 	printf("model: FAIL backend=%s hosts=%d seed=%" PRIu64 " at step %zu "
-							       "of %zu\n%s",
+	       "of %zu\n%s",
 	       kind_name(opt.kind), opt.hosts, opt.seed, f.step + 1, opt.steps,
 	       f.msg);
 	printf("  reproduce: model --backend %s --hosts %d --owners %d "

@@ -91,7 +91,7 @@ static struct m_node *node_add(struct m_model *m, uint64_t key, int res,
 	return nd;
 }
 
-static void grant_note(struct m_model *m, uint64_t wait_id)
+static void grant_note(struct m_model *m, uint64_t wait_id, bool second)
 {
 	if (!wait_id)
 		return;
@@ -104,10 +104,10 @@ static void grant_note(struct m_model *m, uint64_t wait_id)
 		m->granted = p;
 		m->gcap = cap;
 	}
-	m->granted[m->ngranted++] = wait_id;
+	m->granted[m->ngranted++] = (struct m_grant){ wait_id, second };
 }
 
-const uint64_t *m_take_grants(struct m_model *m, size_t *n)
+const struct m_grant *m_take_grants(struct m_model *m, size_t *n)
 {
 	*n = m->ngranted;
 	m->ngranted = 0;
@@ -205,9 +205,11 @@ static bool lx_blocked(const struct m_model *m, const struct m_node *w)
 static void lx_settle(struct m_model *m, int res)
 {
 	bool changed;
+	int pass = 0;
 
 	do {
 		changed = false;
+		pass++;
 		for (size_t i = 0; i < m->n; i++) {
 			struct m_node *w = &m->v[i];
 			struct dl_range_lock l;
@@ -217,7 +219,7 @@ static void lx_settle(struct m_model *m, int res)
 			l = w->ranges.v[0];
 			l.owner = w->key;
 			set_apply(&m->held[w->res][w->space], &l);
-			grant_note(m, w->wait_id);
+			grant_note(m, w->wait_id, pass > 1);
 			node_drop(m, i);
 			i--;
 			changed = true;
@@ -322,7 +324,7 @@ static void ff_finish(struct m_model *m, size_t i, bool jumped)
 
 	nd->granted = true;
 	nd->jumped = jumped;
-	grant_note(m, nd->wait_id);
+	grant_note(m, nd->wait_id, false);
 	ff_reduce(m, nd->key, nd->res, nd->space, l.start, l.end, seq);
 }
 

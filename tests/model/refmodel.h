@@ -62,6 +62,14 @@ struct m_node {
 	uint64_t wait_id;
 };
 
+/* a grant to a queued request, reported through cb->granted */
+struct m_grant {
+	uint64_t wait_id;
+	/* LINUX: made by a second pass over the waiters, which a backend
+	 * that runs them once per change misses (see single_pass) */
+	bool second_pass;
+};
+
 struct m_model {
 	enum m_policy policy;
 	/* deliberate deviations from the contract, to match a backend with
@@ -74,7 +82,7 @@ struct m_model {
 	struct m_node *v;			/* in seq order */
 	size_t n, cap;
 	uint64_t seq;
-	uint64_t *granted; /* wait ids granted since m_take_grants() */
+	struct m_grant *granted; /* grants since m_take_grants() */
 	size_t ngranted, gcap;
 };
 
@@ -101,8 +109,8 @@ void m_holders(const struct m_model *m, int res, enum dl_space space,
 	       struct dl_range_set *out);
 bool m_waiting(const struct m_model *m, uint64_t wait_id);
 bool m_owner_waits(const struct m_model *m, uint64_t key);
-/* the wait ids granted since the last call; *n set, valid until the next
- * model call */
-const uint64_t *m_take_grants(struct m_model *m, size_t *n);
+/* the grants since the last call; *n set, valid until the next model
+ * call */
+const struct m_grant *m_take_grants(struct m_model *m, size_t *n);
 
 #endif /* DL_REFMODEL_H */
