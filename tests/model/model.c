@@ -78,7 +78,8 @@ struct opts {
 	bool shrink;
 	bool full_edges; /* offsets past 2^63-1 other than EOF, too */
 	bool verbose;
-	int slow_ms;	  /* an expected grant must arrive within this */
+	int slow_ms; /* an expected grant must arrive within this */
+	int policy;  /* -1: the backend's; else forced (checks the checker) */
 	bool single_pass; /* --known=single-pass */
 	bool late_grant;  /* --known=late-grant */
 };
@@ -93,6 +94,7 @@ static struct opts opt = {
 	.check_every = 10,
 	.grant_ms = 3000,
 	.slow_ms = 800,
+	.policy = -1,
 	.quiet_ms = -1,
 	.shrink_secs = 60,
 	.shrink = true,
@@ -418,6 +420,16 @@ static void cb_lost(void *ctx, const char *resource, enum dl_space space,
 	ev_push(&e);
 }
 
+/* ------------------------------------------------------------- stats */
+
+/* what a run exercised, printed with PASS (so a weak run shows) */
+static struct {
+	unsigned long lock[3]; /* granted, -EAGAIN, queued */
+	unsigned long conversions, unlocks, getlk, getlk_conflict, closes,
+		exits, cancels, grants, second_pass, jumped, edge_ranges,
+		tables;
+} stats;
+
 /* -------------------------------------------------------------- runs */
 
 /* one run: fresh namespace, fresh backends, the model */
@@ -486,7 +498,9 @@ static int run_open(struct run *r)
 	unsigned id = ++run_counter;
 
 	memset(r, 0, sizeof(*r));
-	m_init(&r->m, opt.kind == BE_ZK ? M_POLICY_FIFO : M_POLICY_LINUX);
+	m_init(&r->m, opt.policy >= 0	  ? (enum m_policy)opt.policy
+		      : opt.kind == BE_ZK ? M_POLICY_FIFO
+					  : M_POLICY_LINUX);
 	r->m.single_pass = opt.single_pass;
 	r->m.noop_release_settles = opt.kind == BE_REDIS;
 	pthread_mutex_lock(&ev_mutex);
@@ -540,6 +554,7 @@ static void run_close(struct run *r)
 {
 	for (int i = 0; i < r->nbe; i++)
 		dl_backend_close(r->hosts[i].be);
+	stats.jumped += r->m.njumped;
 	m_free(&r->m);
 }
 
@@ -838,6 +853,7 @@ static int compare_tables(struct run *r, int lister, bool dump)
 			return 1;
 		}
 		model_table(r, res, &want);
+		stats.tables++;
 		gh = table_split(&got);
 		wh = table_split(&want);
 		same = !got.bad && got.n == want.n && gh == wh;
@@ -1155,16 +1171,25 @@ static int do_step(struct run *r, const struct step *st)
 		want = m_lock(&r->m, key, st->res, st->space, st->type,
 			      st->start, st->end, st->wait_id);
 		got = dl_backend_lock(h->be, &req, &g);
+		stats.lock[want == 0 ? 0 : want == -EAGAIN ? 1 : 2]++;
+		stats.conversions += st->conversion;
+		stats.edge_ranges += st->end > (uint64_t)INT64_MAX - 3 &&
+				     st->end != DL_RANGE_EOF;
 		return expect_eq(r, "lock", got, want);
 	case OP_UNLOCK:
 		req.type = DL_UNLCK;
 		req.wait_id = 0;
+		stats.unlocks++;
 		m_unlock(&r->m, key, st->res, st->space, st->start, st->end);
 		return expect_eq(r, "unlock", dl_backend_unlock(h->be, &req),
 				 0);
 	case OP_GETLK:
+		stats.getlk++;
+		stats.getlk_conflict += m_getlk(&r->m, key, st->res, st->space,
+						st->type, st->start, st->end);
 		return do_getlk(r, st);
 	case OP_CLOSE:
+		stats.closes++;
 		m_release(&r->m, key, st->res, DL_SPACE_POSIX);
 		return expect_eq(
 			r, "release_owner",
@@ -1173,6 +1198,7 @@ static int do_step(struct run *r, const struct step *st)
 				be_owner(st->host, st->owner), DL_TOKEN_ALL),
 			0);
 	case OP_EXIT:
+		stats.exits++;
 		/* the kernel ends the process's waits, then closes its files */
 		for (size_t i = 0; i < r->m.n && !bad; i++) {
 			const struct m_node *nd = &r->m.v[i];
@@ -1199,6 +1225,7 @@ static int do_step(struct run *r, const struct step *st)
 			}
 		return bad;
 	case OP_CANCEL:
+		stats.cancels++;
 		want = m_cancel(&r->m, st->wait_id);
 		return expect_eq(r, "cancel",
 				 dl_backend_cancel(h->be, st->wait_id), want);
@@ -1258,6 +1285,9 @@ static int run_steps(struct steps *sl, size_t gen_steps, uint64_t seed,
 		t0 = mono_ms();
 		ret = do_step(r, &st);
 		exp = m_take_grants(&r->m, &nexp);
+		stats.grants += nexp;
+		for (size_t k = 0; k < nexp; k++)
+			stats.second_pass += exp[k].second_pass;
 		if (!ret)
 			ret = settle(r, exp, nexp, t0);
 		if (!ret && every && (i + 1) % every == 0)
@@ -1394,7 +1424,12 @@ static void usage(void)
 			"[--quiet-ms MS]\n"
 			"             [--no-shrink] [--shrink-secs S] "
 			"[--edges daemon|full]\n"
-			"             [--known ID[,ID]] [--verbose]\n"
+			"             [--known ID[,ID]] [--replay FILE] "
+			"[--verbose]\n"
+			"             [--policy linux|fifo]  (force the "
+			"model's "
+			"queueing rule:\n"
+			"             checks that the test tells them apart)\n"
 			"known issues:\n");
 	for (size_t i = 0; i < sizeof(KNOWN_ISSUES) / sizeof(KNOWN_ISSUES[0]);
 	     i++)
@@ -1484,6 +1519,7 @@ int main(int argc, char **argv)
 		{ "known", required_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "replay", required_argument, NULL, 'R' },
+		{ "policy", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *known = NULL, *replay = NULL;
@@ -1554,6 +1590,11 @@ int main(int argc, char **argv)
 		case 'R':
 			replay = optarg;
 			break;
+		case 'P':
+			opt.policy = strcmp(optarg, "fifo") == 0
+					     ? M_POLICY_FIFO
+					     : M_POLICY_LINUX;
+			break;
 		default:
 			usage();
 		}
@@ -1584,11 +1625,21 @@ int main(int argc, char **argv)
 		return 2;
 	if (ret == 0) {
 		printf("model: PASS backend=%s hosts=%d seed=%" PRIu64 " steps="
-		       "%zu in "
-		       "%.1f "
-		       "s\n",
+								       "%zu in "
+								       "%.1f "
+								       "s\n",
 		       kind_name(opt.kind), opt.hosts, opt.seed, opt.steps,
 		       now_s() - t0);
+		printf("  locks granted=%lu eagain=%lu queued=%lu "
+		       "(conversions %lu, edge ends %lu); grants to waiters "
+		       "%lu (second pass %lu, jumped %lu); unlocks %lu; getlk "
+		       "%lu (conflict %lu); closes %lu; exits %lu; cancels "
+		       "%lu; tables compared %lu\n",
+		       stats.lock[0], stats.lock[1], stats.lock[2],
+		       stats.conversions, stats.edge_ranges, stats.grants,
+		       stats.second_pass, stats.jumped, stats.unlocks,
+		       stats.getlk, stats.getlk_conflict, stats.closes,
+		       stats.exits, stats.cancels, stats.tables);
 		return 0;
 	}
 	printf("model: FAIL backend=%s hosts=%d seed=%" PRIu64 " at step %zu "

@@ -324,6 +324,7 @@ static void ff_finish(struct m_model *m, size_t i, bool jumped)
 
 	nd->granted = true;
 	nd->jumped = jumped;
+	m->njumped += jumped;
 	grant_note(m, nd->wait_id, false);
 	ff_reduce(m, nd->key, nd->res, nd->space, l.start, l.end, seq);
 }

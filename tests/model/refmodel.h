@@ -82,6 +82,7 @@ struct m_model {
 	struct m_node *v;			/* in seq order */
 	size_t n, cap;
 	uint64_t seq;
+	unsigned long njumped;	 /* FIFO: grants through exception (2) */
 	struct m_grant *granted; /* grants since m_take_grants() */
 	size_t ngranted, gcap;
 };
