@@ -78,8 +78,9 @@ struct opts {
 	bool shrink;
 	bool full_edges; /* offsets past 2^63-1 other than EOF, too */
 	bool verbose;
-	int slow_ms; /* an expected grant must arrive within this */
-	int policy;  /* -1: the backend's; else forced (checks the checker) */
+	bool busy_owners; /* a waiting owner may take POSIX locks */
+	int slow_ms;	  /* an expected grant must arrive within this */
+	int policy; /* -1: the backend's; else forced (checks the checker) */
 	bool single_pass; /* --known=single-pass */
 	bool late_grant;  /* --known=late-grant */
 };
@@ -93,12 +94,13 @@ static struct opts opt = {
 	.seed = 1,
 	.check_every = 10,
 	.grant_ms = 3000,
-	.slow_ms = 800,
+	.slow_ms = -1,
 	.policy = -1,
 	.quiet_ms = -1,
 	.shrink_secs = 60,
 	.shrink = true,
 	.full_edges = true,
+	.busy_owners = true,
 };
 
 static const char *kind_name(enum be_kind k)
@@ -1014,9 +1016,23 @@ static void gen_step(struct run *r, uint64_t *rng, struct step *st)
 	key = key_of(st->host, st->owner);
 	waits = m_owner_waits(&r->m, key);
 	k = rng_below(rng, 100);
-	/* an owner blocked in a wait only unlocks, closes, exits, cancels */
-	if (waits && k < 55)
+	/*
+	 * An owner blocked in a wait unlocks, closes, exits, cancels - or,
+	 * unless --no-busy-owners, takes a POSIX lock without waiting (another
+	 * thread of the process, as Linux allows: the requests are
+	 * independent).
+	 */
+	if (waits && k < 55) {
+		if (opt.busy_owners && rng_below(rng, 100) < 30) {
+			st->op = OP_LOCK;
+			if (st->space == DL_SPACE_FLOCK) {
+				st->space = DL_SPACE_POSIX;
+				pick_range(rng, &st->start, &st->end);
+			}
+			return;
+		}
 		k = 55 + rng_below(rng, 45);
+	}
 	if (k < 28) {
 		st->op = OP_LOCK;
 	} else if (k < 42) {
@@ -1083,7 +1099,9 @@ static const char *err_name(int e)
 static bool step_moot(struct run *r, const struct step *st)
 {
 	if (st->op == OP_LOCK)
-		return m_owner_waits(&r->m, key_of(st->host, st->owner));
+		return m_owner_waits(&r->m, key_of(st->host, st->owner)) &&
+		       (!opt.busy_owners || st->wait_id ||
+			st->space == DL_SPACE_FLOCK);
 	if (st->op == OP_CANCEL)
 		return !m_waiting(&r->m, st->wait_id);
 	return false;
@@ -1520,6 +1538,7 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "replay", required_argument, NULL, 'R' },
 		{ "policy", required_argument, NULL, 'P' },
+		{ "no-busy-owners", no_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *known = NULL, *replay = NULL;
@@ -1590,6 +1609,9 @@ int main(int argc, char **argv)
 		case 'R':
 			replay = optarg;
 			break;
+		case 'B':
+			opt.busy_owners = false;
+			break;
 		case 'P':
 			opt.policy = strcmp(optarg, "fifo") == 0
 					     ? M_POLICY_FIFO
@@ -1605,6 +1627,9 @@ int main(int argc, char **argv)
 		usage();
 	if (known && known_set(known) < 0)
 		return 2;
+	/* ZooKeeper grants go through a watch and the worker thread */
+	if (opt.slow_ms < 0)
+		opt.slow_ms = opt.kind == BE_ZK ? 2000 : 800;
 	dl_log_init("model", DL_LOG_WARNING, false);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1625,9 +1650,9 @@ int main(int argc, char **argv)
 		return 2;
 	if (ret == 0) {
 		printf("model: PASS backend=%s hosts=%d seed=%" PRIu64 " steps="
-								       "%zu in "
-								       "%.1f "
-								       "s\n",
+		       "%zu in "
+		       "%.1f "
+		       "s\n",
 		       kind_name(opt.kind), opt.hosts, opt.seed, opt.steps,
 		       now_s() - t0);
 		printf("  locks granted=%lu eagain=%lu queued=%lu "

@@ -19,7 +19,7 @@ dl_init model
 
 [[ -n ${MODEL:-} ]] || dl_skip "MODEL is not set (run through meson test)"
 [[ -x $MODEL ]] || dl_fail "MODEL=$MODEL is not executable"
-dl_require_prog redis-server redis-cli python3 java
+dl_require_prog redis-server redis-cli python3 java timeout
 
 STEPS=${MODEL_STEPS:-3000}
 RANDOM_SEED=${MODEL_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
@@ -57,7 +57,8 @@ for seed in 1 "$RANDOM_SEED"; do
 	model_run redis 3 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT"
 done
 
-zk_start
+# a test server: no fsync per transaction (the runs are 5x faster)
+JAVA_TOOL_OPTIONS="${JAVA_TOOL_OPTIONS:-} -Dzookeeper.forceSync=no" zk_start
 for seed in 1 "$RANDOM_SEED"; do
 	model_run zk 2 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
 	model_run zk 3 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
