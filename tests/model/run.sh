@@ -27,7 +27,7 @@ dl_log "random seed this run: $RANDOM_SEED (MODEL_SEED=$RANDOM_SEED replays it)"
 
 declare -A KNOWN=(
 	[local]=single-pass
-	[redis]=single-pass
+	[redis]=late-grant
 	[zk]=
 )
 
