@@ -151,14 +151,15 @@ static bool req_valid(const struct dl_lock_req *req, bool unlock)
 }
 
 /*
- * Grant what can be granted to the waiters of @res, in arrival order.
- * Grants to report are appended to @out; on -ENOMEM for that array a
- * waiter simply stays queued until the next pass.
+ * One pass over the waiters of @res, in arrival order; the number of
+ * grants made.  Grants to report are appended to @out; on -ENOMEM for
+ * that array a waiter simply stays queued until the next change.
  */
-static void grant_waiters(struct local_backend *lb, struct local_resource *res,
-			  struct local_grants *out)
+static size_t grant_pass(struct local_backend *lb, struct local_resource *res,
+			 struct local_grants *out)
 {
 	struct local_waiter *w, *next;
+	size_t before = out->n;
 
 	for (w = lb->queue.next; w != &lb->queue && res->nwaiters; w = next) {
 		struct dl_range_set *set = &res->sets[w->req.space];
@@ -173,13 +174,13 @@ static void grant_waiters(struct local_backend *lb, struct local_resource *res,
 			continue;
 		g = realloc(out->v, (out->n + 1) * sizeof(*g));
 		if (!g)
-			return;
+			break;
 		out->v = g;
 		rl.token = ++lb->next_token;
 		rl.since_ms = dl_now_ms();
 		if (range_set_apply(set, &rl) < 0) {
 			lb->next_token--;
-			return;
+			break;
 		}
 		g[out->n++] = (struct local_grant){ w->req.wait_id, rl.token };
 		w->prev->next = w->next;
@@ -188,6 +189,19 @@ static void grant_waiters(struct local_backend *lb, struct local_resource *res,
 		lb->nwaiters--;
 		free(w);
 	}
+	return out->n - before;
+}
+
+/*
+ * Grant what can be granted to the waiters of @res.  A grant can free
+ * bytes for an earlier waiter (it may turn its owner's write lock into a
+ * read lock), so passes repeat until one grants nothing.
+ */
+static void grant_waiters(struct local_backend *lb, struct local_resource *res,
+			  struct local_grants *out)
+{
+	while (res->nwaiters && grant_pass(lb, res, out))
+		;
 }
 
 /* drop the mutex, then report @g */

@@ -622,7 +622,10 @@ static void wait_insert(struct redis_backend *rb, struct redis_wait *w)
 
 	w->next = *p;
 	*p = w;
-	rb->nwaits++;
+	/* the first wait: the keeper may nap until its next renewal, but
+	 * the once-a-second re-check starts now */
+	if (rb->nwaits++ == 0)
+		pthread_cond_broadcast(&rb->cond);
 }
 
 /* unlink @w if it is in the table; true if it was */

@@ -260,24 +260,38 @@ end
 -- Hand the resource to its waiters in arrival order: like Linux, a waiter
 -- is granted when no granted lock conflicts with it.  'g' waiters are
 -- granted here and told on their lease's channel; 'n' (Redlock) waiters
--- are only told to retry.
+-- are only told to retry.  A grant can free bytes for an earlier waiter
+-- (it may turn its owner's write lock into a read lock), so passes repeat
+-- until one grants nothing.
 local function grant_waiters()
 	if next(W) == nil or delayed() then return end
-	for _, w in ipairs(waiters_sorted()) do
-		local lease = lease_of_w(w.f)
-		local oid = lease .. '/' .. w.owner
-		local wid = string.sub(w.f, 18)
-		if not conflict(w.space, oid, w.t, w.s, w.e) then
-			local chan = P .. ':inc:' .. lease
-			if w.mode == 'g' then
-				local tok = redis.call('INCR', P .. ':token')
-				local f = w.space .. oid
-				put(f, apply(parsed(f), w.t, w.s, w.e, tok, NOW, w.pid))
-				redis.call('HDEL', KEYS[2], w.f); W[w.f] = nil
-				redis.call('HSET', P .. ':x:' .. lease, wid, tok)
-				redis.call('PUBLISH', chan, 'G ' .. wid .. ' ' .. tok)
-			else
-				redis.call('PUBLISH', chan, 'W ' .. wid)
+	local told = {}
+	local again = true
+	while again do
+		again = false
+		for _, w in ipairs(waiters_sorted()) do
+			local lease = lease_of_w(w.f)
+			local oid = lease .. '/' .. w.owner
+			local wid = string.sub(w.f, 18)
+			if not told[w.f] and
+			    not conflict(w.space, oid, w.t, w.s, w.e) then
+				local chan = P .. ':inc:' .. lease
+				if w.mode == 'g' then
+					local tok = redis.call('INCR', P .. ':token')
+					local f = w.space .. oid
+					put(f, apply(parsed(f), w.t, w.s, w.e, tok,
+						     NOW, w.pid))
+					redis.call('HDEL', KEYS[2], w.f)
+					W[w.f] = nil
+					redis.call('HSET', P .. ':x:' .. lease, wid,
+						   tok)
+					redis.call('PUBLISH', chan,
+						   'G ' .. wid .. ' ' .. tok)
+					again = true
+				else
+					redis.call('PUBLISH', chan, 'W ' .. wid)
+					told[w.f] = true
+				end
 			end
 		end
 	end

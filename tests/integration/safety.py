@@ -227,7 +227,8 @@ def cmd_mixed(path, reference=None):
 
 # ---- many ------------------------------------------------------------------
 
-SLOT, NSLOT = 64, 64
+SLOT = int(os.environ.get("MANY_SLOT", "4096"))
+NSLOT = 64
 
 
 def slot_pack(seq, who):

@@ -26,8 +26,8 @@ RANDOM_SEED=${MODEL_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 dl_log "random seed this run: $RANDOM_SEED (MODEL_SEED=$RANDOM_SEED replays it)"
 
 declare -A KNOWN=(
-	[local]=single-pass
-	[redis]=late-grant
+	[local]=
+	[redis]=
 	[zk]=
 )
 
