@@ -164,6 +164,11 @@ struct zk_backend {
 	int timeout_ms;			 /* asked for */
 	char *auth;			 /* "user:password", never logged */
 	struct ACL_vector *acl;
+	struct dl_lease *lfence; /* conf->lease; see zk_lease_publish_locked() */
+	/* test hook, 0 unless DLOCKFS_TEST_ZK_ABANDON_DELAY_MS is set: how
+	 * long zk_abandon() dawdles before it acts (a daemon slow to notice
+	 * that its session is gone) */
+	int test_abandon_delay_ms;
 
 	pthread_mutex_t mutex;
 	pthread_cond_t cond; /* CLOCK_MONOTONIC */
@@ -204,6 +209,9 @@ struct zk_backend {
 		char path[ZK_PATH_MAX];
 	} * held_evs;
 };
+
+static void zk_held_queue(struct zk_backend *zb, unsigned gen, const char *path,
+			  bool deleted, bool retry);
 
 static struct zk_backend *zk_of(struct dl_backend *be)
 {
@@ -565,6 +573,46 @@ out:
 	return ret;
 }
 
+/* ---- the lease (backend.h's struct dl_lease) ---------------------------- */
+
+/*
+ * mutex held: the trusted-until deadline of the current session, by the
+ * same arithmetic the lease thread uses to give the session up.
+ */
+static int64_t zk_lease_deadline_locked(const struct zk_backend *zb)
+{
+	int to = zb->negotiated_ms ? zb->negotiated_ms : zb->timeout_ms;
+	int64_t margin = to / 8 > 100 ? to / 8 : 100;
+
+	return zb->last_ok_ms + to - margin;
+}
+
+/*
+ * mutex held: publish the lease of session @s (the current, connected
+ * one): gen first, then the deadline.  Grants of @s carry s->gen.
+ */
+static void zk_lease_publish_locked(struct zk_backend *zb,
+				    const struct zk_sess *s)
+{
+	if (zb->sess != s || !zb->last_ok_ms)
+		return;
+	if (atomic_load(&zb->lfence->gen) != s->gen)
+		atomic_store(&zb->lfence->gen, (uint64_t)s->gen);
+	atomic_store(&zb->lfence->until_ms, zk_lease_deadline_locked(zb));
+}
+
+/*
+ * mutex held: session @gen is given up or gone: a fresh lease number
+ * (never a session's) first, so its grants can never look trusted again,
+ * then "nothing trusted" until the next session publishes its own.
+ */
+static void zk_lease_revoke_locked(struct zk_backend *zb, unsigned gen)
+{
+	if (atomic_load(&zb->lfence->gen) == gen)
+		atomic_store(&zb->lfence->gen, (uint64_t)++zb->gen_counter);
+	atomic_store(&zb->lfence->until_ms, 0);
+}
+
 /* ---- sessions ---------------------------------------------------------- */
 
 static void zk_log_cb(const char *msg)
@@ -587,6 +635,7 @@ static void zk_sess_connected(struct zk_backend *zb, struct zk_sess *s)
 		zb->connected_pending = true;
 	if (zb->last_ok_ms == 0)
 		zb->last_ok_ms = dl_mono_ms();
+	zk_lease_publish_locked(zb, s);
 }
 
 /* start a new session (worker or open); 0 or -ENOMEM/-EINVAL */
@@ -835,6 +884,12 @@ static int node_sync(struct zk_backend *zb, zhandle_t *zh, struct zk_owner *ow,
 		}
 		rc = zoo_set(zh, n->path, data, len, -1);
 		free(data);
+		if (rc == ZNONODE) {
+			/* taken from us (a break): the worker reports it */
+			zk_held_queue(zb, n->gen, n->path, true, false);
+			n->dirty = false;
+			return -ENOLCK;
+		}
 	}
 	if (rc != ZOK) {
 		dl_log(DL_LOG_WARNING, "zk: write %s: %s; will retry", n->path,
@@ -1234,7 +1289,7 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 	struct zk_blocker blk;
 	struct zk_sess *s = NULL;
 	bool jumped, again, session_gone;
-	uint64_t token;
+	uint64_t token, lease;
 	int ret;
 
 	pthread_mutex_lock(&zb->mutex);
@@ -1289,6 +1344,7 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 	/* decided: granted (the node is now the owner's), or its session
 	 * was abandoned while we looked */
 	token = w->node->czxid;
+	lease = w->node->gen;
 	waiter_unlink(zb, w);
 	if (ret != 0)
 		node_free(w->node);
@@ -1298,7 +1354,7 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 		zk_sess_put(zb, s);
 	free(w);
 	if (ret == 0) {
-		struct dl_grant g = { token, 0 };
+		struct dl_grant g = { token, lease };
 
 		dl_log(DL_LOG_DEBUG,
 		       "zk: granted wait %" PRIu64 " token %" PRIu64, id,
@@ -1330,12 +1386,22 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 	struct zk_waiter **wp;
 	struct zk_sess *old;
 
+	if (zb->test_abandon_delay_ms > 0) {
+		struct timespec ts = {
+			.tv_sec = zb->test_abandon_delay_ms / 1000,
+			.tv_nsec = (zb->test_abandon_delay_ms % 1000) * 1000000L
+		};
+
+		nanosleep(&ts, NULL);
+	}
 	pthread_mutex_lock(&zb->mutex);
 	old = zb->sess;
 	if (!old || old->gen != gen) {
 		pthread_mutex_unlock(&zb->mutex);
 		return;
 	}
+	/* before anything else: no write may trust this session again */
+	zk_lease_revoke_locked(zb, gen);
 	old->dead = true;
 	zb->sess = NULL;
 	zb->state = ZOO_NOTCONNECTED_STATE;
@@ -1448,11 +1514,15 @@ static void zk_global_watcher(zhandle_t *zh, int type, int state,
 		pthread_mutex_unlock(&zb->mutex);
 		return; /* abandoned, or not yet published (session_start) */
 	}
-	if (state == ZOO_CONNECTED_STATE)
+	if (state == ZOO_CONNECTED_STATE) {
 		zk_sess_connected(zb, s);
-	else if (state == ZOO_EXPIRED_SESSION_STATE ||
-		 state == ZOO_AUTH_FAILED_STATE)
+	} else if (state == ZOO_EXPIRED_SESSION_STATE ||
+		   state == ZOO_AUTH_FAILED_STATE) {
+		/* the server already let our locks go: stop trusting them
+		 * now, not when the worker gets to zk_abandon() */
+		zk_lease_revoke_locked(zb, s->gen);
 		zb->expired_pending = true;
+	}
 	zb->state = state;
 	pthread_cond_broadcast(&zb->cond);
 	pthread_mutex_unlock(&zb->mutex);
@@ -1765,8 +1835,10 @@ static void zk_hb_done(int rc, const struct Stat *stat, const void *data)
 	pthread_mutex_lock(&zb->mutex);
 	zb->hb_inflight = false;
 	if (zb->sess && zb->sess->gen == hb->gen &&
-	    (rc == ZOK || rc == ZNONODE) && hb->sent > zb->last_ok_ms)
+	    (rc == ZOK || rc == ZNONODE) && hb->sent > zb->last_ok_ms) {
 		zb->last_ok_ms = hb->sent;
+		zk_lease_publish_locked(zb, zb->sess);
+	}
 	pthread_mutex_unlock(&zb->mutex);
 	free((void *)hb);
 }
@@ -1795,12 +1867,11 @@ static void *zk_lease_main(void *arg)
 
 	pthread_mutex_lock(&zb->mutex);
 	while (!zb->stopping) {
-		int64_t now = dl_mono_ms(), period, margin, deadline;
+		int64_t now = dl_mono_ms(), period, deadline;
 		int to = zb->negotiated_ms ? zb->negotiated_ms : zb->timeout_ms;
 
 		period = to / 5 > 20 ? to / 5 : 20;
-		margin = to / 8 > 100 ? to / 8 : 100;
-		deadline = zb->last_ok_ms + to - margin;
+		deadline = zk_lease_deadline_locked(zb);
 		if (zb->sess && zb->last_ok_ms && now >= deadline &&
 		    zk_has_state(zb, zb->sess->gen)) {
 			unsigned gen = zb->sess->gen;
@@ -2040,11 +2111,17 @@ static int zk_open(const struct dl_backend_conf *conf,
 	snprintf(zb->host, sizeof(zb->host), "%s", conf->host_id);
 	zk_hex(zb->host, strlen(zb->host), zb->host_hex);
 	zb->incarnation = conf->incarnation;
+	zb->lfence = conf->lease;
+	/* nothing is trusted until the first session answers */
+	atomic_store(&zb->lfence->until_ms, 0);
 	zb->hosts = u.hosts;
 	snprintf(zb->root, sizeof(zb->root), "%s", u.root);
 	snprintf(zb->base_path, sizeof(zb->base_path), "%s/r", u.root);
 	free(u.root);
 	zb->timeout_ms = u.timeout_ms;
+	if (getenv("DLOCKFS_TEST_ZK_ABANDON_DELAY_MS"))
+		zb->test_abandon_delay_ms = atoi(getenv("DLOCKFS_TEST_ZK_"
+							"ABANDON_DELAY_MS"));
 	zb->containers = true;
 	zb->acl = &ZOO_OPEN_ACL_UNSAFE;
 	if (user) {
@@ -2230,6 +2307,48 @@ static enum zk_kind zk_classify(const struct dl_range_set *set,
 	return ZK_GROW;
 }
 
+/*
+ * Before answering from @ow's cached nodes (already held, same mode,
+ * downgrade): the nodes covering [start, end] must still be on the server
+ * and @s must still be the current session, since a break or an expiry
+ * may not have reached the worker yet (ZooKeeper delivers a watch event
+ * before the answer of a later request of the same session, so a
+ * successful exists proves the node is there).  Busy held.  0, or -ENOLCK
+ * (a vanished node is handed to the worker, which reports it lost).
+ */
+static int owner_verify(struct zk_backend *zb, struct zk_sess *s,
+			struct zk_owner *ow, uint64_t start, uint64_t end)
+{
+	bool alive;
+
+	for (const struct zk_node *n = ow->nodes; n; n = n->next) {
+		bool covers = false;
+		struct Stat st;
+		int rc;
+
+		for (size_t i = 0; i < n->ranges.n && !covers; i++)
+			covers = range_overlap(n->ranges.v[i].start,
+					       n->ranges.v[i].end, start, end);
+		if (!covers)
+			continue;
+		rc = zoo_exists(s->zh, n->path, 0, &st);
+		if (rc == ZNONODE) {
+			dl_log(DL_LOG_WARNING,
+			       "zk: %s owner=%016" PRIx64 ": %s is gone; not "
+			       "reporting it held",
+			       ow->resource, ow->owner, n->path);
+			zk_held_queue(zb, s->gen, n->path, true, false);
+			return -ENOLCK;
+		}
+		if (rc != ZOK)
+			return zk_errno(rc);
+	}
+	pthread_mutex_lock(&zb->mutex);
+	alive = zb->sess == s && !ow->stale;
+	pthread_mutex_unlock(&zb->mutex);
+	return alive ? 0 : -ENOLCK;
+}
+
 /* downgrade to read every byte of [start, end] the owner holds (busy) */
 static void owner_downgrade(struct zk_backend *zb, struct zk_sess *s,
 			    struct zk_owner *ow, const struct dl_lock_req *req)
@@ -2265,17 +2384,16 @@ static void owner_downgrade(struct zk_backend *zb, struct zk_sess *s,
 }
 
 static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
-		       uint64_t *token);
+		       struct dl_grant *grant);
 
 static int zk_lock(struct dl_backend *be, const struct dl_lock_req *req,
 		   struct dl_grant *grant)
 {
-	grant->lease = 0;
-	return zk_lock_req(zk_of(be), req, &grant->token);
+	return zk_lock_req(zk_of(be), req, grant);
 }
 
 static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
-		       uint64_t *token)
+		       struct dl_grant *grant)
 {
 	struct zk_owner *ow;
 	struct zk_sess *s;
@@ -2312,8 +2430,8 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 				same = f->ranges.v[i].type == req->type;
 			}
 		if (have && same) {
-			*token = owner_token_at(ow, 0);
-			ret = 0;
+			ret = owner_verify(zb, s, ow, 0, DL_RANGE_EOF);
+			grant->token = owner_token_at(ow, 0);
 			goto out_sess;
 		}
 		/* as flock(2): a conversion drops the old lock first */
@@ -2325,13 +2443,14 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 			goto out_sess;
 		switch (zk_classify(&set, req)) {
 		case ZK_SATISFIED:
-			*token = owner_token_at(ow, req->start);
-			ret = 0;
+			ret = owner_verify(zb, s, ow, req->start, req->end);
+			grant->token = owner_token_at(ow, req->start);
 			goto out_sess;
 		case ZK_REDUCE:
-			owner_downgrade(zb, s, ow, req);
-			*token = owner_token_at(ow, req->start);
-			ret = 0;
+			ret = owner_verify(zb, s, ow, req->start, req->end);
+			if (ret == 0)
+				owner_downgrade(zb, s, ow, req);
+			grant->token = owner_token_at(ow, req->start);
 			goto out_sess;
 		case ZK_GROW:
 			break;
@@ -2360,7 +2479,7 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 
 		ret = zk_finish_grant(zb, s, ow, n, jumped);
 		if (ret == 0) {
-			*token = t;
+			grant->token = t;
 			n = NULL;
 		}
 		goto out_delete;
@@ -2422,6 +2541,7 @@ out_delete:
 out_node:
 	node_free(n);
 out_sess:
+	grant->lease = s->gen;
 	range_set_free(&set);
 	zk_sess_put(zb, s);
 out_owner:
