@@ -101,6 +101,7 @@
 #define ZK_PATH_MAX	       1024 /* parent + "/q-..." always fits */
 #define ZK_DATA_INIT	       1024
 #define ZK_CREATE_TRIES	       5
+#define ZK_FOLD_MAX	       1024 /* pieces in one node (~48 bytes each) */
 
 /* ---- data structures ------------------------------------------------- */
 
@@ -1130,12 +1131,14 @@ static int zk_evaluate(struct zk_backend *zb, zhandle_t *zh,
 				best = e;
 			continue;
 		}
-		/* (2): e waits for a granted node of ours */
+		/* (2): e waits for a granted node of ours (an earlier
+		 * one, or a jumped one, which blocks e wherever it is) */
 		if (!e->jumped)
 			for (const struct zk_node *f = ow->nodes; f && !exempt;
 			     f = f->next)
 				exempt =
-					f->gen == n->gen && f->seq < e->seq &&
+					f->gen == n->gen &&
+					(f->seq < e->seq || f->jumped) &&
 					ranges_conflict(&f->ranges, &e->ranges);
 		if (exempt) {
 			*jumped = true;
@@ -1198,23 +1201,60 @@ static int zk_held_arm(zhandle_t *zh, const char *path)
 static int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 			   struct zk_owner *ow, struct zk_node *n, bool jumped)
 {
-	bool alive;
+	struct dl_range_set merged = { 0 }, mine = { 0 };
+	bool alive, fold = false;
 	int rc;
 
-	if (jumped) {
+	/*
+	 * Fold: @n takes over every byte of the owner's older nodes, which
+	 * then go, so an owner keeps one node per resource however many
+	 * locks it adds (a node per call made every evaluation read them
+	 * all).  The bytes move to a later node, so @n is marked jumped: it
+	 * keeps blocking the nodes created between them that those bytes
+	 * blocked.  A piece merged into a newer grant carries its token.
+	 */
+	for (const struct zk_node *f = ow->nodes; f; f = f->next)
+		if (f->gen == n->gen)
+			for (size_t i = 0; i < f->ranges.n; i++) {
+				fold = true;
+				if (range_set_apply(&merged, &f->ranges.v[i]) <
+				    0)
+					fold = false;
+			}
+	for (size_t i = 0; fold && i < n->ranges.n; i++)
+		if (range_set_apply(&merged, &n->ranges.v[i]) < 0)
+			fold = false;
+	if (fold && merged.n > ZK_FOLD_MAX)
+		fold = false; /* node data stays well below jute.maxbuffer */
+	if (fold || jumped) {
+		bool was_jumped = n->jumped;
 		int len;
 		char *data;
 
+		if (fold) {
+			mine = n->ranges;
+			n->ranges = merged;
+			merged = (struct dl_range_set){ 0 };
+		}
 		n->jumped = true;
 		data = zk_format(zb, ow, n, &len);
-		if (!data)
-			return -ENOMEM;
-		rc = zoo_set(s->zh, n->path, data, len, -1);
+		rc = data ? zoo_set(s->zh, n->path, data, len, -1)
+			  : ZSYSTEMERROR;
 		free(data);
-		if (rc != ZOK)
+		if (rc != ZOK) {
+			if (fold) {
+				merged = n->ranges;
+				n->ranges = mine;
+				mine = (struct dl_range_set){ 0 };
+			}
+			n->jumped = was_jumped;
+			range_set_free(&merged);
 			return zk_errno(rc);
+		}
 	}
-	/* trim: the older nodes lose what @n now covers */
+	range_set_free(&merged);
+	range_set_free(&mine);
+	/* trim: the older nodes lose what @n now covers (all, when folded) */
 	for (size_t i = 0; i < n->ranges.n; i++)
 		owner_reduce(zb, NULL, ow, n->ranges.v[i].start,
 			     n->ranges.v[i].end);
@@ -2707,10 +2747,14 @@ static void zk_classify_snap(struct zk_snap *snap)
 				continue;
 			}
 			if (!e->granted)
-				for (size_t k = 0; k < j && !exempt; k++) {
+				for (size_t k = 0; k < snap->n && !exempt;
+				     k++) {
 					struct zk_child *f = &snap->v[k];
 
-					exempt = f->valid && f->granted &&
+					/* earlier and granted, or jumped */
+					exempt = f->valid &&
+						 ((k < j && f->granted) ||
+						  f->jumped) &&
 						 f->space == x->space &&
 						 f->inc == x->inc &&
 						 f->owner == x->owner &&
