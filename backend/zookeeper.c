@@ -201,6 +201,8 @@ struct zk_backend {
 		char parent[ZK_PARENT_MAX];
 		char prefix[96];
 	} * orphans;
+	/* waiting nodes of cancelled requests still to delete */
+	struct zk_node *cancelled;
 	/* watch events on our granted nodes, checked by the worker */
 	struct zk_held_ev {
 		struct zk_held_ev *next;
@@ -1516,6 +1518,13 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 		zb->orphans = o->next;
 		free(o);
 	}
+	/* closing the session deletes its ephemeral nodes */
+	while (zb->cancelled) {
+		struct zk_node *n = zb->cancelled;
+
+		zb->cancelled = n->next;
+		node_free(n);
+	}
 	pthread_cond_broadcast(&zb->cond);
 	pthread_mutex_unlock(&zb->mutex);
 
@@ -1697,9 +1706,35 @@ out_free:
 	free(ev);
 }
 
-/* delete creates whose answer a connection drop swallowed */
+/* delete creates whose answer a connection drop swallowed, and the
+ * waiting nodes of requests cancelled while disconnected */
 static void zk_clean_orphans(struct zk_backend *zb, struct zk_sess *s)
 {
+	for (;;) {
+		struct zk_node *n;
+		int rc = ZOK;
+
+		pthread_mutex_lock(&zb->mutex);
+		n = zb->cancelled;
+		if (n)
+			zb->cancelled = n->next;
+		pthread_mutex_unlock(&zb->mutex);
+		if (!n)
+			break;
+		if (n->gen == s->gen) {
+			rc = zoo_delete(s->zh, n->path, -1);
+			dl_log(DL_LOG_INFO, "zk: removed cancelled %s: %s",
+			       n->path, zerror(rc));
+		}
+		if (rc != ZOK && rc != ZNONODE) {
+			pthread_mutex_lock(&zb->mutex);
+			n->next = zb->cancelled;
+			zb->cancelled = n;
+			pthread_mutex_unlock(&zb->mutex);
+			return;
+		}
+		node_free(n);
+	}
 	for (;;) {
 		struct String_vector kids = { 0 };
 		struct zk_orphan *o;
@@ -2281,6 +2316,12 @@ static void zk_close(struct dl_backend *be)
 		zb->orphans = o->next;
 		free(o);
 	}
+	while (zb->cancelled) {
+		struct zk_node *n = zb->cancelled;
+
+		zb->cancelled = n->next;
+		node_free(n);
+	}
 	while (zb->held_evs) {
 		struct zk_held_ev *ev = zb->held_evs;
 
@@ -2686,34 +2727,34 @@ static int zk_cancel(struct dl_backend *be, uint64_t wait_id)
 	pthread_mutex_unlock(&zb->mutex);
 	free(w);
 
-	/* delete the waiting node; nothing is left behind */
-	if (zk_sess_get(zb, zk_connect_wait(zb), &s) == 0) {
+	/*
+	 * Delete the waiting node; nothing is left behind.  Without a
+	 * connection (the session may well be alive, and its node would
+	 * block every later conflicting request on every host until it
+	 * ends) the node itself is kept on zb->cancelled - no allocation, so
+	 * no failure - and deleted on reconnect; the end of its session
+	 * deletes it otherwise.  The caller never waits for a connection.
+	 */
+	if (zk_sess_get(zb, 0, &s) == 0) {
 		if (s->gen == n->gen) {
 			int rc = zoo_delete(s->zh, n->path, -1);
 
-			if (rc != ZOK && rc != ZNONODE) {
-				struct zk_orphan *o = calloc(1, sizeof(*o));
-
-				if (o) {
-					o->gen = n->gen;
-					snprintf(o->parent, sizeof(o->parent),
-						 "%s", ow->parent);
-					snprintf(o->prefix, sizeof(o->prefix),
-						 "%.*s",
-						 (int)sizeof(o->prefix) - 1,
-						 zk_base(n->path));
-					pthread_mutex_lock(&zb->mutex);
-					o->next = zb->orphans;
-					zb->orphans = o;
-					zb->reconcile = true;
-					pthread_mutex_unlock(&zb->mutex);
-				}
+			if (rc == ZOK || rc == ZNONODE) {
+				node_free(n);
+				n = NULL;
 			}
 		}
 		zk_sess_put(zb, s);
 	}
-	node_free(n);
 	pthread_mutex_lock(&zb->mutex);
+	if (n) {
+		dl_log(DL_LOG_INFO, "zk: cancel: %s deleted once reconnected",
+		       n->path);
+		n->next = zb->cancelled;
+		zb->cancelled = n;
+		zb->reconcile = true;
+		pthread_cond_broadcast(&zb->cond);
+	}
 	owner_put_locked(zb, ow);
 	pthread_mutex_unlock(&zb->mutex);
 	return 0;
