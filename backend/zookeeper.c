@@ -170,6 +170,10 @@ struct zk_backend {
 	 * long zk_abandon() dawdles before it acts (a daemon slow to notice
 	 * that its session is gone) */
 	int test_abandon_delay_ms;
+	/* test hook, 0 unless DLOCKFS_TEST_ZK_KICK_DELAY_MS is set: how long
+	 * the worker dawdles before it re-evaluates a kicked waiter (a
+	 * daemon slow to notice that its request was granted) */
+	int test_kick_delay_ms;
 
 	pthread_mutex_t mutex;
 	pthread_cond_t cond; /* CLOCK_MONOTONIC */
@@ -222,6 +226,24 @@ static struct zk_backend *zk_of(struct dl_backend *be)
 }
 
 /* ---- small helpers ----------------------------------------------------- */
+
+/* a test hook's value: 0 (inert) unless the variable is set */
+static int zk_test_env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v ? atoi(v) : 0;
+}
+
+/* the test hooks' pause (no mutex held); nothing when @ms <= 0 */
+static void zk_test_sleep(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000,
+			       .tv_nsec = (ms % 1000) * 1000000L };
+
+	if (ms > 0)
+		nanosleep(&ts, NULL);
+}
 
 /* a ZooKeeper error as a negative errno (backend.h's vocabulary) */
 static int zk_errno(int rc)
@@ -334,6 +356,7 @@ struct zk_child {
 	bool valid; /* read, parsed, same resource */
 	bool jumped;
 	bool granted; /* by the rule (inspection only) */
+	int local;    /* ours: 1 held (grant processed), 0 not yet; -1 not */
 	int space;
 	uint64_t inc, owner;
 	uint32_t pid;
@@ -1428,14 +1451,7 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 	struct zk_waiter **wp;
 	struct zk_sess *old;
 
-	if (zb->test_abandon_delay_ms > 0) {
-		struct timespec ts = {
-			.tv_sec = zb->test_abandon_delay_ms / 1000,
-			.tv_nsec = (zb->test_abandon_delay_ms % 1000) * 1000000L
-		};
-
-		nanosleep(&ts, NULL);
-	}
+	zk_test_sleep(zb->test_abandon_delay_ms);
 	pthread_mutex_lock(&zb->mutex);
 	old = zb->sess;
 	if (!old || old->gen != gen) {
@@ -1885,6 +1901,7 @@ static void *zk_worker_main(void *arg)
 			uint64_t id = w->wait_id;
 
 			pthread_mutex_unlock(&zb->mutex);
+			zk_test_sleep(zb->test_kick_delay_ms);
 			zk_reevaluate(zb, id);
 			pthread_mutex_lock(&zb->mutex);
 			continue;
@@ -2194,9 +2211,9 @@ static int zk_open(const struct dl_backend_conf *conf,
 	snprintf(zb->base_path, sizeof(zb->base_path), "%s/r", u.root);
 	free(u.root);
 	zb->timeout_ms = u.timeout_ms;
-	if (getenv("DLOCKFS_TEST_ZK_ABANDON_DELAY_MS"))
-		zb->test_abandon_delay_ms = atoi(getenv("DLOCKFS_TEST_ZK_"
-							"ABANDON_DELAY_MS"));
+	zb->test_abandon_delay_ms = zk_test_env("DLOCKFS_TEST_ZK_ABANDON_DELAY_"
+						"MS");
+	zb->test_kick_delay_ms = zk_test_env("DLOCKFS_TEST_ZK_KICK_DELAY_MS");
 	zb->containers = true;
 	zb->acl = &ZOO_OPEN_ACL_UNSAFE;
 	if (user) {
@@ -2762,14 +2779,23 @@ static int zk_cancel(struct dl_backend *be, uint64_t wait_id)
 
 /* ---- inspection -------------------------------------------------------- */
 
-/* grant status of every node of @snap by the rule, for inspection */
+/*
+ * Grant status of every node of @snap, for inspection: our own nodes as
+ * this daemon knows them (c->local, see zk_mark_local), the others by the
+ * rule.  Our node is held only once its grant was processed here: by the
+ * rule alone, a node whose predecessor just went would look granted while
+ * its request still waits - a wait-for cycle that never existed.
+ */
 static void zk_classify_snap(struct zk_snap *snap)
 {
+	for (size_t i = 0; i < snap->n; i++)
+		if (snap->v[i].local >= 0)
+			snap->v[i].granted = snap->v[i].local == 1;
 	for (size_t i = 0; i < snap->n; i++) {
 		struct zk_child *x = &snap->v[i];
 		bool blocked = false;
 
-		if (!x->valid)
+		if (!x->valid || x->local >= 0)
 			continue;
 		if (x->jumped) {
 			x->granted = true;
@@ -2826,6 +2852,28 @@ static void zk_fill(const struct zk_backend *zb, const struct zk_child *c,
 	snprintf(info->host, sizeof(info->host), "%s", c->host);
 }
 
+/* which nodes of @snap (children of @parent) are ours, and held here */
+static void zk_mark_local(struct zk_backend *zb, const char *parent,
+			  struct zk_snap *snap)
+{
+	char path[ZK_PATH_MAX];
+
+	pthread_mutex_lock(&zb->mutex);
+	for (size_t i = 0; i < snap->n; i++) {
+		struct zk_child *c = &snap->v[i];
+		struct zk_node *n = NULL;
+
+		c->local = -1;
+		if (!c->valid || c->inc != zb->incarnation)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", parent, c->name);
+		c->local = zb->sess &&
+			   zk_held_find(zb, path, zb->sess->gen, &n) &&
+			   n->ranges.n;
+	}
+	pthread_mutex_unlock(&zb->mutex);
+}
+
 /* a snapshot of @resource (@name_hex NULL: of the encoded @enc) */
 static int zk_read_resource(struct zk_backend *zb, const char *resource,
 			    const char *enc, struct zk_snap *snap)
@@ -2856,8 +2904,10 @@ static int zk_read_resource(struct zk_backend *zb, const char *resource,
 		snap->n = 0;
 		ret = 0;
 	}
-	if (ret == 0)
+	if (ret == 0) {
+		zk_mark_local(zb, parent, snap);
 		zk_classify_snap(snap);
+	}
 	return ret;
 }
 
@@ -3065,6 +3115,7 @@ static int zk_break_lock(struct dl_backend *be, const char *resource)
 		goto out_sess;
 	if (ret < 0)
 		goto out_sess;
+	zk_mark_local(zb, parent, &snap);
 	zk_classify_snap(&snap);
 	for (size_t i = 0; i < snap.n; i++) {
 		const struct zk_child *c = &snap.v[i];
