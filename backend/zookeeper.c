@@ -141,6 +141,12 @@ struct zk_waiter {
 	struct zk_node *node; /* the waiting request node, not yet granted */
 	bool kick;	      /* re-evaluate */
 	bool busy;	      /* the worker evaluates it */
+	int64_t wake_at;      /* mono ms: kick then (lock-delay, retry) */
+	/* the busy holder's: the blocker last watched, and the end of the
+	 * lock-delay once that blocker was freed by its session's end */
+	char blk_path[ZK_PATH_MAX];
+	int64_t blk_sid;
+	int64_t delay_until;
 };
 
 /* one ZooKeeper session; the handle's context, so watchers know it */
@@ -151,6 +157,7 @@ struct zk_sess {
 	unsigned refs; /* guarded by zb->mutex */
 	int state;     /* guarded by zb->mutex: its last ZOO_*_STATE */
 	bool dead;
+	bool registered; /* its liveness node exists (worker, open only) */
 };
 
 struct zk_backend {
@@ -163,6 +170,7 @@ struct zk_backend {
 	char root[ZK_ROOT_MAX];
 	char base_path[ZK_ROOT_MAX + 2]; /* root + "/r" */
 	int timeout_ms;			 /* asked for */
+	int lock_delay_ms;		 /* see zk_check_freed() */
 	char *auth;			 /* "user:password", never logged */
 	struct ACL_vector *acl;
 	struct dl_lease *lfence; /* conf->lease; see zk_lease_publish_locked() */
@@ -1107,6 +1115,7 @@ static int zk_create_node(struct zk_backend *zb, struct zk_sess *s,
 struct zk_blocker {
 	char path[ZK_PATH_MAX];
 	int version;
+	int64_t sid; /* its session (ephemeralOwner) */
 };
 
 /* the base name of a path */
@@ -1177,6 +1186,7 @@ static int zk_evaluate(struct zk_backend *zb, zhandle_t *zh,
 		snprintf(blk->path, sizeof(blk->path), "%s/%s", ow->parent,
 			 best->name);
 		blk->version = best->st.version;
+		blk->sid = best->st.ephemeralOwner;
 	}
 	snap_free(&snap);
 	return best ? 0 : 1;
@@ -1343,6 +1353,49 @@ static void waiter_unlink(struct zk_backend *zb, struct zk_waiter *w)
 	}
 }
 
+/* the path of session @sid's liveness node */
+static void zk_sess_path(const struct zk_backend *zb, int64_t sid, char *buf,
+			 size_t len)
+{
+	snprintf(buf, len, "%s/s/%016" PRIx64, zb->root, (uint64_t)sid);
+}
+
+/*
+ * Lock-delay.  The blocker @w last watched is gone: was it released, or
+ * freed by the end of its session?  A session's liveness node (see
+ * zk_register) and its ephemeral request nodes go in one transaction when
+ * it ends, and a releasing owner deletes its node while its session
+ * lives; so a blocker that is gone while its session's node is gone too
+ * was freed by an expiry (or the session's close), and @w waits
+ * lock_delay_ms from now before it takes the lock.  Its own node stays
+ * first in the queue meanwhile, so everybody else waits too.  Busy held.
+ */
+static void zk_check_freed(struct zk_backend *zb, struct zk_sess *s,
+			   struct zk_waiter *w)
+{
+	char path[ZK_ROOT_MAX + 32];
+	struct Stat st;
+	int rc;
+
+	if (!w->blk_path[0] || !zb->lock_delay_ms || w->delay_until)
+		return;
+	rc = zoo_exists(s->zh, w->blk_path, 0, &st);
+	if (rc != ZNONODE)
+		return; /* still there, or we cannot tell yet */
+	zk_sess_path(zb, w->blk_sid, path, sizeof(path));
+	rc = zoo_exists(s->zh, path, 0, &st);
+	if (rc == ZNONODE) {
+		w->delay_until = dl_mono_ms() + zb->lock_delay_ms;
+		dl_log(DL_LOG_NOTICE,
+		       "zk: %s was freed by the end of session 0x%" PRIx64
+		       ", not released: wait %" PRIu64 " lock-delay %d ms "
+						       "before taking it",
+		       w->blk_path, (uint64_t)w->blk_sid, w->wait_id,
+		       zb->lock_delay_ms);
+	}
+	w->blk_path[0] = '\0';
+}
+
 /*
  * Worker: re-evaluate waiter @id.  Calls cb->granted or cb->failed when
  * it is decided, with no mutex held.
@@ -1355,6 +1408,7 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 	struct zk_sess *s = NULL;
 	bool jumped, again, session_gone;
 	uint64_t token, lease;
+	int64_t wake_at;
 	int ret;
 
 	pthread_mutex_lock(&zb->mutex);
@@ -1377,22 +1431,37 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 	pthread_mutex_unlock(&zb->mutex);
 
 	ret = -EAGAIN; /* not connected: the reconnect kicks it again */
+	wake_at = 0;
 	if (s) {
 		do {
 			again = false;
+			zk_check_freed(zb, s, w);
 			ret = zk_evaluate(zb, s->zh, ow, w->node, &blk,
 					  &jumped);
-			if (ret == 0)
+			if (ret == 0) {
+				snprintf(w->blk_path, sizeof(w->blk_path), "%s",
+					 blk.path);
+				w->blk_sid = blk.sid;
 				again = zk_watch(s->zh, &blk, id);
+			}
 		} while (again);
-		if (ret == 1)
-			ret = zk_finish_grant(zb, s, ow, w->node, jumped);
-		else if (ret == 0)
+		if (ret == 1 && w->delay_until > dl_mono_ms()) {
+			/* lock-delay: not before the delay is over */
+			wake_at = w->delay_until;
 			ret = -EINPROGRESS;
+		} else if (ret == 1) {
+			ret = zk_finish_grant(zb, s, ow, w->node, jumped);
+		} else if (ret == 0) {
+			ret = -EINPROGRESS;
+		}
+		/* an error (ENOMEM...): try again in a while */
+		if (ret != 0 && ret != -EINPROGRESS && ret != -EAGAIN)
+			wake_at = dl_mono_ms() + 1000;
 	}
 
 	pthread_mutex_lock(&zb->mutex);
 	w->busy = false;
+	w->wake_at = wake_at;
 	session_gone = !zb->sess || zb->sess->gen != w->node->gen;
 	owner_unbusy_locked(zb, ow);
 	if (ret != 0 && !session_gone) {
@@ -1794,6 +1863,38 @@ static void zk_clean_orphans(struct zk_backend *zb, struct zk_sess *s)
 	}
 }
 
+/*
+ * Create session @s's liveness node, CHROOT/s/SESSIONID (ephemeral), that
+ * tells the waiters of other hosts a release from an expiry (see
+ * zk_check_freed).  Until it exists, a release of ours looks like an
+ * expiry and costs the next holder lock_delay_ms: slower, never unsafe.
+ */
+static void zk_register(struct zk_backend *zb, struct zk_sess *s)
+{
+	const clientid_t *cid = zoo_client_id(s->zh);
+	char path[ZK_ROOT_MAX + 32];
+	int rc;
+
+	if (s->registered || !cid || !cid->client_id)
+		return;
+	zk_sess_path(zb, cid->client_id, path, sizeof(path));
+	rc = zoo_create(s->zh, path, NULL, -1, zb->acl, ZOO_EPHEMERAL, NULL, 0);
+	if (rc == ZNONODE) {
+		char parent[ZK_ROOT_MAX + 4];
+
+		snprintf(parent, sizeof(parent), "%s/s", zb->root);
+		rc = zk_make_path(zb, s->zh, parent);
+		if (rc == ZOK)
+			rc = zoo_create(s->zh, path, NULL, -1, zb->acl,
+					ZOO_EPHEMERAL, NULL, 0);
+	}
+	if (rc == ZOK || rc == ZNODEEXISTS)
+		s->registered = true;
+	else
+		dl_log(DL_LOG_WARNING, "zk: create %s: %s; will retry", path,
+		       zerror(rc));
+}
+
 /* write the dirty nodes of every idle owner */
 static void zk_reconcile(struct zk_backend *zb)
 {
@@ -1801,6 +1902,7 @@ static void zk_reconcile(struct zk_backend *zb)
 
 	if (zk_sess_get(zb, 0, &s) < 0)
 		return;
+	zk_register(zb, s);
 	zk_clean_orphans(zb, s);
 	for (size_t b = 0; b < ZK_BUCKETS; b++) {
 		for (;;) {
@@ -1844,6 +1946,7 @@ static void *zk_worker_main(void *arg)
 	while (!zb->stopping) {
 		struct zk_held_ev *ev, **evp;
 		struct zk_waiter *w;
+		int64_t wake;
 
 		if (zb->need_session && !zb->sess) {
 			pthread_mutex_unlock(&zb->mutex);
@@ -1893,6 +1996,15 @@ static void *zk_worker_main(void *arg)
 			pthread_mutex_lock(&zb->mutex);
 			continue;
 		}
+		wake = 0;
+		for (w = zb->waiters; w; w = w->next) {
+			if (w->wake_at && w->wake_at <= dl_mono_ms()) {
+				w->wake_at = 0;
+				w->kick = true;
+			}
+			if (w->wake_at && (!wake || w->wake_at < wake))
+				wake = w->wake_at;
+		}
 		for (w = zb->waiters; w; w = w->next)
 			if (w->kick && !w->busy &&
 			    zb->state == ZOO_CONNECTED_STATE)
@@ -1906,7 +2018,10 @@ static void *zk_worker_main(void *arg)
 			pthread_mutex_lock(&zb->mutex);
 			continue;
 		}
-		pthread_cond_wait(&zb->cond, &zb->mutex);
+		if (wake)
+			zk_cond_wait_until(zb, wake);
+		else
+			pthread_cond_wait(&zb->cond, &zb->mutex);
 	}
 	pthread_mutex_unlock(&zb->mutex);
 	return NULL;
@@ -2012,6 +2127,7 @@ struct zk_uri {
 	char *hosts;
 	char *root;
 	int timeout_ms;
+	int lock_delay_ms; /* -1 until set: a third of timeout_ms */
 };
 
 static void zk_uri_free(struct zk_uri *u)
@@ -2020,7 +2136,8 @@ static void zk_uri_free(struct zk_uri *u)
 	free(u->root);
 }
 
-/* parse "//HOST:PORT[,HOST:PORT...]/CHROOT[?session_timeout_ms=N]" */
+/* parse "//HOST:PORT[,HOST:PORT...]/CHROOT[?PARAM=N[&PARAM=N]]", PARAM
+ * session_timeout_ms or lock_delay_ms */
 static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 			size_t errlen)
 {
@@ -2029,6 +2146,7 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 
 	memset(u, 0, sizeof(*u));
 	u->timeout_ms = ZK_DEFAULT_TIMEOUT_MS;
+	u->lock_delay_ms = -1;
 	if (strncmp(rest, "//", 2) != 0) {
 		snprintf(err, errlen,
 			 "malformed zk URI: expected "
@@ -2119,29 +2237,48 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 			return -EINVAL;
 		}
 	}
-	if (q) {
-		const char *v = q + 1;
-		char *end;
-		long t;
+	for (const char *v = q ? q + 1 : NULL; v;) {
+		const char *amp = strchr(v, '&');
+		size_t vl = amp ? (size_t)(amp - v) : strlen(v);
+		char num[16], *end;
+		int *dst;
+		long t, lo, hi;
 
-		if (strncmp(v, "session_timeout_ms=", 19) != 0) {
+		if (vl > 19 && strncmp(v, "session_timeout_ms=", 19) == 0) {
+			dst = &u->timeout_ms;
+			v += 19, vl -= 19, lo = 100, hi = 600000;
+		} else if (vl > 14 && strncmp(v, "lock_delay_ms=", 14) == 0) {
+			dst = &u->lock_delay_ms;
+			v += 14, vl -= 14, lo = 0, hi = 600000;
+		} else {
 			snprintf(err, errlen,
-				 "malformed zk URI: unknown "
-				 "parameter '%s' (known: session_timeout_ms)",
-				 v);
+				 "malformed zk URI: unknown parameter '%.*s' "
+				 "(known: session_timeout_ms=100..600000, "
+				 "lock_delay_ms=0..600000)",
+				 (int)vl, v);
 			return -EINVAL;
 		}
-		v += 19;
+		snprintf(num, sizeof(num), "%.*s", (int)vl, v);
 		errno = 0;
-		t = strtol(v, &end, 10);
-		if (errno || end == v || *end || t < 100 || t > 600000) {
+		t = strtol(num, &end, 10);
+		if (errno || end == num || *end || vl >= sizeof(num) ||
+		    t < lo || t > hi) {
 			snprintf(err, errlen,
-				 "malformed zk URI: "
-				 "session_timeout_ms must be 100..600000");
+				 "malformed zk URI: %s must be %ld..%ld%s",
+				 dst == &u->timeout_ms ? "session_timeout_ms"
+						       : "lock_delay_ms",
+				 lo, hi,
+				 dst == &u->timeout_ms ? ""
+						       : " (0: none; default: "
+							 "a third of "
+							 "session_timeout_ms)");
 			return -EINVAL;
 		}
-		u->timeout_ms = (int)t;
+		*dst = (int)t;
+		v = amp ? amp + 1 : NULL;
 	}
+	if (u->lock_delay_ms < 0)
+		u->lock_delay_ms = u->timeout_ms / 3;
 	u->hosts = strndup(h, hl);
 	u->root = strndup(slash, rl);
 	if (!u->hosts || !u->root) {
@@ -2211,6 +2348,7 @@ static int zk_open(const struct dl_backend_conf *conf,
 	snprintf(zb->base_path, sizeof(zb->base_path), "%s/r", u.root);
 	free(u.root);
 	zb->timeout_ms = u.timeout_ms;
+	zb->lock_delay_ms = u.lock_delay_ms;
 	zb->test_abandon_delay_ms = zk_test_env("DLOCKFS_TEST_ZK_ABANDON_DELAY_"
 						"MS");
 	zb->test_kick_delay_ms = zk_test_env("DLOCKFS_TEST_ZK_KICK_DELAY_MS");
@@ -2252,6 +2390,8 @@ static int zk_open(const struct dl_backend_conf *conf,
 		goto out_close;
 	}
 	rc = zk_make_path(zb, s->zh, zb->base_path);
+	if (rc == ZOK)
+		zk_register(zb, s);
 	zk_sess_put(zb, s);
 	if (rc != ZOK) {
 		snprintf(err, errlen, "zk: cannot create %s: %s%s",
@@ -2279,9 +2419,9 @@ static int zk_open(const struct dl_backend_conf *conf,
 	zb->threads_started = true;
 	dl_log(DL_LOG_INFO,
 	       "zk: connected to %s, root %s, session timeout "
-	       "%d ms (negotiated %d)%s",
+	       "%d ms (negotiated %d), lock-delay %d ms%s",
 	       zb->hosts, zb->root, zb->timeout_ms, zb->negotiated_ms,
-	       zb->auth ? ", digest auth" : "");
+	       zb->lock_delay_ms, zb->auth ? ", digest auth" : "");
 	*out = &zb->base;
 	return 0;
 
@@ -2592,6 +2732,8 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 		w->wait_id = req->wait_id;
 		w->ow = ow;
 		w->node = n;
+		snprintf(w->blk_path, sizeof(w->blk_path), "%s", blk.path);
+		w->blk_sid = blk.sid;
 		pthread_mutex_lock(&zb->mutex);
 		if (zb->sess != s) {
 			pthread_mutex_unlock(&zb->mutex);
