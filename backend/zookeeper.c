@@ -10,6 +10,7 @@
  *     RRRR-SSSSSSSSSS      owner; IIII = our incarnation, RRRR = a request
  *                          number (so a create lost to a connection drop can
  *                          be found and deleted), S = the sequence number.
+ *   CHROOT/s/SESSIONID     one EPHEMERAL node per live session (lock-delay).
  * A node's data (text, see zk_format) carries the full resource name, the
  * space, the owner ("incarnation/owner"), host, pid, wait id, enqueue time,
  * an optional "jumped" mark and the list of ranges it covers.
@@ -29,14 +30,20 @@
  * it can know reliably: other owners' nodes as they are in ZooKeeper, and
  * which of O's nodes are granted (local, stable while O's entry is busy).
  *
+ * Exception (2) also holds for an E blocked by a jumped node of O (a
+ * jumped node blocks every conflicting node, earlier or later).
+ *
  * Ranges.  Each byte an owner holds is covered by exactly one of its
  * granted nodes.  Reductions (unlock, downgrade, release) rewrite or
  * delete the owner's nodes in place, so it keeps its queue position and no
  * later node can sneak in.  Growth (new bytes, upgrade) creates a new node
- * that waits by the rule; once granted, the owner's older nodes are trimmed
- * of the bytes it covers.  flock conversion deletes the old node first, as
- * Linux drops the old lock first.  Fencing token = the granting node's
- * czxid (zxids grow strictly cluster-wide).
+ * that waits by the rule; once granted, it takes over the bytes of the
+ * owner's older nodes (written first, marked jumped so it still blocks
+ * whatever they blocked) and those go: an owner keeps one node per
+ * resource, however many locks it adds (zk_finish_grant).  flock
+ * conversion deletes the old node first, as Linux drops the old lock
+ * first.  Fencing token = the granting node's czxid (zxids grow strictly
+ * cluster-wide); a piece merged into a newer grant carries its token.
  *
  * Waiting.  A blocked node watches only its nearest earlier blocker
  * (zoo_wget: data change or deletion both fire); the watch event kicks the
@@ -45,18 +52,51 @@
  *
  * Sessions.  The session is the lease.  A heartbeat (async exists every
  * timeout/5) records when the server last answered a request we sent at
- * time t; held locks are trusted until t + timeout - margin.  Past that,
- * or on ZOO_EXPIRED_SESSION_STATE, the session is abandoned: cb->lost for
- * every held (resource, space, owner), cb->failed(-ENOLCK) for every wait,
- * the handle is closed (ephemeral nodes go) and a fresh session is started
- * for new requests.  While the connection is down (session maybe alive)
- * new requests wait at most min(timeout, 5 s) and then fail with -ENOLCK;
- * unlocks never fail: they are applied locally and written when the
- * connection returns (holding longer than asked is safe).
+ * time t; held locks are trusted until t + timeout - margin (the first
+ * connection counts from its answer: the margin covers its latency).
+ * conf->lease publishes it: gen = the session's generation (grants report
+ * it), until_ms = that deadline; on an expiry event or an abandonment gen
+ * first moves to a number no session has, and until_ms to 0, before
+ * anything else is done.  Past the deadline, or on ZOO_EXPIRED_SESSION_
+ * STATE, the session is abandoned: cb->lost for every held (resource,
+ * space, owner), cb->failed(-ENOLCK) for every wait, the handle is closed
+ * (ephemeral nodes go) and a fresh session is started for new requests.
+ * While the connection is down (session maybe alive) new requests wait at
+ * most min(timeout, 5 s) and then fail with -ENOLCK; unlocks never fail:
+ * they are applied locally and written when the connection returns
+ * (holding longer than asked is safe), and a cancel keeps the waiting
+ * node on zb->cancelled to delete it then.  An answer from the owner's
+ * cached nodes (already held, same mode, downgrade) is given only after
+ * the server confirmed them (owner_verify).
+ *
+ * Lock-delay.  A lock freed by the end of its session (expiry, or a
+ * daemon giving its session up) stays unavailable for lock_delay_ms; a
+ * clean release hands over at once.  Each session first creates its
+ * liveness node CHROOT/s/SESSIONID; ZooKeeper deletes a session's
+ * ephemeral nodes, this one included, in the one transaction that ends
+ * it, while a releasing owner deletes its request node during its session.
+ * So a waiter whose watched blocker (whose session it read from the
+ * node's ephemeralOwner) is gone checks CHROOT/s/SESSIONID: still there,
+ * a release; gone too, an expiry, and the waiter waits lock_delay_ms
+ * before it takes the lock - its own node is first in the queue, so every
+ * other request, on any host, waits too.  The delay is the waiter's
+ * daemon's lock_delay_ms (give every host the same).  A lock freed by an
+ * expiry while nobody waited for it is free at once (nobody saw it go).
+ *
+ * Inspection.  list() reads a resource's children in one call and their
+ * data in pipelined gets; our own nodes are reported held only once this
+ * daemon has processed their grant (by the rule alone, a node whose
+ * predecessor just went looks held while its request still waits: a
+ * wait-for cycle that never existed); since_ms is the node's ctime on the
+ * server, the same on every host.
  *
  * Threads and locks.  zk_backend.mutex guards every field marked so and
  * every owner, node and waiter; it is never held across a ZooKeeper call
- * nor a backend.h callback.  An owner entry's "busy" flag serialises the
+ * (zoo_client_id included) nor a backend.h callback.  Callbacks run on the
+ * worker thread (grants after a wait, failures, lost locks), on the lease
+ * thread (an abandoned session's) or on the caller's thread (none: lock()
+ * answers through its return value).  The only other mutex, a batch's in
+ * zk_snapshot, is taken alone.  An owner entry's "busy" flag serialises the
  * operations of one owner (ZooKeeper calls happen with busy set, mutex
  * dropped); only the busy holder changes its node list, under the mutex.
  * Sync ZooKeeper calls run on the caller's thread, the worker thread or the
@@ -73,8 +113,19 @@
  * before we delete it, so a vanished node that still has ranges was taken
  * from us - the worker drops it and reports cb->lost(-ECONNABORTED).
  *
- * Not done here: lock-delay after expiry (DESIGN §3), and deadlocks that
- * cross hosts are not detected (lock_timeout ends them).
+ * Every request is answered once: lock() returns, or its waiter is
+ * decided by exactly one of the worker (granted, or failed when its
+ * session is gone) and zk_abandon (failed), or cancel() returns 0 after
+ * unlinking it; the reports of an abandonment need no allocation, and a
+ * waiter whose evaluation failed is retried (wake_at) rather than left.
+ *
+ * Test hooks (inert unless set): DLOCKFS_TEST_ZK_ABANDON_DELAY_MS delays
+ * zk_abandon (a daemon slow to notice a lost session); DLOCKFS_TEST_ZK_
+ * KICK_DELAY_MS delays each re-evaluation of a woken waiter (a daemon slow
+ * to notice its grant).
+ *
+ * Not done here: deadlocks that cross hosts are detected by the lock
+ * manager from list(), not here (lock_timeout ends the rest).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -125,9 +176,11 @@ struct zk_owner {
 	struct zk_owner *next; /* hash chain */
 	enum dl_space space;
 	uint64_t owner;
-	unsigned refs; /* operations and waiters using it */
-	bool busy;     /* an operation owns the node list */
-	bool stale;    /* session abandoned while busy: purge on release */
+	unsigned refs;	  /* operations and waiters using it */
+	bool busy;	  /* an operation owns the node list */
+	bool stale;	  /* session abandoned while busy: purge on release */
+	bool lost_queued; /* on a zk_abandon() report list */
+	struct zk_owner *lost_next; /* that list (holds a ref) */
 	struct zk_node *nodes;
 	char parent[ZK_PARENT_MAX];
 	char *name_hex; /* full name, hex, as stored in node data */
@@ -1389,7 +1442,7 @@ static void zk_check_freed(struct zk_backend *zb, struct zk_sess *s,
 		dl_log(DL_LOG_NOTICE,
 		       "zk: %s was freed by the end of session 0x%" PRIx64
 		       ", not released: wait %" PRIu64 " lock-delay %d ms "
-						       "before taking it",
+		       "before taking it",
 		       w->blk_path, (uint64_t)w->blk_sid, w->wait_id,
 		       zb->lock_delay_ms);
 	}
@@ -1501,12 +1554,6 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 
 /* ---- abandoning a session ---------------------------------------------- */
 
-struct zk_lost {
-	char *resource;
-	enum dl_space space;
-	uint64_t owner;
-};
-
 /*
  * Give up session @gen (expired, or its lease ran out): every lock of it
  * is lost, every wait fails, the handle is closed and the worker starts a
@@ -1514,9 +1561,11 @@ struct zk_lost {
  */
 static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 {
-	struct zk_lost *lost = NULL;
-	uint64_t *failed = NULL;
-	size_t nlost = 0, nfailed = 0, cap = 0, fcap = 0;
+	/* reported after the mutex is dropped; linked through the entries
+	 * themselves, so that no report is lost to an allocation failure */
+	struct zk_owner *lost = NULL;
+	struct zk_waiter *failed = NULL;
+	size_t nlost = 0, nfailed = 0;
 	struct zk_waiter **wp;
 	struct zk_sess *old;
 
@@ -1543,25 +1592,12 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 			for (struct zk_node *n = ow->nodes; n; n = n->next)
 				if (n->gen == gen && n->ranges.n)
 					holds = true;
-			if (holds) {
-				if (nlost == cap) {
-					size_t nc = cap ? cap * 2 : 16;
-					void *p = realloc(lost,
-							  nc * sizeof(*lost));
-
-					if (p) {
-						lost = p;
-						cap = nc;
-					}
-				}
-				if (nlost < cap) {
-					lost[nlost].resource =
-						strdup(ow->resource);
-					lost[nlost].space = ow->space;
-					lost[nlost].owner = ow->owner;
-					if (lost[nlost].resource)
-						nlost++;
-				}
+			if (holds && !ow->lost_queued) {
+				ow->lost_queued = true;
+				ow->refs++;
+				ow->lost_next = lost;
+				lost = ow;
+				nlost++;
 			}
 			if (ow->busy) {
 				ow->stale = true;
@@ -1579,23 +1615,15 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 			wp = &w->next;
 			continue;
 		}
-		if (nfailed == fcap) {
-			size_t nc = fcap ? fcap * 2 : 16;
-			void *p = realloc(failed, nc * sizeof(*failed));
-
-			if (!p) {
-				wp = &w->next;
-				continue;
-			}
-			failed = p;
-			fcap = nc;
-		}
-		failed[nfailed++] = w->wait_id;
 		*wp = w->next;
 		zb->nwaiters--;
 		owner_put_locked(zb, w->ow);
 		node_free(w->node);
-		free(w);
+		w->ow = NULL;
+		w->node = NULL;
+		w->next = failed;
+		failed = w;
+		nfailed++;
 	}
 	while (zb->orphans) {
 		struct zk_orphan *o = zb->orphans;
@@ -1617,15 +1645,25 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 	       "zk: session %u %s: %zu lock(s) lost, %zu "
 	       "wait(s) failed; starting a new session",
 	       gen, why, nlost, nfailed);
-	for (size_t i = 0; i < nlost; i++) {
-		zb->cb.lost(zb->cb.ctx, lost[i].resource, lost[i].space,
-			    lost[i].owner, -ENOLCK);
-		free(lost[i].resource);
+	for (struct zk_owner *ow = lost; ow; ow = ow->lost_next)
+		zb->cb.lost(zb->cb.ctx, ow->resource, ow->space, ow->owner,
+			    -ENOLCK);
+	while (failed) {
+		struct zk_waiter *w = failed;
+
+		failed = w->next;
+		zb->cb.failed(zb->cb.ctx, w->wait_id, -ENOLCK);
+		free(w);
 	}
-	for (size_t i = 0; i < nfailed; i++)
-		zb->cb.failed(zb->cb.ctx, failed[i], -ENOLCK);
-	free(lost);
-	free(failed);
+	pthread_mutex_lock(&zb->mutex);
+	while (lost) {
+		struct zk_owner *ow = lost;
+
+		lost = ow->lost_next;
+		ow->lost_queued = false;
+		owner_put_locked(zb, ow);
+	}
+	pthread_mutex_unlock(&zb->mutex);
 	zk_sess_put(zb, old);
 }
 
@@ -3298,14 +3336,23 @@ static int zk_status(struct dl_backend *be, char *buf, size_t len)
 {
 	struct zk_backend *zb = zk_of(be);
 	const clientid_t *cid = NULL;
+	struct zk_sess *s = NULL;
 	size_t held = 0;
 	int64_t sid = 0;
 
+	/* the session id, asked of the library without our mutex */
 	pthread_mutex_lock(&zb->mutex);
 	if (zb->sess && zb->state == ZOO_CONNECTED_STATE) {
-		cid = zoo_client_id(zb->sess->zh);
-		sid = cid ? cid->client_id : 0;
+		s = zb->sess;
+		s->refs++;
 	}
+	pthread_mutex_unlock(&zb->mutex);
+	if (s) {
+		cid = zoo_client_id(s->zh);
+		sid = cid ? cid->client_id : 0;
+		zk_sess_put(zb, s);
+	}
+	pthread_mutex_lock(&zb->mutex);
 	for (size_t b = 0; b < ZK_BUCKETS; b++)
 		for (struct zk_owner *ow = zb->owners[b]; ow; ow = ow->next) {
 			bool has = false;
