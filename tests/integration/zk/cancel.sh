@@ -15,7 +15,8 @@ dl_require_fuse
 dl_require_prog flock python3 mkfifo getfattr
 zk_start
 
-T=30000 # ms: long sessions, so that both survive the server's restart
+T=60000 # ms: long sessions (the most the server allows), so that both
+	# survive the server's restart even on a loaded machine
 dl_tmpdir base
 mkdir "$base/backing" "$base/a" "$base/b" "$base/ctl"
 zk_mount "$base/backing" "$base/a" a "$T"
