@@ -10,6 +10,7 @@
  *     RRRR-SSSSSSSSSS      owner; IIII = our incarnation, RRRR = a request
  *                          number (so a create lost to a connection drop can
  *                          be found and deleted), S = the sequence number.
+ *   CHROOT/s/SESSIONID     one EPHEMERAL node per live session (lock-delay).
  * A node's data (text, see zk_format) carries the full resource name, the
  * space, the owner ("incarnation/owner"), host, pid, wait id, enqueue time,
  * an optional "jumped" mark and the list of ranges it covers.
@@ -29,14 +30,20 @@
  * it can know reliably: other owners' nodes as they are in ZooKeeper, and
  * which of O's nodes are granted (local, stable while O's entry is busy).
  *
+ * Exception (2) also holds for an E blocked by a jumped node of O (a
+ * jumped node blocks every conflicting node, earlier or later).
+ *
  * Ranges.  Each byte an owner holds is covered by exactly one of its
  * granted nodes.  Reductions (unlock, downgrade, release) rewrite or
  * delete the owner's nodes in place, so it keeps its queue position and no
  * later node can sneak in.  Growth (new bytes, upgrade) creates a new node
- * that waits by the rule; once granted, the owner's older nodes are trimmed
- * of the bytes it covers.  flock conversion deletes the old node first, as
- * Linux drops the old lock first.  Fencing token = the granting node's
- * czxid (zxids grow strictly cluster-wide).
+ * that waits by the rule; once granted, it takes over the bytes of the
+ * owner's older nodes (written first, marked jumped so it still blocks
+ * whatever they blocked) and those go: an owner keeps one node per
+ * resource, however many locks it adds (zk_finish_grant).  flock
+ * conversion deletes the old node first, as Linux drops the old lock
+ * first.  Fencing token = the granting node's czxid (zxids grow strictly
+ * cluster-wide); a piece merged into a newer grant carries its token.
  *
  * Waiting.  A blocked node watches only its nearest earlier blocker
  * (zoo_wget: data change or deletion both fire); the watch event kicks the
@@ -45,18 +52,51 @@
  *
  * Sessions.  The session is the lease.  A heartbeat (async exists every
  * timeout/5) records when the server last answered a request we sent at
- * time t; held locks are trusted until t + timeout - margin.  Past that,
- * or on ZOO_EXPIRED_SESSION_STATE, the session is abandoned: cb->lost for
- * every held (resource, space, owner), cb->failed(-ENOLCK) for every wait,
- * the handle is closed (ephemeral nodes go) and a fresh session is started
- * for new requests.  While the connection is down (session maybe alive)
- * new requests wait at most min(timeout, 5 s) and then fail with -ENOLCK;
- * unlocks never fail: they are applied locally and written when the
- * connection returns (holding longer than asked is safe).
+ * time t; held locks are trusted until t + timeout - margin (the first
+ * connection counts from its answer: the margin covers its latency).
+ * conf->lease publishes it: gen = the session's generation (grants report
+ * it), until_ms = that deadline; on an expiry event or an abandonment gen
+ * first moves to a number no session has, and until_ms to 0, before
+ * anything else is done.  Past the deadline, or on ZOO_EXPIRED_SESSION_
+ * STATE, the session is abandoned: cb->lost for every held (resource,
+ * space, owner), cb->failed(-ENOLCK) for every wait, the handle is closed
+ * (ephemeral nodes go) and a fresh session is started for new requests.
+ * While the connection is down (session maybe alive) new requests wait at
+ * most min(timeout, 5 s) and then fail with -ENOLCK; unlocks never fail:
+ * they are applied locally and written when the connection returns
+ * (holding longer than asked is safe), and a cancel keeps the waiting
+ * node on zb->cancelled to delete it then.  An answer from the owner's
+ * cached nodes (already held, same mode, downgrade) is given only after
+ * the server confirmed them (owner_verify).
+ *
+ * Lock-delay.  A lock freed by the end of its session (expiry, or a
+ * daemon giving its session up) stays unavailable for lock_delay_ms; a
+ * clean release hands over at once.  Each session first creates its
+ * liveness node CHROOT/s/SESSIONID; ZooKeeper deletes a session's
+ * ephemeral nodes, this one included, in the one transaction that ends
+ * it, while a releasing owner deletes its request node during its session.
+ * So a waiter whose watched blocker (whose session it read from the
+ * node's ephemeralOwner) is gone checks CHROOT/s/SESSIONID: still there,
+ * a release; gone too, an expiry, and the waiter waits lock_delay_ms
+ * before it takes the lock - its own node is first in the queue, so every
+ * other request, on any host, waits too.  The delay is the waiter's
+ * daemon's lock_delay_ms (give every host the same).  A lock freed by an
+ * expiry while nobody waited for it is free at once (nobody saw it go).
+ *
+ * Inspection.  list() reads a resource's children in one call and their
+ * data in pipelined gets; our own nodes are reported held only once this
+ * daemon has processed their grant (by the rule alone, a node whose
+ * predecessor just went looks held while its request still waits: a
+ * wait-for cycle that never existed); since_ms is the node's ctime on the
+ * server, the same on every host.
  *
  * Threads and locks.  zk_backend.mutex guards every field marked so and
  * every owner, node and waiter; it is never held across a ZooKeeper call
- * nor a backend.h callback.  An owner entry's "busy" flag serialises the
+ * (zoo_client_id included) nor a backend.h callback.  Callbacks run on the
+ * worker thread (grants after a wait, failures, lost locks), on the lease
+ * thread (an abandoned session's) or on the caller's thread (none: lock()
+ * answers through its return value).  The only other mutex, a batch's in
+ * zk_snapshot, is taken alone.  An owner entry's "busy" flag serialises the
  * operations of one owner (ZooKeeper calls happen with busy set, mutex
  * dropped); only the busy holder changes its node list, under the mutex.
  * Sync ZooKeeper calls run on the caller's thread, the worker thread or the
@@ -73,8 +113,19 @@
  * before we delete it, so a vanished node that still has ranges was taken
  * from us - the worker drops it and reports cb->lost(-ECONNABORTED).
  *
- * Not done here: lock-delay after expiry (DESIGN §3), and deadlocks that
- * cross hosts are not detected (lock_timeout ends them).
+ * Every request is answered once: lock() returns, or its waiter is
+ * decided by exactly one of the worker (granted, or failed when its
+ * session is gone) and zk_abandon (failed), or cancel() returns 0 after
+ * unlinking it; the reports of an abandonment need no allocation, and a
+ * waiter whose evaluation failed is retried (wake_at) rather than left.
+ *
+ * Test hooks (inert unless set): DLOCKFS_TEST_ZK_ABANDON_DELAY_MS delays
+ * zk_abandon (a daemon slow to notice a lost session); DLOCKFS_TEST_ZK_
+ * KICK_DELAY_MS delays each re-evaluation of a woken waiter (a daemon slow
+ * to notice its grant).
+ *
+ * Not done here: deadlocks that cross hosts are detected by the lock
+ * manager from list(), not here (lock_timeout ends the rest).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -101,6 +152,7 @@
 #define ZK_PATH_MAX	       1024 /* parent + "/q-..." always fits */
 #define ZK_DATA_INIT	       1024
 #define ZK_CREATE_TRIES	       5
+#define ZK_FOLD_MAX	       1024 /* pieces in one node (~48 bytes each) */
 
 /* ---- data structures ------------------------------------------------- */
 
@@ -124,9 +176,11 @@ struct zk_owner {
 	struct zk_owner *next; /* hash chain */
 	enum dl_space space;
 	uint64_t owner;
-	unsigned refs; /* operations and waiters using it */
-	bool busy;     /* an operation owns the node list */
-	bool stale;    /* session abandoned while busy: purge on release */
+	unsigned refs;	  /* operations and waiters using it */
+	bool busy;	  /* an operation owns the node list */
+	bool stale;	  /* session abandoned while busy: purge on release */
+	bool lost_queued; /* on a zk_abandon() report list */
+	struct zk_owner *lost_next; /* that list (holds a ref) */
 	struct zk_node *nodes;
 	char parent[ZK_PARENT_MAX];
 	char *name_hex; /* full name, hex, as stored in node data */
@@ -140,6 +194,12 @@ struct zk_waiter {
 	struct zk_node *node; /* the waiting request node, not yet granted */
 	bool kick;	      /* re-evaluate */
 	bool busy;	      /* the worker evaluates it */
+	int64_t wake_at;      /* mono ms: kick then (lock-delay, retry) */
+	/* the busy holder's: the blocker last watched, and the end of the
+	 * lock-delay once that blocker was freed by its session's end */
+	char blk_path[ZK_PATH_MAX];
+	int64_t blk_sid;
+	int64_t delay_until;
 };
 
 /* one ZooKeeper session; the handle's context, so watchers know it */
@@ -150,6 +210,7 @@ struct zk_sess {
 	unsigned refs; /* guarded by zb->mutex */
 	int state;     /* guarded by zb->mutex: its last ZOO_*_STATE */
 	bool dead;
+	bool registered; /* its liveness node exists (worker, open only) */
 };
 
 struct zk_backend {
@@ -162,8 +223,18 @@ struct zk_backend {
 	char root[ZK_ROOT_MAX];
 	char base_path[ZK_ROOT_MAX + 2]; /* root + "/r" */
 	int timeout_ms;			 /* asked for */
+	int lock_delay_ms;		 /* see zk_check_freed() */
 	char *auth;			 /* "user:password", never logged */
 	struct ACL_vector *acl;
+	struct dl_lease *lfence; /* conf->lease; see zk_lease_publish_locked() */
+	/* test hook, 0 unless DLOCKFS_TEST_ZK_ABANDON_DELAY_MS is set: how
+	 * long zk_abandon() dawdles before it acts (a daemon slow to notice
+	 * that its session is gone) */
+	int test_abandon_delay_ms;
+	/* test hook, 0 unless DLOCKFS_TEST_ZK_KICK_DELAY_MS is set: how long
+	 * the worker dawdles before it re-evaluates a kicked waiter (a
+	 * daemon slow to notice that its request was granted) */
+	int test_kick_delay_ms;
 
 	pthread_mutex_t mutex;
 	pthread_cond_t cond; /* CLOCK_MONOTONIC */
@@ -195,6 +266,8 @@ struct zk_backend {
 		char parent[ZK_PARENT_MAX];
 		char prefix[96];
 	} * orphans;
+	/* waiting nodes of cancelled requests still to delete */
+	struct zk_node *cancelled;
 	/* watch events on our granted nodes, checked by the worker */
 	struct zk_held_ev {
 		struct zk_held_ev *next;
@@ -205,12 +278,33 @@ struct zk_backend {
 	} * held_evs;
 };
 
+static void zk_held_queue(struct zk_backend *zb, unsigned gen, const char *path,
+			  bool deleted, bool retry);
+
 static struct zk_backend *zk_of(struct dl_backend *be)
 {
 	return (struct zk_backend *)be;
 }
 
 /* ---- small helpers ----------------------------------------------------- */
+
+/* a test hook's value: 0 (inert) unless the variable is set */
+static int zk_test_env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v ? atoi(v) : 0;
+}
+
+/* the test hooks' pause (no mutex held); nothing when @ms <= 0 */
+static void zk_test_sleep(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000,
+			       .tv_nsec = (ms % 1000) * 1000000L };
+
+	if (ms > 0)
+		nanosleep(&ts, NULL);
+}
 
 /* a ZooKeeper error as a negative errno (backend.h's vocabulary) */
 static int zk_errno(int rc)
@@ -323,6 +417,7 @@ struct zk_child {
 	bool valid; /* read, parsed, same resource */
 	bool jumped;
 	bool granted; /* by the rule (inspection only) */
+	int local;    /* ours: 1 held (grant processed), 0 not yet; -1 not */
 	int space;
 	uint64_t inc, owner;
 	uint32_t pid;
@@ -565,6 +660,46 @@ out:
 	return ret;
 }
 
+/* ---- the lease (backend.h's struct dl_lease) ---------------------------- */
+
+/*
+ * mutex held: the trusted-until deadline of the current session, by the
+ * same arithmetic the lease thread uses to give the session up.
+ */
+static int64_t zk_lease_deadline_locked(const struct zk_backend *zb)
+{
+	int to = zb->negotiated_ms ? zb->negotiated_ms : zb->timeout_ms;
+	int64_t margin = to / 8 > 100 ? to / 8 : 100;
+
+	return zb->last_ok_ms + to - margin;
+}
+
+/*
+ * mutex held: publish the lease of session @s (the current, connected
+ * one): gen first, then the deadline.  Grants of @s carry s->gen.
+ */
+static void zk_lease_publish_locked(struct zk_backend *zb,
+				    const struct zk_sess *s)
+{
+	if (zb->sess != s || !zb->last_ok_ms)
+		return;
+	if (atomic_load(&zb->lfence->gen) != s->gen)
+		atomic_store(&zb->lfence->gen, (uint64_t)s->gen);
+	atomic_store(&zb->lfence->until_ms, zk_lease_deadline_locked(zb));
+}
+
+/*
+ * mutex held: session @gen is given up or gone: a fresh lease number
+ * (never a session's) first, so its grants can never look trusted again,
+ * then "nothing trusted" until the next session publishes its own.
+ */
+static void zk_lease_revoke_locked(struct zk_backend *zb, unsigned gen)
+{
+	if (atomic_load(&zb->lfence->gen) == gen)
+		atomic_store(&zb->lfence->gen, (uint64_t)++zb->gen_counter);
+	atomic_store(&zb->lfence->until_ms, 0);
+}
+
 /* ---- sessions ---------------------------------------------------------- */
 
 static void zk_log_cb(const char *msg)
@@ -587,6 +722,7 @@ static void zk_sess_connected(struct zk_backend *zb, struct zk_sess *s)
 		zb->connected_pending = true;
 	if (zb->last_ok_ms == 0)
 		zb->last_ok_ms = dl_mono_ms();
+	zk_lease_publish_locked(zb, s);
 }
 
 /* start a new session (worker or open); 0 or -ENOMEM/-EINVAL */
@@ -835,6 +971,12 @@ static int node_sync(struct zk_backend *zb, zhandle_t *zh, struct zk_owner *ow,
 		}
 		rc = zoo_set(zh, n->path, data, len, -1);
 		free(data);
+		if (rc == ZNONODE) {
+			/* taken from us (a break): the worker reports it */
+			zk_held_queue(zb, n->gen, n->path, true, false);
+			n->dirty = false;
+			return -ENOLCK;
+		}
 	}
 	if (rc != ZOK) {
 		dl_log(DL_LOG_WARNING, "zk: write %s: %s; will retry", n->path,
@@ -1026,6 +1168,7 @@ static int zk_create_node(struct zk_backend *zb, struct zk_sess *s,
 struct zk_blocker {
 	char path[ZK_PATH_MAX];
 	int version;
+	int64_t sid; /* its session (ephemeralOwner) */
 };
 
 /* the base name of a path */
@@ -1075,12 +1218,14 @@ static int zk_evaluate(struct zk_backend *zb, zhandle_t *zh,
 				best = e;
 			continue;
 		}
-		/* (2): e waits for a granted node of ours */
+		/* (2): e waits for a granted node of ours (an earlier
+		 * one, or a jumped one, which blocks e wherever it is) */
 		if (!e->jumped)
 			for (const struct zk_node *f = ow->nodes; f && !exempt;
 			     f = f->next)
 				exempt =
-					f->gen == n->gen && f->seq < e->seq &&
+					f->gen == n->gen &&
+					(f->seq < e->seq || f->jumped) &&
 					ranges_conflict(&f->ranges, &e->ranges);
 		if (exempt) {
 			*jumped = true;
@@ -1094,6 +1239,7 @@ static int zk_evaluate(struct zk_backend *zb, zhandle_t *zh,
 		snprintf(blk->path, sizeof(blk->path), "%s/%s", ow->parent,
 			 best->name);
 		blk->version = best->st.version;
+		blk->sid = best->st.ephemeralOwner;
 	}
 	snap_free(&snap);
 	return best ? 0 : 1;
@@ -1143,23 +1289,60 @@ static int zk_held_arm(zhandle_t *zh, const char *path)
 static int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 			   struct zk_owner *ow, struct zk_node *n, bool jumped)
 {
-	bool alive;
+	struct dl_range_set merged = { 0 }, mine = { 0 };
+	bool alive, fold = false;
 	int rc;
 
-	if (jumped) {
+	/*
+	 * Fold: @n takes over every byte of the owner's older nodes, which
+	 * then go, so an owner keeps one node per resource however many
+	 * locks it adds (a node per call made every evaluation read them
+	 * all).  The bytes move to a later node, so @n is marked jumped: it
+	 * keeps blocking the nodes created between them that those bytes
+	 * blocked.  A piece merged into a newer grant carries its token.
+	 */
+	for (const struct zk_node *f = ow->nodes; f; f = f->next)
+		if (f->gen == n->gen)
+			for (size_t i = 0; i < f->ranges.n; i++) {
+				fold = true;
+				if (range_set_apply(&merged, &f->ranges.v[i]) <
+				    0)
+					fold = false;
+			}
+	for (size_t i = 0; fold && i < n->ranges.n; i++)
+		if (range_set_apply(&merged, &n->ranges.v[i]) < 0)
+			fold = false;
+	if (fold && merged.n > ZK_FOLD_MAX)
+		fold = false; /* node data stays well below jute.maxbuffer */
+	if (fold || jumped) {
+		bool was_jumped = n->jumped;
 		int len;
 		char *data;
 
+		if (fold) {
+			mine = n->ranges;
+			n->ranges = merged;
+			merged = (struct dl_range_set){ 0 };
+		}
 		n->jumped = true;
 		data = zk_format(zb, ow, n, &len);
-		if (!data)
-			return -ENOMEM;
-		rc = zoo_set(s->zh, n->path, data, len, -1);
+		rc = data ? zoo_set(s->zh, n->path, data, len, -1)
+			  : ZSYSTEMERROR;
 		free(data);
-		if (rc != ZOK)
+		if (rc != ZOK) {
+			if (fold) {
+				merged = n->ranges;
+				n->ranges = mine;
+				mine = (struct dl_range_set){ 0 };
+			}
+			n->jumped = was_jumped;
+			range_set_free(&merged);
 			return zk_errno(rc);
+		}
 	}
-	/* trim: the older nodes lose what @n now covers */
+	range_set_free(&merged);
+	range_set_free(&mine);
+	/* trim: the older nodes lose what @n now covers (all, when folded) */
 	for (size_t i = 0; i < n->ranges.n; i++)
 		owner_reduce(zb, NULL, ow, n->ranges.v[i].start,
 			     n->ranges.v[i].end);
@@ -1223,6 +1406,49 @@ static void waiter_unlink(struct zk_backend *zb, struct zk_waiter *w)
 	}
 }
 
+/* the path of session @sid's liveness node */
+static void zk_sess_path(const struct zk_backend *zb, int64_t sid, char *buf,
+			 size_t len)
+{
+	snprintf(buf, len, "%s/s/%016" PRIx64, zb->root, (uint64_t)sid);
+}
+
+/*
+ * Lock-delay.  The blocker @w last watched is gone: was it released, or
+ * freed by the end of its session?  A session's liveness node (see
+ * zk_register) and its ephemeral request nodes go in one transaction when
+ * it ends, and a releasing owner deletes its node while its session
+ * lives; so a blocker that is gone while its session's node is gone too
+ * was freed by an expiry (or the session's close), and @w waits
+ * lock_delay_ms from now before it takes the lock.  Its own node stays
+ * first in the queue meanwhile, so everybody else waits too.  Busy held.
+ */
+static void zk_check_freed(struct zk_backend *zb, struct zk_sess *s,
+			   struct zk_waiter *w)
+{
+	char path[ZK_ROOT_MAX + 32];
+	struct Stat st;
+	int rc;
+
+	if (!w->blk_path[0] || !zb->lock_delay_ms || w->delay_until)
+		return;
+	rc = zoo_exists(s->zh, w->blk_path, 0, &st);
+	if (rc != ZNONODE)
+		return; /* still there, or we cannot tell yet */
+	zk_sess_path(zb, w->blk_sid, path, sizeof(path));
+	rc = zoo_exists(s->zh, path, 0, &st);
+	if (rc == ZNONODE) {
+		w->delay_until = dl_mono_ms() + zb->lock_delay_ms;
+		dl_log(DL_LOG_NOTICE,
+		       "zk: %s was freed by the end of session 0x%" PRIx64
+		       ", not released: wait %" PRIu64 " lock-delay %d ms "
+		       "before taking it",
+		       w->blk_path, (uint64_t)w->blk_sid, w->wait_id,
+		       zb->lock_delay_ms);
+	}
+	w->blk_path[0] = '\0';
+}
+
 /*
  * Worker: re-evaluate waiter @id.  Calls cb->granted or cb->failed when
  * it is decided, with no mutex held.
@@ -1234,7 +1460,8 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 	struct zk_blocker blk;
 	struct zk_sess *s = NULL;
 	bool jumped, again, session_gone;
-	uint64_t token;
+	uint64_t token, lease;
+	int64_t wake_at;
 	int ret;
 
 	pthread_mutex_lock(&zb->mutex);
@@ -1257,22 +1484,37 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 	pthread_mutex_unlock(&zb->mutex);
 
 	ret = -EAGAIN; /* not connected: the reconnect kicks it again */
+	wake_at = 0;
 	if (s) {
 		do {
 			again = false;
+			zk_check_freed(zb, s, w);
 			ret = zk_evaluate(zb, s->zh, ow, w->node, &blk,
 					  &jumped);
-			if (ret == 0)
+			if (ret == 0) {
+				snprintf(w->blk_path, sizeof(w->blk_path), "%s",
+					 blk.path);
+				w->blk_sid = blk.sid;
 				again = zk_watch(s->zh, &blk, id);
+			}
 		} while (again);
-		if (ret == 1)
-			ret = zk_finish_grant(zb, s, ow, w->node, jumped);
-		else if (ret == 0)
+		if (ret == 1 && w->delay_until > dl_mono_ms()) {
+			/* lock-delay: not before the delay is over */
+			wake_at = w->delay_until;
 			ret = -EINPROGRESS;
+		} else if (ret == 1) {
+			ret = zk_finish_grant(zb, s, ow, w->node, jumped);
+		} else if (ret == 0) {
+			ret = -EINPROGRESS;
+		}
+		/* an error (ENOMEM...): try again in a while */
+		if (ret != 0 && ret != -EINPROGRESS && ret != -EAGAIN)
+			wake_at = dl_mono_ms() + 1000;
 	}
 
 	pthread_mutex_lock(&zb->mutex);
 	w->busy = false;
+	w->wake_at = wake_at;
 	session_gone = !zb->sess || zb->sess->gen != w->node->gen;
 	owner_unbusy_locked(zb, ow);
 	if (ret != 0 && !session_gone) {
@@ -1289,6 +1531,7 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 	/* decided: granted (the node is now the owner's), or its session
 	 * was abandoned while we looked */
 	token = w->node->czxid;
+	lease = w->node->gen;
 	waiter_unlink(zb, w);
 	if (ret != 0)
 		node_free(w->node);
@@ -1298,7 +1541,7 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 		zk_sess_put(zb, s);
 	free(w);
 	if (ret == 0) {
-		struct dl_grant g = { token, 0 };
+		struct dl_grant g = { token, lease };
 
 		dl_log(DL_LOG_DEBUG,
 		       "zk: granted wait %" PRIu64 " token %" PRIu64, id,
@@ -1311,12 +1554,6 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 
 /* ---- abandoning a session ---------------------------------------------- */
 
-struct zk_lost {
-	char *resource;
-	enum dl_space space;
-	uint64_t owner;
-};
-
 /*
  * Give up session @gen (expired, or its lease ran out): every lock of it
  * is lost, every wait fails, the handle is closed and the worker starts a
@@ -1324,18 +1561,23 @@ struct zk_lost {
  */
 static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 {
-	struct zk_lost *lost = NULL;
-	uint64_t *failed = NULL;
-	size_t nlost = 0, nfailed = 0, cap = 0, fcap = 0;
+	/* reported after the mutex is dropped; linked through the entries
+	 * themselves, so that no report is lost to an allocation failure */
+	struct zk_owner *lost = NULL;
+	struct zk_waiter *failed = NULL;
+	size_t nlost = 0, nfailed = 0;
 	struct zk_waiter **wp;
 	struct zk_sess *old;
 
+	zk_test_sleep(zb->test_abandon_delay_ms);
 	pthread_mutex_lock(&zb->mutex);
 	old = zb->sess;
 	if (!old || old->gen != gen) {
 		pthread_mutex_unlock(&zb->mutex);
 		return;
 	}
+	/* before anything else: no write may trust this session again */
+	zk_lease_revoke_locked(zb, gen);
 	old->dead = true;
 	zb->sess = NULL;
 	zb->state = ZOO_NOTCONNECTED_STATE;
@@ -1350,25 +1592,12 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 			for (struct zk_node *n = ow->nodes; n; n = n->next)
 				if (n->gen == gen && n->ranges.n)
 					holds = true;
-			if (holds) {
-				if (nlost == cap) {
-					size_t nc = cap ? cap * 2 : 16;
-					void *p = realloc(lost,
-							  nc * sizeof(*lost));
-
-					if (p) {
-						lost = p;
-						cap = nc;
-					}
-				}
-				if (nlost < cap) {
-					lost[nlost].resource =
-						strdup(ow->resource);
-					lost[nlost].space = ow->space;
-					lost[nlost].owner = ow->owner;
-					if (lost[nlost].resource)
-						nlost++;
-				}
+			if (holds && !ow->lost_queued) {
+				ow->lost_queued = true;
+				ow->refs++;
+				ow->lost_next = lost;
+				lost = ow;
+				nlost++;
 			}
 			if (ow->busy) {
 				ow->stale = true;
@@ -1386,29 +1615,28 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 			wp = &w->next;
 			continue;
 		}
-		if (nfailed == fcap) {
-			size_t nc = fcap ? fcap * 2 : 16;
-			void *p = realloc(failed, nc * sizeof(*failed));
-
-			if (!p) {
-				wp = &w->next;
-				continue;
-			}
-			failed = p;
-			fcap = nc;
-		}
-		failed[nfailed++] = w->wait_id;
 		*wp = w->next;
 		zb->nwaiters--;
 		owner_put_locked(zb, w->ow);
 		node_free(w->node);
-		free(w);
+		w->ow = NULL;
+		w->node = NULL;
+		w->next = failed;
+		failed = w;
+		nfailed++;
 	}
 	while (zb->orphans) {
 		struct zk_orphan *o = zb->orphans;
 
 		zb->orphans = o->next;
 		free(o);
+	}
+	/* closing the session deletes its ephemeral nodes */
+	while (zb->cancelled) {
+		struct zk_node *n = zb->cancelled;
+
+		zb->cancelled = n->next;
+		node_free(n);
 	}
 	pthread_cond_broadcast(&zb->cond);
 	pthread_mutex_unlock(&zb->mutex);
@@ -1417,15 +1645,25 @@ static void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 	       "zk: session %u %s: %zu lock(s) lost, %zu "
 	       "wait(s) failed; starting a new session",
 	       gen, why, nlost, nfailed);
-	for (size_t i = 0; i < nlost; i++) {
-		zb->cb.lost(zb->cb.ctx, lost[i].resource, lost[i].space,
-			    lost[i].owner, -ENOLCK);
-		free(lost[i].resource);
+	for (struct zk_owner *ow = lost; ow; ow = ow->lost_next)
+		zb->cb.lost(zb->cb.ctx, ow->resource, ow->space, ow->owner,
+			    -ENOLCK);
+	while (failed) {
+		struct zk_waiter *w = failed;
+
+		failed = w->next;
+		zb->cb.failed(zb->cb.ctx, w->wait_id, -ENOLCK);
+		free(w);
 	}
-	for (size_t i = 0; i < nfailed; i++)
-		zb->cb.failed(zb->cb.ctx, failed[i], -ENOLCK);
-	free(lost);
-	free(failed);
+	pthread_mutex_lock(&zb->mutex);
+	while (lost) {
+		struct zk_owner *ow = lost;
+
+		lost = ow->lost_next;
+		ow->lost_queued = false;
+		owner_put_locked(zb, ow);
+	}
+	pthread_mutex_unlock(&zb->mutex);
 	zk_sess_put(zb, old);
 }
 
@@ -1448,11 +1686,15 @@ static void zk_global_watcher(zhandle_t *zh, int type, int state,
 		pthread_mutex_unlock(&zb->mutex);
 		return; /* abandoned, or not yet published (session_start) */
 	}
-	if (state == ZOO_CONNECTED_STATE)
+	if (state == ZOO_CONNECTED_STATE) {
 		zk_sess_connected(zb, s);
-	else if (state == ZOO_EXPIRED_SESSION_STATE ||
-		 state == ZOO_AUTH_FAILED_STATE)
+	} else if (state == ZOO_EXPIRED_SESSION_STATE ||
+		   state == ZOO_AUTH_FAILED_STATE) {
+		/* the server already let our locks go: stop trusting them
+		 * now, not when the worker gets to zk_abandon() */
+		zk_lease_revoke_locked(zb, s->gen);
 		zb->expired_pending = true;
+	}
 	zb->state = state;
 	pthread_cond_broadcast(&zb->cond);
 	pthread_mutex_unlock(&zb->mutex);
@@ -1587,9 +1829,35 @@ out_free:
 	free(ev);
 }
 
-/* delete creates whose answer a connection drop swallowed */
+/* delete creates whose answer a connection drop swallowed, and the
+ * waiting nodes of requests cancelled while disconnected */
 static void zk_clean_orphans(struct zk_backend *zb, struct zk_sess *s)
 {
+	for (;;) {
+		struct zk_node *n;
+		int rc = ZOK;
+
+		pthread_mutex_lock(&zb->mutex);
+		n = zb->cancelled;
+		if (n)
+			zb->cancelled = n->next;
+		pthread_mutex_unlock(&zb->mutex);
+		if (!n)
+			break;
+		if (n->gen == s->gen) {
+			rc = zoo_delete(s->zh, n->path, -1);
+			dl_log(DL_LOG_INFO, "zk: removed cancelled %s: %s",
+			       n->path, zerror(rc));
+		}
+		if (rc != ZOK && rc != ZNONODE) {
+			pthread_mutex_lock(&zb->mutex);
+			n->next = zb->cancelled;
+			zb->cancelled = n;
+			pthread_mutex_unlock(&zb->mutex);
+			return;
+		}
+		node_free(n);
+	}
 	for (;;) {
 		struct String_vector kids = { 0 };
 		struct zk_orphan *o;
@@ -1633,6 +1901,38 @@ static void zk_clean_orphans(struct zk_backend *zb, struct zk_sess *s)
 	}
 }
 
+/*
+ * Create session @s's liveness node, CHROOT/s/SESSIONID (ephemeral), that
+ * tells the waiters of other hosts a release from an expiry (see
+ * zk_check_freed).  Until it exists, a release of ours looks like an
+ * expiry and costs the next holder lock_delay_ms: slower, never unsafe.
+ */
+static void zk_register(struct zk_backend *zb, struct zk_sess *s)
+{
+	const clientid_t *cid = zoo_client_id(s->zh);
+	char path[ZK_ROOT_MAX + 32];
+	int rc;
+
+	if (s->registered || !cid || !cid->client_id)
+		return;
+	zk_sess_path(zb, cid->client_id, path, sizeof(path));
+	rc = zoo_create(s->zh, path, NULL, -1, zb->acl, ZOO_EPHEMERAL, NULL, 0);
+	if (rc == ZNONODE) {
+		char parent[ZK_ROOT_MAX + 4];
+
+		snprintf(parent, sizeof(parent), "%s/s", zb->root);
+		rc = zk_make_path(zb, s->zh, parent);
+		if (rc == ZOK)
+			rc = zoo_create(s->zh, path, NULL, -1, zb->acl,
+					ZOO_EPHEMERAL, NULL, 0);
+	}
+	if (rc == ZOK || rc == ZNODEEXISTS)
+		s->registered = true;
+	else
+		dl_log(DL_LOG_WARNING, "zk: create %s: %s; will retry", path,
+		       zerror(rc));
+}
+
 /* write the dirty nodes of every idle owner */
 static void zk_reconcile(struct zk_backend *zb)
 {
@@ -1640,6 +1940,7 @@ static void zk_reconcile(struct zk_backend *zb)
 
 	if (zk_sess_get(zb, 0, &s) < 0)
 		return;
+	zk_register(zb, s);
 	zk_clean_orphans(zb, s);
 	for (size_t b = 0; b < ZK_BUCKETS; b++) {
 		for (;;) {
@@ -1683,6 +1984,7 @@ static void *zk_worker_main(void *arg)
 	while (!zb->stopping) {
 		struct zk_held_ev *ev, **evp;
 		struct zk_waiter *w;
+		int64_t wake;
 
 		if (zb->need_session && !zb->sess) {
 			pthread_mutex_unlock(&zb->mutex);
@@ -1732,6 +2034,15 @@ static void *zk_worker_main(void *arg)
 			pthread_mutex_lock(&zb->mutex);
 			continue;
 		}
+		wake = 0;
+		for (w = zb->waiters; w; w = w->next) {
+			if (w->wake_at && w->wake_at <= dl_mono_ms()) {
+				w->wake_at = 0;
+				w->kick = true;
+			}
+			if (w->wake_at && (!wake || w->wake_at < wake))
+				wake = w->wake_at;
+		}
 		for (w = zb->waiters; w; w = w->next)
 			if (w->kick && !w->busy &&
 			    zb->state == ZOO_CONNECTED_STATE)
@@ -1740,11 +2051,15 @@ static void *zk_worker_main(void *arg)
 			uint64_t id = w->wait_id;
 
 			pthread_mutex_unlock(&zb->mutex);
+			zk_test_sleep(zb->test_kick_delay_ms);
 			zk_reevaluate(zb, id);
 			pthread_mutex_lock(&zb->mutex);
 			continue;
 		}
-		pthread_cond_wait(&zb->cond, &zb->mutex);
+		if (wake)
+			zk_cond_wait_until(zb, wake);
+		else
+			pthread_cond_wait(&zb->cond, &zb->mutex);
 	}
 	pthread_mutex_unlock(&zb->mutex);
 	return NULL;
@@ -1765,8 +2080,10 @@ static void zk_hb_done(int rc, const struct Stat *stat, const void *data)
 	pthread_mutex_lock(&zb->mutex);
 	zb->hb_inflight = false;
 	if (zb->sess && zb->sess->gen == hb->gen &&
-	    (rc == ZOK || rc == ZNONODE) && hb->sent > zb->last_ok_ms)
+	    (rc == ZOK || rc == ZNONODE) && hb->sent > zb->last_ok_ms) {
 		zb->last_ok_ms = hb->sent;
+		zk_lease_publish_locked(zb, zb->sess);
+	}
 	pthread_mutex_unlock(&zb->mutex);
 	free((void *)hb);
 }
@@ -1795,12 +2112,11 @@ static void *zk_lease_main(void *arg)
 
 	pthread_mutex_lock(&zb->mutex);
 	while (!zb->stopping) {
-		int64_t now = dl_mono_ms(), period, margin, deadline;
+		int64_t now = dl_mono_ms(), period, deadline;
 		int to = zb->negotiated_ms ? zb->negotiated_ms : zb->timeout_ms;
 
 		period = to / 5 > 20 ? to / 5 : 20;
-		margin = to / 8 > 100 ? to / 8 : 100;
-		deadline = zb->last_ok_ms + to - margin;
+		deadline = zk_lease_deadline_locked(zb);
 		if (zb->sess && zb->last_ok_ms && now >= deadline &&
 		    zk_has_state(zb, zb->sess->gen)) {
 			unsigned gen = zb->sess->gen;
@@ -1849,6 +2165,7 @@ struct zk_uri {
 	char *hosts;
 	char *root;
 	int timeout_ms;
+	int lock_delay_ms; /* -1 until set: a third of timeout_ms */
 };
 
 static void zk_uri_free(struct zk_uri *u)
@@ -1857,7 +2174,8 @@ static void zk_uri_free(struct zk_uri *u)
 	free(u->root);
 }
 
-/* parse "//HOST:PORT[,HOST:PORT...]/CHROOT[?session_timeout_ms=N]" */
+/* parse "//HOST:PORT[,HOST:PORT...]/CHROOT[?PARAM=N[&PARAM=N]]", PARAM
+ * session_timeout_ms or lock_delay_ms */
 static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 			size_t errlen)
 {
@@ -1866,6 +2184,7 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 
 	memset(u, 0, sizeof(*u));
 	u->timeout_ms = ZK_DEFAULT_TIMEOUT_MS;
+	u->lock_delay_ms = -1;
 	if (strncmp(rest, "//", 2) != 0) {
 		snprintf(err, errlen,
 			 "malformed zk URI: expected "
@@ -1956,29 +2275,48 @@ static int zk_uri_parse(const char *rest, struct zk_uri *u, char *err,
 			return -EINVAL;
 		}
 	}
-	if (q) {
-		const char *v = q + 1;
-		char *end;
-		long t;
+	for (const char *v = q ? q + 1 : NULL; v;) {
+		const char *amp = strchr(v, '&');
+		size_t vl = amp ? (size_t)(amp - v) : strlen(v);
+		char num[16], *end;
+		int *dst;
+		long t, lo, hi;
 
-		if (strncmp(v, "session_timeout_ms=", 19) != 0) {
+		if (vl > 19 && strncmp(v, "session_timeout_ms=", 19) == 0) {
+			dst = &u->timeout_ms;
+			v += 19, vl -= 19, lo = 100, hi = 600000;
+		} else if (vl > 14 && strncmp(v, "lock_delay_ms=", 14) == 0) {
+			dst = &u->lock_delay_ms;
+			v += 14, vl -= 14, lo = 0, hi = 600000;
+		} else {
 			snprintf(err, errlen,
-				 "malformed zk URI: unknown "
-				 "parameter '%s' (known: session_timeout_ms)",
-				 v);
+				 "malformed zk URI: unknown parameter '%.*s' "
+				 "(known: session_timeout_ms=100..600000, "
+				 "lock_delay_ms=0..600000)",
+				 (int)vl, v);
 			return -EINVAL;
 		}
-		v += 19;
+		snprintf(num, sizeof(num), "%.*s", (int)vl, v);
 		errno = 0;
-		t = strtol(v, &end, 10);
-		if (errno || end == v || *end || t < 100 || t > 600000) {
+		t = strtol(num, &end, 10);
+		if (errno || end == num || *end || vl >= sizeof(num) ||
+		    t < lo || t > hi) {
 			snprintf(err, errlen,
-				 "malformed zk URI: "
-				 "session_timeout_ms must be 100..600000");
+				 "malformed zk URI: %s must be %ld..%ld%s",
+				 dst == &u->timeout_ms ? "session_timeout_ms"
+						       : "lock_delay_ms",
+				 lo, hi,
+				 dst == &u->timeout_ms ? ""
+						       : " (0: none; default: "
+							 "a third of "
+							 "session_timeout_ms)");
 			return -EINVAL;
 		}
-		u->timeout_ms = (int)t;
+		*dst = (int)t;
+		v = amp ? amp + 1 : NULL;
 	}
+	if (u->lock_delay_ms < 0)
+		u->lock_delay_ms = u->timeout_ms / 3;
 	u->hosts = strndup(h, hl);
 	u->root = strndup(slash, rl);
 	if (!u->hosts || !u->root) {
@@ -2040,11 +2378,18 @@ static int zk_open(const struct dl_backend_conf *conf,
 	snprintf(zb->host, sizeof(zb->host), "%s", conf->host_id);
 	zk_hex(zb->host, strlen(zb->host), zb->host_hex);
 	zb->incarnation = conf->incarnation;
+	zb->lfence = conf->lease;
+	/* nothing is trusted until the first session answers */
+	atomic_store(&zb->lfence->until_ms, 0);
 	zb->hosts = u.hosts;
 	snprintf(zb->root, sizeof(zb->root), "%s", u.root);
 	snprintf(zb->base_path, sizeof(zb->base_path), "%s/r", u.root);
 	free(u.root);
 	zb->timeout_ms = u.timeout_ms;
+	zb->lock_delay_ms = u.lock_delay_ms;
+	zb->test_abandon_delay_ms = zk_test_env("DLOCKFS_TEST_ZK_ABANDON_DELAY_"
+						"MS");
+	zb->test_kick_delay_ms = zk_test_env("DLOCKFS_TEST_ZK_KICK_DELAY_MS");
 	zb->containers = true;
 	zb->acl = &ZOO_OPEN_ACL_UNSAFE;
 	if (user) {
@@ -2083,6 +2428,8 @@ static int zk_open(const struct dl_backend_conf *conf,
 		goto out_close;
 	}
 	rc = zk_make_path(zb, s->zh, zb->base_path);
+	if (rc == ZOK)
+		zk_register(zb, s);
 	zk_sess_put(zb, s);
 	if (rc != ZOK) {
 		snprintf(err, errlen, "zk: cannot create %s: %s%s",
@@ -2110,9 +2457,9 @@ static int zk_open(const struct dl_backend_conf *conf,
 	zb->threads_started = true;
 	dl_log(DL_LOG_INFO,
 	       "zk: connected to %s, root %s, session timeout "
-	       "%d ms (negotiated %d)%s",
+	       "%d ms (negotiated %d), lock-delay %d ms%s",
 	       zb->hosts, zb->root, zb->timeout_ms, zb->negotiated_ms,
-	       zb->auth ? ", digest auth" : "");
+	       zb->lock_delay_ms, zb->auth ? ", digest auth" : "");
 	*out = &zb->base;
 	return 0;
 
@@ -2163,6 +2510,12 @@ static void zk_close(struct dl_backend *be)
 
 		zb->orphans = o->next;
 		free(o);
+	}
+	while (zb->cancelled) {
+		struct zk_node *n = zb->cancelled;
+
+		zb->cancelled = n->next;
+		node_free(n);
 	}
 	while (zb->held_evs) {
 		struct zk_held_ev *ev = zb->held_evs;
@@ -2230,6 +2583,48 @@ static enum zk_kind zk_classify(const struct dl_range_set *set,
 	return ZK_GROW;
 }
 
+/*
+ * Before answering from @ow's cached nodes (already held, same mode,
+ * downgrade): the nodes covering [start, end] must still be on the server
+ * and @s must still be the current session, since a break or an expiry
+ * may not have reached the worker yet (ZooKeeper delivers a watch event
+ * before the answer of a later request of the same session, so a
+ * successful exists proves the node is there).  Busy held.  0, or -ENOLCK
+ * (a vanished node is handed to the worker, which reports it lost).
+ */
+static int owner_verify(struct zk_backend *zb, struct zk_sess *s,
+			struct zk_owner *ow, uint64_t start, uint64_t end)
+{
+	bool alive;
+
+	for (const struct zk_node *n = ow->nodes; n; n = n->next) {
+		bool covers = false;
+		struct Stat st;
+		int rc;
+
+		for (size_t i = 0; i < n->ranges.n && !covers; i++)
+			covers = range_overlap(n->ranges.v[i].start,
+					       n->ranges.v[i].end, start, end);
+		if (!covers)
+			continue;
+		rc = zoo_exists(s->zh, n->path, 0, &st);
+		if (rc == ZNONODE) {
+			dl_log(DL_LOG_WARNING,
+			       "zk: %s owner=%016" PRIx64 ": %s is gone; not "
+			       "reporting it held",
+			       ow->resource, ow->owner, n->path);
+			zk_held_queue(zb, s->gen, n->path, true, false);
+			return -ENOLCK;
+		}
+		if (rc != ZOK)
+			return zk_errno(rc);
+	}
+	pthread_mutex_lock(&zb->mutex);
+	alive = zb->sess == s && !ow->stale;
+	pthread_mutex_unlock(&zb->mutex);
+	return alive ? 0 : -ENOLCK;
+}
+
 /* downgrade to read every byte of [start, end] the owner holds (busy) */
 static void owner_downgrade(struct zk_backend *zb, struct zk_sess *s,
 			    struct zk_owner *ow, const struct dl_lock_req *req)
@@ -2265,17 +2660,16 @@ static void owner_downgrade(struct zk_backend *zb, struct zk_sess *s,
 }
 
 static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
-		       uint64_t *token);
+		       struct dl_grant *grant);
 
 static int zk_lock(struct dl_backend *be, const struct dl_lock_req *req,
 		   struct dl_grant *grant)
 {
-	grant->lease = 0;
-	return zk_lock_req(zk_of(be), req, &grant->token);
+	return zk_lock_req(zk_of(be), req, grant);
 }
 
 static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
-		       uint64_t *token)
+		       struct dl_grant *grant)
 {
 	struct zk_owner *ow;
 	struct zk_sess *s;
@@ -2312,8 +2706,8 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 				same = f->ranges.v[i].type == req->type;
 			}
 		if (have && same) {
-			*token = owner_token_at(ow, 0);
-			ret = 0;
+			ret = owner_verify(zb, s, ow, 0, DL_RANGE_EOF);
+			grant->token = owner_token_at(ow, 0);
 			goto out_sess;
 		}
 		/* as flock(2): a conversion drops the old lock first */
@@ -2325,13 +2719,14 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 			goto out_sess;
 		switch (zk_classify(&set, req)) {
 		case ZK_SATISFIED:
-			*token = owner_token_at(ow, req->start);
-			ret = 0;
+			ret = owner_verify(zb, s, ow, req->start, req->end);
+			grant->token = owner_token_at(ow, req->start);
 			goto out_sess;
 		case ZK_REDUCE:
-			owner_downgrade(zb, s, ow, req);
-			*token = owner_token_at(ow, req->start);
-			ret = 0;
+			ret = owner_verify(zb, s, ow, req->start, req->end);
+			if (ret == 0)
+				owner_downgrade(zb, s, ow, req);
+			grant->token = owner_token_at(ow, req->start);
 			goto out_sess;
 		case ZK_GROW:
 			break;
@@ -2360,7 +2755,7 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 
 		ret = zk_finish_grant(zb, s, ow, n, jumped);
 		if (ret == 0) {
-			*token = t;
+			grant->token = t;
 			n = NULL;
 		}
 		goto out_delete;
@@ -2375,6 +2770,8 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 		w->wait_id = req->wait_id;
 		w->ow = ow;
 		w->node = n;
+		snprintf(w->blk_path, sizeof(w->blk_path), "%s", blk.path);
+		w->blk_sid = blk.sid;
 		pthread_mutex_lock(&zb->mutex);
 		if (zb->sess != s) {
 			pthread_mutex_unlock(&zb->mutex);
@@ -2422,6 +2819,7 @@ out_delete:
 out_node:
 	node_free(n);
 out_sess:
+	grant->lease = s->gen;
 	range_set_free(&set);
 	zk_sess_put(zb, s);
 out_owner:
@@ -2526,34 +2924,34 @@ static int zk_cancel(struct dl_backend *be, uint64_t wait_id)
 	pthread_mutex_unlock(&zb->mutex);
 	free(w);
 
-	/* delete the waiting node; nothing is left behind */
-	if (zk_sess_get(zb, zk_connect_wait(zb), &s) == 0) {
+	/*
+	 * Delete the waiting node; nothing is left behind.  Without a
+	 * connection (the session may well be alive, and its node would
+	 * block every later conflicting request on every host until it
+	 * ends) the node itself is kept on zb->cancelled - no allocation, so
+	 * no failure - and deleted on reconnect; the end of its session
+	 * deletes it otherwise.  The caller never waits for a connection.
+	 */
+	if (zk_sess_get(zb, 0, &s) == 0) {
 		if (s->gen == n->gen) {
 			int rc = zoo_delete(s->zh, n->path, -1);
 
-			if (rc != ZOK && rc != ZNONODE) {
-				struct zk_orphan *o = calloc(1, sizeof(*o));
-
-				if (o) {
-					o->gen = n->gen;
-					snprintf(o->parent, sizeof(o->parent),
-						 "%s", ow->parent);
-					snprintf(o->prefix, sizeof(o->prefix),
-						 "%.*s",
-						 (int)sizeof(o->prefix) - 1,
-						 zk_base(n->path));
-					pthread_mutex_lock(&zb->mutex);
-					o->next = zb->orphans;
-					zb->orphans = o;
-					zb->reconcile = true;
-					pthread_mutex_unlock(&zb->mutex);
-				}
+			if (rc == ZOK || rc == ZNONODE) {
+				node_free(n);
+				n = NULL;
 			}
 		}
 		zk_sess_put(zb, s);
 	}
-	node_free(n);
 	pthread_mutex_lock(&zb->mutex);
+	if (n) {
+		dl_log(DL_LOG_INFO, "zk: cancel: %s deleted once reconnected",
+		       n->path);
+		n->next = zb->cancelled;
+		zb->cancelled = n;
+		zb->reconcile = true;
+		pthread_cond_broadcast(&zb->cond);
+	}
 	owner_put_locked(zb, ow);
 	pthread_mutex_unlock(&zb->mutex);
 	return 0;
@@ -2561,14 +2959,23 @@ static int zk_cancel(struct dl_backend *be, uint64_t wait_id)
 
 /* ---- inspection -------------------------------------------------------- */
 
-/* grant status of every node of @snap by the rule, for inspection */
+/*
+ * Grant status of every node of @snap, for inspection: our own nodes as
+ * this daemon knows them (c->local, see zk_mark_local), the others by the
+ * rule.  Our node is held only once its grant was processed here: by the
+ * rule alone, a node whose predecessor just went would look granted while
+ * its request still waits - a wait-for cycle that never existed.
+ */
 static void zk_classify_snap(struct zk_snap *snap)
 {
+	for (size_t i = 0; i < snap->n; i++)
+		if (snap->v[i].local >= 0)
+			snap->v[i].granted = snap->v[i].local == 1;
 	for (size_t i = 0; i < snap->n; i++) {
 		struct zk_child *x = &snap->v[i];
 		bool blocked = false;
 
-		if (!x->valid)
+		if (!x->valid || x->local >= 0)
 			continue;
 		if (x->jumped) {
 			x->granted = true;
@@ -2587,10 +2994,14 @@ static void zk_classify_snap(struct zk_snap *snap)
 				continue;
 			}
 			if (!e->granted)
-				for (size_t k = 0; k < j && !exempt; k++) {
+				for (size_t k = 0; k < snap->n && !exempt;
+				     k++) {
 					struct zk_child *f = &snap->v[k];
 
-					exempt = f->valid && f->granted &&
+					/* earlier and granted, or jumped */
+					exempt = f->valid &&
+						 ((k < j && f->granted) ||
+						  f->jumped) &&
 						 f->space == x->space &&
 						 f->inc == x->inc &&
 						 f->owner == x->owner &&
@@ -2619,6 +3030,28 @@ static void zk_fill(const struct zk_backend *zb, const struct zk_child *c,
 		.since_ms = c->st.ctime ? c->st.ctime : c->since,
 	};
 	snprintf(info->host, sizeof(info->host), "%s", c->host);
+}
+
+/* which nodes of @snap (children of @parent) are ours, and held here */
+static void zk_mark_local(struct zk_backend *zb, const char *parent,
+			  struct zk_snap *snap)
+{
+	char path[ZK_PATH_MAX];
+
+	pthread_mutex_lock(&zb->mutex);
+	for (size_t i = 0; i < snap->n; i++) {
+		struct zk_child *c = &snap->v[i];
+		struct zk_node *n = NULL;
+
+		c->local = -1;
+		if (!c->valid || c->inc != zb->incarnation)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", parent, c->name);
+		c->local = zb->sess &&
+			   zk_held_find(zb, path, zb->sess->gen, &n) &&
+			   n->ranges.n;
+	}
+	pthread_mutex_unlock(&zb->mutex);
 }
 
 /* a snapshot of @resource (@name_hex NULL: of the encoded @enc) */
@@ -2651,8 +3084,10 @@ static int zk_read_resource(struct zk_backend *zb, const char *resource,
 		snap->n = 0;
 		ret = 0;
 	}
-	if (ret == 0)
+	if (ret == 0) {
+		zk_mark_local(zb, parent, snap);
 		zk_classify_snap(snap);
+	}
 	return ret;
 }
 
@@ -2860,6 +3295,7 @@ static int zk_break_lock(struct dl_backend *be, const char *resource)
 		goto out_sess;
 	if (ret < 0)
 		goto out_sess;
+	zk_mark_local(zb, parent, &snap);
 	zk_classify_snap(&snap);
 	for (size_t i = 0; i < snap.n; i++) {
 		const struct zk_child *c = &snap.v[i];
@@ -2900,14 +3336,23 @@ static int zk_status(struct dl_backend *be, char *buf, size_t len)
 {
 	struct zk_backend *zb = zk_of(be);
 	const clientid_t *cid = NULL;
+	struct zk_sess *s = NULL;
 	size_t held = 0;
 	int64_t sid = 0;
 
+	/* the session id, asked of the library without our mutex */
 	pthread_mutex_lock(&zb->mutex);
 	if (zb->sess && zb->state == ZOO_CONNECTED_STATE) {
-		cid = zoo_client_id(zb->sess->zh);
-		sid = cid ? cid->client_id : 0;
+		s = zb->sess;
+		s->refs++;
 	}
+	pthread_mutex_unlock(&zb->mutex);
+	if (s) {
+		cid = zoo_client_id(s->zh);
+		sid = cid ? cid->client_id : 0;
+		zk_sess_put(zb, s);
+	}
+	pthread_mutex_lock(&zb->mutex);
 	for (size_t b = 0; b < ZK_BUCKETS; b++)
 		for (struct zk_owner *ow = zb->owners[b]; ow; ow = ow->next) {
 			bool has = false;

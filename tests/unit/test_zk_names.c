@@ -208,6 +208,9 @@ START_TEST(test_uri)
 		"zk://127.0.0.1:2181/dlock",
 		"zk://a:1,b:2,c:65535/x/y",
 		"zk://zk1.example:2181/dlock?session_timeout_ms=4000",
+		"zk://h:1/d?lock_delay_ms=0",
+		"zk://h:1/d?session_timeout_ms=4000&lock_delay_ms=1500",
+		"zk://h:1/d?lock_delay_ms=600000&session_timeout_ms=100",
 	};
 	static const char *bad[] = {
 		"zk:127.0.0.1:2181/dlock",
@@ -227,6 +230,13 @@ START_TEST(test_uri)
 		"zk://127.0.0.1:2181/dlock?session_timeout_ms=abc",
 		"zk://127.0.0.1:2181/dlock?session_timeout_ms=5",
 		"zk://127.0.0.1:2181/dlock?timeout=5000",
+		"zk://h:1/d?lock_delay_ms=-1",
+		"zk://h:1/d?lock_delay_ms=600001",
+		"zk://h:1/d?lock_delay_ms=",
+		"zk://h:1/d?lock_delay_ms=10x",
+		"zk://h:1/d?session_timeout_ms=4000&",
+		"zk://h:1/d?session_timeout_ms=4000&&lock_delay_ms=1",
+		"zk://h:1/d?lock_delay_ms=99999999999999999999",
 	};
 	char err[256];
 
