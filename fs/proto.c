@@ -92,7 +92,7 @@ static int proto_check(const struct dl_proto_msg *m)
 			return -EBADMSG;
 		return 0;
 	case DLP_FENCE:
-		if ((m->flags & ~(DLP_F_FD | DLP_F_PAGE)) || !fd)
+		if ((m->flags & ~(DLP_F_FD | DLP_F_PAGE | DLP_F_LEASE)) || !fd)
 			return -EBADMSG;
 		return 0;
 	case DLP_REPLY:
