@@ -1313,6 +1313,24 @@ static bool conn_send_fd(struct ctl_conn *c, const struct dl_proto_msg *m,
 	return sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) == len;
 }
 
+/* reply @m with a read-only description of memfd @fd (a shared page):
+ * 1, or a negative errno when the connection must be dropped */
+static int conn_send_ro(struct ctl_conn *c, const struct dl_proto_msg *m,
+			int fd)
+{
+	char link[64];
+	bool ok;
+	int ro;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ro = open(link, O_RDONLY | O_CLOEXEC);
+	if (ro < 0)
+		return -errno;
+	ok = conn_send_fd(c, m, ro);
+	close(ro);
+	return ok ? 1 : -EPIPE;
+}
+
 /*
  * FENCE: a slot in the caller's fence page for the descriptor's file (one
  * not lost yet), and the page itself, read-only, when asked.
@@ -1324,10 +1342,8 @@ static int do_fence(struct ctl_req *r)
 	struct ctl_proc *p = r->c->proc;
 	size_t i, free_slot = DL_FENCE_SLOTS;
 	uint64_t lease, old;
-	char link[64];
 	struct stat st;
-	int ret, ro;
-	bool ok;
+	int ret;
 
 	if (fstat(r->fd, &st) == -1)
 		return -errno;
@@ -1338,13 +1354,7 @@ static int do_fence(struct ctl_req *r)
 			r->why = "no lease page";
 			return -EOPNOTSUPP;
 		}
-		snprintf(link, sizeof(link), "/proc/self/fd/%d", lfd);
-		ro = open(link, O_RDONLY | O_CLOEXEC);
-		if (ro < 0)
-			return -errno;
-		ok = conn_send_fd(r->c, &rep, ro);
-		close(ro);
-		return ok ? 1 : -EPIPE;
+		return conn_send_ro(r->c, &rep, lfd);
 	}
 	if (!p->fence) {
 		ret = fence_create(p);
@@ -1384,14 +1394,7 @@ static int do_fence(struct ctl_req *r)
 	rep.start = i;
 	if (!(r->m->flags & DLP_F_PAGE))
 		return conn_send(r->cs, r->c, &rep) ? 1 : -EPIPE;
-	/* a read-only description of the page for the client */
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", p->fence_fd);
-	ro = open(link, O_RDONLY | O_CLOEXEC);
-	if (ro < 0)
-		return -errno;
-	ok = conn_send_fd(r->c, &rep, ro);
-	close(ro);
-	return ok ? 1 : -EPIPE;
+	return conn_send_ro(r->c, &rep, p->fence_fd);
 }
 
 static int do_cancel(struct ctl_req *r)

@@ -168,19 +168,26 @@ struct steps {
 	size_t n, cap;
 };
 
-static void steps_push(struct steps *sl, const struct step *s)
+/* room for one more element in the array *@v of *@n of *@cap (each
+ * @size bytes); exits on out of memory, as the test driver may */
+static void *grow(void *v, size_t *cap, size_t n, size_t size)
 {
-	if (sl->n == sl->cap) {
-		size_t cap = sl->cap ? 2 * sl->cap : 256;
-		void *p = realloc(sl->v, cap * sizeof(*sl->v));
+	if (n == *cap) {
+		size_t nc = *cap ? 2 * *cap : 64;
 
-		if (!p) {
+		v = realloc(v, nc * size);
+		if (!v) {
 			fprintf(stderr, "model: out of memory\n");
 			exit(2);
 		}
-		sl->v = p;
-		sl->cap = cap;
+		*cap = nc;
 	}
+	return v;
+}
+
+static void steps_push(struct steps *sl, const struct step *s)
+{
+	sl->v = grow(sl->v, &sl->cap, sl->n, sizeof(*sl->v));
 	sl->v[sl->n++] = *s;
 }
 
@@ -698,17 +705,7 @@ struct table {
 
 static void table_push(struct table *t, const struct entry *e)
 {
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? 2 * t->cap : 64;
-		void *p = realloc(t->v, cap * sizeof(*t->v));
-
-		if (!p) {
-			fprintf(stderr, "model: out of memory\n");
-			exit(2);
-		}
-		t->v = p;
-		t->cap = cap;
-	}
+	t->v = grow(t->v, &t->cap, t->n, sizeof(*t->v));
 	t->v[t->n++] = *e;
 }
 
