@@ -214,7 +214,12 @@ static inline int dl_backend_unlock(struct dl_backend *be,
 	return be->ops->unlock(be, req);
 }
 
-/* 0 removed from the queue, -ENOENT already granted/failed (callback due) */
+/*
+ * 0 removed from the queue (no callback will come: the caller answers), or
+ * -ENOENT already granted/failed (its callback is due or done).  Nothing
+ * else: a backend that cannot reach its store now still answers 0 and
+ * removes the queued record later (on reconnect, or with its lease).
+ */
 static inline int dl_backend_cancel(struct dl_backend *be, uint64_t wait_id)
 {
 	return be->ops->cancel(be, wait_id);
