@@ -38,7 +38,7 @@ import os
 import sqlite3
 import sys
 
-REFUSALS = ("EIO", "ENOLCK", "EDEADLK")
+REFUSALS = ("EIO", "ENOLCK", "EDEADLK", "EDEADLOCK")  # one errno, two names
 
 
 def is_refusal(name):

@@ -67,7 +67,19 @@ FL_FAILED=0
 FL_NOTE=""
 FL_HIT=""
 
-fl_now() { date +%s%3N; }
+fl_now() { local t=${EPOCHREALTIME/./}; echo "${t%???}"; }
+
+# fl_wait SECONDS COMMAND... - poll COMMAND (every 0.1 s) until it
+# succeeds; 1 once SECONDS have passed by the clock (dl_wait_for counts
+# polls, which stretches when every poll is slow on a loaded machine)
+fl_wait() {
+	local end=$(($(fl_now) + $1 * 1000))
+	shift
+	until "$@"; do
+		(($(fl_now) < end)) || return 1
+		sleep 0.1
+	done
+}
 # fl_step WHAT - a timestamped line on stderr, for the post-mortem
 fl_step() { dl_log "[$(($(fl_now) - FL_T0)) ms] $FL_PHASE: $*"; }
 
@@ -222,14 +234,16 @@ CFG
 	esac
 	FL_SRV_PID=$!
 	dl_job "$FL_SRV_PID"
-	for ((i = 0; i < 300; i++)); do
-		fl_srv_ok && break
-		dl_pid_alive "$FL_SRV_PID" ||
-			dl_fail "$FL_BACKEND server exited: $(tail -20 "$dir/server.log")"
-		sleep 0.1
-	done
-	fl_srv_ok || dl_fail "$FL_BACKEND server did not answer within 30 s: $(tail -20 "$dir/server.log")"
+	fl_wait 30 fl_srv_up ||
+		dl_fail "$FL_BACKEND server did not answer within 30 s: $(tail -20 "$dir/server.log")"
 	dl_log "$FL_BACKEND server up on $FL_SRV_ADDR (pid $FL_SRV_PID)"
+}
+
+# fl_srv_up - the server answers; fails the test at once if it died
+fl_srv_up() {
+	dl_pid_alive "$FL_SRV_PID" ||
+		dl_fail "$FL_BACKEND server exited: $(tail -20 "$FL_BASE/$FL_BACKEND/server.log")"
+	fl_srv_ok
 }
 
 fl_srv_ok() {
@@ -275,8 +289,8 @@ fl_mount() {
 	DL_MOUNTS+=("$mnt")
 	DL_LOGS+=("$log")
 	FL_DPID[$h]=$pid
-	dl_wait_for 10 dl_mounted_or_dead "$mnt" "$pid" ||
-		dl_fail "host $h: dlockfs did not mount within 10 s: $(cat "$log")"
+	fl_wait 20 dl_mounted_or_dead "$mnt" "$pid" ||
+		dl_fail "host $h: dlockfs did not mount within 20 s: $(cat "$log")"
 	dl_is_mounted "$mnt" || dl_fail "host $h: dlockfs exited instead of mounting: $(cat "$log")"
 }
 
@@ -366,7 +380,7 @@ fl_hold() {
 	local k
 	rm -f "$FL_CTL"/holding.*
 	: >"$FL_CTL/gate.$FL_FAULTED"
-	dl_wait_for 15 fl_all_holding || true
+	fl_wait 15 fl_all_holding || true
 	FL_HIT=""
 	for k in "${FL_KINDS[@]}"; do
 		[[ -e $FL_CTL/holding.$FL_FAULTED.$k ]] && FL_HIT+="${FL_HIT:+,}$k"
@@ -448,7 +462,7 @@ fl_workers_stop() {
 			pids+=("${FL_WPID[$h-$k]}")
 		done
 	done
-	if ! dl_wait_for 20 dl_all_dead "${pids[@]}"; then
+	if ! fl_wait 20 dl_all_dead "${pids[@]}"; then
 		for h in "${FL_HOSTS[@]}"; do
 			for k in "${FL_KINDS[@]}"; do
 				pid=${FL_WPID[$h-$k]}
@@ -507,8 +521,8 @@ fl_phase() {
 		done
 	done
 	fl_step "workers started"
-	dl_wait_for 30 fl_progressed 2 ||
-		FL_NOTE+="${FL_NOTE:+;}no-start:$(fl_lagging 2)"
+	fl_wait 30 fl_progressed 1 ||
+		FL_NOTE+="${FL_NOTE:+;}no-start:$(fl_lagging 1)"
 	fl_step "workers warm"
 	t_end=$(($(fl_now) + ${FL_PHASE_SECS:-0} * 1000))
 	while :; do
@@ -517,8 +531,8 @@ fl_phase() {
 		fl_step "fault #$n done (hit: $FL_HIT)"
 		fl_snapshot
 		# recovery: every worker, on every host, works again
-		dl_wait_for 30 fl_progressed 2 ||
-			FL_NOTE+="${FL_NOTE:+;}stalled#$n:$(fl_lagging 2)"
+		fl_wait 30 fl_progressed 1 ||
+			FL_NOTE+="${FL_NOTE:+;}stalled#$n:$(fl_lagging 1)"
 		fl_step "recovered"
 		(($(fl_now) < t_end)) || break
 	done
@@ -539,7 +553,7 @@ fl_control() {
 		done
 	done
 	# a few seconds of unlocked work are plenty to show the races
-	dl_wait_for 5 fl_progressed 40 counter || true
+	fl_wait 5 fl_progressed 40 counter || true
 	fl_workers_stop
 	FL_HIT=-
 	fl_rows control -
