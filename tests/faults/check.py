@@ -27,7 +27,7 @@ Definitions (the same in the table legend of faults_lib.sh):
   SQLITE_CORRUPT, or more unacknowledged rows than commits in flight.
 - refusals: EIO, ENOLCK, EDEADLK and SQLite's IOERR family (how SQLite
   reports an EIO or ENOLCK of its file calls).  Other errors (ENOTCONN of
-  a killed daemon's mount, a lock wait over 30 s = TIMEOUT, ...) are
+  a killed daemon's mount, a lock wait over 20 s = TIMEOUT, ...) are
   listed in DETAIL.
 - waits: the longest lock wait (request .. grant, or .. refusal) of a
   worker on a host other than the faulted one, and on the faulted one.

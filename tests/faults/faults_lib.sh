@@ -64,7 +64,7 @@ FL_FROZEN=""
 FL_DOWN=""
 FL_MOUNTN=0
 FL_FAILED=0
-FL_NOTE=""
+declare -A FL_NOTE=()
 FL_HIT=""
 
 fl_now() { local t=${EPOCHREALTIME/./}; echo "${t%???}"; }
@@ -374,18 +374,24 @@ fl_lagging() {
 # N more since the snapshot
 fl_progressed() { [[ -z $(fl_lagging "$@") ]]; }
 
-# fl_hold - raise host A's gate and wait (at most 15 s) until each of its
-# workers sits in its critical section; FL_HIT lists the ones that do
+# fl_hold - raise host A's gate (unless up already: a phase raises it
+# before its workers start, so that A's first locks are caught) and wait
+# (at most 15 s) until each of A's workers sits in its critical section;
+# FL_HIT lists the ones that do
 fl_hold() {
 	local k
-	rm -f "$FL_CTL"/holding.*
-	: >"$FL_CTL/gate.$FL_FAULTED"
+	fl_gate
 	fl_wait 15 fl_all_holding || true
 	FL_HIT=""
 	for k in "${FL_KINDS[@]}"; do
 		[[ -e $FL_CTL/holding.$FL_FAULTED.$k ]] && FL_HIT+="${FL_HIT:+,}$k"
 	done
 	[[ -n $FL_HIT ]] || FL_HIT=none
+}
+fl_gate() {
+	[[ -e $FL_CTL/gate.$FL_FAULTED ]] && return
+	rm -f "$FL_CTL"/holding.*
+	: >"$FL_CTL/gate.$FL_FAULTED"
 }
 fl_all_holding() {
 	local k
@@ -451,7 +457,7 @@ fl_fault_backend_restart() {
 	fl_srv_start
 }
 
-# fl_workers_stop - stop every worker of the phase (bounded: 20 s, then
+# fl_workers_stop - stop every worker of the phase (bounded: 10 s, then
 # kill -9, noted as hung)
 fl_workers_stop() {
 	local pids=() h k pid
@@ -462,12 +468,12 @@ fl_workers_stop() {
 			pids+=("${FL_WPID[$h-$k]}")
 		done
 	done
-	if ! fl_wait 20 dl_all_dead "${pids[@]}"; then
+	if ! fl_wait 10 dl_all_dead "${pids[@]}"; then
 		for h in "${FL_HOSTS[@]}"; do
 			for k in "${FL_KINDS[@]}"; do
 				pid=${FL_WPID[$h-$k]}
 				dl_pid_alive "$pid" || continue
-				FL_NOTE+="${FL_NOTE:+;}hung:$h-$k"
+				fl_note hung "$h-$k"
 				kill -KILL "$pid" 2>/dev/null || true
 			done
 		done
@@ -482,7 +488,7 @@ fl_phase_setup() {
 	local h
 	FL_PHASE=$1
 	FL_CTL=$FL_BASE/ctl/$1
-	FL_NOTE=""
+	FL_NOTE=()
 	FL_HIT=-
 	mkdir -p "$FL_BACKING/$1" "$FL_CTL/logs"
 	: >"$FL_BACKING/$1/mutex.dat"
@@ -497,12 +503,20 @@ c.commit()' "$FL_BACKING/$1/db.sqlite"
 	done
 }
 
+# fl_note WHAT HOST-KIND,... - a note for the rows of those workloads
+fl_note() {
+	local w
+	for w in ${2//,/ }; do
+		FL_NOTE[${w#*-}]+="${FL_NOTE[${w#*-}]:+,}$1:${w%%-*}"
+	done
+}
+
 # fl_rows FAULT FAULTED - check.py's verdict, appended to the table
 fl_rows() {
 	local fault=$1 faulted=$2 line
 	while IFS= read -r line; do
 		printf '%s\t%s\t%s\t%s\t%s\n' "$fault" "$FL_BACKEND" "$FL_HIT" "$line" \
-			"${FL_NOTE:--}" >>"$FL_TABLE"
+			"${FL_NOTE[${line%%$'\t'*}]:--}" >>"$FL_TABLE"
 	done < <("$FL_PY" "$FL_HERE/check.py" "$FL_CTL/logs" "$faulted" \
 		"$FL_BACKING/$FL_PHASE/mutex.dat" "$FL_BACKING/$FL_PHASE/counter.dat" \
 		"$FL_BACKING/$FL_PHASE/db.sqlite")
@@ -515,15 +529,13 @@ fl_phase() {
 	FL_T0=$t0
 	fl_phase_setup "$FL_BACKEND-$fault"
 	fl_step "setup done"
+	fl_gate
 	for h in "${FL_HOSTS[@]}"; do
 		for k in "${FL_KINDS[@]}"; do
 			fl_worker "$h" "$k"
 		done
 	done
 	fl_step "workers started"
-	fl_wait 30 fl_progressed 1 ||
-		FL_NOTE+="${FL_NOTE:+;}no-start:$(fl_lagging 1)"
-	fl_step "workers warm"
 	t_end=$(($(fl_now) + ${FL_PHASE_SECS:-0} * 1000))
 	while :; do
 		n=$((n + 1))
@@ -531,8 +543,7 @@ fl_phase() {
 		fl_step "fault #$n done (hit: $FL_HIT)"
 		fl_snapshot
 		# recovery: every worker, on every host, works again
-		fl_wait 30 fl_progressed 1 ||
-			FL_NOTE+="${FL_NOTE:+;}stalled#$n:$(fl_lagging 1)"
+		fl_wait 20 fl_progressed 1 || fl_note "stalled#$n" "$(fl_lagging 1)"
 		fl_step "recovered"
 		(($(fl_now) < t_end)) || break
 	done

@@ -24,7 +24,7 @@ HOST its host letter.
 
 Every error is recorded ("R ERRNAME WAIT_MS"), the file is closed and
 reopened (a descriptor that saw EIO stays fenced until closed), and the
-worker goes on.  A lock request is bounded by a 30 s alarm ("R TIMEOUT").
+worker goes on.  A lock request is bounded by a 20 s alarm (SQLite: busy timeout) ("R TIMEOUT").
 
 The fault test stops a worker inside its critical section through a gate:
 while CTL/gate.HOST exists, a worker of HOST that holds its lock creates
@@ -46,7 +46,7 @@ import time
 
 PAUSE = 0.005  # s inside the mutex critical section
 THINK = 0.003  # s between cycles, outside the lock
-LOCK_BOUND = 30  # s: a lock request longer than this is recorded TIMEOUT
+LOCK_BOUND = 20  # s: a lock request longer than this is recorded TIMEOUT
 
 
 class Timeout(Exception):
