@@ -24,7 +24,8 @@ HOST its host letter.
 
 Every error is recorded ("R ERRNAME WAIT_MS"), the file is closed and
 reopened (a descriptor that saw EIO stays fenced until closed), and the
-worker goes on.  A lock request is bounded by a 20 s alarm (SQLite: busy timeout) ("R TIMEOUT").
+worker goes on.  A lock request is bounded by a 20 s alarm ("R TIMEOUT";
+for SQLite, its busy timeout).
 
 The fault test stops a worker inside its critical section through a gate:
 while CTL/gate.HOST exists, a worker of HOST that holds its lock creates
