@@ -215,8 +215,12 @@ lost: counter = max(duplicated acked values, acks - final, acked values
 refusals: EIO, ENOLCK, EDEADLK, SQLITE_IOERR* seen by workers (detail:
   every error by name).  wait B/C, wait A: longest lock wait (ms) of a
   worker on the other hosts / on host A (includes the time A's workers
-  sat at the gate).  control: no locks at all; mutex and counter must
-  show violations / lost updates (else the checker is broken).
+  sat at the gate).  A row fails on viol > 0, lost > 0, or a note:
+  stalled#N:HOSTS = those workers did no work within 20 s of the end of
+  injection N; hung:HOST = a worker did not stop within 25 s.
+control: no locks at all; mutex and counter must show violations / lost
+  updates (else the checker is broken); sqlite (unix-none VFS) is shown
+  for information.
 """
 
 COLS = ("fault", "backend", "workload", "hit", "acks", "viol", "lost",

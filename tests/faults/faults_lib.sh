@@ -15,13 +15,16 @@
 # faults hit; B and C are the other hosts.
 #
 # A phase = one fault on one backend: nine workers (mutex, counter,
-# sqlite on each host, one file per workload in a fresh directory), a
-# warm-up until every worker has acknowledged work, the fault (repeated
-# until FL_PHASE_SECS have passed; once in CI), a recovery until every
-# worker acknowledged work again, a stop, and check.py's verdict.  Every
-# fault is timed to hit while a worker of host A holds each lock: the test
-# raises the gate of host A (worker.py), waits until the three workers of
-# A sit in their critical sections, and only then strikes:
+# sqlite on each host, one file per workload in a fresh directory), the
+# fault (repeated until FL_PHASE_SECS have passed; once in CI), after each
+# injection a recovery until every worker acknowledged work again (at
+# most 20 s, else the row notes "stalled" and fails, with where the
+# workers sit and the cluster's locks on stderr), a stop (at most 25 s,
+# else "hung"), and check.py's verdict.  Every fault is timed to hit
+# while a worker of host A holds each lock: the test raises the gate of
+# host A (worker.py; for the first injection before the workers start),
+# waits until the three workers of A sit in their critical sections, and
+# only then strikes:
 #
 #   freeze          SIGSTOP of A's daemon; once every thread is stopped the
 #                   gate opens (A's workers' next writes queue in FUSE);
@@ -457,7 +460,7 @@ fl_fault_backend_restart() {
 	fl_srv_start
 }
 
-# fl_workers_stop - stop every worker of the phase (bounded: 10 s, then
+# fl_workers_stop - stop every worker of the phase (bounded: 25 s, then
 # kill -9, noted as hung)
 fl_workers_stop() {
 	local pids=() h k pid
@@ -468,12 +471,14 @@ fl_workers_stop() {
 			pids+=("${FL_WPID[$h-$k]}")
 		done
 	done
-	if ! fl_wait 10 dl_all_dead "${pids[@]}"; then
+	# longer than a lock request may wait (worker.py's LOCK_BOUND)
+	if ! fl_wait 25 dl_all_dead "${pids[@]}"; then
 		for h in "${FL_HOSTS[@]}"; do
 			for k in "${FL_KINDS[@]}"; do
 				pid=${FL_WPID[$h-$k]}
 				dl_pid_alive "$pid" || continue
 				fl_note hung "$h-$k"
+				fl_diag hung "$h-$k"
 				kill -KILL "$pid" 2>/dev/null || true
 			done
 		done
@@ -511,6 +516,27 @@ fl_note() {
 	done
 }
 
+# fl_diag WHY HOST-KIND,... - for the post-mortem of a stall or a hang:
+# where each such worker sits in the kernel (syscall number, wait
+# channel) and, for each of their files, the locks and waiters the
+# cluster shows (through host B's mount)
+fl_diag() {
+	local w pid sc wchan k done=" "
+	for w in ${2//,/ }; do
+		pid=${FL_WPID[$w]}
+		sc=$(cut -d' ' -f1 "/proc/$pid/syscall" 2>/dev/null) || sc=gone
+		wchan=$(cat "/proc/$pid/wchan" 2>/dev/null) || wchan=gone
+		dl_log "$1: $w (pid $pid): syscall=$sc wchan=$wchan"
+		k=${w#*-}
+		[[ $done == *" $k "* ]] && continue
+		done+="$k "
+		dl_log "$1: $k locks: $(timeout 5 getfattr --absolute-names --only-values -n user.dlock.locks \
+			"$FL_BASE/mnt-B/$FL_PHASE/$(fl_file "$k")" 2>&1 | tr '\n' '|')"
+		dl_log "$1: $k waiters: $(timeout 5 getfattr --absolute-names --only-values -n user.dlock.waiters \
+			"$FL_BASE/mnt-B/$FL_PHASE/$(fl_file "$k")" 2>&1 | tr '\n' '|')"
+	done
+}
+
 # fl_rows FAULT FAULTED - check.py's verdict, appended to the table
 fl_rows() {
 	local fault=$1 faulted=$2 line
@@ -524,7 +550,7 @@ fl_rows() {
 
 # fl_phase FAULT - one fault on the current backend (see the header)
 fl_phase() {
-	local fault=$1 h k t0 t_end n=0
+	local fault=$1 h k t0 t_end n=0 lag
 	t0=$(fl_now)
 	FL_T0=$t0
 	fl_phase_setup "$FL_BACKEND-$fault"
@@ -543,7 +569,11 @@ fl_phase() {
 		fl_step "fault #$n done (hit: $FL_HIT)"
 		fl_snapshot
 		# recovery: every worker, on every host, works again
-		fl_wait 20 fl_progressed 1 || fl_note "stalled#$n" "$(fl_lagging 1)"
+		if ! fl_wait 20 fl_progressed 1; then
+			lag=$(fl_lagging 1)
+			fl_note "stalled#$n" "$lag"
+			fl_diag "stalled#$n" "$lag"
+		fi
 		fl_step "recovered"
 		(($(fl_now) < t_end)) || break
 	done
