@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # faults_lib.sh - the harness of the fault suite (issue 8), sourced by
 # tests/faults/run.sh (the CI test) and contrib/soak.sh (the long run).
 #
@@ -63,12 +64,10 @@ FL_NS_SRV=dlf-srv-$$
 declare -A FL_NS=() FL_VETH=() FL_DPID=() FL_WPID=() FL_GEN=() FL_ACK0=()
 FL_NETNS=()
 FL_SRV_PID=""
-FL_FROZEN=""
-FL_DOWN=""
 FL_MOUNTN=0
-FL_FAILED=0
 declare -A FL_NOTE=()
 FL_HIT=""
+FL_BASE=""
 
 fl_now() { local t=${EPOCHREALTIME/./}; echo "${t%???}"; }
 
@@ -191,12 +190,16 @@ fl_zk_ok() { [[ $(fl_zk_4lw ruok) == imok && $(fl_zk_4lw srvr) == *Mode:* ]]; }
 fl_srv_require() {
 	case $1 in
 	redis)
-		command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 ||
+		if ! command -v redis-server >/dev/null 2>&1 ||
+			! command -v redis-cli >/dev/null 2>&1; then
 			fl_skip "redis-server/redis-cli not found"
+		fi
 		;;
 	zk)
-		command -v java >/dev/null 2>&1 && [[ -r /usr/share/java/zookeeper.jar ]] ||
+		if ! command -v java >/dev/null 2>&1 ||
+			[[ ! -r /usr/share/java/zookeeper.jar ]]; then
 			fl_skip "ZooKeeper is not installed (apt-get install zookeeperd)"
+		fi
 		;;
 	esac
 }
@@ -330,7 +333,7 @@ fl_log_of() { echo "$FL_CTL/logs/$1-$2-${FL_GEN[$1]}.log"; }
 fl_worker() {
 	local h=$1 k=$2
 	"$FL_PY" "$FL_HERE/worker.py" "$k" "$FL_BASE/mnt-$h/$FL_PHASE/$(fl_file "$k")" \
-		"$(fl_log_of "$h" "$k")" "$FL_CTL" "$h-$k-${FL_GEN[$h]}" "$h" ${3:-} &
+		"$(fl_log_of "$h" "$k")" "$FL_CTL" "$h-$k-${FL_GEN[$h]}" "$h" ${3:+"$3"} &
 	FL_WPID[$h-$k]=$!
 	dl_job "$!"
 }
@@ -410,21 +413,17 @@ fl_fault_freeze() {
 	fl_hold
 	fl_step "holding: $FL_HIT"
 	kill -STOP "$pid"
-	FL_FROZEN=$pid
 	dl_wait_for 5 fl_stopped "$pid" || dl_fail "daemon $pid did not stop"
 	fl_release
 	fl_sleep_ms $((FL_LEASE_MS + 2000))
 	kill -CONT "$pid"
-	FL_FROZEN=""
 }
 
 fl_fault_partition() {
 	fl_hold
 	fl_link "$FL_FAULTED" down
-	FL_DOWN=$FL_FAULTED
 	fl_sleep_ms $((FL_LEASE_MS + 2000))
 	fl_link "$FL_FAULTED" up
-	FL_DOWN=""
 	fl_release
 }
 
