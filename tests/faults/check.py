@@ -202,8 +202,8 @@ def check_sqlite(logs, t, db):
 LEGEND = """\
 Fault suite: 3 hosts (A, B, C), each daemon in its own network namespace,
 one shared backing directory; the fault hits host A, timed while a worker
-of A holds each lock ("hit": the workloads it caught in their critical
-sections).  Leases: Redis ttl_ms=3000 (lock-delay 1000), ZooKeeper
+of A holds each lock ("hit": in how many of the phase's injections a
+worker of A of that workload sat in its critical section).  Leases: Redis ttl_ms=3000 (lock-delay 1000), ZooKeeper
 session_timeout_ms=4000.  Redis runs with appendonly yes + appendfsync
 always, ZooKeeper keeps its dataDir: a restart keeps locks and sessions.
 freeze/partition last lease + 2 s.

@@ -65,7 +65,8 @@ declare -A FL_NS=() FL_VETH=() FL_DPID=() FL_WPID=() FL_GEN=() FL_ACK0=()
 FL_NETNS=()
 FL_SRV_PID=""
 FL_MOUNTN=0
-declare -A FL_NOTE=()
+declare -A FL_NOTE=() FL_HITN=()
+FL_INJ=0
 FL_HIT=""
 FL_BASE=""
 
@@ -389,8 +390,11 @@ fl_hold() {
 	fl_gate
 	fl_wait 15 fl_all_holding || true
 	FL_HIT=""
+	FL_INJ=$((FL_INJ + 1))
 	for k in "${FL_KINDS[@]}"; do
-		[[ -e $FL_CTL/holding.$FL_FAULTED.$k ]] && FL_HIT+="${FL_HIT:+,}$k"
+		[[ -e $FL_CTL/holding.$FL_FAULTED.$k ]] || continue
+		FL_HIT+="${FL_HIT:+,}$k"
+		FL_HITN[$k]=$((${FL_HITN[$k]:-0} + 1))
 	done
 	[[ -n $FL_HIT ]] || FL_HIT=none
 }
@@ -493,6 +497,8 @@ fl_phase_setup() {
 	FL_PHASE=$1
 	FL_CTL=$FL_BASE/ctl/$1
 	FL_NOTE=()
+	FL_HITN=()
+	FL_INJ=0
 	FL_HIT=-
 	mkdir -p "$FL_BACKING/$1" "$FL_CTL/logs"
 	: >"$FL_BACKING/$1/mutex.dat"
@@ -538,10 +544,13 @@ fl_diag() {
 
 # fl_rows FAULT FAULTED - check.py's verdict, appended to the table
 fl_rows() {
-	local fault=$1 faulted=$2 line
+	local fault=$1 faulted=$2 line k hit
 	while IFS= read -r line; do
-		printf '%s\t%s\t%s\t%s\t%s\n' "$fault" "$FL_BACKEND" "$FL_HIT" "$line" \
-			"${FL_NOTE[${line%%$'\t'*}]:--}" >>"$FL_TABLE"
+		k=${line%%$'\t'*}
+		hit=-
+		((FL_INJ == 0)) || hit=${FL_HITN[$k]:-0}/$FL_INJ
+		printf '%s\t%s\t%s\t%s\t%s\n' "$fault" "$FL_BACKEND" "$hit" "$line" \
+			"${FL_NOTE[$k]:--}" >>"$FL_TABLE"
 	done < <("$FL_PY" "$FL_HERE/check.py" "$FL_CTL/logs" "$faulted" \
 		"$FL_BACKING/$FL_PHASE/mutex.dat" "$FL_BACKING/$FL_PHASE/counter.dat" \
 		"$FL_BACKING/$FL_PHASE/db.sqlite")
@@ -592,12 +601,21 @@ fl_control() {
 			fl_worker "$h" "$k" --nolock
 		done
 	done
-	# a few seconds of unlocked work are plenty to show the races
-	fl_wait 5 fl_progressed 40 counter || true
+	# until the checker sees the races (at most 20 s; else the table
+	# says the checker is blind)
+	fl_wait 20 fl_control_caught || true
 	fl_workers_stop
 	FL_HIT=-
 	fl_rows control -
 	dl_log "$FL_BACKEND control: $(( ($(fl_now) - t0) / 1000 )) s"
+}
+
+fl_control_caught() {
+	"$FL_PY" "$FL_HERE/check.py" "$FL_CTL/logs" - \
+		"$FL_BACKING/$FL_PHASE/mutex.dat" "$FL_BACKING/$FL_PHASE/counter.dat" \
+		"$FL_BACKING/$FL_PHASE/db.sqlite" mutex counter |
+		awk -F'\t' '($1 == "mutex" && $3 > 0) || ($1 == "counter" && $4 > 0) { n++ }
+			END { exit n != 2 }'
 }
 
 # fl_backend_run BACKEND - servers, three mounts, the phases, teardown
