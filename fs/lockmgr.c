@@ -57,7 +57,8 @@ struct lm_hold {
 	struct lockmgr_file *files[LM_HOLD_FILES];
 	unsigned nfiles;
 	bool untracked;
-	bool lost; /* the backend no longer has its locks */
+	bool lost;    /* the backend no longer has its locks */
+	uint32_t pid; /* the process that took it (lockmgr_pid_check) */
 	int64_t lost_ms;
 	uint64_t max_token; /* newest grant: what a release may end */
 };
@@ -109,7 +110,7 @@ struct lockmgr {
 	uint64_t next_id;
 	size_t nwaiters;
 	size_t nholds;
-	size_t nlost;
+	atomic_size_t nlost; /* read without the mutex too */
 	/* hook_mutex guards lost_hook and lost_ctx and is held while the hook
 	 * runs, so that once lockmgr_set_lost_hook() returns the old hook is
 	 * neither running nor about to; it is a leaf below nothing of ours */
@@ -200,16 +201,14 @@ static void hold_add(struct lockmgr *lm, struct lm_obj *o,
 	struct lm_hold *h = hold_find(o, req->owner, req->space);
 	uint64_t token = grant->token;
 
-	if (h && h->lost) {
-		/* a new grant after a loss: start afresh */
-		h->lost = false;
-		lm->nlost--;
-	}
+	/* a grant that raced with a loss stays lost: lockmgr_submit()
+	 * refuses new requests of a lost hold until it is released */
 	if (!h) {
 		h = *spare;
 		*spare = NULL;
 		*h = (struct lm_hold){ .owner = req->owner,
-				       .space = req->space };
+				       .space = req->space,
+				       .pid = req->pid };
 		h->next = o->holds;
 		o->holds = h;
 		lm->nholds++;
@@ -962,13 +961,22 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	o = lm_pin_obj(lm, w->req.obj, w->req.resource, &ret);
 	pthread_mutex_lock(&lm->mutex);
 	if (!o || w->interrupted || lm->stopping) {
+		ret = o ? -EINTR : ret;
+	} else {
+		struct lm_hold *h = hold_find(o, w->req.owner, w->req.space);
+
+		/* as NFS: a lost lock must be released (unlock or close)
+		 * before its owner locks the file again */
+		ret = h && h->lost ? -EIO : 0;
+	}
+	if (ret < 0) {
 		if (o) {
 			o->pins--;
 			obj_put(lm, o);
 		}
 		waiter_unlink(lm, w);
 		pthread_mutex_unlock(&lm->mutex);
-		waiter_finish(lm, w, o ? -EINTR : ret);
+		waiter_finish(lm, w, ret);
 		return;
 	}
 	w->o = o;		/* the pin now belongs to the waiter */
@@ -1218,6 +1226,26 @@ int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file)
 		       "through this file is no longer trusted",
 		       lease);
 	return -EIO;
+}
+
+int lockmgr_pid_check(struct lockmgr *lm, uint32_t pid)
+{
+	uint64_t gen = atomic_load(&lm->lease->gen);
+	bool trusted = dl_lease_trusted(lm->lease, gen, dl_mono_ms());
+	int ret = 0;
+
+	if (!pid || (trusted && atomic_load(&lm->nlost) == 0))
+		return 0;
+	pthread_mutex_lock(&lm->mutex);
+	for (size_t b = 0; b < LM_BUCKETS && !ret; b++)
+		for (struct lm_obj *o = lm->objs[b]; o && !ret; o = o->next)
+			for (struct lm_hold *h = o->holds; h; h = h->next)
+				if (h->pid == pid && (h->lost || !trusted)) {
+					ret = -EIO;
+					break;
+				}
+	pthread_mutex_unlock(&lm->mutex);
+	return ret;
 }
 
 const struct dl_lease *lockmgr_lease(struct lockmgr *lm)

@@ -88,7 +88,9 @@ void lockmgr_destroy(struct lockmgr *lm);
  * wait id (never 0), or 0 on -ENOMEM.  Nothing is asked of the backend yet:
  * this lets the front-end arm its interrupt hook first.
  * lockmgr_submit() - send it; done(arg, err) follows exactly once with 0
- * (granted), -EAGAIN, -EDEADLK (cycle or lock_timeout), -EINTR, -ENOLCK.
+ * (granted), -EAGAIN, -EDEADLK (cycle or lock_timeout), -EINTR, -ENOLCK,
+ * or -EIO when the owner's lock on the object was lost and is not yet
+ * released (as NFS: the owner must unlock or close first).
  */
 uint64_t lockmgr_prepare(struct lockmgr *lm, const struct lockmgr_req *req,
 			 lockmgr_done_fn done, void *arg);
@@ -127,6 +129,14 @@ void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
  */
 void lockmgr_file_init(struct lockmgr_file *file);
 int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file);
+
+/*
+ * lockmgr_pid_check() - may process @pid change files now?  -EIO when a
+ * lock it holds here was lost, or when it holds locks and the lease is no
+ * longer trusted by the clock; else 0.  Costs a clock read and two atomic
+ * loads while nothing is lost; a scan of the holds otherwise.
+ */
+int lockmgr_pid_check(struct lockmgr *lm, uint32_t pid);
 
 /*
  * lockmgr_lease() - the lease fence the backend keeps (struct dl_lease);

@@ -364,6 +364,23 @@ static int pt_creds_enter(fuse_req_t req, struct pt_creds *old)
 	return 0;
 }
 
+/*
+ * pt_change_enter() - the start of a request that changes the file system:
+ * a process whose lock was lost, or that holds locks under a lease the
+ * clock no longer vouches for, changes nothing on the mount (DESIGN §3;
+ * as NFS fails a process's I/O after a lost lock), so that it cannot, for
+ * example, delete the journal another host's SQLite now owns.  Then act as
+ * the caller (pt_creds_enter).  Returns 0, -EIO or -EPERM.
+ */
+static int pt_change_enter(fuse_req_t req, struct pt_creds *old)
+{
+	old->active = false;
+	if (lockmgr_pid_check(dl_fs_of(req)->lm,
+			      (uint32_t)fuse_req_ctx(req)->pid) < 0)
+		return -EIO;
+	return pt_creds_enter(req, old);
+}
+
 /* undo pt_creds_enter(); preserves errno */
 static void pt_creds_leave(const struct pt_creds *old)
 {
@@ -612,7 +629,7 @@ static void pt_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct pt_creds cr;
 	int err;
 
-	err = pt_creds_enter(req, &cr);
+	err = pt_change_enter(req, &cr);
 	if (!err)
 		err = pt_do_setattr(dl_fs_of(req), ifd, attr, valid, fi);
 	pt_creds_leave(&cr);
@@ -653,7 +670,7 @@ static void pt_make(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct pt_creds cr;
 	int err, res = -1;
 
-	err = pt_creds_enter(req, &cr);
+	err = pt_change_enter(req, &cr);
 	if (!err) {
 		switch (kind) {
 		case PT_MKNOD:
@@ -711,7 +728,7 @@ static void pt_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	pt_proc_path(in->fd, proc, sizeof(proc));
 
 	/* linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH */
-	err = pt_creds_enter(req, &cr);
+	err = pt_change_enter(req, &cr);
 	if (!err && linkat(AT_FDCWD, proc, pt_fd(fs, newparent), newname,
 			   AT_SYMLINK_FOLLOW) == -1)
 		err = -errno;
@@ -736,7 +753,7 @@ static void pt_remove_name(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct pt_creds cr;
 	int err;
 
-	err = pt_creds_enter(req, &cr);
+	err = pt_change_enter(req, &cr);
 	if (!err && unlinkat(pt_fd(dl_fs_of(req), parent), name, flags) == -1)
 		err = -errno;
 	pt_creds_leave(&cr);
@@ -765,7 +782,7 @@ static void pt_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	err = pt_creds_enter(req, &cr);
+	err = pt_change_enter(req, &cr);
 	if (!err && renameat2(pt_fd(fs, parent), name, pt_fd(fs, newparent),
 			      newname, flags) == -1)
 		err = -errno;
@@ -955,7 +972,7 @@ static void pt_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct pt_creds cr;
 	int err, fd = -1;
 
-	err = pt_creds_enter(req, &cr);
+	err = pt_change_enter(req, &cr);
 	if (!err) {
 		fd = openat(pt_fd(fs, parent), name,
 			    (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW,
@@ -983,7 +1000,8 @@ static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int err, fd = -1;
 
 	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
-	err = pt_creds_enter(req, &cr);
+	err = fi->flags & O_TRUNC ? pt_change_enter(req, &cr)
+				  : pt_creds_enter(req, &cr);
 	if (!err) {
 		fd = open(proc,
 			  (fi->flags | O_CLOEXEC) & ~(O_NOFOLLOW | O_CREAT));
@@ -1009,6 +1027,16 @@ static void pt_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
+/* a write through @f: refused when the file's own lock or the calling
+ * process's locks cannot be trusted (lockmgr_write_check, pt_change_enter) */
+static bool pt_write_fenced(fuse_req_t req, struct dl_file *f)
+{
+	struct lockmgr *lm = dl_fs_of(req)->lm;
+
+	return lockmgr_write_check(lm, &f->lk) < 0 ||
+	       lockmgr_pid_check(lm, (uint32_t)fuse_req_ctx(req)->pid) < 0;
+}
+
 static void pt_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 			 off_t off, struct fuse_file_info *fi)
 {
@@ -1018,7 +1046,7 @@ static void pt_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 	/* as Linux NFS does: no write under a lock we no longer hold, nor
 	 * under one whose lease the clock no longer vouches for */
-	if (lockmgr_write_check(dl_fs_of(req)->lm, &f->lk) < 0) {
+	if (pt_write_fenced(req, f)) {
 		fuse_reply_err(req, EIO);
 		return;
 	}
@@ -1086,7 +1114,7 @@ static void pt_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 {
 	struct dl_file *f = dl_file_of(fi);
 
-	if (lockmgr_write_check(dl_fs_of(req)->lm, &f->lk) < 0) {
+	if (pt_write_fenced(req, f)) {
 		fuse_reply_err(req, EIO);
 		return;
 	}
@@ -1205,7 +1233,7 @@ static void pt_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	}
 	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
-	err = pt_creds_enter(req, &cr);
+	err = pt_change_enter(req, &cr);
 	if (!err && setxattr(proc, name, value, size, flags) == -1)
 		err = -errno;
 	pt_creds_leave(&cr);
@@ -1223,7 +1251,7 @@ static void pt_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		return;
 	}
 	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
-	err = pt_creds_enter(req, &cr);
+	err = pt_change_enter(req, &cr);
 	if (!err && removexattr(proc, name) == -1)
 		err = -errno;
 	pt_creds_leave(&cr);
