@@ -1643,8 +1643,10 @@ int main(int argc, char **argv)
 	t0 = now_s();
 	ret = run_steps(&sl, replay ? 0 : opt.steps, opt.seed, opt.check_every,
 			opt.verbose, &f);
-	if (ret < 0)
+	if (ret < 0) {
+		free(sl.v);
 		return 2;
+	}
 	if (ret == 0) {
 		printf("model: PASS backend=%s hosts=%d seed=%" PRIu64 " steps="
 		       "%zu in "
@@ -1662,6 +1664,7 @@ int main(int argc, char **argv)
 		       stats.second_pass, stats.jumped, stats.unlocks,
 		       stats.getlk, stats.getlk_conflict, stats.closes,
 		       stats.exits, stats.cancels, stats.tables);
+		free(sl.v);
 		return 0;
 	}
 	printf("model: FAIL backend=%s hosts=%d seed=%" PRIu64 " at step %zu "
