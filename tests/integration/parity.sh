@@ -62,20 +62,21 @@ print("own OFD locks: OFD_GETLK UNLCK 10+10", getlk(a, OG, UN, 10, 10))
 print("other's OFD locks: OFD_GETLK UNLCK", getlk(b, OG, UN, 0, 0))
 print("other's OFD locks: OFD_GETLK WRLCK", getlk(b, OG, fcntl.F_WRLCK, 0, 0))
 setlk(a, fcntl.F_OFD_SETLK, UN, 0, 0)
-r, w = os.pipe()
+held_r, held_w = os.pipe()  # child -> parent: "locked"
+go_r, go_w = os.pipe()  # parent -> child: "exit"
 pid = os.fork()
 if pid == 0:
     c = os.open(p, os.O_RDWR)
     setlk(c, fcntl.F_SETLK, fcntl.F_WRLCK, 5, 5)
-    os.write(w, b"x")
-    os.read(r, 1)
+    os.write(held_w, b"x")
+    os.read(go_r, 1)
     os._exit(0)
-os.read(r, 1)
+os.read(held_r, 1)
 print("POSIX holder: GETLK WRLCK", getlk(b, G, fcntl.F_WRLCK, 0, 0, pid))
 print("POSIX holder: OFD_GETLK UNLCK", getlk(b, OG, UN, 0, 0))
 # recorded, compared below without the pid
 print("POSIX holder: OFD_GETLK WRLCK", getlk(b, OG, fcntl.F_WRLCK, 0, 0, pid))
-os.write(w, b"x")
+os.write(go_w, b"x")
 os.waitpid(pid, 0)
 PY
 }
