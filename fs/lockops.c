@@ -233,6 +233,7 @@ static int lo_own_one(const struct dl_lock_info *info, void *arg)
 	    o->start <= info->end &&
 	    (!o->found || info->start < o->info.start)) {
 		o->info = *info;
+		o->info.resource = NULL; /* valid during the callback only */
 		o->found = true;
 	}
 	return 0;
