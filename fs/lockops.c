@@ -31,6 +31,9 @@
 #include "fs/lockmgr.h"
 
 #define XATTR_PREFIX "user.dlock."
+/* the kernel's XATTR_SIZE_MAX: getxattr(2) asks for no more than this and
+ * turns our ERANGE into E2BIG beyond it */
+#define LO_XATTR_MAX 65536
 
 static struct lockmgr *lm_of(fuse_req_t req)
 {
@@ -87,10 +90,19 @@ static void lk_flush(struct dl_file *f)
 {
 	int fd = dup(f->fd);
 
-	if (fd < 0 || close(fd) < 0)
-		dl_log(DL_LOG_WARNING,
-		       "flush before unlock of inode %" PRIu64 ": %s",
-		       (uint64_t)f->ino, strerror(errno));
+	/* out of descriptors: write back and wait, without a new one */
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+		if (sync_file_range(f->fd, 0, 0,
+				    SYNC_FILE_RANGE_WAIT_BEFORE |
+					    SYNC_FILE_RANGE_WRITE |
+					    SYNC_FILE_RANGE_WAIT_AFTER) == 0 ||
+		    errno == EINVAL || errno == ESPIPE)
+			return;
+	} else if (fd >= 0 && close(fd) == 0) {
+		return;
+	}
+	dl_log(DL_LOG_WARNING, "flush before unlock of inode %" PRIu64 ": %s",
+	       (uint64_t)f->ino, strerror(errno));
 }
 
 static void lk_lock(fuse_req_t req, const struct lockmgr_req *r)
@@ -205,6 +217,60 @@ static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	lk_lock(req, &r);
 }
 
+/* the lowest-starting lock of one owner of ours that overlaps a range */
+struct lo_own {
+	uint64_t owner, start, end;
+	bool found;
+	struct dl_lock_info info;
+};
+
+static int lo_own_one(const struct dl_lock_info *info, void *arg)
+{
+	struct lo_own *o = arg;
+
+	if (info->mine && !info->waiting && info->space == DL_SPACE_POSIX &&
+	    info->owner == o->owner && info->start <= o->end &&
+	    o->start <= info->end &&
+	    (!o->found || info->start < o->info.start)) {
+		o->info = *info;
+		o->info.resource = NULL; /* valid during the callback only */
+		o->found = true;
+	}
+	return 0;
+}
+
+/*
+ * F_OFD_GETLK with l_type F_UNLCK (Linux >= 6.7; plain F_GETLK refuses it
+ * with EINVAL before it reaches us): "which lock does this open file
+ * description itself hold in the range?", answered with the lock (the
+ * first by start, as the kernel's list order gives it) or F_UNLCK.  The
+ * kernel names the description by fi->lock_owner, as for its OFD locks.
+ * The resource is the file's current name: a file renamed while locked
+ * answers F_UNLCK (its locks live under the old name).  0: none, 1: @info
+ * filled, or a negative errno.
+ */
+static int lo_getlk_own(struct dl_fs *fs, fuse_ino_t ino,
+			const struct lockmgr_req *r, struct dl_lock_info *info)
+{
+	struct lo_own o = { .owner = r->owner,
+			    .start = r->start,
+			    .end = r->end };
+	char *resource;
+	int ret;
+
+	ret = dl_fs_resource(fs, ino, &resource);
+	if (ret < 0)
+		return ret;
+	ret = lockmgr_list(fs->lm, resource, lo_own_one, &o);
+	free(resource);
+	if (ret < 0)
+		return ret;
+	if (!o.found)
+		return 0;
+	*info = o.info;
+	return 1;
+}
+
 static void lo_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock)
 {
@@ -219,13 +285,13 @@ static void lo_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	int ret;
 
 	ret = type_from_flock(lock->l_type, &r.type);
-	if (ret == 0 && r.type == DL_UNLCK)
-		ret = -EINVAL;
 	if (ret == 0)
 		ret = range_from_flock(lock->l_start, lock->l_len, &r.start,
 				       &r.end);
 	if (ret == 0)
-		ret = lockmgr_getlk(lm_of(req), &r, &info);
+		ret = r.type == DL_UNLCK
+			      ? lo_getlk_own(dl_fs_of(req), ino, &r, &info)
+			      : lockmgr_getlk(lm_of(req), &r, &info);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -269,6 +335,37 @@ bool lockops_is_virtual_xattr(const char *name)
 	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0;
 }
 
+/*
+ * lo_xattr_fit() - make the text of a list xattr fit in one xattr value
+ * (64 KiB; more fails with E2BIG in getxattr(2)): keep whole lines from the
+ * start and end with a line "… N more" (dlockctl locks shows them all).
+ * Returns the new length of @text.
+ */
+static size_t lo_xattr_fit(char *text)
+{
+	/* "… " + 20 digits + " more\n", with room to spare */
+	const size_t reserve = 40;
+	size_t len = strlen(text), keep = 0, more = 0;
+	char *p;
+
+	if (len <= LO_XATTR_MAX)
+		return len;
+	for (p = text; *p;) {
+		char *nl = strchr(p, '\n');
+		size_t end = nl ? (size_t)(nl - text) + 1 : len;
+
+		if (end + reserve > LO_XATTR_MAX)
+			break;
+		keep = end;
+		p = text + end;
+	}
+	for (p = text + keep; *p; p++)
+		more += *p == '\n';
+	if (len && text[len - 1] != '\n')
+		more++;
+	return keep + (size_t)sprintf(text + keep, "\u2026 %zu more\n", more);
+}
+
 void lockops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		      size_t size)
 {
@@ -296,7 +393,7 @@ void lockops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	len = strlen(text);
+	len = lo_xattr_fit(text);
 	if (size == 0)
 		fuse_reply_xattr(req, len);
 	else if (size < len)

@@ -12,10 +12,18 @@
  * It deliberately does not enable the writeback cache: a write must reach
  * the backing store before the lock that covers it can be released.
  *
- * With allow_other and a root daemon, every operation that creates or
- * opens a file runs with the caller's fsuid/fsgid (per thread), so the
- * backing filesystem checks permissions and assigns owners as it would
- * for the caller.  Supplementary groups are not switched.
+ * With allow_other and a root daemon, every operation that creates,
+ * opens or changes a file runs with the caller's fsuid, fsgid and
+ * supplementary groups (all per thread: raw syscalls, not glibc's
+ * process-wide setgroups), so the backing filesystem checks permissions,
+ * assigns owners and clears set-id bits as it would for the caller.  A
+ * write to a file with a set-id bit runs as the caller too, so that the
+ * backing filesystem clears the bits by its rules (pt_is_killpriv).
+ *
+ * Descriptors: one O_PATH descriptor per inode the kernel knows (until its
+ * forget), one per open file or directory; a root daemon raises its own
+ * RLIMIT_NOFILE to fs.nr_open at start, and a shortage of its own is
+ * answered ENFILE, never the caller's EMFILE.
  *
  * Invariants: an entry lives while its lookup count is non-zero (the root
  * never goes); the count and the hash chains are guarded by
@@ -30,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -66,6 +75,10 @@ struct pt_inode_table {
 	struct pt_inode root; /* fd: fs->backing_fd, main.c closes it */
 	bool switch_creds;    /* allow_other and we are root */
 	double timeout;	      /* entry and attribute cache timeout */
+	/* the daemon's own supplementary groups, put back after each caller's
+	 * (read once at init, before any FUSE thread exists) */
+	gid_t *groups;
+	int ngroups;
 };
 
 /* an open directory: fi->fh points at .f, which comes first */
@@ -88,6 +101,16 @@ static struct pt_inode *pt_inode(struct dl_fs *fs, fuse_ino_t ino)
 static int pt_fd(struct dl_fs *fs, fuse_ino_t ino)
 {
 	return pt_inode(fs, ino)->fd;
+}
+
+/*
+ * An errno of a syscall that made a descriptor in the daemon.  EMFILE there
+ * is our table, not the caller's: the caller's own may have room, so it is
+ * told ENFILE ("the system is out of them") instead.
+ */
+static int pt_fd_errno(int err)
+{
+	return err == EMFILE ? ENFILE : err;
 }
 
 static fuse_ino_t pt_ino_of(struct pt_inode_table *t, struct pt_inode *in)
@@ -186,6 +209,60 @@ static void pt_forget_one(struct dl_fs *fs, fuse_ino_t ino, uint64_t n)
 	}
 }
 
+/*
+ * Every open file costs us a descriptor, and every inode the kernel keeps
+ * looked up one more: a caller whose own limit is as high as ours could
+ * otherwise run us out before itself.  A root daemon (CAP_SYS_RESOURCE)
+ * takes the system's per-process ceiling, fs.nr_open; otherwise the soft
+ * limit goes up to the hard one.
+ */
+static void pt_raise_nofile(void)
+{
+	struct rlimit rl;
+	unsigned long nr_open = 0;
+	FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+
+	if (f) {
+		if (fscanf(f, "%lu", &nr_open) != 1)
+			nr_open = 0;
+		fclose(f);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (nr_open > rl.rlim_max) {
+		struct rlimit up = { nr_open, nr_open };
+
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
+			dl_log(DL_LOG_DEBUG, "RLIMIT_NOFILE raised to %lu",
+			       nr_open);
+			return;
+		}
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	dl_log(DL_LOG_DEBUG, "RLIMIT_NOFILE %llu",
+	       (unsigned long long)rl.rlim_cur);
+}
+
+/* the daemon's own supplementary groups into @t; 0 or -errno */
+static int pt_save_groups(struct pt_inode_table *t)
+{
+	int n = getgroups(0, NULL);
+
+	if (n < 0)
+		return -errno;
+	t->groups = calloc((size_t)n + 1, sizeof(gid_t));
+	if (!t->groups)
+		return -ENOMEM;
+	n = getgroups(n, t->groups);
+	if (n < 0)
+		return -errno;
+	t->ngroups = n;
+	return 0;
+}
+
 int dl_fs_init(struct dl_fs *fs)
 {
 	const struct dl_backend_ops *ops;
@@ -193,6 +270,7 @@ int dl_fs_init(struct dl_fs *fs)
 	struct stat st;
 	int err;
 
+	pt_raise_nofile();
 	if (fstat(fs->backing_fd, &st) == -1)
 		return -errno;
 	t = calloc(1, sizeof(*t));
@@ -213,11 +291,19 @@ int dl_fs_init(struct dl_fs *fs)
 	t->root.nlookup = 2;
 	pt_insert(t, &t->root);
 	t->switch_creds = fs->opt.allow_other && geteuid() == 0;
+	if (t->switch_creds) {
+		err = pt_save_groups(t);
+		if (err)
+			goto out_mutex;
+	}
 	ops = dl_backend_find(fs->opt.backend);
 	t->timeout = ops && ops->shared ? PT_TIMEOUT_SHARED : PT_TIMEOUT;
 	fs->inodes = t;
 	return 0;
 
+out_mutex:
+	free(t->groups);
+	pthread_mutex_destroy(&t->lock);
 out_free_buckets:
 	free(t->buckets);
 out_free:
@@ -243,6 +329,7 @@ void dl_fs_destroy(struct dl_fs *fs)
 		}
 	}
 	pthread_mutex_destroy(&t->lock);
+	free(t->groups);
 	free(t->buckets);
 	free(t);
 	fs->inodes = NULL;
@@ -265,7 +352,7 @@ static int pt_do_lookup(struct dl_fs *fs, fuse_ino_t parent, const char *name,
 
 	fd = openat(pt_fd(fs, parent), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd == -1)
-		return -errno;
+		return -pt_fd_errno(errno);
 	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ==
 	    -1) {
 		err = -errno;
@@ -316,6 +403,7 @@ struct pt_creds {
 	bool active;
 	uid_t uid;
 	gid_t gid;
+	const struct pt_inode_table *t; /* the groups to put back */
 };
 
 static int pt_setfsuid(uid_t uid)
@@ -336,19 +424,67 @@ static int pt_setfsgid(gid_t gid)
 #endif
 }
 
+/* setgroups(2) of this thread only: glibc's applies to every thread */
+static int pt_setgroups(int n, const gid_t *list)
+{
+	return (int)syscall(SYS_setgroups, (size_t)n, list);
+}
+
+/*
+ * pt_caller_groups() - take on the supplementary groups of the caller of
+ * @req in this thread (libfuse reads them from /proc/PID/task/PID/status).
+ * A caller that is already gone, or whose groups cannot be read, gets
+ * none: it must never keep ours.  Returns 0 or a negative errno.
+ */
+static int pt_caller_groups(fuse_req_t req)
+{
+	gid_t stack[64], *list = stack;
+	int n, ret;
+
+	n = fuse_req_getgroups(req, 64, stack);
+	if (n > 64) {
+		list = malloc((size_t)n * sizeof(*list));
+		if (list)
+			n = fuse_req_getgroups(req, n, list);
+		else
+			n = 0;
+	}
+	if (n < 0) {
+		dl_log(DL_LOG_DEBUG, "groups of pid %d: %s",
+		       (int)fuse_req_ctx(req)->pid, strerror(-n));
+		n = 0;
+	}
+	ret = pt_setgroups(n, list) == -1 ? -errno : 0;
+	if (list != stack)
+		free(list);
+	return ret;
+}
+
 /*
  * pt_creds_enter() - act as the caller of @req in this thread (allow_other
- * only).  setfsuid() reports no errors, so we read the value back.
- * Returns 0 or -EPERM.
+ * only): its supplementary groups first (setgroups needs CAP_SETGID, which
+ * a non-zero fsuid does not take away, but better while we are still
+ * root), then fsgid and fsuid.  setfsuid() reports no errors, so we read
+ * the value back.  Returns 0 or -EPERM.
  */
 static int pt_creds_enter(fuse_req_t req, struct pt_creds *old)
 {
+	const struct pt_inode_table *t = dl_fs_of(req)->inodes;
 	const struct fuse_ctx *ctx;
+	int err;
 
 	old->active = false;
-	if (!dl_fs_of(req)->inodes->switch_creds)
+	if (!t->switch_creds)
 		return 0;
 	ctx = fuse_req_ctx(req);
+	old->t = t;
+	err = pt_caller_groups(req);
+	if (err < 0) {
+		dl_log(DL_LOG_ERR, "setgroups for uid %u: %s",
+		       (unsigned)ctx->uid, strerror(-err));
+		pt_setgroups(t->ngroups, t->groups);
+		return -EPERM;
+	}
 	old->gid = (gid_t)pt_setfsgid(ctx->gid);
 	old->uid = (uid_t)pt_setfsuid(ctx->uid);
 	old->active = true;
@@ -356,6 +492,7 @@ static int pt_creds_enter(fuse_req_t req, struct pt_creds *old)
 	    (uid_t)pt_setfsuid((uid_t)-1) != ctx->uid) {
 		pt_setfsuid(old->uid);
 		pt_setfsgid(old->gid);
+		pt_setgroups(t->ngroups, t->groups);
 		old->active = false;
 		dl_log(DL_LOG_ERR, "setfsuid(%u)/setfsgid(%u) failed",
 		       (unsigned)ctx->uid, (unsigned)ctx->gid);
@@ -389,6 +526,9 @@ static void pt_creds_leave(const struct pt_creds *old)
 	if (old->active) {
 		pt_setfsuid(old->uid);
 		pt_setfsgid(old->gid);
+		if (pt_setgroups(old->t->ngroups, old->t->groups) == -1)
+			dl_log(DL_LOG_ERR, "setgroups back: %s",
+			       strerror(errno));
 	}
 	errno = saved;
 }
@@ -518,7 +658,12 @@ static void pt_init(void *userdata, struct fuse_conn_info *conn)
 {
 	/* writes must reach the backing store before a lock is released */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-	/* let the kernel clear setuid/setgid bits on write: we write as root */
+	/*
+	 * The kernel clears set-id bits on a write, truncate or chown: it
+	 * sends us a chmod as the writer first (see pt_is_killpriv), and we
+	 * leave the clearing to the backing filesystem, which does it under
+	 * its own rules because those operations run as the caller.
+	 */
 	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 	/* fuse_ino_t values are addresses, not stable handles */
 	conn->want &= ~FUSE_CAP_EXPORT_SUPPORT;
@@ -622,6 +767,36 @@ static int pt_do_setattr(struct dl_fs *fs, int ifd, const struct stat *attr,
 	return 0;
 }
 
+/*
+ * pt_is_killpriv() - is this chmod the kernel clearing set-id bits before a
+ * write or truncate by someone who does not own the file?  It comes as a
+ * chmod in the writer's name that only removes S_ISUID/S_ISGID, which the
+ * writer could not do itself (EPERM, and the write failed with it).  We
+ * let it through without a change: the write or truncate that follows
+ * runs as the caller (pt_write_as_caller, pt_do_setattr), and the backing
+ * filesystem clears the bits then by its own rules, as ext4 would for the
+ * caller.  With default_permissions the kernel refuses every other chmod
+ * by a non-owner before it reaches us; without it such a chmod changes
+ * nothing.
+ */
+static bool pt_is_killpriv(fuse_req_t req, int ifd, const struct stat *attr,
+			   int valid)
+{
+	const mode_t setid = S_ISUID | S_ISGID;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+
+	if (!(valid & FUSE_SET_ATTR_MODE) ||
+	    !dl_fs_of(req)->inodes->switch_creds || ctx->uid == 0 ||
+	    fstat(ifd, &st) == -1 || ctx->uid == st.st_uid ||
+	    !S_ISREG(st.st_mode))
+		return false;
+	return (attr->st_mode & 07777 & ~setid) ==
+		       (st.st_mode & 07777 & ~setid) &&
+	       (attr->st_mode & setid & ~st.st_mode) == 0 &&
+	       (attr->st_mode & setid) != (st.st_mode & setid);
+}
+
 static void pt_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int valid, struct fuse_file_info *fi)
 {
@@ -629,6 +804,8 @@ static void pt_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct pt_creds cr;
 	int err;
 
+	if (pt_is_killpriv(req, ifd, attr, valid))
+		valid &= ~FUSE_SET_ATTR_MODE;
 	err = pt_change_enter(req, &cr);
 	if (!err)
 		err = pt_do_setattr(dl_fs_of(req), ifd, attr, valid, fi);
@@ -795,18 +972,24 @@ static void pt_opendir(fuse_req_t req, fuse_ino_t ino,
 {
 	struct pt_dir *d = calloc(1, sizeof(*d));
 	struct pt_creds cr;
+	char proc[64];
 	int err, fd = -1;
 
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	/*
+	 * Through /proc/self/fd, not openat(fd, "."): resolving "." needs
+	 * search permission on the directory, and open(2) of a directory
+	 * needs only read permission (ls of a 0744 directory by others).
+	 */
+	pt_proc_path(pt_fd(dl_fs_of(req), ino), proc, sizeof(proc));
 	err = pt_creds_enter(req, &cr);
 	if (!err) {
-		fd = openat(pt_fd(dl_fs_of(req), ino), ".",
-			    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		fd = open(proc, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd == -1)
-			err = -errno;
+			err = -pt_fd_errno(errno);
 	}
 	pt_creds_leave(&cr);
 	if (err)
@@ -978,7 +1161,7 @@ static void pt_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			    (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW,
 			    mode);
 		if (fd == -1)
-			err = -errno;
+			err = -pt_fd_errno(errno);
 	}
 	pt_creds_leave(&cr);
 	if (!err) {
@@ -1006,7 +1189,7 @@ static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fd = open(proc,
 			  (fi->flags | O_CLOEXEC) & ~(O_NOFOLLOW | O_CREAT));
 		if (fd == -1)
-			err = -errno;
+			err = -pt_fd_errno(errno);
 	}
 	pt_creds_leave(&cr);
 	if (err) {
@@ -1037,11 +1220,29 @@ static bool pt_write_fenced(fuse_req_t req, struct dl_file *f)
 	       lockmgr_pid_check(lm, (uint32_t)fuse_req_ctx(req)->pid) < 0;
 }
 
+/*
+ * pt_write_as_caller() - should a write to @fd run with the caller's
+ * credentials?  Only when the file has a set-id bit, so that the backing
+ * filesystem clears it exactly as it would for the caller (suid always,
+ * sgid with group execute or when the caller is not in the file's group,
+ * neither for a caller with CAP_FSETID); as root the bits would stay.  Any
+ * other write runs as the daemon: the caller's access was checked at
+ * open, as the kernel does.
+ */
+static bool pt_write_as_caller(fuse_req_t req, int fd)
+{
+	struct stat st;
+
+	return dl_fs_of(req)->inodes->switch_creds && fstat(fd, &st) == 0 &&
+	       (st.st_mode & (S_ISUID | S_ISGID)) && S_ISREG(st.st_mode);
+}
+
 static void pt_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 			 off_t off, struct fuse_file_info *fi)
 {
 	struct dl_file *f = dl_file_of(fi);
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+	struct pt_creds cr = { .active = false };
 	ssize_t res;
 
 	/* as Linux NFS does: no write under a lock we no longer hold, nor
@@ -1050,32 +1251,63 @@ static void pt_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		fuse_reply_err(req, EIO);
 		return;
 	}
+	if (pt_write_as_caller(req, f->fd)) {
+		int err = pt_creds_enter(req, &cr);
+
+		if (err) {
+			fuse_reply_err(req, -err);
+			return;
+		}
+	}
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	out.buf[0].fd = f->fd;
 	out.buf[0].pos = off;
 	res = fuse_buf_copy(&out, in, 0);
+	pt_creds_leave(&cr);
 	if (res < 0)
 		fuse_reply_err(req, (int)-res);
 	else
 		fuse_reply_write(req, (size_t)res);
 }
 
+/*
+ * pt_flush_data() - what a close() of @fd would flush, without closing it:
+ * close() of a duplicate runs the backing filesystem's flush (NFS writes
+ * back and reports its errors here).  With no descriptor to spare we write
+ * the dirty pages back and wait for them instead: the caller's close()
+ * must not fail for our want of a descriptor.  Returns 0 or the errno of
+ * the flush.
+ */
+static int pt_flush_data(int fd)
+{
+	int dupfd = dup(fd);
+
+	if (dupfd != -1)
+		return close(dupfd) == -1 && errno != EINTR ? errno : 0;
+	if (errno != EMFILE && errno != ENFILE && errno != ENOMEM)
+		return 0; /* EBADF cannot happen: fd is ours until release */
+	if (sync_file_range(fd, 0, 0,
+			    SYNC_FILE_RANGE_WAIT_BEFORE |
+				    SYNC_FILE_RANGE_WRITE |
+				    SYNC_FILE_RANGE_WAIT_AFTER) == -1 &&
+	    (errno == EIO || errno == ENOSPC))
+		return errno;
+	return 0;
+}
+
 static void pt_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct dl_file *f = dl_file_of(fi);
-	int res;
+	int err;
 
 	/*
-	 * close() of a duplicate reports the backing filesystem's errors for
-	 * this close (NFS flushes here) without closing f->fd.  It comes
-	 * first: what we wrote must reach the backing store before another
-	 * host can be granted the locks this close drops (DESIGN §3).
+	 * The flush comes first: what we wrote must reach the backing store
+	 * before another host can be granted the locks this close drops
+	 * (DESIGN §3).
 	 */
-	res = dup(f->fd);
-	if (res != -1)
-		res = close(res);
+	err = pt_flush_data(f->fd);
 	lockops_flush(dl_fs_of(req), ino, f, fi->lock_owner);
-	fuse_reply_err(req, res == -1 ? errno : 0);
+	fuse_reply_err(req, err);
 }
 
 static void pt_release(fuse_req_t req, fuse_ino_t ino,
@@ -1113,15 +1345,20 @@ static void pt_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 			 off_t length, struct fuse_file_info *fi)
 {
 	struct dl_file *f = dl_file_of(fi);
+	struct pt_creds cr = { .active = false };
+	int err = 0;
 
 	if (pt_write_fenced(req, f)) {
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	if (fallocate(f->fd, mode, offset, length) == -1)
-		fuse_reply_err(req, errno);
-	else
-		fuse_reply_err(req, 0);
+	/* it clears set-id bits as a write does */
+	if (pt_write_as_caller(req, f->fd))
+		err = pt_creds_enter(req, &cr);
+	if (!err && fallocate(f->fd, mode, offset, length) == -1)
+		err = -errno;
+	pt_creds_leave(&cr);
+	fuse_reply_err(req, -err);
 }
 
 static void pt_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
