@@ -9,9 +9,10 @@
 #  - the daemon is not dumpable once mounted (no core dump holds the
 #    password), and is with -d (for debugging).
 # Dumpability is checked as the kernel does for ptrace: a root process
-# without CAP_SYS_PTRACE (setpriv) may read /proc/PID/environ of a root
-# process only if that process is dumpable.  The daemon is started with the
-# same reduced bounding set, so capabilities alone do not decide.
+# without CAP_SYS_PTRACE (setpriv) may read /proc/PID/syscall (a
+# PTRACE_MODE_ATTACH check) of a root process only if that process is
+# dumpable.  The daemon is started with the same reduced bounding set, so
+# capabilities alone do not decide.
 # dl_tmpdir assigns through printf -v
 # shellcheck disable=SC2154
 set -euo pipefail
@@ -63,10 +64,10 @@ PY
 }
 
 # dumpable PID - 0 if a root process without CAP_SYS_PTRACE can read
-# /proc/PID/environ (the kernel allows it only for a dumpable process)
+# /proc/PID/syscall (the kernel allows it only for a dumpable process)
 dumpable() {
 	setpriv --bounding-set -sys_ptrace --inh-caps=-all \
-		cat "/proc/$1/environ" >/dev/null 2>&1
+		cat "/proc/$1/syscall" >/dev/null 2>&1
 }
 
 rd_start port
