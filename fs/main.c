@@ -387,10 +387,12 @@ static bool main_socket_explicit(const struct main_args *a,
 /*
  * main_check_socket() - could ctlsock_start() serve @path?  Its failures
  * that a user can fix, found before anything starts: 0, or EXIT_USAGE
- * after printing one line.  Creates nothing.  A race with another daemon
+ * after printing one line.  Creates nothing.  With @in_use, a socket that
+ * another daemon serves is one of them (for a mount; the agent reports it
+ * later, with exit 1, as it always did).  A race with another daemon
  * starting at the same moment is still caught by ctlsock_start().
  */
-static int main_check_socket(const char *path)
+static int main_check_socket(const char *path, bool in_use)
 {
 	struct sockaddr_un sa;
 	char *lock, *dir, *slash;
@@ -417,16 +419,16 @@ static int main_check_socket(const char *path)
 		main_error("out of memory");
 		return EXIT_USAGE;
 	}
-	fd = open(lock,
-		  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	fd = in_use ? open(lock, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+					 O_CLOEXEC)
+		    : -1;
 	free(lock);
 	if (fd != -1) {
 		if (flock(fd, LOCK_EX | LOCK_NB) == -1 && errno == EWOULDBLOCK)
 			ret = EXIT_USAGE;
 		close(fd); /* drops the flock if we took it */
 		if (ret) {
-			main_error("socket %s is in use by another daemon",
-				   path);
+			main_error("socket %s: another daemon serves it", path);
 			return ret;
 		}
 	}
@@ -595,7 +597,7 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 	sock = main_socket(a, fs);
 	if (strcmp(sock, "none") != 0 &&
 	    (a->agent || main_socket_explicit(a, fs)) &&
-	    main_check_socket(sock))
+	    main_check_socket(sock, !a->agent))
 		return EXIT_USAGE;
 
 	fs->opt.foreground = a->foreground;
