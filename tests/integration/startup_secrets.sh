@@ -75,11 +75,11 @@ rd_cli "$port" config set requirepass "$SECRET" >/dev/null
 printf 'redis_password = %s\n' "$SECRET" >"$base/conf"
 chmod 600 "$base/conf"
 
-# start_daemon EXTRA - mount with the password; sets PID, LOG
+# start_daemon [ARG...] - mount with the password; sets PID, LOG
 start_daemon() {
 	LOG=$base/daemon.log
 	# MALLOC_PERTURB_ (set by meson test) would wipe freed copies for us
-	env -u MALLOC_PERTURB_ setpriv --bounding-set -sys_ptrace "$DLOCKFS" -f $1 \
+	env -u MALLOC_PERTURB_ setpriv --bounding-set -sys_ptrace "$DLOCKFS" -f "$@" \
 		-o "backend=redis://127.0.0.1:$port/s$$,host_id=h1,config=$base/conf,socket=$base/sock" \
 		"$B" "$M" >"$LOG" 2>&1 &
 	PID=$!
@@ -89,7 +89,7 @@ start_daemon() {
 	dl_is_mounted "$M" || dl_fail "the daemon did not mount: $(cat "$LOG")"
 }
 
-start_daemon ""
+start_daemon
 # use the pool, the lease keeper and the subscriber (a waiter is woken by
 # a publish): each connection authenticated once
 : >"$M/f"
