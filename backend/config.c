@@ -280,6 +280,22 @@ int dl_config_is_secret(const char *key)
 	       (len >= slen && strcasecmp(key + len - slen, suffix) == 0);
 }
 
+void dl_config_forget_secrets(struct dl_config *cfg)
+{
+	size_t kept = 0;
+
+	/* keep the order of the others: the last value of a key wins */
+	for (size_t i = 0; i < cfg->n; i++) {
+		if (dl_config_is_secret(cfg->v[i].key)) {
+			free(cfg->v[i].key);
+			dl_config_wipe(cfg->v[i].value);
+			continue;
+		}
+		cfg->v[kept++] = cfg->v[i];
+	}
+	cfg->n = kept;
+}
+
 void dl_config_free(struct dl_config *cfg)
 {
 	dl_config_truncate(cfg, 0);

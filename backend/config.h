@@ -41,6 +41,13 @@ const char *dl_config_get(const struct dl_config *cfg, const char *key);
 /* dl_config_is_secret() - true for keys whose values must never be shown */
 int dl_config_is_secret(const char *key);
 
+/*
+ * dl_config_forget_secrets() - wipe and drop every secret entry, once the
+ * backend has taken its own copy: the daemon keeps one copy of a password,
+ * not two.  dl_config_get() then returns NULL for those keys.
+ */
+void dl_config_forget_secrets(struct dl_config *cfg);
+
 void dl_config_free(struct dl_config *cfg);
 
 #endif /* DL_CONFIG_H */

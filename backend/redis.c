@@ -756,14 +756,25 @@ static void node_set_up(struct redis_backend *rb, struct redis_node *n)
 	pthread_mutex_unlock(&rb->mutex);
 }
 
-/* AUTH if configured; 0, or -EACCES with the server's reason in @err */
+/*
+ * AUTH if configured; 0, or -EACCES with the server's reason in @err, or
+ * -EIO/-ENOMEM.
+ *
+ * rb->password is the daemon's only copy of the password.  hiredis would
+ * copy the command into two buffers that it frees without wiping (the
+ * formatted command and the output buffer), so we format it, send it on
+ * the (blocking, send-timed) socket ourselves and wipe it; hiredis only
+ * reads the reply.
+ */
 static int redis_auth(struct redis_backend *rb, redisContext *c, char *err,
 		      size_t errlen)
 {
 	const char *argv[3] = { "AUTH" };
 	size_t lens[3] = { 4 };
-	redisReply *r;
-	int argc = 1, ret = 0;
+	redisReply *r = NULL;
+	int argc = 1, ret = 0, len;
+	size_t off = 0;
+	char *cmd;
 
 	if (!rb->password)
 		return 0;
@@ -773,8 +784,29 @@ static int redis_auth(struct redis_backend *rb, redisContext *c, char *err,
 	}
 	argv[argc] = rb->password;
 	lens[argc++] = strlen(rb->password);
-	r = redisCommandArgv(c, argc, argv, lens);
-	if (!r) {
+	len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	if (len < 0) {
+		snprintf(err, errlen, "AUTH: out of memory");
+		return -ENOMEM;
+	}
+	while (off < (size_t)len) {
+		ssize_t w =
+			send(c->fd, cmd + off, (size_t)len - off, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			snprintf(err, errlen, "AUTH: %s",
+				 w < 0 ? strerror(errno) : "short write");
+			break;
+		}
+		off += (size_t)w;
+	}
+	explicit_bzero(cmd, (size_t)len);
+	redisFreeCommand(cmd);
+	if (off < (size_t)len)
+		return -EIO;
+	if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
 		snprintf(err, errlen, "AUTH: %s", c->errstr);
 		return -EIO;
 	}

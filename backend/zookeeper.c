@@ -154,6 +154,11 @@
 #define ZK_CREATE_TRIES	       5
 #define ZK_FOLD_MAX	       1024 /* pieces in one node (~48 bytes each) */
 
+/* the first connection at start: session_timeout_ms within these bounds */
+#define ZK_START_WAIT_MIN_MS 10000
+#define ZK_START_WAIT_MAX_MS 30000
+#define ZK_LOG_LIMIT_MS	     5000 /* the library's messages: one per 5 s */
+
 /* ---- data structures ------------------------------------------------- */
 
 /* one granted request node of one of our owners */
@@ -702,13 +707,19 @@ static void zk_lease_revoke_locked(struct zk_backend *zb, unsigned gen)
 
 /* ---- sessions ---------------------------------------------------------- */
 
+/*
+ * The library logs every failed connection attempt, several per second
+ * and per server while a server is down: one line per ZK_LOG_LIMIT_MS, with
+ * the count of the dropped ones.
+ */
 static void zk_log_cb(const char *msg)
 {
 	size_t l = strlen(msg);
 
 	while (l && (msg[l - 1] == '\n' || msg[l - 1] == '\r'))
 		l--;
-	dl_log(DL_LOG_WARNING, "zookeeper: %.*s", (int)l, msg);
+	dl_log_ratelimited(DL_LOG_WARNING, ZK_LOG_LIMIT_MS, "zookeeper: %.*s",
+			   (int)l, msg);
 }
 
 static void zk_global_watcher(zhandle_t *zh, int type, int state,
@@ -2351,7 +2362,7 @@ static int zk_open(const struct dl_backend_conf *conf,
 	pthread_condattr_t ca;
 	struct zk_sess *s;
 	struct zk_uri u;
-	int ret, rc;
+	int ret, rc, start_ms;
 
 	ret = zk_uri_parse(rest, &u, err, errlen);
 	if (ret < 0)
@@ -2418,13 +2429,17 @@ static int zk_open(const struct dl_backend_conf *conf,
 			 zb->hosts, strerror(-ret));
 		goto out_close;
 	}
-	/* the first connection, bounded: a daemon that cannot reach its
-	 * lock store does not mount */
-	ret = zk_sess_get(zb, zb->timeout_ms > 10000 ? zb->timeout_ms : 10000,
-			  &s);
+	/* the first connection, bounded whatever session_timeout_ms says: a
+	 * daemon that cannot reach its lock store exits and does not mount */
+	start_ms = zb->timeout_ms < ZK_START_WAIT_MIN_MS ? ZK_START_WAIT_MIN_MS
+		   : zb->timeout_ms > ZK_START_WAIT_MAX_MS
+			   ? ZK_START_WAIT_MAX_MS
+			   : zb->timeout_ms;
+	ret = zk_sess_get(zb, start_ms, &s);
 	if (ret < 0) {
-		snprintf(err, errlen, "zk: cannot connect to %s (state %s)",
-			 zb->hosts, zk_state_name(zb->state));
+		snprintf(err, errlen,
+			 "zk: cannot connect to %s within %d s (state %s)",
+			 zb->hosts, start_ms / 1000, zk_state_name(zb->state));
 		goto out_close;
 	}
 	rc = zk_make_path(zb, s->zh, zb->base_path);

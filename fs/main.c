@@ -2,16 +2,24 @@
  * main.c - the dlockfs command: parse and check the options, mount,
  * start the lock manager, serve FUSE until unmounted or signalled.
  *
- * Every usage error is found before anything is mounted and is reported
- * as one line "dlockfs: <reason>" with exit status 2.  A failure after
- * that (mount, backend connection) exits 1.  Exit 0 after a clean stop.
+ * Every usage error - including a control socket that cannot be ours and
+ * a mount option the kernel would refuse - is found before anything is
+ * mounted and is reported as one line "dlockfs: <reason>" with exit
+ * status 2.  A failure after that (backend connection, mount) exits 1.
+ * The backend is connected and the socket is up before we mount, so a
+ * daemon that fails to start never leaves a mount behind.  Exit 0 after a
+ * clean stop.
  *
  * We fork to the background ourselves instead of calling fuse_daemonize():
  * the lock manager starts threads, which would not survive a later fork,
  * and its errors (backend unreachable) must still reach the terminal and
  * the exit status of the command that started us.
  *
- * Config values are never printed: the file may hold credentials.
+ * Secrets: config values are never printed (the file may hold
+ * credentials); a secret given as -o is refused without being echoed; the
+ * config's copy of a secret is wiped once the backend has its own; the
+ * daemon is not dumpable (no core dump, no ptrace by its own uid) unless
+ * -d asks for debugging.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,8 +30,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <fuse_opt.h>
@@ -48,8 +59,10 @@ struct main_args {
 	char *socket; /* -o socket=PATH; "none": no socket */
 	char *pos[2]; /* BACKING_DIR, MOUNTPOINT */
 	int npos;
-	char *extra;	  /* the first surplus argument */
-	char *bad_option; /* the first unknown option */
+	char *extra;	     /* the first surplus argument */
+	char *bad_option;    /* the first unknown option */
+	char *secret_option; /* the name of the first secret given as -o */
+	int blksize;	     /* -o blksize=: the kernel refuses it for us */
 	int foreground;
 	int debug;
 	int help;
@@ -141,6 +154,16 @@ static const char *main_fuse_error(void)
 	return m;
 }
 
+/* is -o @arg ("name" or "name=value") a secret such as redis_password? */
+static bool main_secret_option(const char *arg)
+{
+	char *name = strndup(arg, strcspn(arg, "="));
+	bool secret = !name || dl_config_is_secret(name);
+
+	free(name);
+	return secret;
+}
+
 static int main_opt_proc(void *data, const char *arg, int key,
 			 struct fuse_args *outargs)
 {
@@ -183,6 +206,19 @@ static int main_opt_proc(void *data, const char *arg, int key,
 		if (arg[0] == '-') {
 			if (!a->bad_option)
 				a->bad_option = strdup(arg);
+			return 0;
+		}
+		/* never handed on: libfuse would quote it in its error */
+		if (main_secret_option(arg)) {
+			if (!a->secret_option)
+				a->secret_option =
+					strndup(arg, strcspn(arg, "="));
+			return 0;
+		}
+		/* only a block-device mount (fuseblk) takes it: the mount
+		 * would fail with EINVAL */
+		if (strncmp(arg, "blksize=", 8) == 0) {
+			a->blksize = 1;
 			return 0;
 		}
 		return 1;
@@ -331,6 +367,104 @@ static char *main_dir(const char *what, const char *arg)
 	return path;
 }
 
+/* the control socket's path: command line, config file, default */
+static const char *main_socket(const struct main_args *a,
+			       const struct dl_fs *fs)
+{
+	const char *v = a->socket ? a->socket
+				  : dl_config_get(&fs->config, "socket");
+
+	return v ? v : DL_SOCKET_DEFAULT;
+}
+
+/* a socket asked for (not the default): failing to serve it is fatal */
+static bool main_socket_explicit(const struct main_args *a,
+				 const struct dl_fs *fs)
+{
+	return a->socket || dl_config_get(&fs->config, "socket");
+}
+
+/*
+ * main_check_socket() - could ctlsock_start() serve @path?  Its failures
+ * that a user can fix, found before anything starts: 0, or EXIT_USAGE
+ * after printing one line.  Creates nothing.  With @in_use, a socket that
+ * another daemon serves is one of them (for a mount; the agent reports it
+ * later, with exit 1, as it always did).  A race with another daemon
+ * starting at the same moment is still caught by ctlsock_start().
+ */
+static int main_check_socket(const char *path, bool in_use)
+{
+	struct sockaddr_un sa;
+	char *lock, *dir, *slash;
+	struct stat st;
+	int fd, ret = 0;
+
+	if (path[0] != '/') {
+		main_error("bad socket '%s': want an absolute path or none",
+			   path);
+		return EXIT_USAGE;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		main_error("socket path %s is too long (%zu bytes, at most "
+			   "%zu)",
+			   path, strlen(path), sizeof(sa.sun_path) - 1);
+		return EXIT_USAGE;
+	}
+	if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		main_error("socket %s is a directory", path);
+		return EXIT_USAGE;
+	}
+	/* the daemon that serves it holds an flock on PATH.lock (ctlsock.c) */
+	if (asprintf(&lock, "%s.lock", path) == -1) {
+		main_error("out of memory");
+		return EXIT_USAGE;
+	}
+	fd = in_use ? open(lock, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+					 O_CLOEXEC)
+		    : -1;
+	free(lock);
+	if (fd != -1) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == -1 && errno == EWOULDBLOCK)
+			ret = EXIT_USAGE;
+		close(fd); /* drops the flock if we took it */
+		if (ret) {
+			main_error("socket %s: another daemon serves it", path);
+			return ret;
+		}
+	}
+	/* what does not exist yet will be created in the nearest existing
+	 * ancestor: it must be a directory we may write in */
+	dir = strdup(path);
+	if (!dir) {
+		main_error("out of memory");
+		return EXIT_USAGE;
+	}
+	for (;;) {
+		slash = strrchr(dir, '/');
+		slash[slash == dir] = '\0'; /* "/x" -> "/" */
+		if (stat(dir, &st) == 0)
+			break;
+		if (errno != ENOENT) {
+			main_error("cannot create socket %s: %s: %s", path, dir,
+				   strerror(errno));
+			ret = EXIT_USAGE;
+			goto out_free;
+		}
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		main_error("cannot create socket %s: %s is not a directory",
+			   path, dir);
+		ret = EXIT_USAGE;
+	} else if (access(dir, W_OK | X_OK) == -1) {
+		main_error("cannot create socket %s: %s: %s", path, dir,
+			   strerror(errno));
+		ret = EXIT_USAGE;
+	}
+out_free:
+	free(dir);
+	return ret;
+}
+
 /* take @cmd, else the config file's @key, else @def (may be NULL) */
 static char *main_pick(const char *cmd, const struct dl_config *cfg,
 		       const char *key, const char *def)
@@ -349,12 +483,25 @@ static char *main_pick(const char *cmd, const struct dl_config *cfg,
 static int main_setup(struct main_args *a, struct dl_fs *fs)
 {
 	char err[256], host[HOST_NAME_MAX + 1];
-	const char *timeout;
+	const char *timeout, *sock;
 	size_t blen;
 	int res;
 
 	if (a->bad_option) {
 		main_error("unknown option '%s' (see --help)", a->bad_option);
+		return EXIT_USAGE;
+	}
+	if (a->secret_option) {
+		/* the name only: the value must not reach a terminal or log */
+		main_error("-o %s: secrets are not taken from the command line "
+			   "(every user can read it); put it in the config "
+			   "file (-o config=FILE, mode 0600)",
+			   a->secret_option);
+		return EXIT_USAGE;
+	}
+	if (a->blksize) {
+		main_error("-o blksize: only block-device FUSE file systems "
+			   "(fuseblk) take it");
 		return EXIT_USAGE;
 	}
 	if (a->agent && a->npos) {
@@ -444,6 +591,14 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 				   fs->opt.config);
 		return EXIT_USAGE;
 	}
+
+	/* the agent cannot run without its socket; a mount without the
+	 * default one only warns */
+	sock = main_socket(a, fs);
+	if (strcmp(sock, "none") != 0 &&
+	    (a->agent || main_socket_explicit(a, fs)) &&
+	    main_check_socket(sock, !a->agent))
+		return EXIT_USAGE;
 
 	fs->opt.foreground = a->foreground;
 	fs->opt.debug = a->debug;
@@ -572,16 +727,7 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 	free(a->pos[1]);
 	free(a->extra);
 	free(a->bad_option);
-}
-
-/* the control socket's path: command line, config file, default */
-static const char *main_socket(const struct main_args *a,
-			       const struct dl_fs *fs)
-{
-	const char *v = a->socket ? a->socket
-				  : dl_config_get(&fs->config, "socket");
-
-	return v ? v : DL_SOCKET_DEFAULT;
+	free(a->secret_option);
 }
 
 /*
@@ -631,6 +777,7 @@ static int main_agent(struct dl_fs *fs, const char *sock)
 			   err[0] ? err : "cannot start the lock manager");
 		goto out;
 	}
+	dl_config_forget_secrets(&fs->config); /* the backend has its copy */
 	cc.lm = lm;
 	err[0] = '\0';
 	if (ctlsock_start(&cc, &cs, err, sizeof(err)) != 0) {
@@ -664,6 +811,18 @@ out:
 	return ret;
 }
 
+/*
+ * A shell starts a background job of a non-interactive script with SIGINT
+ * (and SIGQUIT) ignored, and libfuse installs its handlers only for
+ * signals left at SIG_DFL: such a daemon would not stop on SIGINT.  SIGINT
+ * and SIGTERM always stop us; SIGHUP stays ignored under nohup.
+ */
+static void main_default_signals(void)
+{
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -689,6 +848,13 @@ int main(int argc, char *argv[])
 		ret = EXIT_USAGE;
 		goto out_free;
 	}
+	/* before any secret is read: no core dump, no ptrace by our own
+	 * uid, no /proc/PID/mem for it; -d keeps them for debugging */
+	if (!a.debug && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
+		main_error("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+		goto out_free;
+	}
+	main_default_signals();
 	if (a.help) {
 		main_usage(argv[0]);
 		ret = 0;
@@ -749,30 +915,21 @@ int main(int argc, char *argv[])
 		ret = EXIT_USAGE;
 		goto out_fs;
 	}
-	if (fuse_set_signal_handlers(fs->se) != 0) {
-		main_error("cannot install signal handlers");
-		goto out_session;
-	}
-	main_captured[0] = '\0';
-	if (fuse_session_mount(fs->se, fs->opt.mountpoint) != 0) {
-		main_error("cannot mount on %s%s%s", fs->opt.mountpoint,
-			   main_fuse_error() ? ": " : "",
-			   main_fuse_error() ? main_fuse_error() : "");
-		goto out_signals;
-	}
-	main_capture = false;
 
+	/* everything that can fail to start, before the mount: a daemon
+	 * that cannot reach its backend leaves nothing mounted */
 	if (!fs->opt.foreground) {
 		ready_fd = main_background();
 		if (ready_fd == -1)
-			goto out_unmount;
+			goto out_session;
 	}
 	err[0] = '\0';
 	if (lockops_init(fs, err, sizeof(err)) != 0) {
 		main_error("%s",
 			   err[0] ? err : "cannot start the lock manager");
-		goto out_unmount;
+		goto out_session;
 	}
+	dl_config_forget_secrets(&fs->config); /* the backend has its copy */
 	if (strcmp(main_socket(&a, fs), "none") != 0) {
 		struct ctlsock_conf cc = {
 			.path = main_socket(&a, fs),
@@ -785,7 +942,7 @@ int main(int argc, char *argv[])
 		if (ctlsock_start(&cc, &cs, err, sizeof(err)) != 0) {
 			/* asked for: fatal; the default: the mount still
 			 * serves (another daemon may own the socket) */
-			if (a.socket) {
+			if (main_socket_explicit(&a, fs)) {
 				main_error("%s", err);
 				goto out_lockops;
 			}
@@ -793,6 +950,19 @@ int main(int argc, char *argv[])
 			cs = NULL;
 		}
 	}
+	if (fuse_set_signal_handlers(fs->se) != 0) {
+		main_error("cannot install signal handlers");
+		goto out_ctl;
+	}
+	main_captured[0] = '\0';
+	if (fuse_session_mount(fs->se, fs->opt.mountpoint) != 0) {
+		main_error("cannot mount on %s%s%s", fs->opt.mountpoint,
+			   main_fuse_error() ? ": " : "",
+			   main_fuse_error() ? main_fuse_error() : "");
+		goto out_signals;
+	}
+	main_capture = false;
+
 	if (chdir("/") == -1)
 		dl_log(DL_LOG_WARNING, "chdir /: %s", strerror(errno));
 	if (ready_fd != -1) {
@@ -817,7 +987,7 @@ int main(int argc, char *argv[])
 	loop = fuse_loop_cfg_create();
 	if (!loop) {
 		dl_log(DL_LOG_ERR, "cannot create the loop config");
-		goto out_lockops;
+		goto out_stop;
 	}
 	fuse_loop_cfg_set_clone_fd(loop, 0);
 	fuse_loop_cfg_set_idle_threads(loop, 10);
@@ -832,13 +1002,18 @@ int main(int argc, char *argv[])
 		ret = 1;
 	}
 
-out_lockops:
+out_stop:
+	/* waiters are answered and locks released while still mounted */
 	ctlsock_stop(cs);
+	cs = NULL;
 	lockops_destroy(fs);
-out_unmount:
 	fuse_session_unmount(fs->se);
 out_signals:
 	fuse_remove_signal_handlers(fs->se);
+out_ctl:
+	ctlsock_stop(cs);
+out_lockops:
+	lockops_destroy(fs);
 out_session:
 	fuse_session_destroy(fs->se);
 	fs->se = NULL;

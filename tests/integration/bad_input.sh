@@ -13,6 +13,7 @@ dl_tmpdir base
 B="$base/backing" M="$base/mnt"
 mkdir "$B" "$M"
 : >"$base/plainfile"
+echo "socket = relative/s" >"$base/relsock.conf"
 ok_opts="backend=local:,host_id=$DL_HOST_ID"
 
 # expect_exit2 WHAT MNT ARGS... - run dlockfs -f ARGS (bounded), require
@@ -44,11 +45,23 @@ expect_exit2 "BACKING_DIR is a file" "$M" -o "$ok_opts" "$base/plainfile" "$M"
 expect_exit2 "MOUNTPOINT is a file" "$base/plainfile" -o "$ok_opts" "$B" "$base/plainfile"
 expect_exit2 "missing MOUNTPOINT" "$base/nonexistent" -o "$ok_opts" "$B" "$base/nonexistent"
 expect_exit2 "no MOUNTPOINT argument" "$M" -o "$ok_opts" "$B"
+# found before mounting (issue 9 item 12), not after it
+long=$base/$(printf 'x%.0s' {1..120})/s
+expect_exit2 "socket path too long" "$M" -o "$ok_opts,socket=$long" "$B" "$M"
+expect_exit2 "socket under a file" "$M" -o "$ok_opts,socket=$base/plainfile/d/s" "$B" "$M"
+mkdir "$base/sockdir"
+expect_exit2 "socket is a directory" "$M" -o "$ok_opts,socket=$base/sockdir" "$B" "$M"
+expect_exit2 "socket relative in the config file" "$M" -o "$ok_opts,config=$base/relsock.conf" "$B" "$M"
+expect_exit2 "blksize=abc" "$M" -o "$ok_opts,blksize=abc" "$B" "$M"
+expect_exit2 "blksize=4096 (fuseblk only)" "$M" -o "$ok_opts,blksize=4096" "$B" "$M"
 
 # already mounted: the second daemon refuses, the first one keeps working
-dl_mount "$B" "$M"
+dl_mount "$B" "$M" "socket=$base/sock"
 echo still >"$M/file"
 expect_exit2 "MOUNTPOINT already mounted" "/nonexistent" -o "$ok_opts" "$B" "$M"
+mkdir "$base/mnt2"
+expect_exit2 "socket in use by another daemon" "$base/mnt2" -o "$ok_opts,socket=$base/sock" "$B" "$base/mnt2"
+[[ -S $base/sock ]] || dl_fail "the first daemon's socket went away"
 dl_is_mounted "$M" || dl_fail "the first mount went away"
 [[ $(cat "$M/file") == still ]] || dl_fail "the first mount stopped working"
 [[ $(grep -c " $(realpath "$M") " /proc/self/mountinfo) -eq 1 ]] ||

@@ -84,6 +84,36 @@ START_TEST(test_last_wins)
 }
 END_TEST
 
+/* secrets go, wiped; the rest keeps its order and its last-wins values */
+START_TEST(test_forget_secrets)
+{
+	struct dl_config cfg = { 0 };
+
+	ck_assert_int_eq(dl_config_parse(&cfg,
+					 "a=1\nredis_password=" SECRET "\n"
+					 "b=2\nPassword=x\na=3\n"
+					 "zk_password=y\nredis_user=u\n",
+					 "t", NULL, 0),
+			 0);
+	ck_assert_uint_eq(cfg.n, 7);
+	dl_config_forget_secrets(&cfg);
+	ck_assert_uint_eq(cfg.n, 4);
+	ck_assert_ptr_null(dl_config_get(&cfg, "redis_password"));
+	ck_assert_ptr_null(dl_config_get(&cfg, "Password"));
+	ck_assert_ptr_null(dl_config_get(&cfg, "zk_password"));
+	ck_assert_str_eq(dl_config_get(&cfg, "a"), "3");
+	ck_assert_str_eq(dl_config_get(&cfg, "b"), "2");
+	ck_assert_str_eq(dl_config_get(&cfg, "redis_user"), "u");
+	ck_assert_str_eq(cfg.v[0].key, "a");
+	ck_assert_str_eq(cfg.v[1].key, "b");
+	for (size_t i = 0; i < cfg.n; i++)
+		ck_assert_ptr_null(strstr(cfg.v[i].value, SECRET));
+	dl_config_forget_secrets(&cfg); /* nothing left to forget */
+	ck_assert_uint_eq(cfg.n, 4);
+	dl_config_free(&cfg);
+}
+END_TEST
+
 static const struct {
 	const char *text;
 	const char *where; /* must appear in err */
@@ -294,6 +324,7 @@ static Suite *config_suite(void)
 	tcase_add_loop_test(tc, test_parse_bad, 0, NELEM(bad_cases));
 	tcase_add_test(tc, test_err_small_buffer);
 	tcase_add_loop_test(tc, test_is_secret, 0, NELEM(secret_cases));
+	tcase_add_test(tc, test_forget_secrets);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("load");
