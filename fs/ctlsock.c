@@ -70,6 +70,7 @@
 
 #include "backend/log.h"
 #include "backend/range.h"
+#include "fs/ctl_policy.h"
 #include "fs/lockmgr.h"
 #include "fs/proto.h"
 
@@ -151,6 +152,8 @@ struct ctl_conn {
 	uint32_t cid;
 	pid_t pid;
 	uid_t uid;
+	gid_t *gids; /* its primary and supplementary groups */
+	size_t ngids;
 	struct ctl_proc *proc;
 	struct ctl_ep ep;
 	struct ctl_out *out, *out_tail;
@@ -181,6 +184,7 @@ struct ctl_pend {
 struct ctlsock {
 	struct ctlsock_conf conf;
 	char *path, *mountpoint, *backend_shown;
+	struct ctl_policy pol;
 	struct lockmgr *lm;
 	int lfd, lockfile, epfd, wakefd;
 	pthread_t thread;
@@ -894,19 +898,18 @@ static void ctl_drain(struct ctlsock *cs)
 
 /*
  * The cluster-wide name of the file behind @fd: inside our mount, its path
- * relative to the mount root (as the mount names it); else @label plus
- * the path relative to @prefix, which the file must really lie under.
- * Returns 0 with a malloc'd *out, or a negative errno and a reason.
+ * relative to the mount root (as the mount names it); else the label of
+ * the daemon's own paths= prefix it lies under (ctl_policy.h).  Nothing
+ * the client says takes part: its DLOCK_PATHS only chose to send the
+ * file.  Returns 0 with a malloc'd *out, or a negative errno and a reason.
  */
-static int ctl_name(struct ctlsock *cs, int fd,
-		    const struct dl_proto_str *label,
-		    const struct dl_proto_str *prefix, char **out,
-		    const char **why)
+static int ctl_name(struct ctlsock *cs, int fd, char **out, const char **why)
 {
-	char link[64], path[PATH_MAX + 1], pre[PATH_MAX + 1];
+	char link[64], path[PATH_MAX + 1];
 	const char *rel;
 	ssize_t n;
 	size_t plen;
+	int ret;
 
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	n = readlink(link, path, sizeof(path) - 1);
@@ -928,36 +931,32 @@ static int ctl_name(struct ctlsock *cs, int fd,
 			return *out ? 0 : -ENOMEM;
 		}
 	}
-	if (!label->len || !prefix->len) {
-		*why = "the file is in no DLOCK_PATHS prefix";
-		return -EINVAL;
+	ret = ctlpol_name(&cs->pol, path, out);
+	if (ret == -ENOENT) {
+		*why = "the file lies under no prefix of the daemon's paths= "
+		       "(its configuration names the files it locks)";
+		return -ENOLCK;
 	}
-	if (prefix->len >= sizeof(pre) || prefix->p[0] != '/' ||
-	    (prefix->len > 1 && prefix->p[prefix->len - 1] == '/')) {
-		*why = "bad prefix: want an absolute path without a trailing /";
-		return -EINVAL;
-	}
-	if ((label->len >= 5 && memcmp(label->p, "name:", 5) == 0) ||
-	    label->len > CTL_NAME_MAX / 2) {
-		*why = "bad label";
-		return -EINVAL;
-	}
-	memcpy(pre, prefix->p, prefix->len);
-	pre[prefix->len] = '\0';
-	plen = strcmp(pre, "/") == 0 ? 0 : prefix->len;
-	if (strncmp(path, pre, plen) != 0 ||
-	    (path[plen] != '/' && path[plen] != '\0')) {
-		*why = "the file is not under the prefix it was sent with";
-		return -EPERM;
-	}
-	rel = path + plen;
-	if (*rel == '/')
-		rel++;
-	if (asprintf(out, "%.*s%s%s", (int)label->len, label->p,
-		     rel[0] && label->p[label->len - 1] != '/' ? "/" : "",
-		     rel) < 0)
-		return -ENOMEM;
-	return 0;
+	return ret;
+}
+
+/*
+ * The resource of named lock @name (@len bytes) for connection @c: its
+ * uid's namespace, or a namespace its groups share; root may name another
+ * user's lock as "UID/NAME" (to list or break it).
+ */
+static int ctl_named(struct ctlsock *cs, const struct ctl_conn *c,
+		     const char *name, size_t len, bool literal, char **out)
+{
+	size_t i = 0;
+
+	while (i < len && name[i] >= '0' && name[i] <= '9')
+		i++;
+	if (literal && c->uid == 0 && i > 0 && i < len && name[i] == '/')
+		return asprintf(out, "name:%.*s", (int)len, name) < 0 ? -ENOMEM
+								      : 0;
+	return ctlpol_named(&cs->pol, name, len, c->uid, c->gids, c->ngids,
+			    out);
 }
 
 /* ---- requests ----------------------------------------------------------- */
@@ -984,9 +983,10 @@ static int req_obj(struct ctl_req *r, struct ctl_obj **out)
 			r->why = "a lock name must have 1 to 4096 bytes";
 			return -EINVAL;
 		}
-		if (asprintf(&name, "name:%.*s", (int)m->str[0].len,
-			     m->str[0].p) < 0)
-			return -ENOMEM;
+		ret = ctl_named(cs, r->c, m->str[0].p, m->str[0].len, false,
+				&name);
+		if (ret < 0)
+			return ret;
 		*out = obj_get(cs, 0, 0, true, name);
 		free(name);
 		return *out ? 0 : -ENOMEM;
@@ -997,7 +997,7 @@ static int req_obj(struct ctl_req *r, struct ctl_obj **out)
 		r->why = "not a regular file or directory";
 		return -EBADF;
 	}
-	ret = ctl_name(cs, r->fd, &m->str[0], &m->str[1], &name, &r->why);
+	ret = ctl_name(cs, r->fd, &name, &r->why);
 	if (ret < 0)
 		return ret;
 	*out = obj_get(cs, st.st_dev, st.st_ino, false, name);
@@ -1457,14 +1457,16 @@ static int req_resource(struct ctl_req *r, char **out)
 
 	*out = NULL;
 	if (m->flags & DLP_F_FD)
-		return ctl_name(r->cs, r->fd, &m->str[0], &m->str[1], out,
-				&r->why);
+		return ctl_name(r->cs, r->fd, out, &r->why);
 	if (m->nstr == 0)
 		return 0;
 	if (m->str[0].len == 0) {
 		r->why = "empty resource name";
 		return -EINVAL;
 	}
+	if (m->str[0].len > 5 && memcmp(m->str[0].p, "name:", 5) == 0)
+		return ctl_named(r->cs, r->c, m->str[0].p + 5,
+				 (size_t)m->str[0].len - 5, true, out);
 	*out = strndup(m->str[0].p, m->str[0].len);
 	return *out ? 0 : -ENOMEM;
 }
@@ -1639,6 +1641,7 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 		objset_del(cs, c->named, &c->nnamed, c->nnamed - 1);
 	}
 	free(c->named);
+	free(c->gids);
 	while (c->out) {
 		struct ctl_out *o = c->out;
 
@@ -1664,6 +1667,37 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 		desc_check_many(cs, false, 0, 0, p->pid);
 	}
 	proc_free_maybe(cs, p);
+}
+
+/* the peer's groups (SO_PEERGROUPS) and @gid, in a malloc'd array */
+static int ctl_peer_groups(int fd, gid_t gid, gid_t **out, size_t *n)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = NULL;
+
+	for (int tries = 0; tries < 4; tries++) {
+		gid_t *ng = realloc(g, len + sizeof(gid_t));
+
+		if (!ng) {
+			free(g);
+			return -ENOMEM;
+		}
+		g = ng;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g + 1, &len) ==
+		    0) {
+			g[0] = gid;
+			*out = g;
+			*n = 1 + len / sizeof(gid_t);
+			return 0;
+		}
+		if (errno != ERANGE)
+			break;
+	}
+	/* no groups known: the primary one only */
+	g[0] = gid;
+	*out = g;
+	*n = 1;
+	return 0;
 }
 
 static void conn_accept(struct ctlsock *cs)
@@ -1693,6 +1727,11 @@ static void conn_accept(struct ctlsock *cs)
 	c->fd = fd;
 	c->pid = cred.pid;
 	c->uid = cred.uid;
+	if (ctl_peer_groups(fd, cred.gid, &c->gids, &c->ngids) < 0) {
+		close(fd);
+		free(c);
+		return;
+	}
 	c->cid = ++cs->next_cid;
 	c->owner = CTL_OWNER_TAG | ++cs->next_owner;
 	c->ep = (struct ctl_ep){ EP_CONN, c };
@@ -1701,6 +1740,7 @@ static void conn_accept(struct ctlsock *cs)
 		dl_log(DL_LOG_WARNING, "ctl: cannot take a client (pid %d)",
 		       (int)cred.pid);
 		close(fd);
+		free(c->gids);
 		free(c);
 		return;
 	}
@@ -1939,6 +1979,7 @@ static void ctl_free(struct ctlsock *cs)
 	}
 	pthread_mutex_destroy(&cs->qmutex);
 	pthread_cond_destroy(&cs->qcond);
+	ctlpol_free(&cs->pol);
 	free(cs->rbuf);
 	free(cs->path);
 	free(cs->mountpoint);
@@ -1971,6 +2012,9 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		snprintf(err, errlen, "out of memory");
 		goto out_free;
 	}
+	ret = ctlpol_load(&cs->pol, conf->config, err, errlen);
+	if (ret < 0)
+		goto out_free;
 	ret = ctl_listen(cs, err, errlen);
 	if (ret < 0)
 		goto out_free;
