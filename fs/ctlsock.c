@@ -358,30 +358,36 @@ static void proc_exit(struct ctlsock *cs, struct ctl_proc *p)
 	/* the caller calls proc_free_maybe() */
 }
 
-static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid)
+/*
+ * Take over @pidfd (a live process, numbered @pid): the record of that
+ * process, made if new.  A live record of the same pid is the same
+ * process: it was alive when @pidfd was taken, and pids are unique among
+ * the living.
+ */
+static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid, int pidfd)
 {
 	struct ctl_proc *p;
 
 	for (p = cs->procs; p; p = p->next) {
 		if (p->pid != pid || p->dead)
 			continue;
-		if (!ctl_pidfd_exited(p->pidfd))
+		if (!ctl_pidfd_exited(p->pidfd)) {
+			close(pidfd);
 			return p;
+		}
 		/* that pid died and was reused before we noticed */
 		proc_exit(cs, p);
 		proc_free_maybe(cs, p);
 		break;
 	}
 	p = calloc(1, sizeof(*p));
-	if (!p)
-		return NULL;
-	p->pid = pid;
-	p->fence_fd = -1;
-	p->pidfd = ctl_pidfd_open(pid);
-	if (p->pidfd < 0) {
-		free(p);
+	if (!p) {
+		close(pidfd);
 		return NULL;
 	}
+	p->pid = pid;
+	p->fence_fd = -1;
+	p->pidfd = pidfd;
 	p->ep = (struct ctl_ep){ EP_PROC, p };
 	if (ctl_ep_add(cs, p->pidfd, EPOLLIN, &p->ep) < 0) {
 		close(p->pidfd);
@@ -1565,6 +1571,14 @@ static bool conn_request(struct ctlsock *cs, struct ctl_conn *c,
 				   "announcing one";
 		goto out_reply;
 	}
+	/* the process this connection speaks for is gone: whoever holds
+	 * the connection now is not it (DESIGN §7) */
+	if (m->hdr.type != DLP_STATUS && m->hdr.type != DLP_LIST &&
+	    (c->proc->dead || ctl_pidfd_exited(c->proc->pidfd))) {
+		ret = -ESRCH;
+		r.why = "the process that opened this connection has exited";
+		goto out_reply;
+	}
 	switch (m->hdr.type) {
 	case DLP_LOCK:
 		ret = do_lock(&r);
@@ -1608,8 +1622,8 @@ out_reply:
 	if (ret < 0 && r.why)
 		dl_log(DL_LOG_DEBUG, "ctl: pid %d %s: %s (%s)", (int)c->pid,
 		       proto_type_name(m->hdr.type), strerror(-ret), r.why);
-	/* a malformed frame ends the conversation */
-	return ok && ret != -EBADMSG;
+	/* a malformed frame, or a process gone, ends the conversation */
+	return ok && ret != -EBADMSG && ret != -ESRCH;
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -1669,6 +1683,88 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 	proc_free_maybe(cs, p);
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+/* the pid a pidfd names (fdinfo "Pid:"), 0 when it has exited */
+static pid_t ctl_pidfd_pid(int pidfd)
+{
+	char path[64], line[128];
+	long pid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Pid: %ld", &pid) == 1)
+			break;
+	fclose(f);
+	return pid > 0 ? (pid_t)pid : 0;
+}
+
+/* do the real and effective ids of live process @pid match @cred? */
+static bool ctl_cred_match(pid_t pid, const struct ucred *cred)
+{
+	char path[64], line[256];
+	unsigned long r, e, s, f;
+	int found = 0;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return false;
+	while (fgets(line, sizeof(line), fp)) {
+		if (sscanf(line, "Uid: %lu %lu %lu %lu", &r, &e, &s, &f) == 4)
+			found += e == cred->uid;
+		else if (sscanf(line, "Gid: %lu %lu %lu %lu", &r, &e, &s, &f) ==
+			 4)
+			found += e == cred->gid;
+	}
+	fclose(fp);
+	return found == 2;
+}
+
+/*
+ * A pidfd of the process that connected @fd, and its pid: the identity a
+ * connection keeps, which a reused pid cannot take over.  SO_PEERPIDFD
+ * where the kernel has it; else pidfd_open() of the SO_PEERCRED pid, then
+ * a check that this process has the connecting credentials, made while
+ * the pidfd shows it alive (so it was the process we read).  Returns the
+ * pidfd, or -1 when the connecting process is gone.
+ */
+static int ctl_peer_pidfd(int fd, const struct ucred *cred, pid_t *pid)
+{
+	socklen_t len = sizeof(int);
+	int pidfd = -1;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == -1 ||
+	    pidfd < 0) {
+		if (errno == ESRCH)
+			return -1;
+		pidfd = ctl_pidfd_open(cred->pid);
+		if (pidfd < 0)
+			return -1;
+		if (!ctl_cred_match(cred->pid, cred) ||
+		    ctl_pidfd_exited(pidfd)) {
+			close(pidfd);
+			return -1;
+		}
+		*pid = cred->pid;
+		return pidfd;
+	}
+	fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+	*pid = ctl_pidfd_pid(pidfd);
+	if (*pid <= 0 || ctl_pidfd_exited(pidfd)) {
+		close(pidfd);
+		return -1;
+	}
+	return pidfd;
+}
+
 /* the peer's groups (SO_PEERGROUPS) and @gid, in a malloc'd array */
 static int ctl_peer_groups(int fd, gid_t gid, gid_t **out, size_t *n)
 {
@@ -1705,7 +1801,8 @@ static void conn_accept(struct ctlsock *cs)
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
 	struct ctl_conn *c;
-	int fd;
+	int fd, pidfd;
+	pid_t pid;
 
 	fd = accept4(cs->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0) {
@@ -1719,15 +1816,24 @@ static void conn_accept(struct ctlsock *cs)
 		close(fd);
 		return;
 	}
+	pidfd = ctl_peer_pidfd(fd, &cred, &pid);
+	if (pidfd < 0) {
+		/* it connected and went (its pid may serve another process
+		 * by now): nobody to serve */
+		close(fd);
+		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
+		close(pidfd);
 		close(fd);
 		return;
 	}
 	c->fd = fd;
-	c->pid = cred.pid;
+	c->pid = pid;
 	c->uid = cred.uid;
 	if (ctl_peer_groups(fd, cred.gid, &c->gids, &c->ngids) < 0) {
+		close(pidfd);
 		close(fd);
 		free(c);
 		return;
@@ -1735,10 +1841,10 @@ static void conn_accept(struct ctlsock *cs)
 	c->cid = ++cs->next_cid;
 	c->owner = CTL_OWNER_TAG | ++cs->next_owner;
 	c->ep = (struct ctl_ep){ EP_CONN, c };
-	c->proc = proc_get(cs, cred.pid);
+	c->proc = proc_get(cs, pid, pidfd);
 	if (!c->proc || ctl_ep_add(cs, fd, EPOLLIN, &c->ep) < 0) {
 		dl_log(DL_LOG_WARNING, "ctl: cannot take a client (pid %d)",
-		       (int)cred.pid);
+		       (int)pid);
 		close(fd);
 		free(c->gids);
 		free(c);
