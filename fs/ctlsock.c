@@ -53,6 +53,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -74,12 +76,13 @@
 #include "fs/lockmgr.h"
 #include "fs/proto.h"
 
-#define CTL_OBJ_TAG	 (1ULL << 63) /* FUSE inode numbers are pointers */
-#define CTL_OWNER_TAG	 0xd10c000000000000ULL
-#define CTL_MAX_FDS	 4
-#define CTL_MAX_OUT	 (4u << 20) /* queued reply bytes before we give up */
-#define CTL_NAME_MAX	 4096
-#define CTL_STOP_WAIT_MS 5000
+#define CTL_OBJ_TAG	      (1ULL << 63) /* FUSE inode numbers are pointers */
+#define CTL_OWNER_TAG	      0xd10c000000000000ULL
+#define CTL_MAX_FDS	      4
+#define CTL_MAX_OUT	      (4u << 20) /* queued reply bytes before we give up */
+#define CTL_NAME_MAX	      4096
+#define CTL_STOP_WAIT_MS      5000
+#define CTL_ACCEPT_BACKOFF_MS 100
 
 enum ctl_ep_kind { EP_LISTEN, EP_WAKE, EP_CONN, EP_PROC, EP_DESC };
 
@@ -155,6 +158,7 @@ struct ctl_conn {
 	gid_t *gids; /* its primary and supplementary groups */
 	size_t ngids;
 	struct ctl_proc *proc;
+	struct ctl_user *user;
 	struct ctl_ep ep;
 	struct ctl_out *out, *out_tail;
 	size_t out_bytes;
@@ -165,10 +169,19 @@ struct ctl_conn {
 	size_t nnamed, capnamed;
 };
 
+/* what one uid holds through the socket (its caps: ctl_policy.h) */
+struct ctl_user {
+	struct ctl_user *next;
+	uid_t uid;
+	unsigned conns, waits;
+};
+
 /* a lock request between lockmgr_prepare() and its done() */
 struct ctl_pend {
-	struct ctl_pend *next;	/* in conn->pend */
-	struct ctl_pend *qnext; /* in the completion queue */
+	struct ctl_pend *next;	 /* in conn->pend */
+	struct ctl_pend **pprev; /* O(1) removal from conn->pend */
+	struct ctl_user *user;	 /* its waits++ */
+	struct ctl_pend *qnext;	 /* in the completion queue */
 	struct ctlsock *cs;
 	struct ctl_conn *conn; /* NULL once the connection is gone */
 	uint32_t req_id;
@@ -195,7 +208,10 @@ struct ctlsock {
 	struct ctl_proc *procs;
 	struct ctl_desc *descs;
 	struct ctl_obj *objs;
+	struct ctl_user *users;
 	uint64_t next_obj, next_owner;
+	int64_t accept_backoff_until_ms, log_quiet_until_ms;
+	unsigned log_dropped;
 	uint32_t next_cid;
 	size_t nconns, nprocs, ndescs, npend;
 	unsigned char *rbuf;
@@ -208,6 +224,14 @@ struct ctlsock {
 };
 
 /* ---- small helpers ----------------------------------------------------- */
+
+static int64_t ctl_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int ctl_pidfd_open(pid_t pid)
 {
@@ -239,6 +263,65 @@ static void ctl_ep_del(struct ctlsock *cs, int fd)
 {
 	if (fd >= 0)
 		epoll_ctl(cs->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+/* ---- per-uid accounting ------------------------------------------------ */
+
+static struct ctl_user *user_get(struct ctlsock *cs, uid_t uid)
+{
+	struct ctl_user *u;
+
+	for (u = cs->users; u; u = u->next)
+		if (u->uid == uid)
+			return u;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->uid = uid;
+	u->next = cs->users;
+	cs->users = u;
+	return u;
+}
+
+static void user_free_maybe(struct ctlsock *cs, struct ctl_user *u)
+{
+	struct ctl_user **pp;
+
+	if (!u || u->conns || u->waits)
+		return;
+	for (pp = &cs->users; *pp != u; pp = &(*pp)->next)
+		;
+	*pp = u->next;
+	free(u);
+}
+
+/*
+ * A warning that a client can provoke at will: at most one a second, with
+ * a count of those left out, so a flood cannot flood the log too.
+ */
+static void ctl_warn_limited(struct ctlsock *cs, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void ctl_warn_limited(struct ctlsock *cs, const char *fmt, ...)
+{
+	int64_t now = ctl_now_ms();
+	char msg[256];
+	va_list ap;
+
+	if (now < cs->log_quiet_until_ms) {
+		cs->log_dropped++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (cs->log_dropped)
+		dl_log(DL_LOG_WARNING, "%s (and %u more such messages)", msg,
+		       cs->log_dropped);
+	else
+		dl_log(DL_LOG_WARNING, "%s", msg);
+	cs->log_dropped = 0;
+	cs->log_quiet_until_ms = now + 1000;
 }
 
 /* ---- objects ----------------------------------------------------------- */
@@ -804,13 +887,14 @@ static void fence_lost(struct ctlsock *cs, const struct ctl_lost *l)
 
 static void conn_forget_pend(struct ctl_conn *c, struct ctl_pend *p)
 {
-	struct ctl_pend **pp;
-
-	for (pp = &c->pend; *pp; pp = &(*pp)->next)
-		if (*pp == p) {
-			*pp = p->next;
-			return;
-		}
+	(void)c;
+	if (!p->pprev)
+		return;
+	*p->pprev = p->next;
+	if (p->next)
+		p->next->pprev = p->pprev;
+	p->next = NULL;
+	p->pprev = NULL;
 }
 
 /* a decided request: record the grant, answer, drop the references */
@@ -867,6 +951,8 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 	obj_put(cs, p->obj);
 	p->proc->refs--;
 	proc_free_maybe(cs, p->proc);
+	p->user->waits--;
+	user_free_maybe(cs, p->user);
 	cs->npend--;
 	free(p);
 }
@@ -974,6 +1060,21 @@ struct ctl_req {
 	int fd; /* received, or -1; ours to close unless taken (-1) */
 	const char *why;
 };
+
+/* a descriptor opened with O_PATH names a file the caller may not be
+ * able to open: as the kernel's lock calls, refuse it */
+static int req_no_opath(struct ctl_req *r)
+{
+	int fl = fcntl(r->fd, F_GETFL);
+
+	if (fl == -1)
+		return -errno;
+	if (fl & O_PATH) {
+		r->why = "an O_PATH descriptor is refused";
+		return -EBADF;
+	}
+	return 0;
+}
 
 /* the object a lock request is about; 0 or -errno (r->why set) */
 static int req_obj(struct ctl_req *r, struct ctl_obj **out)
@@ -1116,6 +1217,16 @@ static int do_lock(struct ctl_req *r)
 	struct ctl_pend *p;
 	int ret;
 
+	if (c->uid != 0 && cs->pol.max_waits &&
+	    c->user->waits >= cs->pol.max_waits) {
+		ctl_warn_limited(cs,
+				 "ctl: uid %u has %u requests in flight "
+				 "(max_waits_per_uid): refused",
+				 (unsigned)c->uid, c->user->waits);
+		r->why = "too many requests in flight for this user "
+			 "(max_waits_per_uid)";
+		return -ENOLCK;
+	}
 	ret = req_begin(r, &lr, &o);
 	if (ret < 0)
 		return ret;
@@ -1144,7 +1255,9 @@ static int do_lock(struct ctl_req *r)
 				.kind = m->kind,
 				.obj = o,
 				.proc = c->proc,
-				.desc = d };
+				.desc = d,
+				.user = c->user };
+	c->user->waits++;
 	c->proc->refs++;
 	if (d)
 		d->pending++;
@@ -1158,6 +1271,9 @@ static int do_lock(struct ctl_req *r)
 		return -ENOMEM;
 	}
 	p->next = c->pend;
+	if (p->next)
+		p->next->pprev = &p->next;
+	p->pprev = &c->pend;
 	c->pend = p;
 	lockmgr_submit(cs->lm, p->wait_id);
 	return 1; /* answered by pend_complete() */
@@ -1351,6 +1467,9 @@ static int do_fence(struct ctl_req *r)
 	struct stat st;
 	int ret;
 
+	ret = req_no_opath(r);
+	if (ret < 0)
+		return ret;
 	if (fstat(r->fd, &st) == -1)
 		return -errno;
 	if (r->m->flags & DLP_F_LEASE) {
@@ -1460,8 +1579,14 @@ static int do_status(struct ctl_req *r)
 static int req_resource(struct ctl_req *r, char **out)
 {
 	const struct dl_proto_msg *m = r->m;
+	int ret;
 
 	*out = NULL;
+	if ((m->flags & DLP_F_FD) && r->c->uid != 0) {
+		ret = req_no_opath(r);
+		if (ret < 0)
+			return ret;
+	}
 	if (m->flags & DLP_F_FD)
 		return ctl_name(r->cs, r->fd, out, &r->why);
 	if (m->nstr == 0)
@@ -1645,7 +1770,7 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 	while (c->pend) {
 		struct ctl_pend *pend = c->pend;
 
-		c->pend = pend->next;
+		conn_forget_pend(c, pend);
 		pend->conn = NULL;
 		lockmgr_interrupt(cs->lm, pend->wait_id);
 	}
@@ -1656,6 +1781,8 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 	}
 	free(c->named);
 	free(c->gids);
+	c->user->conns--;
+	user_free_maybe(cs, c->user);
 	while (c->out) {
 		struct ctl_out *o = c->out;
 
@@ -1796,19 +1923,35 @@ static int ctl_peer_groups(int fd, gid_t gid, gid_t **out, size_t *n)
 	return 0;
 }
 
+/* take the listening socket out of (@pause) or back into the poll set */
+static void ctl_listen_pause(struct ctlsock *cs, bool pause)
+{
+	struct epoll_event ev = { .events = pause ? 0 : EPOLLIN,
+				  .data.ptr = &cs->listen_ep };
+
+	cs->accept_backoff_until_ms =
+		pause ? ctl_now_ms() + CTL_ACCEPT_BACKOFF_MS : 0;
+	epoll_ctl(cs->epfd, EPOLL_CTL_MOD, cs->lfd, &ev);
+}
+
 static void conn_accept(struct ctlsock *cs)
 {
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
+	struct ctl_user *u;
 	struct ctl_conn *c;
 	int fd, pidfd;
 	pid_t pid;
 
 	fd = accept4(cs->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			dl_log(DL_LOG_WARNING, "ctl: accept: %s",
-			       strerror(errno));
+		if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+			return;
+		/* out of descriptors or memory: stop listening a while
+		 * rather than spin on a queue we cannot take from */
+		ctl_warn_limited(cs, "ctl: accept: %s; pausing %d ms",
+				 strerror(errno), CTL_ACCEPT_BACKOFF_MS);
+		ctl_listen_pause(cs, true);
 		return;
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == -1 ||
@@ -1823,12 +1966,26 @@ static void conn_accept(struct ctlsock *cs)
 		close(fd);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (!c) {
+	u = user_get(cs, cred.uid);
+	if (!u || (cred.uid != 0 && cs->pol.max_conns &&
+		   u->conns >= cs->pol.max_conns)) {
+		if (u)
+			ctl_warn_limited(cs,
+					 "ctl: uid %u has %u connections "
+					 "(max_conns_per_uid): refused",
+					 (unsigned)cred.uid, u->conns);
 		close(pidfd);
 		close(fd);
 		return;
 	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(pidfd);
+		close(fd);
+		user_free_maybe(cs, u);
+		return;
+	}
+	c->user = u;
 	c->fd = fd;
 	c->pid = pid;
 	c->uid = cred.uid;
@@ -1848,9 +2005,11 @@ static void conn_accept(struct ctlsock *cs)
 		close(fd);
 		free(c->gids);
 		free(c);
+		user_free_maybe(cs, u);
 		return;
 	}
 	c->proc->nconns++;
+	u->conns++;
 	c->next = cs->conns;
 	cs->conns = c;
 	cs->nconns++;
@@ -1973,7 +2132,19 @@ static void *ctl_main(void *arg)
 
 	while (!cs->stopping) {
 		struct epoll_event ev;
-		int n = epoll_wait(cs->epfd, &ev, 1, -1);
+		int timeout = -1, n;
+
+		if (cs->accept_backoff_until_ms) {
+			int64_t left =
+				cs->accept_backoff_until_ms - ctl_now_ms();
+
+			if (left <= 0) {
+				ctl_listen_pause(cs, false);
+			} else {
+				timeout = (int)left;
+			}
+		}
+		n = epoll_wait(cs->epfd, &ev, 1, timeout);
 
 		if (n < 0 && errno != EINTR) {
 			dl_log(DL_LOG_ERR, "ctl: epoll_wait: %s",
@@ -2086,11 +2257,30 @@ static void ctl_free(struct ctlsock *cs)
 	pthread_mutex_destroy(&cs->qmutex);
 	pthread_cond_destroy(&cs->qcond);
 	ctlpol_free(&cs->pol);
+	while (cs->users) {
+		struct ctl_user *u = cs->users;
+
+		cs->users = u->next;
+		free(u);
+	}
 	free(cs->rbuf);
 	free(cs->path);
 	free(cs->mountpoint);
 	free(cs->backend_shown);
 	free(cs);
+}
+
+/* every client costs descriptors: take all the hard limit allows */
+static void ctl_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			dl_log(DL_LOG_WARNING, "ctl: RLIMIT_NOFILE: %s",
+			       strerror(errno));
+	}
 }
 
 int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
@@ -2118,6 +2308,7 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		snprintf(err, errlen, "out of memory");
 		goto out_free;
 	}
+	ctl_raise_nofile();
 	ret = ctlpol_load(&cs->pol, conf->config, err, errlen);
 	if (ret < 0)
 		goto out_free;

@@ -118,6 +118,15 @@ def cmd_waits(sock, n):
     for i in range(n):
         send(s, frame(LOCK, lock_body(kind=3, flags=F_WAIT) + strs(b"qflood"),
                       ident=i + 1))
+        # read the refusals as they come, as a client that reads would
+        while True:
+            try:
+                if not s.recv(70000, socket.MSG_DONTWAIT):
+                    print("closed", flush=True)
+                    return
+                refused += 1
+            except BlockingIOError:
+                break
     # a STATUS round trip: everything before it was read and queued
     send(s, frame(6, b"", ident=n + 1))
     while True:
