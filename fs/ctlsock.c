@@ -53,6 +53,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -70,15 +72,17 @@
 
 #include "backend/log.h"
 #include "backend/range.h"
+#include "fs/ctl_policy.h"
 #include "fs/lockmgr.h"
 #include "fs/proto.h"
 
-#define CTL_OBJ_TAG	 (1ULL << 63) /* FUSE inode numbers are pointers */
-#define CTL_OWNER_TAG	 0xd10c000000000000ULL
-#define CTL_MAX_FDS	 4
-#define CTL_MAX_OUT	 (4u << 20) /* queued reply bytes before we give up */
-#define CTL_NAME_MAX	 4096
-#define CTL_STOP_WAIT_MS 5000
+#define CTL_OBJ_TAG	      (1ULL << 63) /* FUSE inode numbers are pointers */
+#define CTL_OWNER_TAG	      0xd10c000000000000ULL
+#define CTL_MAX_FDS	      4
+#define CTL_MAX_OUT	      (4u << 20) /* queued reply bytes before we give up */
+#define CTL_NAME_MAX	      4096
+#define CTL_STOP_WAIT_MS      5000
+#define CTL_ACCEPT_BACKOFF_MS 100
 
 enum ctl_ep_kind { EP_LISTEN, EP_WAKE, EP_CONN, EP_PROC, EP_DESC };
 
@@ -151,7 +155,10 @@ struct ctl_conn {
 	uint32_t cid;
 	pid_t pid;
 	uid_t uid;
+	gid_t *gids; /* its primary and supplementary groups */
+	size_t ngids;
 	struct ctl_proc *proc;
+	struct ctl_user *user;
 	struct ctl_ep ep;
 	struct ctl_out *out, *out_tail;
 	size_t out_bytes;
@@ -162,10 +169,19 @@ struct ctl_conn {
 	size_t nnamed, capnamed;
 };
 
+/* what one uid holds through the socket (its caps: ctl_policy.h) */
+struct ctl_user {
+	struct ctl_user *next;
+	uid_t uid;
+	unsigned conns, waits;
+};
+
 /* a lock request between lockmgr_prepare() and its done() */
 struct ctl_pend {
-	struct ctl_pend *next;	/* in conn->pend */
-	struct ctl_pend *qnext; /* in the completion queue */
+	struct ctl_pend *next;	 /* in conn->pend */
+	struct ctl_pend **pprev; /* O(1) removal from conn->pend */
+	struct ctl_user *user;	 /* its waits++ */
+	struct ctl_pend *qnext;	 /* in the completion queue */
 	struct ctlsock *cs;
 	struct ctl_conn *conn; /* NULL once the connection is gone */
 	uint32_t req_id;
@@ -181,6 +197,7 @@ struct ctl_pend {
 struct ctlsock {
 	struct ctlsock_conf conf;
 	char *path, *mountpoint, *backend_shown;
+	struct ctl_policy pol;
 	struct lockmgr *lm;
 	int lfd, lockfile, epfd, wakefd;
 	pthread_t thread;
@@ -191,7 +208,10 @@ struct ctlsock {
 	struct ctl_proc *procs;
 	struct ctl_desc *descs;
 	struct ctl_obj *objs;
+	struct ctl_user *users;
 	uint64_t next_obj, next_owner;
+	int64_t accept_backoff_until_ms, log_quiet_until_ms;
+	unsigned log_dropped;
 	uint32_t next_cid;
 	size_t nconns, nprocs, ndescs, npend;
 	unsigned char *rbuf;
@@ -204,6 +224,14 @@ struct ctlsock {
 };
 
 /* ---- small helpers ----------------------------------------------------- */
+
+static int64_t ctl_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int ctl_pidfd_open(pid_t pid)
 {
@@ -235,6 +263,65 @@ static void ctl_ep_del(struct ctlsock *cs, int fd)
 {
 	if (fd >= 0)
 		epoll_ctl(cs->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+/* ---- per-uid accounting ------------------------------------------------ */
+
+static struct ctl_user *user_get(struct ctlsock *cs, uid_t uid)
+{
+	struct ctl_user *u;
+
+	for (u = cs->users; u; u = u->next)
+		if (u->uid == uid)
+			return u;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->uid = uid;
+	u->next = cs->users;
+	cs->users = u;
+	return u;
+}
+
+static void user_free_maybe(struct ctlsock *cs, struct ctl_user *u)
+{
+	struct ctl_user **pp;
+
+	if (!u || u->conns || u->waits)
+		return;
+	for (pp = &cs->users; *pp != u; pp = &(*pp)->next)
+		;
+	*pp = u->next;
+	free(u);
+}
+
+/*
+ * A warning that a client can provoke at will: at most one a second, with
+ * a count of those left out, so a flood cannot flood the log too.
+ */
+static void ctl_warn_limited(struct ctlsock *cs, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void ctl_warn_limited(struct ctlsock *cs, const char *fmt, ...)
+{
+	int64_t now = ctl_now_ms();
+	char msg[256];
+	va_list ap;
+
+	if (now < cs->log_quiet_until_ms) {
+		cs->log_dropped++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (cs->log_dropped)
+		dl_log(DL_LOG_WARNING, "%s (and %u more such messages)", msg,
+		       cs->log_dropped);
+	else
+		dl_log(DL_LOG_WARNING, "%s", msg);
+	cs->log_dropped = 0;
+	cs->log_quiet_until_ms = now + 1000;
 }
 
 /* ---- objects ----------------------------------------------------------- */
@@ -354,30 +441,36 @@ static void proc_exit(struct ctlsock *cs, struct ctl_proc *p)
 	/* the caller calls proc_free_maybe() */
 }
 
-static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid)
+/*
+ * Take over @pidfd (a live process, numbered @pid): the record of that
+ * process, made if new.  A live record of the same pid is the same
+ * process: it was alive when @pidfd was taken, and pids are unique among
+ * the living.
+ */
+static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid, int pidfd)
 {
 	struct ctl_proc *p;
 
 	for (p = cs->procs; p; p = p->next) {
 		if (p->pid != pid || p->dead)
 			continue;
-		if (!ctl_pidfd_exited(p->pidfd))
+		if (!ctl_pidfd_exited(p->pidfd)) {
+			close(pidfd);
 			return p;
+		}
 		/* that pid died and was reused before we noticed */
 		proc_exit(cs, p);
 		proc_free_maybe(cs, p);
 		break;
 	}
 	p = calloc(1, sizeof(*p));
-	if (!p)
-		return NULL;
-	p->pid = pid;
-	p->fence_fd = -1;
-	p->pidfd = ctl_pidfd_open(pid);
-	if (p->pidfd < 0) {
-		free(p);
+	if (!p) {
+		close(pidfd);
 		return NULL;
 	}
+	p->pid = pid;
+	p->fence_fd = -1;
+	p->pidfd = pidfd;
 	p->ep = (struct ctl_ep){ EP_PROC, p };
 	if (ctl_ep_add(cs, p->pidfd, EPOLLIN, &p->ep) < 0) {
 		close(p->pidfd);
@@ -794,13 +887,14 @@ static void fence_lost(struct ctlsock *cs, const struct ctl_lost *l)
 
 static void conn_forget_pend(struct ctl_conn *c, struct ctl_pend *p)
 {
-	struct ctl_pend **pp;
-
-	for (pp = &c->pend; *pp; pp = &(*pp)->next)
-		if (*pp == p) {
-			*pp = p->next;
-			return;
-		}
+	(void)c;
+	if (!p->pprev)
+		return;
+	*p->pprev = p->next;
+	if (p->next)
+		p->next->pprev = p->pprev;
+	p->next = NULL;
+	p->pprev = NULL;
 }
 
 /* a decided request: record the grant, answer, drop the references */
@@ -857,6 +951,8 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 	obj_put(cs, p->obj);
 	p->proc->refs--;
 	proc_free_maybe(cs, p->proc);
+	p->user->waits--;
+	user_free_maybe(cs, p->user);
 	cs->npend--;
 	free(p);
 }
@@ -894,19 +990,18 @@ static void ctl_drain(struct ctlsock *cs)
 
 /*
  * The cluster-wide name of the file behind @fd: inside our mount, its path
- * relative to the mount root (as the mount names it); else @label plus
- * the path relative to @prefix, which the file must really lie under.
- * Returns 0 with a malloc'd *out, or a negative errno and a reason.
+ * relative to the mount root (as the mount names it); else the label of
+ * the daemon's own paths= prefix it lies under (ctl_policy.h).  Nothing
+ * the client says takes part: its DLOCK_PATHS only chose to send the
+ * file.  Returns 0 with a malloc'd *out, or a negative errno and a reason.
  */
-static int ctl_name(struct ctlsock *cs, int fd,
-		    const struct dl_proto_str *label,
-		    const struct dl_proto_str *prefix, char **out,
-		    const char **why)
+static int ctl_name(struct ctlsock *cs, int fd, char **out, const char **why)
 {
-	char link[64], path[PATH_MAX + 1], pre[PATH_MAX + 1];
+	char link[64], path[PATH_MAX + 1];
 	const char *rel;
 	ssize_t n;
 	size_t plen;
+	int ret;
 
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	n = readlink(link, path, sizeof(path) - 1);
@@ -928,36 +1023,32 @@ static int ctl_name(struct ctlsock *cs, int fd,
 			return *out ? 0 : -ENOMEM;
 		}
 	}
-	if (!label->len || !prefix->len) {
-		*why = "the file is in no DLOCK_PATHS prefix";
-		return -EINVAL;
+	ret = ctlpol_name(&cs->pol, path, out);
+	if (ret == -ENOENT) {
+		*why = "the file lies under no prefix of the daemon's paths= "
+		       "(its configuration names the files it locks)";
+		return -ENOLCK;
 	}
-	if (prefix->len >= sizeof(pre) || prefix->p[0] != '/' ||
-	    (prefix->len > 1 && prefix->p[prefix->len - 1] == '/')) {
-		*why = "bad prefix: want an absolute path without a trailing /";
-		return -EINVAL;
-	}
-	if ((label->len >= 5 && memcmp(label->p, "name:", 5) == 0) ||
-	    label->len > CTL_NAME_MAX / 2) {
-		*why = "bad label";
-		return -EINVAL;
-	}
-	memcpy(pre, prefix->p, prefix->len);
-	pre[prefix->len] = '\0';
-	plen = strcmp(pre, "/") == 0 ? 0 : prefix->len;
-	if (strncmp(path, pre, plen) != 0 ||
-	    (path[plen] != '/' && path[plen] != '\0')) {
-		*why = "the file is not under the prefix it was sent with";
-		return -EPERM;
-	}
-	rel = path + plen;
-	if (*rel == '/')
-		rel++;
-	if (asprintf(out, "%.*s%s%s", (int)label->len, label->p,
-		     rel[0] && label->p[label->len - 1] != '/' ? "/" : "",
-		     rel) < 0)
-		return -ENOMEM;
-	return 0;
+	return ret;
+}
+
+/*
+ * The resource of named lock @name (@len bytes) for connection @c: its
+ * uid's namespace, or a namespace its groups share; root may name another
+ * user's lock as "UID/NAME" (to list or break it).
+ */
+static int ctl_named(struct ctlsock *cs, const struct ctl_conn *c,
+		     const char *name, size_t len, bool literal, char **out)
+{
+	size_t i = 0;
+
+	while (i < len && name[i] >= '0' && name[i] <= '9')
+		i++;
+	if (literal && c->uid == 0 && i > 0 && i < len && name[i] == '/')
+		return asprintf(out, "name:%.*s", (int)len, name) < 0 ? -ENOMEM
+								      : 0;
+	return ctlpol_named(&cs->pol, name, len, c->uid, c->gids, c->ngids,
+			    out);
 }
 
 /* ---- requests ----------------------------------------------------------- */
@@ -969,6 +1060,21 @@ struct ctl_req {
 	int fd; /* received, or -1; ours to close unless taken (-1) */
 	const char *why;
 };
+
+/* a descriptor opened with O_PATH names a file the caller may not be
+ * able to open: as the kernel's lock calls, refuse it */
+static int req_no_opath(struct ctl_req *r)
+{
+	int fl = fcntl(r->fd, F_GETFL);
+
+	if (fl == -1)
+		return -errno;
+	if (fl & O_PATH) {
+		r->why = "an O_PATH descriptor is refused";
+		return -EBADF;
+	}
+	return 0;
+}
 
 /* the object a lock request is about; 0 or -errno (r->why set) */
 static int req_obj(struct ctl_req *r, struct ctl_obj **out)
@@ -984,9 +1090,10 @@ static int req_obj(struct ctl_req *r, struct ctl_obj **out)
 			r->why = "a lock name must have 1 to 4096 bytes";
 			return -EINVAL;
 		}
-		if (asprintf(&name, "name:%.*s", (int)m->str[0].len,
-			     m->str[0].p) < 0)
-			return -ENOMEM;
+		ret = ctl_named(cs, r->c, m->str[0].p, m->str[0].len, false,
+				&name);
+		if (ret < 0)
+			return ret;
 		*out = obj_get(cs, 0, 0, true, name);
 		free(name);
 		return *out ? 0 : -ENOMEM;
@@ -997,7 +1104,7 @@ static int req_obj(struct ctl_req *r, struct ctl_obj **out)
 		r->why = "not a regular file or directory";
 		return -EBADF;
 	}
-	ret = ctl_name(cs, r->fd, &m->str[0], &m->str[1], &name, &r->why);
+	ret = ctl_name(cs, r->fd, &name, &r->why);
 	if (ret < 0)
 		return ret;
 	*out = obj_get(cs, st.st_dev, st.st_ino, false, name);
@@ -1110,6 +1217,16 @@ static int do_lock(struct ctl_req *r)
 	struct ctl_pend *p;
 	int ret;
 
+	if (c->uid != 0 && cs->pol.max_waits &&
+	    c->user->waits >= cs->pol.max_waits) {
+		ctl_warn_limited(cs,
+				 "ctl: uid %u has %u requests in flight "
+				 "(max_waits_per_uid): refused",
+				 (unsigned)c->uid, c->user->waits);
+		r->why = "too many requests in flight for this user "
+			 "(max_waits_per_uid)";
+		return -ENOLCK;
+	}
 	ret = req_begin(r, &lr, &o);
 	if (ret < 0)
 		return ret;
@@ -1138,7 +1255,9 @@ static int do_lock(struct ctl_req *r)
 				.kind = m->kind,
 				.obj = o,
 				.proc = c->proc,
-				.desc = d };
+				.desc = d,
+				.user = c->user };
+	c->user->waits++;
 	c->proc->refs++;
 	if (d)
 		d->pending++;
@@ -1152,6 +1271,9 @@ static int do_lock(struct ctl_req *r)
 		return -ENOMEM;
 	}
 	p->next = c->pend;
+	if (p->next)
+		p->next->pprev = &p->next;
+	p->pprev = &c->pend;
 	c->pend = p;
 	lockmgr_submit(cs->lm, p->wait_id);
 	return 1; /* answered by pend_complete() */
@@ -1345,6 +1467,9 @@ static int do_fence(struct ctl_req *r)
 	struct stat st;
 	int ret;
 
+	ret = req_no_opath(r);
+	if (ret < 0)
+		return ret;
 	if (fstat(r->fd, &st) == -1)
 		return -errno;
 	if (r->m->flags & DLP_F_LEASE) {
@@ -1454,17 +1579,25 @@ static int do_status(struct ctl_req *r)
 static int req_resource(struct ctl_req *r, char **out)
 {
 	const struct dl_proto_msg *m = r->m;
+	int ret;
 
 	*out = NULL;
+	if ((m->flags & DLP_F_FD) && r->c->uid != 0) {
+		ret = req_no_opath(r);
+		if (ret < 0)
+			return ret;
+	}
 	if (m->flags & DLP_F_FD)
-		return ctl_name(r->cs, r->fd, &m->str[0], &m->str[1], out,
-				&r->why);
+		return ctl_name(r->cs, r->fd, out, &r->why);
 	if (m->nstr == 0)
 		return 0;
 	if (m->str[0].len == 0) {
 		r->why = "empty resource name";
 		return -EINVAL;
 	}
+	if (m->str[0].len > 5 && memcmp(m->str[0].p, "name:", 5) == 0)
+		return ctl_named(r->cs, r->c, m->str[0].p + 5,
+				 (size_t)m->str[0].len - 5, true, out);
 	*out = strndup(m->str[0].p, m->str[0].len);
 	return *out ? 0 : -ENOMEM;
 }
@@ -1563,6 +1696,14 @@ static bool conn_request(struct ctlsock *cs, struct ctl_conn *c,
 				   "announcing one";
 		goto out_reply;
 	}
+	/* the process this connection speaks for is gone: whoever holds
+	 * the connection now is not it (DESIGN §7) */
+	if (m->hdr.type != DLP_STATUS && m->hdr.type != DLP_LIST &&
+	    (c->proc->dead || ctl_pidfd_exited(c->proc->pidfd))) {
+		ret = -ESRCH;
+		r.why = "the process that opened this connection has exited";
+		goto out_reply;
+	}
 	switch (m->hdr.type) {
 	case DLP_LOCK:
 		ret = do_lock(&r);
@@ -1606,8 +1747,8 @@ out_reply:
 	if (ret < 0 && r.why)
 		dl_log(DL_LOG_DEBUG, "ctl: pid %d %s: %s (%s)", (int)c->pid,
 		       proto_type_name(m->hdr.type), strerror(-ret), r.why);
-	/* a malformed frame ends the conversation */
-	return ok && ret != -EBADMSG;
+	/* a malformed frame, or a process gone, ends the conversation */
+	return ok && ret != -EBADMSG && ret != -ESRCH;
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -1629,7 +1770,7 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 	while (c->pend) {
 		struct ctl_pend *pend = c->pend;
 
-		c->pend = pend->next;
+		conn_forget_pend(c, pend);
 		pend->conn = NULL;
 		lockmgr_interrupt(cs->lm, pend->wait_id);
 	}
@@ -1639,6 +1780,9 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 		objset_del(cs, c->named, &c->nnamed, c->nnamed - 1);
 	}
 	free(c->named);
+	free(c->gids);
+	c->user->conns--;
+	user_free_maybe(cs, c->user);
 	while (c->out) {
 		struct ctl_out *o = c->out;
 
@@ -1666,18 +1810,148 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 	proc_free_maybe(cs, p);
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+/* the pid a pidfd names (fdinfo "Pid:"), 0 when it has exited */
+static pid_t ctl_pidfd_pid(int pidfd)
+{
+	char path[64], line[128];
+	long pid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Pid: %ld", &pid) == 1)
+			break;
+	fclose(f);
+	return pid > 0 ? (pid_t)pid : 0;
+}
+
+/* do the real and effective ids of live process @pid match @cred? */
+static bool ctl_cred_match(pid_t pid, const struct ucred *cred)
+{
+	char path[64], line[256];
+	unsigned long r, e, s, f;
+	int found = 0;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return false;
+	while (fgets(line, sizeof(line), fp)) {
+		if (sscanf(line, "Uid: %lu %lu %lu %lu", &r, &e, &s, &f) == 4)
+			found += e == cred->uid;
+		else if (sscanf(line, "Gid: %lu %lu %lu %lu", &r, &e, &s, &f) ==
+			 4)
+			found += e == cred->gid;
+	}
+	fclose(fp);
+	return found == 2;
+}
+
+/*
+ * A pidfd of the process that connected @fd, and its pid: the identity a
+ * connection keeps, which a reused pid cannot take over.  SO_PEERPIDFD
+ * where the kernel has it; else pidfd_open() of the SO_PEERCRED pid, then
+ * a check that this process has the connecting credentials, made while
+ * the pidfd shows it alive (so it was the process we read).  Returns the
+ * pidfd, or -1 when the connecting process is gone.
+ */
+static int ctl_peer_pidfd(int fd, const struct ucred *cred, pid_t *pid)
+{
+	socklen_t len = sizeof(int);
+	int pidfd = -1;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == -1 ||
+	    pidfd < 0) {
+		if (errno == ESRCH)
+			return -1;
+		pidfd = ctl_pidfd_open(cred->pid);
+		if (pidfd < 0)
+			return -1;
+		if (!ctl_cred_match(cred->pid, cred) ||
+		    ctl_pidfd_exited(pidfd)) {
+			close(pidfd);
+			return -1;
+		}
+		*pid = cred->pid;
+		return pidfd;
+	}
+	fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+	*pid = ctl_pidfd_pid(pidfd);
+	if (*pid <= 0 || ctl_pidfd_exited(pidfd)) {
+		close(pidfd);
+		return -1;
+	}
+	return pidfd;
+}
+
+/* the peer's groups (SO_PEERGROUPS) and @gid, in a malloc'd array */
+static int ctl_peer_groups(int fd, gid_t gid, gid_t **out, size_t *n)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = NULL;
+
+	for (int tries = 0; tries < 4; tries++) {
+		gid_t *ng = realloc(g, len + sizeof(gid_t));
+
+		if (!ng) {
+			free(g);
+			return -ENOMEM;
+		}
+		g = ng;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g + 1, &len) ==
+		    0) {
+			g[0] = gid;
+			*out = g;
+			*n = 1 + len / sizeof(gid_t);
+			return 0;
+		}
+		if (errno != ERANGE)
+			break;
+	}
+	/* no groups known: the primary one only */
+	g[0] = gid;
+	*out = g;
+	*n = 1;
+	return 0;
+}
+
+/* take the listening socket out of (@pause) or back into the poll set */
+static void ctl_listen_pause(struct ctlsock *cs, bool pause)
+{
+	struct epoll_event ev = { .events = pause ? 0 : EPOLLIN,
+				  .data.ptr = &cs->listen_ep };
+
+	cs->accept_backoff_until_ms =
+		pause ? ctl_now_ms() + CTL_ACCEPT_BACKOFF_MS : 0;
+	epoll_ctl(cs->epfd, EPOLL_CTL_MOD, cs->lfd, &ev);
+}
+
 static void conn_accept(struct ctlsock *cs)
 {
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
+	struct ctl_user *u;
 	struct ctl_conn *c;
-	int fd;
+	int fd, pidfd;
+	pid_t pid;
 
 	fd = accept4(cs->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			dl_log(DL_LOG_WARNING, "ctl: accept: %s",
-			       strerror(errno));
+		if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+			return;
+		/* out of descriptors or memory: stop listening a while
+		 * rather than spin on a queue we cannot take from */
+		ctl_warn_limited(cs, "ctl: accept: %s; pausing %d ms",
+				 strerror(errno), CTL_ACCEPT_BACKOFF_MS);
+		ctl_listen_pause(cs, true);
 		return;
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == -1 ||
@@ -1685,26 +1959,57 @@ static void conn_accept(struct ctlsock *cs)
 		close(fd);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (!c) {
+	pidfd = ctl_peer_pidfd(fd, &cred, &pid);
+	if (pidfd < 0) {
+		/* it connected and went (its pid may serve another process
+		 * by now): nobody to serve */
 		close(fd);
 		return;
 	}
+	u = user_get(cs, cred.uid);
+	if (!u || (cred.uid != 0 && cs->pol.max_conns &&
+		   u->conns >= cs->pol.max_conns)) {
+		if (u)
+			ctl_warn_limited(cs,
+					 "ctl: uid %u has %u connections "
+					 "(max_conns_per_uid): refused",
+					 (unsigned)cred.uid, u->conns);
+		close(pidfd);
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(pidfd);
+		close(fd);
+		user_free_maybe(cs, u);
+		return;
+	}
+	c->user = u;
 	c->fd = fd;
-	c->pid = cred.pid;
+	c->pid = pid;
 	c->uid = cred.uid;
-	c->cid = ++cs->next_cid;
-	c->owner = CTL_OWNER_TAG | ++cs->next_owner;
-	c->ep = (struct ctl_ep){ EP_CONN, c };
-	c->proc = proc_get(cs, cred.pid);
-	if (!c->proc || ctl_ep_add(cs, fd, EPOLLIN, &c->ep) < 0) {
-		dl_log(DL_LOG_WARNING, "ctl: cannot take a client (pid %d)",
-		       (int)cred.pid);
+	if (ctl_peer_groups(fd, cred.gid, &c->gids, &c->ngids) < 0) {
+		close(pidfd);
 		close(fd);
 		free(c);
 		return;
 	}
+	c->cid = ++cs->next_cid;
+	c->owner = CTL_OWNER_TAG | ++cs->next_owner;
+	c->ep = (struct ctl_ep){ EP_CONN, c };
+	c->proc = proc_get(cs, pid, pidfd);
+	if (!c->proc || ctl_ep_add(cs, fd, EPOLLIN, &c->ep) < 0) {
+		dl_log(DL_LOG_WARNING, "ctl: cannot take a client (pid %d)",
+		       (int)pid);
+		close(fd);
+		free(c->gids);
+		free(c);
+		user_free_maybe(cs, u);
+		return;
+	}
 	c->proc->nconns++;
+	u->conns++;
 	c->next = cs->conns;
 	cs->conns = c;
 	cs->nconns++;
@@ -1827,7 +2132,19 @@ static void *ctl_main(void *arg)
 
 	while (!cs->stopping) {
 		struct epoll_event ev;
-		int n = epoll_wait(cs->epfd, &ev, 1, -1);
+		int timeout = -1, n;
+
+		if (cs->accept_backoff_until_ms) {
+			int64_t left =
+				cs->accept_backoff_until_ms - ctl_now_ms();
+
+			if (left <= 0) {
+				ctl_listen_pause(cs, false);
+			} else {
+				timeout = (int)left;
+			}
+		}
+		n = epoll_wait(cs->epfd, &ev, 1, timeout);
 
 		if (n < 0 && errno != EINTR) {
 			dl_log(DL_LOG_ERR, "ctl: epoll_wait: %s",
@@ -1939,11 +2256,31 @@ static void ctl_free(struct ctlsock *cs)
 	}
 	pthread_mutex_destroy(&cs->qmutex);
 	pthread_cond_destroy(&cs->qcond);
+	ctlpol_free(&cs->pol);
+	while (cs->users) {
+		struct ctl_user *u = cs->users;
+
+		cs->users = u->next;
+		free(u);
+	}
 	free(cs->rbuf);
 	free(cs->path);
 	free(cs->mountpoint);
 	free(cs->backend_shown);
 	free(cs);
+}
+
+/* every client costs descriptors: take all the hard limit allows */
+static void ctl_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			dl_log(DL_LOG_WARNING, "ctl: RLIMIT_NOFILE: %s",
+			       strerror(errno));
+	}
 }
 
 int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
@@ -1971,6 +2308,10 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		snprintf(err, errlen, "out of memory");
 		goto out_free;
 	}
+	ctl_raise_nofile();
+	ret = ctlpol_load(&cs->pol, conf->config, err, errlen);
+	if (ret < 0)
+		goto out_free;
 	ret = ctl_listen(cs, err, errlen);
 	if (ret < 0)
 		goto out_free;

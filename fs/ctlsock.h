@@ -16,14 +16,17 @@
 #include <stddef.h>
 
 struct ctlsock;
+struct dl_config;
 struct lockmgr;
 
 struct ctlsock_conf {
-	const char *path;	   /* socket path */
-	struct lockmgr *lm;	   /* the manager it fronts */
-	const char *backend_shown; /* backend URI without secrets */
-	const char *mountpoint;	   /* the mount (files in it are named as
+	const char *path;		/* socket path */
+	struct lockmgr *lm;		/* the manager it fronts */
+	const char *backend_shown;	/* backend URI without secrets */
+	const char *mountpoint;		/* the mount (files in it are named as
 				      the mount names them), or NULL */
+	const struct dl_config *config; /* paths, shared_names, limits
+					   (ctl_policy.h), or NULL */
 };
 
 /*

@@ -285,11 +285,8 @@ static void print_item(const struct dl_proto_msg *m)
  * DLOCK_PATHS prefix that covers it.  Returns 0 and *fd (or -1), or an
  * exit status after a message.
  */
-static int target(const char *arg, struct dl_proto_msg *m, int *fd, char **hold)
+static int target(const char *arg, struct dl_proto_msg *m, int *fd)
 {
-	char real[PATH_MAX], *paths, *save = NULL, *e;
-	const char *env = getenv("DLOCK_PATHS");
-
 	*fd = -1;
 	if (strncmp(arg, "name:", 5) == 0) {
 		if (!arg[5])
@@ -297,42 +294,14 @@ static int target(const char *arg, struct dl_proto_msg *m, int *fd, char **hold)
 		proto_str(m, 0, arg);
 		return 0;
 	}
-	*fd = open(arg, O_PATH | O_CLOEXEC);
+	/* a descriptor we could read or write: the daemon names the file
+	 * from its own configuration, and lists what we could open */
+	*fd = open(arg, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (*fd < 0 && errno == EACCES)
+		*fd = open(arg, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (*fd < 0)
 		return fail(EX_USAGE, "%s: %s", arg, strerror(errno));
-	if (!realpath(arg, real))
-		return fail(EX_USAGE, "%s: %s", arg, strerror(errno));
 	m->flags |= DLP_F_FD;
-	proto_str(m, 0, "");
-	proto_str(m, 1, "");
-	/* the same prefixes, and labels, as the shim of this host */
-	paths = env ? strdup(env) : NULL;
-	*hold = paths;
-	for (e = paths ? strtok_r(paths, ":", &save) : NULL; e;
-	     e = strtok_r(NULL, ":", &save)) {
-		char *eq = strchr(e, '='), *pre = eq ? eq + 1 : e, *rp;
-		size_t n;
-
-		rp = realpath(pre, NULL);
-		if (!rp)
-			continue;
-		n = strcmp(rp, "/") == 0 ? 0 : strlen(rp);
-		if (strncmp(real, rp, n) == 0 &&
-		    (real[n] == '/' || real[n] == '\0')) {
-			size_t pl = strlen(pre);
-
-			while (pl > 1 && pre[pl - 1] == '/')
-				pre[--pl] = '\0';
-			if (eq)
-				*eq = '\0';
-			proto_str(m, 0, e);
-			/* rp is kept in *hold's place: leak-free enough for
-			 * a one-shot command */
-			proto_str(m, 1, rp);
-			return 0;
-		}
-		free(rp);
-	}
 	return 0;
 }
 
@@ -391,13 +360,12 @@ static int cmd_status(int argc, char **argv)
 static int cmd_locks(int argc, char **argv)
 {
 	struct dl_proto_msg m = { .hdr = { .type = DLP_LIST } }, rep;
-	char *hold = NULL;
 	int fd = -1, ret;
 
 	if (argc > 2)
 		return usage("locks takes at most one PATH or name:NAME");
 	if (argc == 2) {
-		ret = target(argv[1], &m, &fd, &hold);
+		ret = target(argv[1], &m, &fd);
 		if (ret)
 			return ret;
 	}
@@ -409,7 +377,6 @@ static int cmd_locks(int argc, char **argv)
 	ret = ctl_call(&m, fd, &rep, print_item);
 	if (g_json)
 		printf("%s]\n", g_nitems ? "\n" : "");
-	free(hold);
 	if (ret)
 		return ret;
 	return verdict(&rep, "locks");
@@ -418,18 +385,16 @@ static int cmd_locks(int argc, char **argv)
 static int cmd_break(int argc, char **argv)
 {
 	struct dl_proto_msg m = { .hdr = { .type = DLP_BREAK } }, rep;
-	char *hold = NULL;
 	int fd = -1, ret;
 
 	if (argc != 2)
 		return usage("break takes one PATH or name:NAME");
-	ret = target(argv[1], &m, &fd, &hold);
+	ret = target(argv[1], &m, &fd);
 	if (ret)
 		return ret;
 	ret = ctl_connect();
 	if (!ret)
 		ret = ctl_call(&m, fd, &rep, NULL);
-	free(hold);
 	if (ret)
 		return ret;
 	ret = verdict(&rep, "break");

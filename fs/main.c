@@ -70,6 +70,7 @@ struct main_args {
 	int allow_other;
 	int default_permissions;
 	int agent; /* --agent: no mount, the socket only */
+	char *ctl; /* control socket policy options, "key=value\n" lines */
 };
 
 enum {
@@ -80,6 +81,7 @@ enum {
 	KEY_ALLOW_OTHER,
 	KEY_DEFAULT_PERMISSIONS,
 	KEY_AGENT,
+	KEY_CTL,
 };
 
 #define MAIN_OPT(t, p)                              \
@@ -94,6 +96,11 @@ static const struct fuse_opt main_opts[] = {
 	MAIN_OPT("lock_timeout=%s", lock_timeout),
 	MAIN_OPT("socket=%s", socket),
 	FUSE_OPT_KEY("--agent", KEY_AGENT),
+	FUSE_OPT_KEY("paths=", KEY_CTL),
+	FUSE_OPT_KEY("shared_names=", KEY_CTL),
+	FUSE_OPT_KEY("max_conns_per_uid=", KEY_CTL),
+	FUSE_OPT_KEY("max_waits_per_uid=", KEY_CTL),
+	FUSE_OPT_KEY("max_locks_per_uid=", KEY_CTL),
 	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("--debug", KEY_DEBUG),
@@ -193,6 +200,16 @@ static int main_opt_proc(void *data, const char *arg, int key,
 	case KEY_AGENT:
 		a->agent = 1;
 		return 0;
+	case KEY_CTL: {
+		/* kept as config lines: they override the file's */
+		char *n = NULL;
+
+		if (asprintf(&n, "%s%s\n", a->ctl ? a->ctl : "", arg) < 0)
+			return -1;
+		free(a->ctl);
+		a->ctl = n;
+		return 0;
+	}
 	case FUSE_OPT_KEY_NONOPT:
 		if (a->npos < 2)
 			a->pos[a->npos++] = strdup(arg);
@@ -723,6 +740,7 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 	free(a->config);
 	free(a->lock_timeout);
 	free(a->socket);
+	free(a->ctl);
 	free(a->pos[0]);
 	free(a->pos[1]);
 	free(a->extra);
@@ -748,6 +766,7 @@ static int main_agent(struct dl_fs *fs, const char *sock)
 	struct ctlsock_conf cc = {
 		.path = sock,
 		.backend_shown = fs->backend_redacted,
+		.config = &fs->config,
 	};
 	struct ctlsock *cs = NULL;
 	struct lockmgr *lm = NULL;
@@ -866,6 +885,11 @@ int main(int argc, char *argv[])
 		goto out_free;
 	}
 	ret = main_setup(&a, fs);
+	if (ret == 0 && a.ctl &&
+	    dl_config_parse(&fs->config, a.ctl, "-o", err, sizeof(err)) < 0) {
+		main_error("%s", err);
+		ret = EXIT_USAGE;
+	}
 	if (ret)
 		goto out_free;
 	ret = 1;
@@ -936,6 +960,7 @@ int main(int argc, char *argv[])
 			.lm = fs->lm,
 			.backend_shown = fs->backend_redacted,
 			.mountpoint = fs->opt.mountpoint,
+			.config = &fs->config,
 		};
 
 		err[0] = '\0';

@@ -25,14 +25,14 @@ struct proto_layout {
 #define REPLY_FIXED  56
 
 static const struct proto_layout layouts[DLP_TYPE_MAX] = {
-	[DLP_LOCK] = { "LOCK", LOCK_FIXED, 1, 2 },
-	[DLP_UNLOCK] = { "UNLOCK", LOCK_FIXED, 1, 2 },
-	[DLP_GETLK] = { "GETLK", LOCK_FIXED, 1, 2 },
+	[DLP_LOCK] = { "LOCK", LOCK_FIXED, 0, 2 },
+	[DLP_UNLOCK] = { "UNLOCK", LOCK_FIXED, 0, 2 },
+	[DLP_GETLK] = { "GETLK", LOCK_FIXED, 0, 2 },
 	[DLP_CLOSED] = { "CLOSED", CLOSED_FIXED, 0, 0 },
 	[DLP_CANCEL] = { "CANCEL", CANCEL_FIXED, 0, 0 },
 	[DLP_STATUS] = { "STATUS", 0, 0, 0 },
 	[DLP_LIST] = { "LIST", TARGET_FIXED, 0, 2 },
-	[DLP_BREAK] = { "BREAK", TARGET_FIXED, 1, 2 },
+	[DLP_BREAK] = { "BREAK", TARGET_FIXED, 0, 2 },
 	[DLP_FENCE] = { "FENCE", TARGET_FIXED, 0, 0 },
 	[DLP_REPLY] = { "REPLY", REPLY_FIXED, 0, 3 },
 	[DLP_ITEM] = { "ITEM", REPLY_FIXED, 2, 2 },
@@ -76,8 +76,9 @@ static int proto_check(const struct dl_proto_msg *m)
 		if (m->kind > DLK_NAMED || m->ltype > DLP_WRLCK ||
 		    (m->flags & ~(DLP_F_WAIT | DLP_F_FD)))
 			return -EBADMSG;
-		if (m->kind == DLK_NAMED ? fd || m->nstr != 1
-					 : !fd || m->nstr != 2)
+		/* with a descriptor, the strings (a version-3 client's
+		 * label and prefix) are ignored */
+		if (m->kind == DLK_NAMED ? fd || m->nstr != 1 : !fd)
 			return -EBADMSG;
 		if (m->hdr.type == DLP_LOCK && m->ltype == DLP_UNLCK)
 			return -EBADMSG;
@@ -88,7 +89,7 @@ static int proto_check(const struct dl_proto_msg *m)
 	case DLP_BREAK:
 		if (m->flags & ~DLP_F_FD)
 			return -EBADMSG;
-		if (fd ? m->nstr != 2 : m->nstr > 1)
+		if (!fd && m->nstr > 1)
 			return -EBADMSG;
 		return 0;
 	case DLP_FENCE:

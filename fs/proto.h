@@ -139,9 +139,11 @@ struct dl_proto_msg {
 	uint64_t token;
 	int64_t since_ms;
 	/*
-	 * strings: LOCK/UNLOCK/GETLK with DLP_F_FD: [label, prefix]; named:
-	 * [name].  LIST/BREAK: [] all (LIST only), [name] a resource, or with
-	 * DLP_F_FD [label, prefix].  REPLY: [message] (error text, STATUS
+	 * strings: LOCK/UNLOCK/GETLK with DLP_F_FD: none (a version-3
+	 * client's [label, prefix] are accepted and ignored: the daemon
+	 * names files from its own configuration); named: [name], in the
+	 * caller's namespace.  LIST/BREAK: [] all (LIST only), [name] a
+	 * resource ("name:NAME" in the caller's namespace), or DLP_F_FD.  REPLY: [message] (error text, STATUS
 	 * text), GETLK reply: [host]; ITEM: [resource, host].  FENCE: none
 	 * (flags: DLP_F_FD, DLP_F_PAGE).
 	 */

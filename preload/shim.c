@@ -459,7 +459,7 @@ static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static int pool[SHIM_POOL];
 static unsigned npool;
 static atomic_uint next_id;
-static atomic_bool warned;
+static atomic_bool warned, refused_warned;
 
 /* a connection to the daemon, or a negative errno */
 static int conn_get(void)
@@ -655,12 +655,14 @@ out_drop:
 	return ret;
 }
 
-/* fill the DLOCK_PATHS strings of a request about descriptor @fd */
-static void req_paths(struct dl_proto_msg *m, int path)
+/*
+ * A request about descriptor @fd: the descriptor is all we send.  The
+ * daemon names the file from its own paths= (DLOCK_PATHS only chose to
+ * send it), so a label of ours could not name another user's file.
+ */
+static void req_fd(struct dl_proto_msg *m)
 {
 	m->flags |= DLP_F_FD;
-	proto_str(m, 0, cfg.paths[path].label);
-	proto_str(m, 1, cfg.paths[path].len ? cfg.paths[path].prefix : "/");
 }
 
 /*
@@ -677,12 +679,19 @@ static int shim_ask(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
 	if (!buf)
 		return -ENOLCK;
 	ret = rpc(req, fd, rep, buf, NULL);
-	free(buf);
 	if (ret < 0) {
+		free(buf);
 		*unreachable = true;
 		shim_unreachable(ret, what);
 		return -ENOLCK;
 	}
+	/* a file the daemon will not name (not under its paths=): a setup
+	 * error, said once per process like an unreachable daemon */
+	if (rep->err == -ENOLCK && rep->nstr &&
+	    !atomic_exchange(&refused_warned, true))
+		fprintf(stderr, "dlock: %s refused (ENOLCK): %.*s\n", what,
+			(int)rep->str[0].len, rep->str[0].p);
+	free(buf);
 	return rep->err;
 }
 
@@ -833,7 +842,7 @@ static int shim_fcntl_lock(int fd, int cmd, struct flock *fl)
 					    : DLP_UNLCK;
 	req.l_start = start;
 	req.l_len = fl->l_len;
-	req_paths(&req, path);
+	req_fd(&req);
 
 	if (getlk) {
 		struct flock k = *fl;
@@ -952,7 +961,7 @@ static int shim_flock(int fd, int op)
 		return -1;
 	}
 	req.kind = DLK_FLOCK;
-	req_paths(&req, path);
+	req_fd(&req);
 	if (req.ltype == DLP_UNLCK) {
 		if (cfg.kernel_lock && real_flock(fd, op) == -1)
 			return -1;
@@ -983,7 +992,7 @@ static int shim_flock(int fd, int op)
 		/* as a failed flock conversion on Linux: no lock left */
 		req.hdr.type = DLP_UNLOCK;
 		req.flags = 0;
-		req_paths(&req, path);
+		req_fd(&req);
 		shim_ask(&req, fd, &rep, "unlock", &unreachable);
 		errno = err;
 		return -1;

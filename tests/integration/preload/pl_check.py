@@ -262,7 +262,8 @@ def fuzz(sock, d, outside):
             fail(name, "daemon stopped serving")
 
     out = os.open(outside, os.O_RDWR | os.O_CREAT, 0o644)
-    lock_with("fd_outside_prefix", out, -errno.EPERM)
+    # the daemon's paths= names files, whatever label the frame carries
+    lock_with("fd_outside_prefix", out, -errno.ENOLCK)
     ro = os.open(inside, os.O_RDONLY)
     lock_with("write_lock_on_readonly_fd", ro, -errno.EBADF)
     op = os.open(inside, os.O_PATH)
@@ -270,11 +271,11 @@ def fuzz(sock, d, outside):
     r, w = os.pipe()
     lock_with("pipe_fd", r, -errno.EBADF)
     lock_with("fd_announced_missing", None, -errno.EBADMSG)
-    lock_with("label_reserved", ro, -errno.EINVAL,
+    lock_with("label_ignored", ro, 0,
               body=lock_body(kind=2, ltype=1), label=b"name:x")
     # a well-formed request still works after all that
     rw = os.open(inside, os.O_RDWR)
-    lock_with("valid_after_fuzz", rw, 0, body=lock_body(kind=2, flags=2))
+    lock_with("valid_after_fuzz", rw, 0, body=lock_body(kind=2, ltype=1, flags=2))
 
     rnd = random.Random(5)
     bad = 0

@@ -5,7 +5,10 @@
 # kills them (by PID) whatever happens.
 #
 #   pl_require                  DLOCKCTL and DLOCK_PRELOAD must be set
-#   pl_agent NAME URI SOCK      start host NAME on backend URI at SOCK
+#   pl_agent NAME URI SOCK [PATHS [OPTS]]  start host NAME on backend URI
+#                               at SOCK; PATHS: its paths= (the files it
+#                               names), default: all of $TMPDIR, named as
+#                               is; OPTS: more -o options
 #   pl_stop NAME                SIGTERM it and require exit status 0
 #   pl_redis VAR                start redis-server, VAR=its port
 #   pl_shim SOCK PATHS CMD...   run CMD with the shim for SOCK and PATHS
@@ -23,10 +26,10 @@ pl_require() {
 pl_up() { "$DLOCKCTL" --socket "$1" status >/dev/null 2>&1; }
 
 pl_agent() {
-	local name=$1 uri=$2 sock=$3 log
+	local name=$1 uri=$2 sock=$3 paths=${4:-${TMPDIR:-/tmp}} opts=${5:-} log
 	log=$(mktemp "${TMPDIR:-/tmp}/dlockfs-it-log.XXXXXX")
 	DL_LOGS+=("$log")
-	"$DLOCKFS" --agent -f -o "backend=$uri,host_id=$name,socket=$sock" >"$log" 2>&1 &
+	"$DLOCKFS" --agent -f -o "backend=$uri,host_id=$name,socket=$sock,paths=$paths${opts:+,$opts}" >"$log" 2>&1 &
 	PL_PID[$name]=$!
 	dl_job "$!"
 	dl_wait_for 10 pl_up "$sock" ||

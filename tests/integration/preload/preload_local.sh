@@ -18,7 +18,7 @@ dl_require_prog flock python3
 dl_tmpdir base
 mkdir "$base/app" "$base/other"
 S=$base/a.sock
-pl_agent a local: "$S"
+pl_agent a local: "$S" "$base/app"
 
 # kernel locks off: what excludes here is the daemon, nothing else
 dl_log "lockdriver (non-blocking scenarios) under the shim"

@@ -18,7 +18,7 @@ dl_require_prog python3
 dl_tmpdir base
 mkdir "$base/app" "$base/backing" "$base/mnt"
 S=$base/a.sock
-pl_agent a local: "$S"
+pl_agent a local: "$S" "$base/app"
 
 ctl() { "$DLOCKCTL" --socket "$S" "$@"; }
 expect() {

@@ -20,8 +20,8 @@ dl_tmpdir base
 mkdir "$base/a" "$base/b" "$base/shared"
 pl_redis port
 URI=redis://127.0.0.1:$port/plx$$
-pl_agent a "$URI" "$base/a.sock"
-pl_agent b "$URI" "$base/b.sock"
+pl_agent a "$URI" "$base/a.sock" "app=$base/a:data=$base/shared"
+pl_agent b "$URI" "$base/b.sock" "app=$base/b:data=$base/shared"
 on_a() { pl_shim "$base/a.sock" "app=$base/a:data=$base/shared" "$@"; }
 on_b() { pl_shim "$base/b.sock" "app=$base/b:data=$base/shared" "$@"; }
 
