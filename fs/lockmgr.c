@@ -9,7 +9,8 @@
  *    every grant and removed when the owner's locks there are released in
  *    full, so a close of a file nobody locked costs no backend call;
  *  - waiters: every request between lockmgr_prepare() and its done(), in
- *    one list (wait ids are unique and never reused).
+ *    one list in arrival order and a hash by id (wait ids are unique and
+ *    never reused), so finding one costs O(1) however many wait.
  *
  * Mutex order: lockmgr.mutex is a leaf with respect to the backend: it is
  * never held across a backend call, nor across done() (which replies to
@@ -38,7 +39,8 @@
 #include "backend/log.h"
 
 #define LM_BUCKETS	       1024
-#define LM_DEADLOCK_MAX_OWNERS 64 /* bound on the wait-for graph walk */
+#define LM_WBUCKETS	       4096 /* wait ids, for O(1) lookups */
+#define LM_DEADLOCK_MAX_OWNERS 64   /* bound on the wait-for graph walk */
 /* a cycle's older waits look again after this (see lm_deadlock_check) */
 #define LM_DEADLOCK_RECHECK_MS 2000
 #define LM_HOLD_FILES	       4
@@ -78,7 +80,8 @@ enum lm_wstate {
 };
 
 struct lm_waiter {
-	struct lm_waiter *next, *prev;
+	struct lm_waiter *next, *prev; /* in arrival order */
+	struct lm_waiter *hnext;       /* hash chain by id */
 	uint64_t id;
 	struct lockmgr_req req;
 	struct lm_obj *o;      /* pinned from submit to completion */
@@ -107,6 +110,7 @@ struct lockmgr {
 	bool stopping;
 	struct lm_obj *objs[LM_BUCKETS];
 	struct lm_waiter waiters; /* list head */
+	struct lm_waiter *wbuckets[LM_WBUCKETS];
 	uint64_t next_id;
 	size_t nwaiters;
 	size_t nholds;
@@ -261,19 +265,27 @@ static void hold_remove(struct lockmgr *lm, struct lm_obj *o, struct lm_hold *h)
 
 /* ---- waiters (mutex held) -------------------------------------------- */
 
+static struct lm_waiter **waiter_slot(struct lockmgr *lm, uint64_t id)
+{
+	struct lm_waiter **p = &lm->wbuckets[id % LM_WBUCKETS];
+
+	while (*p && (*p)->id != id)
+		p = &(*p)->hnext;
+	return p;
+}
+
+/* wait ids are consecutive: a plain modulo spreads them evenly */
 static struct lm_waiter *waiter_find(struct lockmgr *lm, uint64_t id)
 {
-	struct lm_waiter *w;
-
-	for (w = lm->waiters.next; w != &lm->waiters; w = w->next)
-		if (w->id == id)
-			return w;
-	return NULL;
+	return *waiter_slot(lm, id);
 }
 
 /* unlink @w and drop its pin; the caller calls done() and frees it */
 static void waiter_unlink(struct lockmgr *lm, struct lm_waiter *w)
 {
+	struct lm_waiter **p = waiter_slot(lm, w->id);
+
+	*p = w->hnext;
 	w->prev->next = w->next;
 	w->next->prev = w->prev;
 	lm->nwaiters--;
@@ -893,6 +905,8 @@ uint64_t lockmgr_prepare(struct lockmgr *lm, const struct lockmgr_req *req,
 	w->next = &lm->waiters;
 	w->prev->next = w;
 	lm->waiters.prev = w;
+	w->hnext = lm->wbuckets[id % LM_WBUCKETS];
+	lm->wbuckets[id % LM_WBUCKETS] = w;
 	lm->nwaiters++;
 	pthread_mutex_unlock(&lm->mutex);
 	return id;
