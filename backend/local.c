@@ -35,6 +35,7 @@ struct local_resource {
 
 struct local_waiter {
 	struct local_waiter *next, *prev; /* global FIFO, arrival order */
+	struct local_waiter *hnext;	  /* hash chain by wait id */
 	struct local_resource *res;
 	struct dl_lock_req req; /* req.resource points to res->name */
 	int64_t since_ms;
@@ -48,7 +49,9 @@ struct local_backend {
 	/* guarded by mutex: */
 	struct local_resource *buckets[LOCAL_BUCKETS];
 	struct local_waiter queue; /* list head of the FIFO */
-	uint64_t next_token;	   /* fencing tokens: one counter, so they
+	/* the same waiters by wait id: a cancel costs O(1) */
+	struct local_waiter *wbuckets[LOCAL_BUCKETS];
+	uint64_t next_token; /* fencing tokens: one counter, so they
 				      grow strictly per resource too */
 	size_t nresources;
 	size_t nwaiters;
@@ -68,6 +71,29 @@ struct local_grants {
 static struct local_backend *local_of(struct dl_backend *be)
 {
 	return (struct local_backend *)be;
+}
+
+static struct local_waiter **wait_slot(struct local_backend *lb,
+				       uint64_t wait_id)
+{
+	struct local_waiter **p = &lb->wbuckets[wait_id % LOCAL_BUCKETS];
+
+	while (*p && (*p)->req.wait_id != wait_id)
+		p = &(*p)->hnext;
+	return p;
+}
+
+/* take @w off the FIFO and the id hash (mutex held) */
+static void wait_unlink(struct local_backend *lb, struct local_waiter *w)
+{
+	struct local_waiter **p = wait_slot(lb, w->req.wait_id);
+
+	if (*p == w)
+		*p = w->hnext;
+	w->prev->next = w->next;
+	w->next->prev = w->prev;
+	w->res->nwaiters--;
+	lb->nwaiters--;
 }
 
 static uint64_t name_hash(const char *s)
@@ -183,10 +209,7 @@ static size_t grant_pass(struct local_backend *lb, struct local_resource *res,
 			break;
 		}
 		g[out->n++] = (struct local_grant){ w->req.wait_id, rl.token };
-		w->prev->next = w->next;
-		w->next->prev = w->prev;
-		res->nwaiters--;
-		lb->nwaiters--;
+		wait_unlink(lb, w);
 		free(w);
 	}
 	return out->n - before;
@@ -329,6 +352,8 @@ static int local_lock(struct dl_backend *be, const struct dl_lock_req *req,
 		w->next = &lb->queue;
 		w->prev->next = w;
 		lb->queue.prev = w;
+		w->hnext = lb->wbuckets[req->wait_id % LOCAL_BUCKETS];
+		lb->wbuckets[req->wait_id % LOCAL_BUCKETS] = w;
 		res->nwaiters++;
 		lb->nwaiters++;
 		w = NULL;
@@ -385,17 +410,12 @@ static int local_cancel(struct dl_backend *be, uint64_t wait_id)
 	int ret = -ENOENT;
 
 	pthread_mutex_lock(&lb->mutex);
-	for (w = lb->queue.next; w != &lb->queue; w = w->next) {
-		if (w->req.wait_id != wait_id)
-			continue;
-		w->prev->next = w->next;
-		w->next->prev = w->prev;
-		w->res->nwaiters--;
-		lb->nwaiters--;
+	w = *wait_slot(lb, wait_id);
+	if (w) {
+		wait_unlink(lb, w);
 		res_put(lb, w->res);
 		free(w);
 		ret = 0;
-		break;
 	}
 	pthread_mutex_unlock(&lb->mutex);
 	return ret;
