@@ -12,12 +12,15 @@
  * lock decided by one server-side script that scans or re-serialises the
  * file's ranges grows with their number (quadratic in total), one that
  * searches them does not.  Asserts the last block's mean is at most
- * 3 x the first's + 1 ms, then checks the result: list() shows every
- * range once, getlk() finds the right holder, a conflicting lock is
- * refused, an unlock splits a merged range, and releasing every owner
- * leaves nothing.  Prints the numbers and "ok scale" or "FAIL scale: why".
+ * 3 x the first's + 1 ms, then checks the result: in Redlock mode (three
+ * ports), a lock granted by one node of three is undone there exactly;
+ * list() shows every range once, getlk() finds the right holder, a
+ * conflicting lock is refused, an unlock splits a merged range, and
+ * releasing every owner leaves nothing.  Prints the numbers and "ok scale"
+ * or "FAIL scale: why".
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,7 +36,7 @@
 #define MAX_NODES 3
 #define RES	  "scale"
 
-static int ports[MAX_NODES], nports;
+static int ports[MAX_NODES], nports, nopen;
 static char prefix[64];
 
 static void fail(const char *fmt, ...)
@@ -72,7 +75,8 @@ static void on_lost(void *ctx, const char *res, enum dl_space space,
 	     strerror(-err));
 }
 
-static struct dl_backend *open_backend(struct dl_lease *lease)
+/* a backend on nodes [first, first + n) of the servers */
+static struct dl_backend *open_backend(struct dl_lease *lease, int first, int n)
 {
 	struct dl_backend_cb cb = { NULL, on_granted, on_failed, on_lost };
 	struct dl_backend_conf conf = { 0 };
@@ -83,14 +87,14 @@ static struct dl_backend *open_backend(struct dl_lease *lease)
 	atomic_init(&lease->gen, 0);
 	atomic_init(&lease->until_ms, INT64_MAX);
 	len = (size_t)snprintf(uri, sizeof(uri), "redis://");
-	for (int i = 0; i < nports; i++)
+	for (int i = first; i < first + n; i++)
 		len += (size_t)snprintf(uri + len, sizeof(uri) - len,
-					"%s127.0.0.1:%d", i ? "," : "",
+					"%s127.0.0.1:%d", i > first ? "," : "",
 					ports[i]);
 	snprintf(uri + len, sizeof(uri) - len, "/%s?ttl_ms=%d", prefix, TTL_MS);
 	conf.uri = uri;
 	conf.host_id = "scale";
-	conf.incarnation = (uint64_t)getpid();
+	conf.incarnation = (uint64_t)getpid() * 10 + (uint64_t)nopen++;
 	conf.lease = lease;
 	if (dl_backend_open(&conf, &cb, &be, err, sizeof(err)) < 0)
 		fail("open: %s", err);
@@ -130,6 +134,117 @@ static int count_one(const struct dl_lock_info *info, void *arg)
 	if (info->waiting || info->start != info->end || !info->token)
 		t->bad++;
 	return 0;
+}
+
+struct snap {
+	struct dl_lock_info *v;
+	size_t n, cap;
+};
+
+static int snap_one(const struct dl_lock_info *info, void *arg)
+{
+	struct snap *s = arg;
+
+	if (s->n == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 1024;
+		s->v = realloc(s->v, s->cap * sizeof(*s->v));
+		if (!s->v)
+			fail("out of memory");
+	}
+	s->v[s->n] = *info;
+	s->v[s->n].resource = NULL;
+	s->v[s->n].since_ms = 0; /* listed with the lister's clock */
+	memset(s->v[s->n].host, 0, sizeof(s->v[s->n].host));
+	s->n++;
+	return 0;
+}
+
+static int info_cmp(const void *a, const void *b)
+{
+	const struct dl_lock_info *x = a, *y = b;
+
+	if (x->owner != y->owner)
+		return x->owner < y->owner ? -1 : 1;
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	return 0;
+}
+
+/* the holders of RES as node @node has them, sorted */
+static struct snap snapshot(struct dl_backend *on_node)
+{
+	struct snap s = { 0 };
+
+	if (dl_backend_list(on_node, RES, snap_one, &s) < 0)
+		fail("list on one node");
+	qsort(s.v, s.n, sizeof(*s.v), info_cmp);
+	return s;
+}
+
+static bool snap_equal(const struct snap *a, const struct snap *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++) {
+		const struct dl_lock_info *x = &a->v[i], *y = &b->v[i];
+
+		if (x->owner != y->owner || x->type != y->type ||
+		    x->start != y->start || x->end != y->end ||
+		    x->token != y->token || x->pid != y->pid ||
+		    x->waiting != y->waiting)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Redlock: a lock that only node 0 grants (nodes 1 and 2 hold a conflict,
+ * put there by a second host that uses those two only) is undone on node
+ * 0, which must then hold exactly what it held before: a merge of owner
+ * 1's write ranges, and a conversion of some of them to a read lock.
+ */
+static void redlock_undo(struct dl_backend *be, long n1)
+{
+	struct dl_lease lb, lc;
+	struct dl_backend *b = open_backend(&lb, 1, 2);
+	struct dl_backend *c = open_backend(&lc, 0, 1);
+	struct dl_lock_req r;
+	struct dl_grant g;
+	struct snap before, after;
+	int64_t t0;
+
+	if (n1 < 100)
+		fail("redlock undo needs N1 >= 100");
+	r = posix(7, DL_WRLCK, 5, 5);
+	if (dl_backend_lock(b, &r, &g) != 0)
+		fail("the second host could not lock byte 5");
+	r = posix(7, DL_WRLCK, 131, 131);
+	if (dl_backend_lock(b, &r, &g) != 0)
+		fail("the second host could not lock byte 131");
+	before = snapshot(c);
+	t0 = now_us();
+	r = posix(1, DL_WRLCK, 0, 20);
+	if (dl_backend_lock(be, &r, &g) != -EAGAIN)
+		fail("a lock that one node of three granted was not refused");
+	r = posix(1, DL_RDLCK, 110, 131);
+	if (dl_backend_lock(be, &r, &g) != -EAGAIN)
+		fail("a lock that one node of three granted was not refused");
+	printf("two undone Redlock locks: %.1f ms\n",
+	       (double)(now_us() - t0) / 1000);
+	after = snapshot(c);
+	if (!snap_equal(&before, &after))
+		fail("node 0 holds %zu ranges after the undo, %zu before, or "
+		     "other ones",
+		     after.n, before.n);
+	for (long i = 0; i < 2; i++) {
+		r = posix(7, DL_UNLCK, i ? 131 : 5, i ? 131 : 5);
+		if (dl_backend_unlock(b, &r) != 0)
+			fail("the second host could not unlock");
+	}
+	free(before.v);
+	free(after.v);
+	dl_backend_close(c);
+	dl_backend_close(b);
 }
 
 int main(int argc, char **argv)
@@ -174,7 +289,7 @@ int main(int argc, char **argv)
 		    getenv("REDIS_BE_DEBUG") ? DL_LOG_DEBUG : DL_LOG_WARNING,
 		    false);
 	snprintf(prefix, sizeof(prefix), "scale%d", (int)getpid());
-	be = open_backend(&lease);
+	be = open_backend(&lease, 0, nports);
 
 	/* owner 1: even bytes 0 .. 2 (n1 - 1); owner k: byte 2 (n1 + j
 	 * owners + k - 2) for its j-th lock, so the owners interleave */
@@ -204,6 +319,9 @@ int main(int argc, char **argv)
 	last = us[nblocks - 1];
 	printf("first block %.1f us/lock, last %.1f us/lock (bound %.1f)\n",
 	       first, last, 3 * first + 1000);
+
+	if (nports == 3)
+		redlock_undo(be, n1);
 
 	/* every range is listed once, as a holder */
 	t0 = now_us();
