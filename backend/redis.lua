@@ -451,10 +451,11 @@ local function op_lock()
 		return { 2 }
 	end
 	local tok = redis.call('INCR', P .. ':token')
-	local undo = lock_range(f, t, s, e, tok, pid)
+	local undo, freed = lock_range(f, t, s, e, tok, pid)
 	if wid ~= '' and W[wf] then redis.call('HDEL', KEYS[2], wf); W[wf] = nil end
-	-- a POSIX conversion to shared may unblock readers
-	if space == '1' or PURGED then grant_waiters() end
+	-- a conversion to shared may unblock readers; a grant frees nothing
+	-- else (a purge of dead leases may have)
+	if freed or PURGED then grant_waiters() end
 	return { 1, tok, undo }
 end
 
