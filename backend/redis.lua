@@ -9,12 +9,13 @@
 -- Keys (P = prefix, [A-Za-z0-9_.-] only; R = the resource's raw bytes,
 -- always last, so no two (kind, resource) pairs share a key):
 --   KEYS[1] = P:g:R  hash: the holders; field HOLDER = SPACE..LEASE..'/'..
---                    OWNER (34 bytes), value the token of its newest grant
---                    (no range of it has a newer one)
---   P:o:HOLDER:R     sorted set: the holder's ranges, all of score 0,
+--                    OWNER (34 bytes), value 'TOKEN N': the token of its
+--                    newest grant (no range of it has a newer one) and its
+--                    number of ranges, N > 0
+--   P:o:HOLDER:R     sorted set: the holder's N ranges, all of score 0,
 --                    member T..S..' '..E..' '..TOKEN..' '..SINCE..' '..PID,
 --                    so lexical order is by type, then start.  A holder's
---                    ranges are disjoint; it has a key while it has ranges
+--                    ranges are disjoint
 --   KEYS[2] = P:w:R  hash: queued requests; field LEASE..'/'..WAITID,
 --                    value 'SEQ SPACE T S E OWNER PID SINCE MODE'
 --   KEYS[3] = P:d:R  lock-delay: no grant before this server time (ms)
@@ -59,6 +60,7 @@ local P, ME, TTL, DELAY, NOW, LEASES, HOSTS, RES
 local ZERO = '0000000000000000'
 local MAX = 'ffffffffffffffff'
 local BATCH = 1000 -- members per ZADD/ZREM: unpack() has a stack limit
+local SMALL = 8 -- a holder with at most this many ranges is read whole
 
 -- ---------------------------------------------------------------- hex
 local function hdec(x) -- x - 1, x > 0
@@ -121,36 +123,49 @@ local function from(k, t, a, b, lim)
 	return r
 end
 
--- the holder's ranges that overlap [s, e] (@touch: or are next to it), in
--- order: a range starting before s is the one before s of its type
-local function around(k, s, e, touch)
+-- the ranges of holder key @k (@n of them) that overlap [s, e] (@touch:
+-- or are next to it), in order: a range starting before s is the one
+-- before s of its type.  A small holder is read whole (one call).
+local function around(k, n, s, e, touch)
 	local v, lo, hi = {}, s, e
 	if touch then
-		hi = e ~= MAX and hinc(e) or nil
+		if e ~= MAX then hi = hinc(e) end
 		if s ~= ZERO then lo = hdec(s) end
 	end
-	for _, t in ipairs({ 'R', 'W' }) do
-		local l = pred(k, t, s)
-		if l and l.e >= lo then v[#v + 1] = l end
-		for _, x in ipairs(from(k, t, s, hi)) do v[#v + 1] = x end
+	if n == 0 then return v end
+	if n <= SMALL then
+		for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+			local l = unm(m)
+			if l.e >= lo and l.s <= hi then v[#v + 1] = l end
+		end
+	else
+		if touch and e == MAX then hi = nil end
+		for _, t in ipairs({ 'R', 'W' }) do
+			local l = pred(k, t, s)
+			if l and l.e >= lo then v[#v + 1] = l end
+			for _, x in ipairs(from(k, t, s, hi)) do v[#v + 1] = x end
+		end
 	end
 	table.sort(v, by_start)
 	return v
 end
 
-local function zbatch(cmd, k, v) -- v: member strings
+-- ZADD or ZREM members @v of @k; returns how many were added or removed
+local function zbatch(cmd, k, v)
+	local done = 0
 	for i = 1, #v, BATCH do
 		local args = {}
 		for j = i, math.min(i + BATCH - 1, #v) do
 			if cmd == 'ZADD' then args[#args + 1] = 0 end
 			args[#args + 1] = v[j]
 		end
-		redis.call(cmd, k, unpack(args))
+		done = done + redis.call(cmd, k, unpack(args))
 	end
+	return done
 end
 
 -- ---------------------------------------------------------------- state
--- Per call: G: holder -> newest token (KEYS[1]); W: field -> raw value of
+-- Per call: G: holder -> 'TOKEN N' (KEYS[1]); W: field -> raw value of
 -- KEYS[2]; DLY: the end of the lock-delay (server ms, 0 none) once read;
 -- PURGED: records of dead leases were removed by this call.
 local G, W, DLY, PURGED
@@ -183,18 +198,24 @@ local function drop(f)
 	G[f] = nil
 end
 
--- after ranges of @f were removed: no ranges, no holder
-local function settle(f)
-	if G[f] and redis.call('EXISTS', okey(f)) == 0 then
-		redis.call('HDEL', KEYS[1], f)
-		G[f] = nil
-	end
+-- holder @f's newest token and number of ranges (0, 0: not a holder)
+local function held(f)
+	local tok, n = string.match(G[f] or '', '^(%d+) (%d+)$')
+	if not tok then return 0, 0 end
+	return tonumber(tok), tonumber(n)
 end
 
--- record @tok as the newest grant to holder @f
-local function bump(f, tok)
-	if not G[f] or tonumber(G[f]) < tonumber(tok) then
-		G[f] = tostring(tok)
+-- holder @f gained @add and lost @rem ranges, the newest now @tok (at
+-- least); no ranges, no holder (ZREM deleted the emptied key)
+local function count(f, add, rem, tok)
+	local t, n = held(f)
+	n = n + add - rem
+	if tok and tonumber(tok) > t then t = tonumber(tok) end
+	if n <= 0 then
+		if G[f] then redis.call('HDEL', KEYS[1], f) end
+		G[f] = nil
+	elseif add ~= rem or t ~= held(f) then
+		G[f] = string.format('%d %d', t, n)
 		redis.call('HSET', KEYS[1], f, G[f])
 	end
 end
@@ -261,16 +282,27 @@ end
 local function conflict(space, oid, t, s, e)
 	local bf, bl = nil, nil
 	local types = t == 'W' and { 'R', 'W' } or { 'W' }
+	local function consider(f, l)
+		if l and (l.t == 'W' or t == 'W') and overlap(l.s, l.e, s, e) and
+		   (not bl or l.s < bl.s) then
+			bf, bl = f, l
+		end
+	end
 	for f in pairs(G) do
 		if string.sub(f, 1, 1) == space and string.sub(f, 2) ~= oid then
 			local k = okey(f)
-			for _, ty in ipairs(types) do
-				local l = pred(k, ty, s)
-				if not (l and l.e >= s) then
-					l = from(k, ty, s, e, 1)[1]
+			local _, n = held(f)
+			if n <= SMALL then
+				for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+					consider(f, unm(m))
 				end
-				if l and (not bl or l.s < bl.s) then
-					bf, bl = f, l
+			else
+				for _, ty in ipairs(types) do
+					local l = pred(k, ty, s)
+					if not (l and l.e >= s) then
+						l = from(k, ty, s, e, 1)[1]
+					end
+					consider(f, l)
 				end
 			end
 		end
@@ -288,7 +320,8 @@ end
 -- lock, freeing bytes for other readers.
 local function lock_range(f, t, s, e, tok, pid)
 	local k = okey(f)
-	local run = around(k, s, e, true)
+	local _, n = held(f)
+	local run = around(k, n, s, e, true)
 	local ms, me, lo, hi = s, e, s, e
 	local rem, add, freed = {}, {}, false
 	for i, l in ipairs(run) do
@@ -317,9 +350,8 @@ local function lock_range(f, t, s, e, tok, pid)
 		if l.s > x then x = l.s end
 		add[#add + 1] = mk(l.t, x, l.e, l.tok, l.since, l.pid).m
 	end
-	zbatch('ZREM', k, rem)
-	zbatch('ZADD', k, add)
-	bump(f, tok)
+	local nrem = zbatch('ZREM', k, rem)
+	count(f, zbatch('ZADD', k, add), nrem, tok)
 	rem[0] = lo .. ' ' .. hi
 	return table.concat(rem, ';', 0), freed
 end
@@ -328,8 +360,9 @@ end
 -- (nil: all); returns whether anything was unlocked
 local function unlock_range(f, s, e, max)
 	local k = okey(f)
+	local _, n = held(f)
 	local rem, add = {}, {}
-	for _, l in ipairs(around(k, s, e, false)) do
+	for _, l in ipairs(around(k, n, s, e, false)) do
 		if not max or tonumber(l.tok) <= max then
 			rem[#rem + 1] = l.m
 			if l.s < s then
@@ -342,9 +375,8 @@ local function unlock_range(f, s, e, max)
 			end
 		end
 	end
-	zbatch('ZREM', k, rem)
-	zbatch('ZADD', k, add)
-	settle(f)
+	local nrem = zbatch('ZREM', k, rem)
+	count(f, zbatch('ZADD', k, add), nrem)
 	return #rem > 0
 end
 
@@ -480,15 +512,14 @@ end
 local function op_release()
 	load_and_purge()
 	local f, max = ARGV[6] .. ME .. '/' .. ARGV[10], tonumber(ARGV[11])
-	if G[f] and tonumber(G[f]) <= max then
+	if G[f] and held(f) <= max then
 		drop(f) -- every range: none is newer than the holder's newest
 	elseif G[f] then
 		local rem = {}
 		for _, l in ipairs(ranges_of(f)) do
 			if tonumber(l.tok) <= max then rem[#rem + 1] = l.m end
 		end
-		zbatch('ZREM', okey(f), rem)
-		settle(f)
+		count(f, 0, zbatch('ZREM', okey(f), rem))
 	end
 	grant_waiters()
 	return { G[f] and 1 or 0 }
@@ -517,10 +548,8 @@ local function op_undo()
 				if tonumber(l.tok) > tok then tok = tonumber(l.tok) end
 			end
 		end
-		zbatch('ZREM', k, rem)
-		zbatch('ZADD', k, add)
-		if #add > 0 then bump(f, tok) end
-		settle(f)
+		local nrem = zbatch('ZREM', k, rem)
+		count(f, zbatch('ZADD', k, add), nrem, tok)
 	end
 	grant_waiters()
 	return { 0 }
