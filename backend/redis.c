@@ -1643,7 +1643,8 @@ enum redis_outcome {
  * One lock script on one node as lease @lease.  @since: the enqueue time
  * to store for a queued request (Redlock, the same on every node), 0: the
  * server's clock.  On RO_GRANTED, *token and (if @prev) a copy of the
- * owner's previous record, for an undo.
+ * undo record the script returns (opaque here: what the grant replaced on
+ * that node, a few ranges, not the owner's whole list), for an undo.
  */
 static enum redis_outcome node_lock(struct redis_backend *rb,
 				    struct redis_node *n, const char *lease,
@@ -1685,7 +1686,7 @@ static enum redis_outcome node_lock(struct redis_backend *rb,
 /*
  * A simple op (unlock, release, undo, cancel) on one node under its
  * current lease; reply or NULL.  @arg11: unlock and release: the newest
- * token it may end ("" all); undo: the previous record.  *name_out: the
+ * token it may end ("" all); undo: the lock's undo record.  *name_out: the
  * lease name it ran under.
  */
 static redisReply *node_simple(struct redis_backend *rb, struct redis_node *n,
@@ -1850,7 +1851,8 @@ out_unlock:
 	return ret;
 }
 
-/* Redlock: take back what nodes in @mask granted, restoring @prev */
+/* Redlock: take back what nodes in @mask granted, with their undo records
+ * @prev */
 static void redlock_undo(struct redis_backend *rb,
 			 const struct dl_lock_req *req, unsigned mask,
 			 char **prev)

@@ -8,8 +8,14 @@
 --
 -- Keys (P = prefix, [A-Za-z0-9_.-] only; R = the resource's raw bytes,
 -- always last, so no two (kind, resource) pairs share a key):
---   KEYS[1] = P:g:R  hash: granted locks; field SPACE..LEASE..'/'..OWNER,
---                    value a list of ranges 'T S E TOKEN SINCE PID;'
+--   KEYS[1] = P:g:R  hash: the holders; field HOLDER = SPACE..LEASE..'/'..
+--                    OWNER (34 bytes), value 'TOKEN N': the token of its
+--                    newest grant (no range of it has a newer one) and its
+--                    number of ranges, N > 0
+--   P:o:HOLDER:R     sorted set: the holder's N ranges, all of score 0,
+--                    member T..S..' '..E..' '..TOKEN..' '..SINCE..' '..PID,
+--                    so lexical order is by type, then start.  A holder's
+--                    ranges are disjoint
 --   KEYS[2] = P:w:R  hash: queued requests; field LEASE..'/'..WAITID,
 --                    value 'SEQ SPACE T S E OWNER PID SINCE MODE'
 --   KEYS[3] = P:d:R  lock-delay: no grant before this server time (ms)
@@ -31,11 +37,18 @@
 -- Common ARGV: [1] op, [2] P, [3] caller's LEASE (16 hex), [4] ttl ms,
 -- [5] lock-delay ms.  Replies are arrays; see each op.
 --
--- Cost: a request reads only its resource's two hashes, the leases of the
--- records found there (one HMGET, the caller's included) and, when it may
--- grant, the lock-delay key; it publishes only to a waiter it serves.  The
--- state below is per call: dispatch() resets every piece of it first, so
--- nothing leaks from one call to the next when the library stays loaded.
+-- Cost: a request reads its resource's holders and queue hashes (one
+-- field per holder and per waiter, never a list of ranges), the leases of
+-- the records found there (one HMGET, the caller's included) and, when it
+-- may grant, the lock-delay key.  Ranges are searched, never scanned: a
+-- conflict check asks each other holder of the space for its first range
+-- over the request (ZRANGEBYLEX, O(log n)), a lock or unlock reads and
+-- rewrites only the caller's ranges next to or over its bytes.  So a call
+-- costs O(holders * log n + k) for n ranges on the file of which it
+-- changes k; only list(), break and a release read every range they
+-- return or remove.  It publishes only to a waiter it serves.  The state
+-- below is per call: dispatch() resets every piece of it first, so nothing
+-- leaks from one call to the next when the library stays loaded.
 
 -- run by EVALSHA, the script gets its arguments as globals; a function
 -- gets them as parameters of each call
@@ -43,8 +56,11 @@ local EVAL_KEYS, EVAL_ARGV
 if not redis.register_function then EVAL_KEYS, EVAL_ARGV = KEYS, ARGV end
 
 local KEYS, ARGV -- of the current call
-local P, ME, TTL, DELAY, NOW, LEASES, HOSTS
+local P, ME, TTL, DELAY, NOW, LEASES, HOSTS, RES
 local ZERO = '0000000000000000'
+local MAX = 'ffffffffffffffff'
+local BATCH = 1000 -- members per ZADD/ZREM: unpack() has a stack limit
+local SMALL = 8 -- a holder with at most this many ranges is read whole
 
 -- ---------------------------------------------------------------- hex
 local function hdec(x) -- x - 1, x > 0
@@ -61,82 +77,98 @@ local function hinc(x) -- x + 1, x < ffff...
 	return string.format('%08x%08x', hi, lo)
 end
 
--- ---------------------------------------------------------------- ranges
-local function parse(v)
-	local out = {}
-	if not v then return out end
-	for t, s, e, tok, since, pid in string.gmatch(v,
-		'(%a) (%x+) (%x+) (%d+) (%d+) (%d+);') do
-		out[#out + 1] = { t = t, s = s, e = e, tok = tok, since = since,
-				  pid = pid }
-	end
-	return out
-end
-
-local function unparse(v)
-	local b = {}
-	for i = 1, #v do
-		local l = v[i]
-		b[#b + 1] = l.t .. ' ' .. l.s .. ' ' .. l.e .. ' ' .. l.tok ..
-			' ' .. l.since .. ' ' .. l.pid .. ';'
-	end
-	return table.concat(b)
-end
-
-local function copy(l)
-	return { t = l.t, s = l.s, e = l.e, tok = l.tok, since = l.since,
-		 pid = l.pid }
-end
-
 local function overlap(s1, e1, s2, e2) return s1 <= e2 and s2 <= e1 end
 
--- range.c's range_set_apply() on one owner's sorted, disjoint list:
--- lock (t = 'R'/'W') or unlock (t = 'U') [s, e]; returns the new list.
-local function apply(v, t, s, e, tok, since, pid)
-	local out, n, lock = {}, #v, t ~= 'U'
-	local a = 1
-	-- wholly left of [s, e] without touching byte s - 1
-	while a <= n and s ~= ZERO and v[a].e < hdec(s) do
-		out[#out + 1] = v[a]; a = a + 1
+-- ---------------------------------------------------------------- ranges
+-- A range: { t, s, e, tok, since, pid, m = its member string }.
+local function mk(t, s, e, tok, since, pid)
+	tok, since, pid = tostring(tok), tostring(since), tostring(pid)
+	return { t = t, s = s, e = e, tok = tok, since = since, pid = pid,
+		 m = t .. s .. ' ' .. e .. ' ' .. tok .. ' ' .. since .. ' ' ..
+			 pid }
+end
+
+local function unm(m)
+	local t, s, e, tok, since, pid = string.match(m,
+		'^(%a)(%x+) (%x+) (%d+) (%d+) (%d+)$')
+	return { t = t, s = s, e = e, tok = tok, since = since, pid = pid,
+		 m = m }
+end
+
+local function by_start(x, y) return x.s < y.s end
+
+-- the holder's sorted set
+local function okey(f) return P .. ':o:' .. f .. ':' .. RES end
+
+-- the holder's range of type @t with the greatest start < @s, or nil
+local function pred(k, t, s)
+	if s == ZERO then return nil end
+	local r = redis.call('ZREVRANGEBYLEX', k, '(' .. t .. s, '[' .. t,
+			     'LIMIT', 0, 1)
+	return r[1] and unm(r[1])
+end
+
+-- the holder's ranges of type @t starting in [a, b] (b nil: to EOF) in
+-- order, at most @lim of them (nil: all)
+local function from(k, t, a, b, lim)
+	local hi = '(' .. t .. (b or '') .. '~' -- '~' sorts after the rest
+	local r
+	if lim then
+		r = redis.call('ZRANGEBYLEX', k, '[' .. t .. a, hi, 'LIMIT', 0,
+			       lim)
+	else
+		r = redis.call('ZRANGEBYLEX', k, '[' .. t .. a, hi)
 	end
-	local b = a
-	-- the run [a, b) touches [s, e]
-	while b <= n and not (v[b].s ~= ZERO and hdec(v[b].s) > e) do
-		b = b + 1
+	for i = 1, #r do r[i] = unm(r[i]) end
+	return r
+end
+
+-- the ranges of holder key @k (@n of them) that overlap [s, e] (@touch:
+-- or are next to it), in order: a range starting before s is the one
+-- before s of its type.  A small holder is read whole (one call).
+local function around(k, n, s, e, touch)
+	local v, lo, hi = {}, s, e
+	if touch then
+		if e ~= MAX then hi = hinc(e) end
+		if s ~= ZERO then lo = hdec(s) end
 	end
-	local ms, me, left, right = s, e, nil, nil
-	for i = a, b - 1 do
-		local l = v[i]
-		if lock and l.t == t then
-			if l.s < ms then ms = l.s end
-			if l.e > me then me = l.e end
-		elseif i == a and l.s < s then
-			left = copy(l) -- l.s < s, so s > 0
-			if left.e > hdec(s) then left.e = hdec(s) end
+	if n == 0 then return v end
+	if n <= SMALL then
+		for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+			local l = unm(m)
+			if l.e >= lo and l.s <= hi then v[#v + 1] = l end
+		end
+	else
+		if touch and e == MAX then hi = nil end
+		for _, t in ipairs({ 'R', 'W' }) do
+			local l = pred(k, t, s)
+			if l and l.e >= lo then v[#v + 1] = l end
+			for _, x in ipairs(from(k, t, s, hi)) do v[#v + 1] = x end
 		end
 	end
-	if left then out[#out + 1] = left end
-	if lock then
-		out[#out + 1] = { t = t, s = ms, e = me, tok = tok,
-				  since = since, pid = pid }
-	end
-	if b > a then
-		local l = v[b - 1]
-		if not (lock and l.t == t) and l.e > e then
-			right = copy(l) -- e < l.e, so e + 1 exists
-			if right.s < hinc(e) then right.s = hinc(e) end
+	table.sort(v, by_start)
+	return v
+end
+
+-- ZADD or ZREM members @v of @k; returns how many were added or removed
+local function zbatch(cmd, k, v)
+	local done = 0
+	for i = 1, #v, BATCH do
+		local args = {}
+		for j = i, math.min(i + BATCH - 1, #v) do
+			if cmd == 'ZADD' then args[#args + 1] = 0 end
+			args[#args + 1] = v[j]
 		end
+		done = done + redis.call(cmd, k, unpack(args))
 	end
-	if right then out[#out + 1] = right end
-	for i = b, n do out[#out + 1] = v[i] end
-	return out
+	return done
 end
 
 -- ---------------------------------------------------------------- state
--- Per call: G: field -> raw value of KEYS[1]; W: field -> raw value of
--- KEYS[2]; PG: field -> G[field] parsed, filled on demand and kept in step
--- by put(); DLY: the end of the lock-delay (server ms, 0 none) once read.
-local G, W, PG, DLY
+-- Per call: G: holder -> 'TOKEN N' (KEYS[1]); W: field -> raw value of
+-- KEYS[2]; DLY: the end of the lock-delay (server ms, 0 none) once read;
+-- PURGED: records of dead leases were removed by this call.
+local G, W, DLY, PURGED
 
 local function hash_load(key)
 	local h, r = {}, redis.call('HGETALL', key)
@@ -152,18 +184,41 @@ local function alive(lease)
 	return x and tonumber(x) > NOW
 end
 
-local function parsed(f)
-	local v = PG[f]
-	if not v then v = parse(G[f]); PG[f] = v end
-	return v
-end
-
 local function delay_end()
 	if not DLY then DLY = tonumber(redis.call('GET', KEYS[3]) or '0') end
 	return DLY
 end
 
 local function delayed() return delay_end() > NOW end
+
+-- the holder @f gives up every range
+local function drop(f)
+	redis.call('DEL', okey(f))
+	redis.call('HDEL', KEYS[1], f)
+	G[f] = nil
+end
+
+-- holder @f's newest token and number of ranges (0, 0: not a holder)
+local function held(f)
+	local tok, n = string.match(G[f] or '', '^(%d+) (%d+)$')
+	if not tok then return 0, 0 end
+	return tonumber(tok), tonumber(n)
+end
+
+-- holder @f gained @add and lost @rem ranges, the newest now @tok (at
+-- least); no ranges, no holder (ZREM deleted the emptied key)
+local function count(f, add, rem, tok)
+	local t, n = held(f)
+	n = n + add - rem
+	if tok and tonumber(tok) > t then t = tonumber(tok) end
+	if n <= 0 then
+		if G[f] then redis.call('HDEL', KEYS[1], f) end
+		G[f] = nil
+	elseif add ~= rem or t ~= held(f) then
+		G[f] = string.format('%d %d', t, n)
+		redis.call('HSET', KEYS[1], f, G[f])
+	end
+end
 
 -- Load the resource's records and drop those of dead leases; a lock freed
 -- by a lease expiry (not a release) keeps the resource unavailable until
@@ -195,19 +250,23 @@ local function load_and_purge(me)
 		end
 	end
 	if ndead == 0 then return true end
+	PURGED = true
+	local gone = {}
 	for f in pairs(G) do
 		local x = dead[lease_of_g(f)]
 		if x then
-			redis.call('HDEL', KEYS[1], f)
-			G[f] = nil; PG[f] = nil
+			gone[#gone + 1] = f
 			if x > 0 and x + DELAY > untilms then untilms = x + DELAY end
 		end
 	end
+	for _, f in ipairs(gone) do drop(f) end
+	gone = {}
 	for f in pairs(W) do
-		if dead[lease_of_w(f)] then
-			redis.call('HDEL', KEYS[2], f)
-			W[f] = nil
-		end
+		if dead[lease_of_w(f)] then gone[#gone + 1] = f end
+	end
+	for _, f in ipairs(gone) do
+		redis.call('HDEL', KEYS[2], f)
+		W[f] = nil
 	end
 	if untilms > NOW and untilms > delay_end() then
 		redis.call('SET', KEYS[3], untilms, 'PX', untilms - NOW)
@@ -217,16 +276,33 @@ local function load_and_purge(me)
 end
 
 -- the granted lock of another owner in @space that blocks (t, s, e), the
--- one with the lowest start; returns field, range
+-- one with the lowest start; returns holder, range.  Each other holder is
+-- asked for its first range over [s, e] of each blocking type: a read
+-- request is blocked by write locks only.
 local function conflict(space, oid, t, s, e)
 	local bf, bl = nil, nil
+	local types = t == 'W' and { 'R', 'W' } or { 'W' }
+	local function consider(f, l)
+		if l and (l.t == 'W' or t == 'W') and overlap(l.s, l.e, s, e) and
+		   (not bl or l.s < bl.s) then
+			bf, bl = f, l
+		end
+	end
 	for f in pairs(G) do
 		if string.sub(f, 1, 1) == space and string.sub(f, 2) ~= oid then
-			for _, l in ipairs(parsed(f)) do
-				if (l.t == 'W' or t == 'W') and
-				   overlap(l.s, l.e, s, e) and
-				   (not bl or l.s < bl.s) then
-					bf, bl = f, l
+			local k = okey(f)
+			local _, n = held(f)
+			if n <= SMALL then
+				for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+					consider(f, unm(m))
+				end
+			else
+				for _, ty in ipairs(types) do
+					local l = pred(k, ty, s)
+					if not (l and l.e >= s) then
+						l = from(k, ty, s, e, 1)[1]
+					end
+					consider(f, l)
 				end
 			end
 		end
@@ -234,14 +310,82 @@ local function conflict(space, oid, t, s, e)
 	return bf, bl
 end
 
-local function put(f, v)
-	if #v == 0 then
-		redis.call('HDEL', KEYS[1], f); G[f] = nil
-	else
-		local s = unparse(v)
-		redis.call('HSET', KEYS[1], f, s); G[f] = s
+-- range.c's range_set_apply() on holder @f's ranges: lock [s, e] as @t
+-- ('R'/'W') with token @tok.  Reads and rewrites only the holder's ranges
+-- next to or over [s, e] (the "run"): same-type ones merge into the new
+-- range, a different-type one is cut back to the bytes outside [s, e].
+-- Returns the undo record 'LO HI;M;M...' (the span [LO, HI] the run and
+-- the new range cover, and the run's members: restoring them over that
+-- span restores the holder) and whether a write lock of @f became a read
+-- lock, freeing bytes for other readers.
+local function lock_range(f, t, s, e, tok, pid)
+	local k = okey(f)
+	local _, n = held(f)
+	local run = around(k, n, s, e, true)
+	local ms, me, lo, hi = s, e, s, e
+	local rem, add, freed = {}, {}, false
+	for i, l in ipairs(run) do
+		rem[#rem + 1] = l.m
+		if l.s < lo then lo = l.s end
+		if l.e > hi then hi = l.e end
+		if l.t == t then
+			if l.s < ms then ms = l.s end
+			if l.e > me then me = l.e end
+		else
+			if l.t == 'W' and overlap(l.s, l.e, s, e) then
+				freed = true
+			end
+			if i == 1 and l.s < s then -- l.s < s, so s > 0
+				local x = hdec(s)
+				if l.e < x then x = l.e end
+				add[#add + 1] = mk(l.t, l.s, x, l.tok, l.since,
+						   l.pid).m
+			end
+		end
 	end
-	PG[f] = v
+	add[#add + 1] = mk(t, ms, me, tok, NOW, pid).m
+	local l = run[#run]
+	if l and l.t ~= t and l.e > e then -- e < l.e, so e + 1 exists
+		local x = hinc(e)
+		if l.s > x then x = l.s end
+		add[#add + 1] = mk(l.t, x, l.e, l.tok, l.since, l.pid).m
+	end
+	local nrem = zbatch('ZREM', k, rem)
+	count(f, zbatch('ZADD', k, add), nrem, tok)
+	rem[0] = lo .. ' ' .. hi
+	return table.concat(rem, ';', 0), freed
+end
+
+-- unlock [s, e] of holder @f: only pieces granted with a token <= @max
+-- (nil: all); returns whether anything was unlocked
+local function unlock_range(f, s, e, max)
+	local k = okey(f)
+	local _, n = held(f)
+	local rem, add = {}, {}
+	for _, l in ipairs(around(k, n, s, e, false)) do
+		if not max or tonumber(l.tok) <= max then
+			rem[#rem + 1] = l.m
+			if l.s < s then
+				add[#add + 1] = mk(l.t, l.s, hdec(s), l.tok,
+						   l.since, l.pid).m
+			end
+			if l.e > e then
+				add[#add + 1] = mk(l.t, hinc(e), l.e, l.tok,
+						   l.since, l.pid).m
+			end
+		end
+	end
+	local nrem = zbatch('ZREM', k, rem)
+	count(f, zbatch('ZADD', k, add), nrem)
+	return #rem > 0
+end
+
+-- holder @f's ranges, in order
+local function ranges_of(f)
+	local v = redis.call('ZRANGE', okey(f), 0, -1)
+	for i = 1, #v do v[i] = unm(v[i]) end
+	table.sort(v, by_start)
+	return v
 end
 
 local function waiters_sorted()
@@ -260,40 +404,43 @@ end
 -- Hand the resource to its waiters in arrival order: like Linux, a waiter
 -- is granted when no granted lock conflicts with it.  'g' waiters are
 -- granted here and told on their lease's channel; 'n' (Redlock) waiters
--- are only told to retry.  A grant can free bytes for an earlier waiter
--- (it may turn its owner's write lock into a read lock), so passes repeat
--- until one grants nothing.
+-- are only told to retry.  A grant frees bytes only when it turns its
+-- owner's write lock into a read lock; then only the waiters before it
+-- were checked against the old state and need another look, so each pass
+-- covers a strictly shorter prefix of the queue (at most one pass per
+-- such grant) and a pass in which nothing was freed is the last.
 local function grant_waiters()
 	if next(W) == nil or delayed() then return end
-	local told = {}
-	local again = true
-	while again do
-		again = false
-		for _, w in ipairs(waiters_sorted()) do
+	local v = waiters_sorted()
+	local limit = #v
+	while limit > 0 do
+		local again = 0
+		for i = 1, limit do
+			local w = v[i]
 			local lease = lease_of_w(w.f)
 			local oid = lease .. '/' .. w.owner
 			local wid = string.sub(w.f, 18)
-			if not told[w.f] and
+			if not w.done and
 			    not conflict(w.space, oid, w.t, w.s, w.e) then
 				local chan = P .. ':inc:' .. lease
+				w.done = true
 				if w.mode == 'g' then
 					local tok = redis.call('INCR', P .. ':token')
-					local f = w.space .. oid
-					put(f, apply(parsed(f), w.t, w.s, w.e, tok,
-						     NOW, w.pid))
+					local _, freed = lock_range(w.space .. oid,
+						w.t, w.s, w.e, tok, w.pid)
+					if freed then again = i end
 					redis.call('HDEL', KEYS[2], w.f)
 					W[w.f] = nil
 					redis.call('HSET', P .. ':x:' .. lease, wid,
 						   tok)
 					redis.call('PUBLISH', chan,
 						   'G ' .. wid .. ' ' .. tok)
-					again = true
 				else
 					redis.call('PUBLISH', chan, 'W ' .. wid)
-					told[w.f] = true
 				end
 			end
 		end
+		limit = again - 1
 	end
 end
 
@@ -301,8 +448,9 @@ end
 -- lock: [6] space [7] T [8] S [9] E [10] OWNER [11] pid [12] WAITID or ''
 --       [13] mode 'g'|'n' [14] enqueue time to store ('' the server's NOW;
 --       Redlock sends its own, so every node keeps the same one)
--- -> {1, token, previous value of the owner's field or ''} granted,
---    {0} conflict, {2} queued, {-1} the caller's lease is gone
+-- -> {1, token, undo record} granted, {0} conflict, {2} queued, {-1} the
+--    caller's lease is gone.  The undo record is op undo's argument: '='
+--    nothing changed, else what lock_range() returns
 local function op_lock()
 	local space, t, s, e, owner = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 	local pid, wid, mode = ARGV[11], ARGV[12], ARGV[13]
@@ -315,12 +463,13 @@ local function op_lock()
 	if space == '0' and G[f] then
 		-- flock(2): the same mode again is a no-op; a conversion
 		-- first drops the old lock (waking others), as on Linux
-		local cur = parsed(f)
-		if cur[1] and cur[1].t == t then
+		local cur = redis.call('ZRANGE', okey(f), 0, 0)
+		cur = cur[1] and unm(cur[1])
+		if cur and cur.t == t then
 			if W[wf] then redis.call('HDEL', KEYS[2], wf); W[wf] = nil end
-			return { 1, tonumber(cur[1].tok), G[f] }
+			return { 1, tonumber(cur.tok), '=' }
 		end
-		put(f, {})
+		drop(f)
 		grant_waiters()
 	end
 	if delayed() or conflict(space, oid, t, s, e) then
@@ -333,13 +482,13 @@ local function op_lock()
 		end
 		return { 2 }
 	end
-	local prev = G[f] or ''
 	local tok = redis.call('INCR', P .. ':token')
-	put(f, apply(parsed(f), t, s, e, tok, NOW, pid))
+	local undo, freed = lock_range(f, t, s, e, tok, pid)
 	if wid ~= '' and W[wf] then redis.call('HDEL', KEYS[2], wf); W[wf] = nil end
-	-- a POSIX conversion to shared may unblock readers
-	if space == '1' then grant_waiters() end
-	return { 1, tok, prev }
+	-- a conversion to shared may unblock readers; a grant frees nothing
+	-- else (a purge of dead leases may have)
+	if freed or PURGED then grant_waiters() end
+	return { 1, tok, undo }
 end
 
 -- unlock: [6] space [8] S [9] E [10] OWNER [11] max token ('' all)
@@ -351,20 +500,7 @@ local function op_unlock()
 	local max = ARGV[11] and ARGV[11] ~= '' and tonumber(ARGV[11])
 	load_and_purge()
 	local f = space .. ME .. '/' .. owner
-	if G[f] then
-		local old, new = {}, {}
-		for _, l in ipairs(parsed(f)) do
-			if max and tonumber(l.tok) > max then
-				new[#new + 1] = l
-			else
-				old[#old + 1] = l
-			end
-		end
-		local v = apply(old, 'U', s, e, '0', '0', '0')
-		for _, l in ipairs(new) do v[#v + 1] = l end
-		table.sort(v, function(x, y) return x.s < y.s end)
-		put(f, v)
-	end
+	if G[f] then unlock_range(f, s, e, max) end
 	grant_waiters()
 	return { G[f] and 1 or 0 }
 end
@@ -376,19 +512,45 @@ end
 local function op_release()
 	load_and_purge()
 	local f, max = ARGV[6] .. ME .. '/' .. ARGV[10], tonumber(ARGV[11])
-	local keep = {}
-	for _, l in ipairs(parsed(f)) do
-		if tonumber(l.tok) > max then keep[#keep + 1] = l end
+	if G[f] and held(f) <= max then
+		drop(f) -- every range: none is newer than the holder's newest
+	elseif G[f] then
+		local rem = {}
+		for _, l in ipairs(ranges_of(f)) do
+			if tonumber(l.tok) <= max then rem[#rem + 1] = l.m end
+		end
+		count(f, 0, zbatch('ZREM', okey(f), rem))
 	end
-	if G[f] then put(f, keep) end
 	grant_waiters()
 	return { G[f] and 1 or 0 }
 end
 
--- undo (Redlock): [6] space [10] OWNER [11] previous value ('' none)
+-- undo (Redlock): [6] space [10] OWNER [11] the undo record of the lock
+-- being taken back ('' drop every lock of the owner)
 local function op_undo()
 	load_and_purge()
-	put(ARGV[6] .. ME .. '/' .. ARGV[10], parse(ARGV[11]))
+	local f, x = ARGV[6] .. ME .. '/' .. ARGV[10], ARGV[11] or ''
+	local lo, hi, rest = string.match(x, '^(%x+) (%x+)(.*)$')
+	if x == '=' then return { 0 } end
+	if not lo then
+		if G[f] then drop(f) end
+	else
+		local k, rem, add, tok = okey(f), {}, {}, 0
+		for _, t in ipairs({ 'R', 'W' }) do
+			for _, l in ipairs(from(k, t, lo, hi)) do
+				rem[#rem + 1] = l.m
+			end
+		end
+		for m in string.gmatch(rest, ';([^;]+)') do
+			local l = unm(m)
+			if l.t then
+				add[#add + 1] = m
+				if tonumber(l.tok) > tok then tok = tonumber(l.tok) end
+			end
+		end
+		local nrem = zbatch('ZREM', k, rem)
+		count(f, zbatch('ZADD', k, add), nrem, tok)
+	end
 	grant_waiters()
 	return { 0 }
 end
@@ -444,7 +606,7 @@ local function op_list()
 	for _, f in ipairs(fields) do
 		local lease = lease_of_g(f)
 		local host = host_of(lease)
-		for _, l in ipairs(parsed(f)) do
+		for _, l in ipairs(ranges_of(f)) do
 			for _, x in ipairs({ 'g', string.sub(f, 1, 1), l.t, l.s, l.e,
 					     lease, string.sub(f, 19), l.pid,
 					     l.tok, l.since, host }) do
@@ -468,21 +630,19 @@ end
 -- next renewal reads; then the waiters are served -> {locks removed}
 local function op_break()
 	load_and_purge()
-	local res = string.sub(KEYS[1], #P + 4)
-	local n = 0
-	for f in pairs(G) do
+	local fields = {}
+	for f in pairs(G) do fields[#fields + 1] = f end
+	for _, f in ipairs(fields) do
 		local lease = lease_of_g(f)
 		local entry = string.sub(f, 1, 1) .. ' ' .. string.sub(f, 19) ..
-			' ' .. res
-		redis.call('HDEL', KEYS[1], f)
-		G[f] = nil; PG[f] = nil
+			' ' .. RES
+		drop(f)
 		redis.call('SADD', P .. ':l:' .. lease, entry)
 		redis.call('PEXPIRE', P .. ':l:' .. lease, 2 * TTL)
 		redis.call('PUBLISH', P .. ':inc:' .. lease, 'L ' .. entry)
-		n = n + 1
 	end
 	grant_waiters()
-	return { n }
+	return { #fields }
 end
 
 -- forget leases dead for an hour: long past any lock-delay
@@ -544,7 +704,8 @@ local function dispatch(keys, argv)
 	local tm = redis.call('TIME')
 	NOW = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 	LEASES, HOSTS = P .. ':leases', P .. ':hosts'
-	G, W, PG, DLY = {}, {}, {}, nil
+	RES = string.sub(keys[1], #P + 4)
+	G, W, DLY, PURGED = {}, {}, nil, false
 	return fn()
 end
 
