@@ -31,6 +31,8 @@ static void log_write(enum dl_log_level level, const char *suffix,
 	};
 	char msg[1024];
 
+	if (!fmt) /* never from our callers; keeps -Wformat-overflow quiet */
+		return;
 	if (log_syslog) {
 		if (!suffix[0]) {
 			vsyslog((int)level, fmt, ap);

@@ -21,10 +21,19 @@ setup() { # setup DIR [meson options...]
 # the C sources follow .clang-format (kernel style)
 git ls-files -z '*.c' '*.h' | xargs -0 clang-format --style=file --dry-run -Werror
 
+# ninja prints its errors on stdout: show them when a build fails
+build() { # build DIR
+	ninja -C "$1" >"$1/ninja.out" 2>&1 || {
+		cat "$1/ninja.out"
+		echo "build in $1 failed" >&2
+		exit 1
+	}
+}
+
 setup build-ci -Dwerror=true
-ninja -C build-ci >/dev/null
+build build-ci
 setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
-ninja -C build-asan >/dev/null
+build build-asan
 
 rm -f build-ci/meson-logs/unit.json build-asan/meson-logs/unit.json \
 	build-ci/meson-logs/integration.json
