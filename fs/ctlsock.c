@@ -2159,7 +2159,132 @@ static void *ctl_main(void *arg)
 
 /* ---- life cycle ---------------------------------------------------------- */
 
-/* mkdir -p the directory of @path (0755) */
+/*
+ * May the socket live in directory @dir (lstat'd as @st)?  It must be a
+ * directory (or a symlink to one, the link itself ours) owned by root or
+ * by us, and not writable by others unless sticky: else its owner, or
+ * anyone who may write in it, could put their own socket where clients
+ * look for ours.  0, or -EPERM with a reason in @err.
+ */
+static int ctl_dir_ok(const char *dir, struct stat *st, const char *path,
+		      char *err, size_t errlen)
+{
+	uid_t me = geteuid();
+
+	if (S_ISLNK(st->st_mode)) {
+		if (st->st_uid != 0 && st->st_uid != me) {
+			snprintf(err, errlen,
+				 "socket %s: its directory %s is a symlink "
+				 "owned by uid %u",
+				 path, dir, (unsigned)st->st_uid);
+			return -EPERM;
+		}
+		if (stat(dir, st) == -1) {
+			snprintf(err, errlen, "socket %s: %s: %s", path, dir,
+				 strerror(errno));
+			return -errno;
+		}
+	}
+	if (!S_ISDIR(st->st_mode)) {
+		snprintf(err, errlen, "socket %s: %s is not a directory", path,
+			 dir);
+		return -ENOTDIR;
+	}
+	if (st->st_uid != 0 && st->st_uid != me) {
+		snprintf(err, errlen,
+			 "socket %s: its directory %s is owned by uid %u (want "
+			 "root%s)",
+			 path, dir, (unsigned)st->st_uid,
+			 me ? " or the daemon's user" : "");
+		return -EPERM;
+	}
+	if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX)) {
+		snprintf(err, errlen,
+			 "socket %s: its directory %s is group- or "
+			 "world-writable without the sticky bit",
+			 path, dir);
+		return -EPERM;
+	}
+	return 0;
+}
+
+int ctlsock_check_path(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa;
+	char *dir, *lock, *slash;
+	struct stat st;
+	int ret = 0;
+
+	if (path[0] != '/') {
+		snprintf(err, errlen,
+			 "bad socket '%s': want an absolute path or none",
+			 path);
+		return -EINVAL;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen,
+			 "socket path %s is too long (%zu bytes, at most %zu)",
+			 path, strlen(path), sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	/* the directory it goes in, or the nearest existing ancestor that
+	 * the missing ones will be created in */
+	dir = strdup(path);
+	if (!dir) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (;;) {
+		slash = strrchr(dir, '/');
+		slash[slash == dir] = '\0'; /* "/x" -> "/" */
+		if (lstat(dir, &st) == 0)
+			break;
+		if (errno != ENOENT) {
+			ret = -errno;
+			snprintf(err, errlen, "socket %s: %s: %s", path, dir,
+				 strerror(errno));
+			free(dir);
+			return ret;
+		}
+	}
+	ret = ctl_dir_ok(dir, &st, path, err, errlen);
+	free(dir);
+	if (ret < 0)
+		return ret;
+	/* never replace what is not a socket, never follow a symlink */
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		if (S_ISDIR(st.st_mode))
+			snprintf(err, errlen, "socket %s is a directory", path);
+		else
+			snprintf(err, errlen,
+				 "socket %s: a %s is there, not a socket; "
+				 "refusing to replace it",
+				 path,
+				 S_ISLNK(st.st_mode)   ? "symlink"
+				 : S_ISREG(st.st_mode) ? "regular file"
+						       : "file");
+		return -EEXIST;
+	}
+	if (asprintf(&lock, "%s.lock", path) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (lstat(lock, &st) == 0 &&
+	    (!S_ISREG(st.st_mode) ||
+	     (st.st_uid != geteuid() && st.st_uid != 0))) {
+		snprintf(err, errlen,
+			 "socket %s: %s is not a regular file of ours (%s, uid "
+			 "%u); refusing to use it",
+			 path, lock,
+			 S_ISLNK(st.st_mode) ? "a symlink" : "another file",
+			 (unsigned)st.st_uid);
+		ret = -EPERM;
+	}
+	free(lock);
+	return ret;
+}
+
+/* mkdir -p the directory of @path: 0755, whatever the umask */
 static int ctl_mkdirs(const char *path)
 {
 	char *dir = strdup(path), *s;
@@ -2176,8 +2301,12 @@ static int ctl_mkdirs(const char *path)
 			if (*s != '/' && !last)
 				continue;
 			*s = '\0';
-			if (mkdir(dir, 0755) == -1 && errno != EEXIST)
+			if (mkdir(dir, 0755) == 0) {
+				if (chmod(dir, 0755) == -1)
+					ret = -errno;
+			} else if (errno != EEXIST) {
 				ret = -errno;
+			}
 			if (last)
 				break;
 			*s = '/';
@@ -2191,26 +2320,42 @@ static int ctl_listen(struct ctlsock *cs, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char *lockpath = NULL;
+	struct stat st;
 	int ret;
 
-	if (strlen(cs->path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "socket path %s is too long", cs->path);
-		return -ENAMETOOLONG;
-	}
+	ret = ctlsock_check_path(cs->path, err, errlen);
+	if (ret < 0)
+		return ret;
 	ret = ctl_mkdirs(cs->path);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot create the directory of %s: %s",
 			 cs->path, strerror(-ret));
 		return ret;
 	}
+	/* again, now that the directory exists */
+	ret = ctlsock_check_path(cs->path, err, errlen);
+	if (ret < 0)
+		return ret;
 	if (asprintf(&lockpath, "%s.lock", cs->path) < 0)
 		return -ENOMEM;
-	cs->lockfile = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	cs->lockfile = open(lockpath,
+			    O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
+				    O_NOCTTY | O_CLOEXEC,
+			    0600);
 	if (cs->lockfile < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "%s: %s", lockpath, strerror(errno));
+		snprintf(err, errlen, "%s: %s", lockpath,
+			 errno == ELOOP ? "a symlink; refusing to follow it"
+					: strerror(errno));
 		free(lockpath);
 		return ret;
+	}
+	if (fstat(cs->lockfile, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    (st.st_uid != geteuid() && st.st_uid != 0)) {
+		snprintf(err, errlen, "%s: not a regular file of ours",
+			 lockpath);
+		free(lockpath);
+		return -EPERM;
 	}
 	free(lockpath);
 	if (flock(cs->lockfile, LOCK_EX | LOCK_NB) == -1) {
@@ -2220,14 +2365,25 @@ static int ctl_listen(struct ctlsock *cs, char *err, size_t errlen)
 					    : strerror(-ret));
 		return ret;
 	}
-	/* ours now: whatever is there is a dead daemon's */
-	unlink(cs->path);
+	/* ours now: a socket there is a dead daemon's; anything else is
+	 * not ours to delete */
+	if (lstat(cs->path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen,
+				 "socket %s: not a socket is there; refusing "
+				 "to replace it",
+				 cs->path);
+			return -EEXIST;
+		}
+		unlink(cs->path);
+	}
 	strcpy(sa.sun_path, cs->path);
 	cs->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
 			 0);
 	if (cs->lfd < 0 ||
 	    bind(cs->lfd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ||
-	    chmod(cs->path, 0666) == -1 || listen(cs->lfd, 128) == -1) {
+	    fchmodat(AT_FDCWD, cs->path, 0666, 0) == -1 ||
+	    listen(cs->lfd, 128) == -1) {
 		ret = -errno;
 		snprintf(err, errlen, "socket %s: %s", cs->path,
 			 strerror(errno));
@@ -2239,8 +2395,11 @@ static int ctl_listen(struct ctlsock *cs, char *err, size_t errlen)
 static void ctl_free(struct ctlsock *cs)
 {
 	if (cs->lfd >= 0) {
+		struct stat st;
+
 		close(cs->lfd);
-		unlink(cs->path);
+		if (lstat(cs->path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(cs->path);
 	}
 	if (cs->lockfile >= 0)
 		close(cs->lockfile);
