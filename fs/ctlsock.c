@@ -62,6 +62,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -198,6 +199,7 @@ struct ctlsock {
 	struct ctlsock_conf conf;
 	char *path, *mountpoint, *backend_shown;
 	struct ctl_policy pol;
+	uint64_t owner_key[2]; /* owner ids shown are keyed hashes */
 	struct lockmgr *lm;
 	int lfd, lockfile, epfd, wakefd;
 	pthread_t thread;
@@ -231,6 +233,54 @@ static int64_t ctl_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define CTL_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define CTL_SIPROUND                   \
+	do {                           \
+		v0 += v1;              \
+		v1 = CTL_ROTL(v1, 13); \
+		v1 ^= v0;              \
+		v0 = CTL_ROTL(v0, 32); \
+		v2 += v3;              \
+		v3 = CTL_ROTL(v3, 16); \
+		v3 ^= v2;              \
+		v0 += v3;              \
+		v3 = CTL_ROTL(v3, 21); \
+		v3 ^= v0;              \
+		v2 += v1;              \
+		v1 = CTL_ROTL(v1, 17); \
+		v1 ^= v2;              \
+		v2 = CTL_ROTL(v2, 32); \
+	} while (0)
+
+/*
+ * The owner id a client is shown: SipHash-2-4 of the manager's id under a
+ * key drawn at start.  Stable while the daemon runs (two entries of one
+ * owner show the same id), and tells nothing of our memory or counters.
+ */
+static uint64_t ctl_owner_id(const struct ctlsock *cs, uint64_t owner)
+{
+	uint64_t v0 = 0x736f6d6570736575ULL ^ cs->owner_key[0];
+	uint64_t v1 = 0x646f72616e646f6dULL ^ cs->owner_key[1];
+	uint64_t v2 = 0x6c7967656e657261ULL ^ cs->owner_key[0];
+	uint64_t v3 = 0x7465646279746573ULL ^ cs->owner_key[1];
+	const uint64_t b = 8ULL << 56;
+
+	v3 ^= owner;
+	CTL_SIPROUND;
+	CTL_SIPROUND;
+	v0 ^= owner;
+	v3 ^= b;
+	CTL_SIPROUND;
+	CTL_SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	CTL_SIPROUND;
+	CTL_SIPROUND;
+	CTL_SIPROUND;
+	CTL_SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
 }
 
 static int ctl_pidfd_open(pid_t pid)
@@ -1345,7 +1395,7 @@ static int do_getlk(struct ctl_req *r)
 		rep.ltype = (uint8_t)info.type;
 		rep.start = info.start;
 		rep.end = info.end;
-		rep.owner = info.owner;
+		rep.owner = ctl_owner_id(cs, info.owner);
 		rep.pid = info.pid;
 		rep.token = info.token;
 		rep.since_ms = info.since_ms;
@@ -1602,17 +1652,101 @@ static int req_resource(struct ctl_req *r, char **out)
 	return *out ? 0 : -ENOMEM;
 }
 
+/* ---- what a caller may see --------------------------------------------- */
+
+/* the access checks of one LIST, made as the caller (ctl_acc_main) */
+struct ctl_acc {
+	uid_t uid;
+	const gid_t *gids; /* [0]: its primary group */
+	size_t ngids;
+	char **paths; /* NULL: no local path, not visible */
+	bool *ok;
+	size_t n;
+};
+
+/*
+ * A thread of its own takes on the caller's uid, gid and groups (raw
+ * system calls: they change this thread only, and its credentials die
+ * with it) and asks the kernel whether the caller could open each path.
+ */
+static void *ctl_acc_main(void *arg)
+{
+	struct ctl_acc *a = arg;
+
+	if (a->uid != geteuid() &&
+	    (syscall(SYS_setgroups, a->ngids, a->gids) == -1 ||
+	     syscall(SYS_setresgid, -1, a->gids[0], -1) == -1 ||
+	     syscall(SYS_setresuid, -1, a->uid, -1) == -1))
+		return NULL; /* cannot act as the caller: it sees none */
+	for (size_t i = 0; i < a->n; i++)
+		a->ok[i] = a->paths[i] && (faccessat(AT_FDCWD, a->paths[i],
+						     R_OK, AT_EACCESS) == 0 ||
+					   faccessat(AT_FDCWD, a->paths[i],
+						     W_OK, AT_EACCESS) == 0);
+	return NULL;
+}
+
+/* run @a's checks; -errno when no thread could be made */
+static int ctl_acc_run(struct ctl_acc *a)
+{
+	pthread_t t;
+	int ret = -pthread_create(&t, NULL, ctl_acc_main, a);
+
+	if (ret == 0)
+		pthread_join(t, NULL);
+	return ret;
+}
+
+/* a named lock @res ("name:...") visible to @c: its namespace, or one
+ * shared with its groups */
+static bool ctl_named_visible(const struct ctlsock *cs,
+			      const struct ctl_conn *c, const char *res)
+{
+	const char *n = res + 5;
+	size_t i = 0;
+	char own[32];
+
+	snprintf(own, sizeof(own), "%u/", (unsigned)c->uid);
+	if (strncmp(n, own, strlen(own)) == 0)
+		return true;
+	while (n[i] >= '0' && n[i] <= '9')
+		i++;
+	if (i > 0 && n[i] == '/')
+		return false; /* another user's namespace */
+	return ctlpol_shared(&cs->pol, n, strlen(n), c->gids, c->ngids);
+}
+
+/* is @owner (of this daemon) one of the processes or connections of
+ * @c's user? */
+static bool ctl_owner_of_uid(const struct ctlsock *cs, uid_t uid,
+			     uint64_t owner)
+{
+	for (const struct ctl_conn *o = cs->conns; o; o = o->next)
+		if (o->uid == uid &&
+		    (o->owner == owner || o->proc->owner == owner))
+			return true;
+	return false;
+}
+
+struct ctl_item {
+	struct dl_lock_info info;
+	char *res;
+};
+
 struct ctl_list {
 	struct ctlsock *cs;
 	struct ctl_conn *c;
 	uint32_t id;
 	const char *resource;
 	bool failed;
+	bool filter; /* collect in @items, sent after ctl_list_filter() */
+	struct ctl_item *items;
+	size_t nitems, capitems;
 };
 
-static int list_one(const struct dl_lock_info *info, void *arg)
+static bool list_send(struct ctl_list *l, const struct dl_lock_info *info,
+		      const char *res)
 {
-	struct ctl_list *l = arg;
 	struct dl_proto_msg m = { .hdr = { .type = DLP_ITEM, .id = l->id } };
 
 	m.space = (uint8_t)info->space;
@@ -1620,25 +1754,106 @@ static int list_one(const struct dl_lock_info *info, void *arg)
 	m.waiting = info->waiting;
 	m.start = info->start;
 	m.end = info->end;
-	m.owner = info->owner;
+	m.owner = ctl_owner_id(l->cs, info->owner);
 	m.pid = info->pid;
 	m.token = info->token;
 	m.since_ms = info->since_ms;
-	proto_str(&m, 0,
-		  info->resource ? info->resource
-		  : l->resource	 ? l->resource
-				 : "?");
+	proto_str(&m, 0, res);
 	proto_str(&m, 1, info->host);
-	if (!conn_send(l->cs, l->c, &m)) {
-		l->failed = true;
-		return 1;
+	return conn_send(l->cs, l->c, &m);
+}
+
+static int list_one(const struct dl_lock_info *info, void *arg)
+{
+	struct ctl_list *l = arg;
+	const char *res = info->resource ? info->resource
+			  : l->resource	 ? l->resource
+					 : "?";
+	struct ctl_item *it;
+
+	if (!l->filter) {
+		if (!list_send(l, info, res)) {
+			l->failed = true;
+			return 1;
+		}
+		return 0;
 	}
+	if (l->nitems == l->capitems) {
+		size_t nc = l->capitems ? l->capitems * 2 : 16;
+
+		it = realloc(l->items, nc * sizeof(*it));
+		if (!it)
+			return -ENOMEM;
+		l->items = it;
+		l->capitems = nc;
+	}
+	it = &l->items[l->nitems];
+	it->info = *info;
+	it->info.resource = NULL;
+	it->res = strdup(res);
+	if (!it->res)
+		return -ENOMEM;
+	l->nitems++;
 	return 0;
+}
+
+/*
+ * A non-root caller sees a lock when it is its own, a named lock of its
+ * namespaces, or a lock on a file it could open here (the resource mapped
+ * back through paths= or the mount, checked with its credentials).
+ */
+static int ctl_list_filter(struct ctl_list *l)
+{
+	struct ctl_conn *c = l->c;
+	struct ctl_acc a = { .uid = c->uid,
+			     .gids = c->gids,
+			     .ngids = c->ngids,
+			     .n = l->nitems };
+	bool *vis = calloc(l->nitems + 1, sizeof(*vis));
+	int ret = 0;
+
+	a.paths = calloc(l->nitems + 1, sizeof(*a.paths));
+	a.ok = calloc(l->nitems + 1, sizeof(*a.ok));
+	if (!vis || !a.paths || !a.ok) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < l->nitems; i++) {
+		const struct ctl_item *it = &l->items[i];
+
+		if (strncmp(it->res, "name:", 5) == 0)
+			vis[i] = ctl_named_visible(l->cs, c, it->res);
+		else if (it->info.mine &&
+			 ctl_owner_of_uid(l->cs, c->uid, it->info.owner))
+			vis[i] = true;
+		else if (ctlpol_local(&l->cs->pol, l->cs->mountpoint, it->res,
+				      &a.paths[i]) == -ENOMEM)
+			ret = -ENOMEM;
+	}
+	if (ret == 0)
+		ret = ctl_acc_run(&a);
+	for (size_t i = 0; ret == 0 && i < l->nitems; i++)
+		if ((vis[i] || a.ok[i]) &&
+		    !list_send(l, &l->items[i].info, l->items[i].res)) {
+			l->failed = true;
+			break;
+		}
+out:
+	for (size_t i = 0; i < l->nitems; i++) {
+		free(l->items[i].res);
+		if (a.paths)
+			free(a.paths[i]);
+	}
+	free(l->items);
+	free(a.paths);
+	free(a.ok);
+	free(vis);
+	return ret;
 }
 
 static int do_list(struct ctl_req *r)
 {
-	struct ctl_list l = { r->cs, r->c, r->m->hdr.id, NULL, false };
+	struct ctl_list l = { .cs = r->cs, .c = r->c, .id = r->m->hdr.id };
 	char *res;
 	int ret;
 
@@ -1646,7 +1861,36 @@ static int do_list(struct ctl_req *r)
 	if (ret < 0)
 		return ret;
 	l.resource = res;
+	/* root sees all; so does a caller about the descriptor it holds */
+	l.filter = r->c->uid != 0 && !(r->m->flags & DLP_F_FD);
+	if (l.filter && res && strncmp(res, "name:", 5) != 0) {
+		/* a name it chose: one it could not open answers as one
+		 * nobody locks, exists or not */
+		char *path = NULL;
+		bool ok = false;
+		struct ctl_acc a = { .uid = r->c->uid,
+				     .gids = r->c->gids,
+				     .ngids = r->c->ngids,
+				     .paths = &path,
+				     .ok = &ok,
+				     .n = 1 };
+
+		ret = ctlpol_local(&r->cs->pol, r->cs->mountpoint, res, &path);
+		if (ret != -ENOMEM)
+			ret = ctl_acc_run(&a);
+		free(path);
+		if (ret < 0 || !ok) {
+			free(res);
+			return ret == -ENOMEM ? ret : 0;
+		}
+	}
 	ret = lockmgr_list(r->cs->lm, res, list_one, &l);
+	if (l.filter) {
+		int fret = ctl_list_filter(&l);
+
+		if (ret >= 0 && fret < 0)
+			ret = fret;
+	}
 	free(res);
 	if (l.failed)
 		return -EPIPE;
@@ -2159,7 +2403,132 @@ static void *ctl_main(void *arg)
 
 /* ---- life cycle ---------------------------------------------------------- */
 
-/* mkdir -p the directory of @path (0755) */
+/*
+ * May the socket live in directory @dir (lstat'd as @st)?  It must be a
+ * directory (or a symlink to one, the link itself ours) owned by root or
+ * by us, and not writable by others unless sticky: else its owner, or
+ * anyone who may write in it, could put their own socket where clients
+ * look for ours.  0, or -EPERM with a reason in @err.
+ */
+static int ctl_dir_ok(const char *dir, struct stat *st, const char *path,
+		      char *err, size_t errlen)
+{
+	uid_t me = geteuid();
+
+	if (S_ISLNK(st->st_mode)) {
+		if (st->st_uid != 0 && st->st_uid != me) {
+			snprintf(err, errlen,
+				 "socket %s: its directory %s is a symlink "
+				 "owned by uid %u",
+				 path, dir, (unsigned)st->st_uid);
+			return -EPERM;
+		}
+		if (stat(dir, st) == -1) {
+			snprintf(err, errlen, "socket %s: %s: %s", path, dir,
+				 strerror(errno));
+			return -errno;
+		}
+	}
+	if (!S_ISDIR(st->st_mode)) {
+		snprintf(err, errlen, "socket %s: %s is not a directory", path,
+			 dir);
+		return -ENOTDIR;
+	}
+	if (st->st_uid != 0 && st->st_uid != me) {
+		snprintf(err, errlen,
+			 "socket %s: its directory %s is owned by uid %u (want "
+			 "root%s)",
+			 path, dir, (unsigned)st->st_uid,
+			 me ? " or the daemon's user" : "");
+		return -EPERM;
+	}
+	if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(st->st_mode & S_ISVTX)) {
+		snprintf(err, errlen,
+			 "socket %s: its directory %s is group- or "
+			 "world-writable without the sticky bit",
+			 path, dir);
+		return -EPERM;
+	}
+	return 0;
+}
+
+int ctlsock_check_path(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa;
+	char *dir, *lock, *slash;
+	struct stat st;
+	int ret = 0;
+
+	if (path[0] != '/') {
+		snprintf(err, errlen,
+			 "bad socket '%s': want an absolute path or none",
+			 path);
+		return -EINVAL;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen,
+			 "socket path %s is too long (%zu bytes, at most %zu)",
+			 path, strlen(path), sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	/* the directory it goes in, or the nearest existing ancestor that
+	 * the missing ones will be created in */
+	dir = strdup(path);
+	if (!dir) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (;;) {
+		slash = strrchr(dir, '/');
+		slash[slash == dir] = '\0'; /* "/x" -> "/" */
+		if (lstat(dir, &st) == 0)
+			break;
+		if (errno != ENOENT) {
+			ret = -errno;
+			snprintf(err, errlen, "socket %s: %s: %s", path, dir,
+				 strerror(errno));
+			free(dir);
+			return ret;
+		}
+	}
+	ret = ctl_dir_ok(dir, &st, path, err, errlen);
+	free(dir);
+	if (ret < 0)
+		return ret;
+	/* never replace what is not a socket, never follow a symlink */
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		if (S_ISDIR(st.st_mode))
+			snprintf(err, errlen, "socket %s is a directory", path);
+		else
+			snprintf(err, errlen,
+				 "socket %s: a %s is there, not a socket; "
+				 "refusing to replace it",
+				 path,
+				 S_ISLNK(st.st_mode)   ? "symlink"
+				 : S_ISREG(st.st_mode) ? "regular file"
+						       : "file");
+		return -EEXIST;
+	}
+	if (asprintf(&lock, "%s.lock", path) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (lstat(lock, &st) == 0 &&
+	    (!S_ISREG(st.st_mode) ||
+	     (st.st_uid != geteuid() && st.st_uid != 0))) {
+		snprintf(err, errlen,
+			 "socket %s: %s is not a regular file of ours (%s, uid "
+			 "%u); refusing to use it",
+			 path, lock,
+			 S_ISLNK(st.st_mode) ? "a symlink" : "another file",
+			 (unsigned)st.st_uid);
+		ret = -EPERM;
+	}
+	free(lock);
+	return ret;
+}
+
+/* mkdir -p the directory of @path: 0755, whatever the umask */
 static int ctl_mkdirs(const char *path)
 {
 	char *dir = strdup(path), *s;
@@ -2176,8 +2545,12 @@ static int ctl_mkdirs(const char *path)
 			if (*s != '/' && !last)
 				continue;
 			*s = '\0';
-			if (mkdir(dir, 0755) == -1 && errno != EEXIST)
+			if (mkdir(dir, 0755) == 0) {
+				if (chmod(dir, 0755) == -1)
+					ret = -errno;
+			} else if (errno != EEXIST) {
 				ret = -errno;
+			}
 			if (last)
 				break;
 			*s = '/';
@@ -2191,26 +2564,42 @@ static int ctl_listen(struct ctlsock *cs, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char *lockpath = NULL;
+	struct stat st;
 	int ret;
 
-	if (strlen(cs->path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "socket path %s is too long", cs->path);
-		return -ENAMETOOLONG;
-	}
+	ret = ctlsock_check_path(cs->path, err, errlen);
+	if (ret < 0)
+		return ret;
 	ret = ctl_mkdirs(cs->path);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot create the directory of %s: %s",
 			 cs->path, strerror(-ret));
 		return ret;
 	}
+	/* again, now that the directory exists */
+	ret = ctlsock_check_path(cs->path, err, errlen);
+	if (ret < 0)
+		return ret;
 	if (asprintf(&lockpath, "%s.lock", cs->path) < 0)
 		return -ENOMEM;
-	cs->lockfile = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	cs->lockfile = open(lockpath,
+			    O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
+				    O_NOCTTY | O_CLOEXEC,
+			    0600);
 	if (cs->lockfile < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "%s: %s", lockpath, strerror(errno));
+		snprintf(err, errlen, "%s: %s", lockpath,
+			 errno == ELOOP ? "a symlink; refusing to follow it"
+					: strerror(errno));
 		free(lockpath);
 		return ret;
+	}
+	if (fstat(cs->lockfile, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    (st.st_uid != geteuid() && st.st_uid != 0)) {
+		snprintf(err, errlen, "%s: not a regular file of ours",
+			 lockpath);
+		free(lockpath);
+		return -EPERM;
 	}
 	free(lockpath);
 	if (flock(cs->lockfile, LOCK_EX | LOCK_NB) == -1) {
@@ -2220,14 +2609,25 @@ static int ctl_listen(struct ctlsock *cs, char *err, size_t errlen)
 					    : strerror(-ret));
 		return ret;
 	}
-	/* ours now: whatever is there is a dead daemon's */
-	unlink(cs->path);
+	/* ours now: a socket there is a dead daemon's; anything else is
+	 * not ours to delete */
+	if (lstat(cs->path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen,
+				 "socket %s: not a socket is there; refusing "
+				 "to replace it",
+				 cs->path);
+			return -EEXIST;
+		}
+		unlink(cs->path);
+	}
 	strcpy(sa.sun_path, cs->path);
 	cs->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
 			 0);
 	if (cs->lfd < 0 ||
 	    bind(cs->lfd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ||
-	    chmod(cs->path, 0666) == -1 || listen(cs->lfd, 128) == -1) {
+	    fchmodat(AT_FDCWD, cs->path, 0666, 0) == -1 ||
+	    listen(cs->lfd, 128) == -1) {
 		ret = -errno;
 		snprintf(err, errlen, "socket %s: %s", cs->path,
 			 strerror(errno));
@@ -2239,8 +2639,11 @@ static int ctl_listen(struct ctlsock *cs, char *err, size_t errlen)
 static void ctl_free(struct ctlsock *cs)
 {
 	if (cs->lfd >= 0) {
+		struct stat st;
+
 		close(cs->lfd);
-		unlink(cs->path);
+		if (lstat(cs->path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(cs->path);
 	}
 	if (cs->lockfile >= 0)
 		close(cs->lockfile);
@@ -2309,6 +2712,12 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		goto out_free;
 	}
 	ctl_raise_nofile();
+	if (getrandom(cs->owner_key, sizeof(cs->owner_key), 0) !=
+	    (ssize_t)sizeof(cs->owner_key)) {
+		ret = -errno;
+		snprintf(err, errlen, "getrandom: %s", strerror(errno));
+		goto out_free;
+	}
 	ret = ctlpol_load(&cs->pol, conf->config, err, errlen);
 	if (ret < 0)
 		goto out_free;

@@ -40,6 +40,16 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		  char *err, size_t errlen);
 
 /*
+ * ctlsock_check_path() - may a daemon serve socket @path?  Absolute, short
+ * enough; its directory (or the nearest existing ancestor, when missing)
+ * owned by root or the daemon's user and not writable by others unless
+ * sticky; nothing but a socket at PATH, nothing but a regular file of ours
+ * at PATH.lock (no symlinks).  Creates nothing.  0, or a negative errno
+ * with a one-line reason in @err.
+ */
+int ctlsock_check_path(const char *path, char *err, size_t errlen);
+
+/*
  * ctlsock_stop() - stop serving: end every wait (EINTR), release every
  * lock taken through the socket, remove the socket.  Call before the
  * lock manager is destroyed.

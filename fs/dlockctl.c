@@ -191,16 +191,56 @@ static int ctl_call(struct dl_proto_msg *m, int fd, struct dl_proto_msg *rep,
 	return 0;
 }
 
+/*
+ * Write @n bytes of @s for a terminal: a control byte (< 0x20, 0x7f) and
+ * the backslash itself come out escaped (\n, \t, \r, \\, \xHH), so a
+ * name cannot add lines or terminal escapes to the output; with @keep_nl
+ * newlines stay (the daemon's own line breaks).
+ */
+static void esc_write(FILE *f, const char *s, size_t n, bool keep_nl)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '\\')
+			fputs("\\\\", f);
+		else if (c == '\n' && keep_nl)
+			fputc(c, f);
+		else if (c == '\n')
+			fputs("\\n", f);
+		else if (c == '\t')
+			fputs("\\t", f);
+		else if (c == '\r')
+			fputs("\\r", f);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(f, "\\x%02x", c);
+		else
+			fputc(c, f);
+	}
+}
+
 static int verdict(const struct dl_proto_msg *rep, const char *what)
 {
-	char why[DL_PROTO_MAX_STR + 1] = "";
+	char *why = NULL;
+	size_t len = 0;
+	FILE *f;
 
 	if (rep->err == 0)
 		return 0;
-	if (rep->nstr)
-		snprintf(why, sizeof(why), " (%.*s)", (int)rep->str[0].len,
-			 rep->str[0].p);
-	fail(0, "%s: %s%s", what, strerror(-rep->err), why);
+	f = open_memstream(&why, &len);
+	if (f) {
+		if (rep->nstr) {
+			fputs(" (", f);
+			esc_write(f, rep->str[0].p, rep->str[0].len, false);
+			fputc(')', f);
+		}
+		if (fclose(f) != 0) {
+			free(why);
+			why = NULL;
+		}
+	}
+	fail(0, "%s: %s%s", what, strerror(-rep->err), why ? why : "");
+	free(why);
 	return rep->err == -ENOENT || rep->err == -EAGAIN ? EX_NOLOCK
 							  : EX_REFUSED;
 }
@@ -215,7 +255,7 @@ static void json_str(const char *s, size_t n)
 
 		if (c == '"' || c == '\\')
 			printf("\\%c", c);
-		else if (c < 0x20)
+		else if (c < 0x20 || c == 0x7f)
 			printf("\\u%04x", c);
 		else
 			putchar(c);
@@ -259,15 +299,16 @@ static void print_item(const struct dl_proto_msg *m)
 		print_time(m->since_ms);
 		printf("\", \"waiting\": %s}", m->waiting ? "true" : "false");
 	} else {
-		printf("%.*s %s %s %" PRIu64 "-", (int)m->str[0].len,
-		       m->str[0].p, space, m->waiting ? "waiting" : mode,
-		       m->start);
+		esc_write(stdout, m->str[0].p, m->str[0].len, false);
+		printf(" %s %s %" PRIu64 "-", space,
+		       m->waiting ? "waiting" : mode, m->start);
 		if (m->end == UINT64_MAX)
 			printf("EOF");
 		else
 			printf("%" PRIu64, m->end);
-		printf(" host=%.*s pid=%u owner=%016" PRIx64,
-		       (int)m->str[1].len, m->str[1].p, m->pid, m->owner);
+		fputs(" host=", stdout);
+		esc_write(stdout, m->str[1].p, m->str[1].len, false);
+		printf(" pid=%u owner=%016" PRIx64, m->pid, m->owner);
 		if (!m->waiting)
 			printf(" token=%" PRIu64, m->token);
 		printf(" since=");
@@ -328,7 +369,7 @@ static int cmd_status(int argc, char **argv)
 	if (!text)
 		return fail(EX_DAEMON, "out of memory");
 	if (!g_json) {
-		fputs(text, stdout);
+		esc_write(stdout, text, strlen(text), true);
 		free(text);
 		return 0;
 	}

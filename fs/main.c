@@ -412,7 +412,7 @@ static bool main_socket_explicit(const struct main_args *a,
 static int main_check_socket(const char *path, bool in_use)
 {
 	struct sockaddr_un sa;
-	char *lock, *dir, *slash;
+	char *lock, *dir, *slash, err[512];
 	struct stat st;
 	int fd, ret = 0;
 
@@ -427,8 +427,9 @@ static int main_check_socket(const char *path, bool in_use)
 			   path, strlen(path), sizeof(sa.sun_path) - 1);
 		return EXIT_USAGE;
 	}
-	if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-		main_error("socket %s is a directory", path);
+	if (ctlsock_check_path(path, err, sizeof(err)) < 0) {
+		main_error("%s",
+			   err); /* its directory, symlinks, non-sockets */
 		return EXIT_USAGE;
 	}
 	/* the daemon that serves it holds an flock on PATH.lock (ctlsock.c) */

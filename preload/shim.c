@@ -103,6 +103,8 @@ static struct {
 	bool fallback_local;
 	bool kernel_lock;
 	bool debug;
+	bool server_uid_set; /* DLOCK_SERVER_UID: a non-root daemon we trust */
+	uid_t server_uid;
 } cfg;
 
 static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
@@ -234,6 +236,21 @@ static void shim_config(void)
 	cfg.fallback_local = s && strcmp(s, "local") == 0;
 	s = getenv("DLOCK_KERNEL_LOCK");
 	cfg.kernel_lock = !(s && strcmp(s, "0") == 0);
+	s = getenv("DLOCK_SERVER_UID");
+	if (s && s[0]) {
+		char *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(s, &end, 10);
+		if (!errno && !*end && v < (uid_t)-1) {
+			cfg.server_uid = (uid_t)v;
+			cfg.server_uid_set = true;
+		} else {
+			shim_debug("DLOCK_SERVER_UID '%s' ignored: not a uid",
+				   s);
+		}
+	}
 	s = getenv("DLOCK_PATHS");
 	if (!s || !(list = strdup(s)))
 		return;
@@ -460,6 +477,29 @@ static int pool[SHIM_POOL];
 static unsigned npool;
 static atomic_uint next_id;
 static atomic_bool warned, refused_warned;
+static atomic_uint untrusted_uid; /* of the last daemon we would not trust */
+
+/* conn_get(): the socket's server is not a daemon we trust */
+#define SHIM_UNTRUSTED (-EKEYREJECTED)
+
+/*
+ * Whoever serves the socket gets our descriptors: it must be root, our own
+ * user, or the uid DLOCK_SERVER_UID names (SO_PEERCRED: the credentials of
+ * the process that called listen(), which no file mode can fake).
+ */
+static bool shim_trusted(int fd)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == -1)
+		return false;
+	if (cr.uid == 0 || cr.uid == geteuid() ||
+	    (cfg.server_uid_set && cr.uid == cfg.server_uid))
+		return true;
+	atomic_store(&untrusted_uid, (unsigned)cr.uid);
+	return false;
+}
 
 /* a connection to the daemon, or a negative errno */
 static int conn_get(void)
@@ -482,6 +522,10 @@ static int conn_get(void)
 		err = errno;
 		real_close(fd);
 		return -err;
+	}
+	if (!shim_trusted(fd)) {
+		real_close(fd);
+		return SHIM_UNTRUSTED;
 	}
 	return fd;
 }
@@ -679,6 +723,22 @@ static int shim_ask(struct dl_proto_msg *req, int fd, struct dl_proto_msg *rep,
 	if (!buf)
 		return -ENOLCK;
 	ret = rpc(req, fd, rep, buf, NULL);
+	if (ret == SHIM_UNTRUSTED) {
+		/* fail closed, fallback or not; an unlock or close has
+		 * nothing to undo there: nothing was locked through it */
+		free(buf);
+		*unreachable = req->hdr.type == DLP_UNLOCK ||
+			       req->hdr.type == DLP_CLOSED;
+		if (!*unreachable && !atomic_exchange(&warned, true))
+			fprintf(stderr,
+				"dlock: %s refused (ENOLCK): the lock daemon "
+				"at "
+				"%s runs as uid %u, not root (set "
+				"DLOCK_SERVER_UID=%u to trust it)\n",
+				what, cfg.socket, atomic_load(&untrusted_uid),
+				atomic_load(&untrusted_uid));
+		return -ENOLCK;
+	}
 	if (ret < 0) {
 		free(buf);
 		*unreachable = true;

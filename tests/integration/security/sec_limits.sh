@@ -33,7 +33,7 @@ dl_log "root and bob served in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 cnt=$(grep -c "max_conns_per_uid" "${DL_LOGS[-1]}" || true)
 [[ $cnt -le 30 ]] || dl_fail "the refusals were logged $cnt times (want rate-limited)"
 
-kill "$flood"
+dl_kill_tree "$flood" # the job is a subshell: its children too
 wait "$flood" 2>/dev/null || true
 dl_wait_for 10 sec_no_procs dlf_eve || dl_fail "eve's flood did not end"
 timeout 5 "$DLOCKCTL" --socket "$S" status >/dev/null || dl_fail "root's status after the flood"

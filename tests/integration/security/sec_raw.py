@@ -15,6 +15,8 @@ check.  Every socket wait is bounded.
                                        queue and close times (s)
   opath SOCK FILE TYPE                 LIST or FENCE with an O_PATH
                                        descriptor; print the errno
+  list SOCK NAME                       LIST with a chosen resource NAME (no
+                                       descriptor); print "items=N err=E"
   closed_after SOCK DEV INO FIFO       connect, fork; the parent exits; the
                                        child waits for a line on FIFO, then
                                        sends CLOSED(DEV, INO) on the
@@ -160,6 +162,26 @@ def cmd_opath(sock, path, typ):
     print(answer(s), flush=True)
 
 
+def cmd_list(sock, name):
+    s = connect(sock)
+    send(s, frame(LIST, bytes(8) + strs(name.encode())))
+    items = 0
+    try:
+        while True:
+            r = s.recv(70000)
+            if not r:
+                print("closed", flush=True)
+                return
+            if struct.unpack("<H", r[6:8])[0] == REPLY:
+                err = struct.unpack("<i", r[16:20])[0]
+                break
+            items += 1
+    except socket.timeout:
+        print("timeout", flush=True)
+        return
+    print("items=%d err=%d" % (items, err), flush=True)
+
+
 def cmd_closed_after(sock, dev, ino, fifo):
     s = connect(sock)
     if os.fork() != 0:
@@ -172,7 +194,8 @@ def cmd_closed_after(sock, dev, ino, fifo):
 
 def main():
     cmds = {"lock": cmd_lock, "conns": cmd_conns, "waits": cmd_waits,
-            "opath": cmd_opath, "closed_after": cmd_closed_after}
+            "opath": cmd_opath, "list": cmd_list,
+            "closed_after": cmd_closed_after}
     cmds[sys.argv[1]](*sys.argv[2:])
 
 
