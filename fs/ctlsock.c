@@ -199,7 +199,6 @@ struct ctlsock {
 	struct ctlsock_conf conf;
 	char *path, *mountpoint, *backend_shown;
 	struct ctl_policy pol;
-	uint64_t owner_key[2]; /* owner ids shown are keyed hashes */
 	struct lockmgr *lm;
 	int lfd, lockfile, epfd, wakefd;
 	pthread_t thread;
@@ -233,54 +232,6 @@ static int64_t ctl_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-#define CTL_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define CTL_SIPROUND                   \
-	do {                           \
-		v0 += v1;              \
-		v1 = CTL_ROTL(v1, 13); \
-		v1 ^= v0;              \
-		v0 = CTL_ROTL(v0, 32); \
-		v2 += v3;              \
-		v3 = CTL_ROTL(v3, 16); \
-		v3 ^= v2;              \
-		v0 += v3;              \
-		v3 = CTL_ROTL(v3, 21); \
-		v3 ^= v0;              \
-		v2 += v1;              \
-		v1 = CTL_ROTL(v1, 17); \
-		v1 ^= v2;              \
-		v2 = CTL_ROTL(v2, 32); \
-	} while (0)
-
-/*
- * The owner id a client is shown: SipHash-2-4 of the manager's id under a
- * key drawn at start.  Stable while the daemon runs (two entries of one
- * owner show the same id), and tells nothing of our memory or counters.
- */
-static uint64_t ctl_owner_id(const struct ctlsock *cs, uint64_t owner)
-{
-	uint64_t v0 = 0x736f6d6570736575ULL ^ cs->owner_key[0];
-	uint64_t v1 = 0x646f72616e646f6dULL ^ cs->owner_key[1];
-	uint64_t v2 = 0x6c7967656e657261ULL ^ cs->owner_key[0];
-	uint64_t v3 = 0x7465646279746573ULL ^ cs->owner_key[1];
-	const uint64_t b = 8ULL << 56;
-
-	v3 ^= owner;
-	CTL_SIPROUND;
-	CTL_SIPROUND;
-	v0 ^= owner;
-	v3 ^= b;
-	CTL_SIPROUND;
-	CTL_SIPROUND;
-	v0 ^= b;
-	v2 ^= 0xff;
-	CTL_SIPROUND;
-	CTL_SIPROUND;
-	CTL_SIPROUND;
-	CTL_SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
 }
 
 static int ctl_pidfd_open(pid_t pid)
@@ -1395,7 +1346,7 @@ static int do_getlk(struct ctl_req *r)
 		rep.ltype = (uint8_t)info.type;
 		rep.start = info.start;
 		rep.end = info.end;
-		rep.owner = ctl_owner_id(cs, info.owner);
+		rep.owner = lockmgr_owner_shown(cs->lm, info.owner);
 		rep.pid = info.pid;
 		rep.token = info.token;
 		rep.since_ms = info.since_ms;
@@ -1754,7 +1705,7 @@ static bool list_send(struct ctl_list *l, const struct dl_lock_info *info,
 	m.waiting = info->waiting;
 	m.start = info->start;
 	m.end = info->end;
-	m.owner = ctl_owner_id(l->cs, info->owner);
+	m.owner = lockmgr_owner_shown(l->cs->lm, info->owner);
 	m.pid = info->pid;
 	m.token = info->token;
 	m.since_ms = info->since_ms;
@@ -2712,12 +2663,6 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		goto out_free;
 	}
 	ctl_raise_nofile();
-	if (getrandom(cs->owner_key, sizeof(cs->owner_key), 0) !=
-	    (ssize_t)sizeof(cs->owner_key)) {
-		ret = -errno;
-		snprintf(err, errlen, "getrandom: %s", strerror(errno));
-		goto out_free;
-	}
 	ret = ctlpol_load(&cs->pol, conf->config, err, errlen);
 	if (ret < 0)
 		goto out_free;

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -102,6 +103,7 @@ struct lockmgr {
 	/* the backend's lease fence, in a shared page when lease_fd >= 0 */
 	struct dl_lease *lease;
 	int lease_fd;
+	uint64_t owner_key[2]; /* lockmgr_owner_shown(); set at create */
 	pthread_mutex_t mutex;
 	pthread_cond_t timer_cond; /* CLOCK_MONOTONIC */
 	pthread_t timer;
@@ -1316,6 +1318,54 @@ static void lease_destroy(struct lockmgr *lm)
 
 /* ---- inspection -------------------------------------------------------- */
 
+#define LM_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define LM_SIPROUND                   \
+	do {                          \
+		v0 += v1;             \
+		v1 = LM_ROTL(v1, 13); \
+		v1 ^= v0;             \
+		v0 = LM_ROTL(v0, 32); \
+		v2 += v3;             \
+		v3 = LM_ROTL(v3, 16); \
+		v3 ^= v2;             \
+		v0 += v3;             \
+		v3 = LM_ROTL(v3, 21); \
+		v3 ^= v0;             \
+		v2 += v1;             \
+		v1 = LM_ROTL(v1, 17); \
+		v1 ^= v2;             \
+		v2 = LM_ROTL(v2, 32); \
+	} while (0)
+
+/*
+ * lockmgr_owner_shown(): SipHash-2-4 of an owner id under a key drawn at
+ * start.  Stable while the daemon runs (two entries of one
+ * owner show the same id), and tells nothing of our memory or counters.
+ */
+uint64_t lockmgr_owner_shown(struct lockmgr *lm, uint64_t owner)
+{
+	uint64_t v0 = 0x736f6d6570736575ULL ^ lm->owner_key[0];
+	uint64_t v1 = 0x646f72616e646f6dULL ^ lm->owner_key[1];
+	uint64_t v2 = 0x6c7967656e657261ULL ^ lm->owner_key[0];
+	uint64_t v3 = 0x7465646279746573ULL ^ lm->owner_key[1];
+	const uint64_t b = 8ULL << 56;
+
+	v3 ^= owner;
+	LM_SIPROUND;
+	LM_SIPROUND;
+	v0 ^= owner;
+	v3 ^= b;
+	LM_SIPROUND;
+	LM_SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	LM_SIPROUND;
+	LM_SIPROUND;
+	LM_SIPROUND;
+	LM_SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
 struct lm_text {
 	char *buf;
 	size_t len, cap;
@@ -1378,6 +1428,7 @@ static void text_range(struct lm_text *t, uint64_t start, uint64_t end)
 }
 
 struct lm_describe {
+	struct lockmgr *lm;
 	struct lm_text *t;
 	bool waiters;
 };
@@ -1391,7 +1442,7 @@ static int describe_one(const struct dl_lock_info *info, void *arg)
 	text_add(d->t, "%s %s", space_name(info->space), type_name(info->type));
 	text_range(d->t, info->start, info->end);
 	text_add(d->t, " host=%s pid=%u owner=%016" PRIx64, info->host,
-		 info->pid, info->owner);
+		 info->pid, lockmgr_owner_shown(d->lm, info->owner));
 	if (!info->waiting)
 		text_add(d->t, " token=%" PRIu64, info->token);
 	text_add(d->t, " since=");
@@ -1403,7 +1454,7 @@ static int describe_one(const struct dl_lock_info *info, void *arg)
 int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters, char **out)
 {
 	struct lm_text t = { 0 };
-	struct lm_describe d = { &t, waiters };
+	struct lm_describe d = { lm, &t, waiters };
 	struct lm_obj *o;
 	int ret;
 
@@ -1418,7 +1469,8 @@ int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters, char **out)
 				continue;
 			text_add(&t,
 				 "%s lost host=%s owner=%016" PRIx64 " since=",
-				 space_name(h->space), lm->host_id, h->owner);
+				 space_name(h->space), lm->host_id,
+				 lockmgr_owner_shown(lm, h->owner));
 			text_time(&t, h->lost_ms);
 			text_add(&t, "\n");
 		}
@@ -1548,6 +1600,12 @@ int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,
 		goto out_free;
 	}
 	lm->conf.backend.host_id = lm->host_id;
+	if (getrandom(lm->owner_key, sizeof(lm->owner_key), 0) !=
+	    (ssize_t)sizeof(lm->owner_key)) {
+		ret = -errno;
+		snprintf(err, errlen, "getrandom: %s", strerror(errno));
+		goto out_free;
+	}
 	ret = lease_create(lm);
 	if (ret < 0)
 		goto out_free;

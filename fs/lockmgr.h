@@ -158,6 +158,13 @@ int lockmgr_token(struct lockmgr *lm, uint64_t obj, uint32_t pid,
 		  uint64_t *token);
 int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out);
 
+/*
+ * lockmgr_owner_shown() - the id an owner is shown by in xattrs and
+ * dlockctl: a keyed hash (key drawn at start), stable while the daemon
+ * runs, telling nothing of its memory (flock owners are addresses).
+ */
+uint64_t lockmgr_owner_shown(struct lockmgr *lm, uint64_t owner);
+
 /* true when other hosts share the backend (and, usually, the files) */
 bool lockmgr_shared(struct lockmgr *lm);
 
