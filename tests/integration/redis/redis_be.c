@@ -470,7 +470,7 @@ static void sc_relock_race(void)
 	int64_t changed;
 
 	host_open(&b, "b", NULL);
-	host_open(&a, "a", nports > 1 ? "delay_lock:1500" : "delay_lock:3000");
+	host_open(&a, "a", nports > 1 ? "delay_lock:3000" : "delay_lock:6000");
 	if (do_lock(&b, "r", 2, 0, NULL) != 0)
 		fail("b lock");
 	gen = atomic_load(&a.lease.gen);
@@ -530,7 +530,7 @@ static void sc_cancel_race(void)
 	int64_t changed;
 
 	host_open(&b, "b", NULL);
-	host_open(&a, "a", "delay_cancel:3000");
+	host_open(&a, "a", "delay_cancel:6000");
 	if (do_lock(&b, "r", 2, 0, NULL) != 0)
 		fail("b lock");
 	if (do_lock(&a, "r", 1, 31, NULL) != -EINPROGRESS)
