@@ -113,6 +113,7 @@ struct ctl_proc {
 	unsigned refs; /* requests in flight */
 	bool dead;
 	struct ctl_ep ep;
+	struct ctl_user *user; /* charged for its posix set */
 	/* files where it may hold POSIX locks (each holds an obj ref) */
 	struct ctl_obj **posix;
 	size_t nposix, capposix;
@@ -137,6 +138,7 @@ struct ctl_desc {
 	pid_t watch;	     /* a process seen holding it */
 	int pidfd;	     /* of @watch, in epoll; -1 */
 	struct ctl_ep ep;
+	struct ctl_user *user; /* charged for flock and ofd */
 	bool flock, ofd;  /* may hold locks in these spaces */
 	bool released;	  /* nobody holds it any more */
 	unsigned pending; /* requests in flight */
@@ -170,11 +172,18 @@ struct ctl_conn {
 	size_t nnamed, capnamed;
 };
 
-/* what one uid holds through the socket (its caps: ctl_policy.h) */
+/*
+ * What one uid holds through the socket (its caps: ctl_policy.h).  @locks
+ * counts lock records: each file in a process's POSIX set, each flock or
+ * OFD space of a description, each named lock of a connection; a record
+ * lasts until the locks it may hold are dropped (close, exit, unlock of a
+ * flock, OFD or named lock).
+ */
 struct ctl_user {
 	struct ctl_user *next;
 	uid_t uid;
-	unsigned conns, waits;
+	unsigned conns, waits, locks;
+	unsigned refs; /* process and description records charged to it */
 };
 
 /* a lock request between lockmgr_prepare() and its done() */
@@ -288,7 +297,7 @@ static void user_free_maybe(struct ctlsock *cs, struct ctl_user *u)
 {
 	struct ctl_user **pp;
 
-	if (!u || u->conns || u->waits)
+	if (!u || u->conns || u->waits || u->locks || u->refs)
 		return;
 	for (pp = &cs->users; *pp != u; pp = &(*pp)->next)
 		;
@@ -369,13 +378,22 @@ static void obj_put(struct ctlsock *cs, struct ctl_obj *o)
 	free(o);
 }
 
-/* add @o to a set of refs (one ref per member); 0 or -ENOMEM */
+static bool objset_has(struct ctl_obj *const *v, size_t n,
+		       const struct ctl_obj *o)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == o)
+			return true;
+	return false;
+}
+
+/* add @o to a set of refs (one ref per member); 1 added, 0 already
+ * there, or -ENOMEM */
 static int objset_add(struct ctl_obj ***v, size_t *n, size_t *cap,
 		      struct ctl_obj *o)
 {
-	for (size_t i = 0; i < *n; i++)
-		if ((*v)[i] == o)
-			return 0;
+	if (objset_has(*v, *n, o))
+		return 0;
 	if (*n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 4;
 		void *p = realloc(*v, nc * sizeof(**v));
@@ -387,7 +405,7 @@ static int objset_add(struct ctl_obj ***v, size_t *n, size_t *cap,
 	}
 	(*v)[(*n)++] = o;
 	o->refs++;
-	return 0;
+	return 1;
 }
 
 /* remove member @i, giving its ref back */
@@ -417,6 +435,8 @@ static void proc_free_maybe(struct ctlsock *cs, struct ctl_proc *p)
 		munmap(p->fence, DL_FENCE_PAGE_SIZE);
 	if (p->fence_fd >= 0)
 		close(p->fence_fd);
+	p->user->refs--;
+	user_free_maybe(cs, p->user);
 	free(p);
 }
 
@@ -425,6 +445,8 @@ static void proc_release_posix(struct ctlsock *cs, struct ctl_proc *p, size_t i)
 	lockmgr_release_owner(cs->lm, p->posix[i]->id, DL_SPACE_POSIX,
 			      p->owner);
 	objset_del(cs, p->posix, &p->nposix, i);
+	p->user->locks--;
+	user_free_maybe(cs, p->user);
 }
 
 /* the process is gone: every POSIX lock it held goes with it */
@@ -448,7 +470,8 @@ static void proc_exit(struct ctlsock *cs, struct ctl_proc *p)
  * process: it was alive when @pidfd was taken, and pids are unique among
  * the living.
  */
-static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid, int pidfd)
+static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid, int pidfd,
+				 struct ctl_user *u)
 {
 	struct ctl_proc *p;
 
@@ -472,6 +495,7 @@ static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid, int pidfd)
 	p->pid = pid;
 	p->fence_fd = -1;
 	p->pidfd = pidfd;
+	p->user = u;
 	p->ep = (struct ctl_ep){ EP_PROC, p };
 	if (ctl_ep_add(cs, p->pidfd, EPOLLIN, &p->ep) < 0) {
 		close(p->pidfd);
@@ -482,6 +506,7 @@ static struct ctl_proc *proc_get(struct ctlsock *cs, pid_t pid, int pidfd)
 	p->next = cs->procs;
 	cs->procs = p;
 	cs->nprocs++;
+	u->refs++;
 	return p;
 }
 
@@ -612,6 +637,8 @@ static void desc_free_maybe(struct ctlsock *cs, struct ctl_desc *d)
 	desc_unwatch(cs, d);
 	close(d->fd);
 	obj_put(cs, d->obj);
+	d->user->refs--;
+	user_free_maybe(cs, d->user);
 	free(d);
 }
 
@@ -626,6 +653,8 @@ static void desc_release(struct ctlsock *cs, struct ctl_desc *d)
 	if (d->ofd)
 		lockmgr_release_owner(cs->lm, d->obj->id, DL_SPACE_POSIX,
 				      d->owner);
+	d->user->locks -= (unsigned)d->flock + (unsigned)d->ofd;
+	user_free_maybe(cs, d->user);
 	d->flock = d->ofd = false;
 	d->released = true;
 	desc_unwatch(cs, d);
@@ -685,7 +714,8 @@ static struct ctl_desc *desc_find(struct ctlsock *cs, struct ctl_obj *o, int fd)
 }
 
 /* a new description record taking over @fd (closed on failure) */
-static struct ctl_desc *desc_new(struct ctlsock *cs, struct ctl_obj *o, int fd)
+static struct ctl_desc *desc_new(struct ctlsock *cs, struct ctl_obj *o, int fd,
+				 struct ctl_user *u)
 {
 	struct ctl_desc *d = calloc(1, sizeof(*d));
 
@@ -694,6 +724,8 @@ static struct ctl_desc *desc_new(struct ctlsock *cs, struct ctl_obj *o, int fd)
 		return NULL;
 	}
 	d->owner = CTL_OWNER_TAG | ++cs->next_owner;
+	d->user = u;
+	u->refs++;
 	d->obj = o;
 	o->refs++;
 	d->fd = fd;
@@ -898,6 +930,71 @@ static void conn_forget_pend(struct ctl_conn *c, struct ctl_pend *p)
 	p->pprev = NULL;
 }
 
+/*
+ * The uid a grant of @kind on @o would be charged to (ctl_user's @locks),
+ * and whether it would start a new lock record (false: the owner may
+ * already hold locks there, so the grant adds nothing to count).
+ */
+static struct ctl_user *hold_charge(uint8_t kind, struct ctl_proc *proc,
+				    struct ctl_conn *c, struct ctl_desc *d,
+				    const struct ctl_obj *o, bool *isnew)
+{
+	switch (kind) {
+	case DLK_POSIX:
+		*isnew = !objset_has(proc->posix, proc->nposix, o);
+		return proc->user;
+	case DLK_NAMED:
+		*isnew = !objset_has(c->named, c->nnamed, o);
+		return c->user;
+	case DLK_FLOCK:
+		*isnew = !d->flock;
+		return d->user;
+	default:
+		*isnew = !d->ofd;
+		return d->user;
+	}
+}
+
+/* would a new record charged to @u pass max_locks_per_uid? */
+static bool hold_over_cap(const struct ctlsock *cs, const struct ctl_user *u)
+{
+	return u->uid != 0 && cs->pol.max_locks &&
+	       u->locks >= cs->pol.max_locks;
+}
+
+static void hold_warn(struct ctlsock *cs, const struct ctl_user *u)
+{
+	ctl_warn_limited(cs,
+			 "ctl: uid %u holds %u lock records "
+			 "(max_locks_per_uid): refused",
+			 (unsigned)u->uid, u->locks);
+}
+
+/*
+ * A grant that would start a record past the cap (others of the uid's
+ * requests were granted meanwhile): give it back and answer ENOLCK.  The
+ * owner held nothing there (a new record), so releasing its whole space
+ * on the file releases just this grant.
+ */
+static bool pend_over_cap(struct ctlsock *cs, struct ctl_pend *p)
+{
+	bool isnew;
+	struct ctl_user *u;
+
+	if (p->kind == DLK_NAMED && !p->conn)
+		return false; /* released below anyway */
+	u = hold_charge(p->kind, p->proc, p->conn, p->desc, p->obj, &isnew);
+	if (!isnew || !hold_over_cap(cs, u))
+		return false;
+	lockmgr_release_owner(cs->lm, p->obj->id,
+			      p->kind == DLK_POSIX || p->kind == DLK_OFD
+				      ? DL_SPACE_POSIX
+				      : DL_SPACE_FLOCK,
+			      p->owner);
+	hold_warn(cs, u);
+	return true;
+}
+
 /* a decided request: record the grant, answer, drop the references */
 static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 {
@@ -907,18 +1004,29 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 
 	if (c)
 		conn_forget_pend(c, p);
+	if (err == 0 && pend_over_cap(cs, p))
+		err = -ENOLCK;
 	if (err == 0) {
+		int added;
+
 		switch (p->kind) {
 		case DLK_POSIX:
-			if (p->proc->dead ||
-			    objset_add(&p->proc->posix, &p->proc->nposix,
-				       &p->proc->capposix, p->obj) < 0)
+			added = p->proc->dead
+					? -1
+					: objset_add(&p->proc->posix,
+						     &p->proc->nposix,
+						     &p->proc->capposix, p->obj);
+			if (added < 0)
 				lockmgr_release_owner(cs->lm, p->obj->id,
 						      DL_SPACE_POSIX,
 						      p->proc->owner);
+			else if (added)
+				p->proc->user->locks++;
 			break;
 		case DLK_OFD:
 		case DLK_FLOCK:
+			if (!(p->kind == DLK_FLOCK ? d->flock : d->ofd))
+				d->user->locks++;
 			if (p->kind == DLK_FLOCK)
 				d->flock = true;
 			else
@@ -934,10 +1042,14 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 			}
 			break;
 		case DLK_NAMED:
-			if (!c || objset_add(&c->named, &c->nnamed,
-					     &c->capnamed, p->obj) < 0)
+			added = c ? objset_add(&c->named, &c->nnamed,
+					       &c->capnamed, p->obj)
+				  : -1;
+			if (added < 0)
 				lockmgr_release_owner(cs->lm, p->obj->id,
 						      DL_SPACE_FLOCK, p->owner);
+			else if (added)
+				c->user->locks++;
 			break;
 		default:
 			break;
@@ -1234,7 +1346,7 @@ static int do_lock(struct ctl_req *r)
 	if (!req_conn_owner(r, &lr.owner)) {
 		d = desc_find(cs, o, r->fd);
 		if (!d) {
-			d = desc_new(cs, o, r->fd);
+			d = desc_new(cs, o, r->fd, c->user);
 			r->fd = -1;
 			if (!d) {
 				obj_put(cs, o);
@@ -1242,6 +1354,21 @@ static int do_lock(struct ctl_req *r)
 			}
 		}
 		lr.owner = d->owner;
+	}
+	{
+		bool isnew;
+		struct ctl_user *u =
+			hold_charge(m->kind, c->proc, c, d, o, &isnew);
+
+		if (isnew && hold_over_cap(cs, u)) {
+			hold_warn(cs, u);
+			r->why = "too many locks held by this user "
+				 "(max_locks_per_uid)";
+			obj_put(cs, o);
+			if (d)
+				desc_free_maybe(cs, d);
+			return -ENOLCK;
+		}
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
@@ -1303,12 +1430,15 @@ static int do_unlock(struct ctl_req *r)
 	}
 	ret = lockmgr_unlock(cs->lm, &lr);
 	if (ret == 0 && r->m->kind == DLK_FLOCK) {
+		if (d->flock)
+			d->user->locks--;
 		d->flock = false;
 		desc_free_maybe(cs, d);
 	} else if (ret == 0 && r->m->kind == DLK_NAMED) {
 		for (size_t i = 0; i < c->nnamed; i++)
 			if (c->named[i] == o) {
 				objset_del(cs, c->named, &c->nnamed, i);
+				c->user->locks--;
 				break;
 			}
 	}
@@ -1973,6 +2103,7 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 		lockmgr_release_owner(cs->lm, c->named[c->nnamed - 1]->id,
 				      DL_SPACE_FLOCK, c->owner);
 		objset_del(cs, c->named, &c->nnamed, c->nnamed - 1);
+		c->user->locks--;
 	}
 	free(c->named);
 	free(c->gids);
@@ -2193,7 +2324,7 @@ static void conn_accept(struct ctlsock *cs)
 	c->cid = ++cs->next_cid;
 	c->owner = CTL_OWNER_TAG | ++cs->next_owner;
 	c->ep = (struct ctl_ep){ EP_CONN, c };
-	c->proc = proc_get(cs, pid, pidfd);
+	c->proc = proc_get(cs, pid, pidfd, u);
 	if (!c->proc || ctl_ep_add(cs, fd, EPOLLIN, &c->ep) < 0) {
 		dl_log(DL_LOG_WARNING, "ctl: cannot take a client (pid %d)",
 		       (int)pid);

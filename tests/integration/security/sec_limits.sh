@@ -1,8 +1,10 @@
 #!/bin/bash
-# sec_limits.sh - issue 9 item 3: bounded resources on the socket.  eve
-# opens 2000 connections (cap: max_conns_per_uid=64); root's dlockctl
-# and bob's shimmed flock must keep working within bounded time, and the
-# refusals must be logged rate-limited.
+# sec_limits.sh - issue 9 items 3 and 4: bounded resources on the
+# socket.  eve opens 2000 connections (cap: max_conns_per_uid=64), queues
+# 32768 waits on one connection (cap: max_waits_per_uid=1000) and takes
+# 300 named locks (cap: max_locks_per_uid=100); root's dlockctl and bob's
+# shimmed flock must keep working within bounded time, the refusals must
+# be logged rate-limited, and the caps must count back down.
 # shellcheck disable=SC2154
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
@@ -13,7 +15,7 @@ sec_init sec_limits
 sec_dir base
 mkdir -m 1777 "$base/app"
 S=$base/d.sock
-pl_agent a local: "$S" "app=$base/app" "max_conns_per_uid=64,max_waits_per_uid=1000"
+pl_agent a local: "$S" "app=$base/app" "max_conns_per_uid=64,max_waits_per_uid=1000,max_locks_per_uid=100"
 
 dl_log "connection flood: eve opens 2000 connections"
 as_eve "$SEC_PY" "$SEC_DIR/sec_raw.py" conns "$S" 2000 20 >"$base/conns.out" &
@@ -37,7 +39,21 @@ dl_kill_tree "$flood" # the job is a subshell: its children too
 wait "$flood" 2>/dev/null || true
 dl_wait_for 10 sec_no_procs dlf_eve || dl_fail "eve's flood did not end"
 timeout 5 "$DLOCKCTL" --socket "$S" status >/dev/null || dl_fail "root's status after the flood"
-# not yet: the queue flood (sec_raw.py waits 32768) still stalls the
-# socket thread with max_waits_per_uid=1000 (issue 9 item 4 is open)
+
+dl_log "queue flood: eve queues 32768 waits on one connection"
+out=$(as_eve timeout 60 "$SEC_PY" "$SEC_DIR/sec_raw.py" waits "$S" 32768)
+dl_log "eve's queue flood: $out"
+[[ $out == *"refused=31768" ]] || dl_fail "want 1000 waits queued and 31768 refused: $out"
+timeout 5 "$DLOCKCTL" --socket "$S" status >/dev/null || dl_fail "root's status after the queue flood"
+
+dl_log "held locks: eve takes 300 named locks, twice"
+out=$(as_eve timeout 60 "$SEC_PY" "$SEC_DIR/sec_raw.py" locks "$S" 300 | tr '\n' ' ')
+dl_log "eve's locks: $out"
+# ENOLCK is 37: the cap refuses the 101st, and a closed connection's
+# locks no longer count
+[[ $out == "granted=100 err=-37 granted=100 err=-37 " ]] || dl_fail "max_locks_per_uid not enforced: $out"
+as_bob env LD_PRELOAD="$DLOCK_PRELOAD" DLOCK_SOCKET="$S" DLOCK_PATHS="$base/app" \
+	DLOCK_KERNEL_LOCK=0 timeout 5 flock -n "$base/app/b.lock" true ||
+	dl_fail "bob's flock failed after eve's locks"
 pl_stop a
 dl_pass

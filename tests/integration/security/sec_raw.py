@@ -13,6 +13,10 @@ check.  Every socket wait is bounded.
   waits SOCK N                         queue N waits on one connection
                                        behind our own named lock; print
                                        queue and close times (s)
+  locks SOCK N                         take N distinct named locks on one
+                                       connection, twice (a new connection
+                                       after closing the first); print
+                                       "granted=G err=E" for each round
   opath SOCK FILE TYPE                 LIST or FENCE with an O_PATH
                                        descriptor; print the errno
   list SOCK NAME                       LIST with a chosen resource NAME (no
@@ -23,6 +27,7 @@ check.  Every socket wait is bounded.
                                        connection its dead parent made
 """
 import os
+import select
 import socket
 import struct
 import sys
@@ -121,14 +126,12 @@ def cmd_waits(sock, n):
         send(s, frame(LOCK, lock_body(kind=3, flags=F_WAIT) + strs(b"qflood"),
                       ident=i + 1))
         # read the refusals as they come, as a client that reads would
-        while True:
-            try:
-                if not s.recv(70000, socket.MSG_DONTWAIT):
-                    print("closed", flush=True)
-                    return
-                refused += 1
-            except BlockingIOError:
-                break
+        # (select: a socket with a timeout waits even with MSG_DONTWAIT)
+        while select.select([s], [], [], 0)[0]:
+            if not s.recv(70000):
+                print("closed", flush=True)
+                return
+            refused += 1
     # a STATUS round trip: everything before it was read and queued
     send(s, frame(6, b"", ident=n + 1))
     while True:
@@ -152,6 +155,27 @@ def cmd_waits(sock, n):
     t2 = time.monotonic()
     print("queue=%.2f close=%.2f refused=%d" % (t1 - t0, t2 - t1, refused),
           flush=True)
+
+
+def cmd_locks(sock, n):
+    for rnd in range(2):
+        s = connect(sock)
+        granted, err = 0, 0
+        for i in range(int(n)):
+            send(s, frame(LOCK, lock_body(kind=3, flags=0) +
+                          strs(b"held%d" % i), ident=i + 1))
+            got = answer(s, i + 1)
+            if got != 0:
+                err = got
+                break
+            granted += 1
+        print("granted=%d err=%s" % (granted, err), flush=True)
+        s.close()
+        # the close is done once a request on a new connection is answered
+        st = connect(sock)
+        send(st, frame(6, b"", ident=1))
+        answer(st)
+        st.close()
 
 
 def cmd_opath(sock, path, typ):
@@ -193,7 +217,7 @@ def cmd_closed_after(sock, dev, ino, fifo):
 
 
 def main():
-    cmds = {"lock": cmd_lock, "conns": cmd_conns, "waits": cmd_waits,
+    cmds = {"lock": cmd_lock, "conns": cmd_conns, "waits": cmd_waits, "locks": cmd_locks,
             "opath": cmd_opath, "list": cmd_list,
             "closed_after": cmd_closed_after}
     cmds[sys.argv[1]](*sys.argv[2:])
