@@ -139,9 +139,9 @@ struct ctl_desc {
 	int pidfd;	     /* of @watch, in epoll; -1 */
 	struct ctl_ep ep;
 	struct ctl_user *user; /* charged for flock and ofd */
-	bool flock, ofd;  /* may hold locks in these spaces */
-	bool released;	  /* nobody holds it any more */
-	unsigned pending; /* requests in flight */
+	bool flock, ofd;       /* may hold locks in these spaces */
+	bool released;	       /* nobody holds it any more */
+	unsigned pending;      /* requests in flight */
 };
 
 struct ctl_out {
@@ -1011,11 +1011,11 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 
 		switch (p->kind) {
 		case DLK_POSIX:
-			added = p->proc->dead
-					? -1
-					: objset_add(&p->proc->posix,
-						     &p->proc->nposix,
-						     &p->proc->capposix, p->obj);
+			added = p->proc->dead ? -1
+					      : objset_add(&p->proc->posix,
+							   &p->proc->nposix,
+							   &p->proc->capposix,
+							   p->obj);
 			if (added < 0)
 				lockmgr_release_owner(cs->lm, p->obj->id,
 						      DL_SPACE_POSIX,

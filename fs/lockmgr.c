@@ -481,6 +481,9 @@ struct lm_graph {
 	struct lm_ghold *holds; /* this host's live POSIX holds */
 	size_t nholds;
 	struct lm_gwait root; /* the request being checked */
+	/* enqueue times of this host's waits: only once a cycle is found
+	 * (they need the full backend listing, and only choose the victim) */
+	bool timed;
 };
 
 /* the key that orders waits: the newest wait of a cycle is its victim */
@@ -560,10 +563,13 @@ static void graph_list(struct lockmgr *lm, struct lm_graph *g)
 	}
 }
 
-/* the backend's enqueue time of this host's wait @w (newest if unknown) */
+/* the backend's enqueue time of this host's wait @w (newest if unknown,
+ * or in a walk that does not need it) */
 static int64_t graph_since(struct lockmgr *lm, struct lm_graph *g,
 			   const struct lm_gwait *w)
 {
+	if (!g->timed)
+		return INT64_MAX;
 	graph_list(lm, g);
 	for (size_t i = 0; i < g->nwaits; i++) {
 		const struct lm_gwait *x = &g->waits[i];
@@ -713,6 +719,33 @@ static void graph_cycle(struct lockmgr *lm, const struct lm_graph *g, size_t k,
 	}
 }
 
+/* one breadth-first walk from the root; 1 when it closes a real cycle */
+static int graph_walk(struct lockmgr *lm, struct lm_graph *g, bool *victim)
+{
+	int found = 0;
+
+	for (size_t next = 0; next < g->nseen && !found; next++) {
+		struct lm_gwait waits[8];
+		size_t n = graph_waits(lm, g, next, waits, 8);
+
+		for (size_t i = 0; i < n; i++) {
+			struct lm_probe p = { g, &waits[i], (int)next, false };
+			bool real = false;
+
+			if (!found &&
+			    dl_backend_list(lm->be, waits[i].resource,
+					    probe_holder, &p) == 0 &&
+			    p.found) {
+				graph_cycle(lm, g, next, &waits[i], victim,
+					    &real);
+				found = real;
+			}
+			free(waits[i].resource);
+		}
+	}
+	return found;
+}
+
 /*
  * Would queued request @id close a cycle of POSIX waits?  Walk breadth
  * first from its blockers: a blocker that itself waits contributes that
@@ -765,26 +798,14 @@ static int lm_find_cycle(struct lockmgr *lm, uint64_t id, bool *victim)
 	pthread_mutex_unlock(&lm->mutex);
 	if (!g->root.resource)
 		goto out;
-	g->root.since_ms = graph_since(lm, g, &g->root);
-
-	for (size_t next = 0; next < g->nseen && !found; next++) {
-		struct lm_gwait waits[8];
-		size_t n = graph_waits(lm, g, next, waits, 8);
-
-		for (size_t i = 0; i < n; i++) {
-			struct lm_probe p = { g, &waits[i], (int)next, false };
-			bool real = false;
-
-			if (!found &&
-			    dl_backend_list(lm->be, waits[i].resource,
-					    probe_holder, &p) == 0 &&
-			    p.found) {
-				graph_cycle(lm, g, next, &waits[i], victim,
-					    &real);
-				found = real;
-			}
-			free(waits[i].resource);
-		}
+	/* first without enqueue times; a cycle found is walked again with
+	 * them, to choose its victim */
+	found = graph_walk(lm, g, victim);
+	if (found > 0) {
+		g->timed = true;
+		g->nseen = 1;
+		g->root.since_ms = graph_since(lm, g, &g->root);
+		found = graph_walk(lm, g, victim);
 	}
 out:
 	for (size_t i = 0; i < g->nwaits; i++)
@@ -1220,17 +1241,40 @@ void lockmgr_file_init(struct lockmgr_file *file)
 	atomic_init(&file->nholds, 0);
 }
 
-int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file)
+/* lockmgr_pid_check() at time @now */
+static int lm_pid_check(struct lockmgr *lm, uint32_t pid, int64_t now)
 {
+	uint64_t gen = atomic_load(&lm->lease->gen);
+	bool trusted = dl_lease_trusted(lm->lease, gen, now);
+	int ret = 0;
+
+	if (!pid || (trusted && atomic_load(&lm->nlost) == 0))
+		return 0;
+	pthread_mutex_lock(&lm->mutex);
+	for (size_t b = 0; b < LM_BUCKETS && !ret; b++)
+		for (struct lm_obj *o = lm->objs[b]; o && !ret; o = o->next)
+			for (struct lm_hold *h = o->holds; h; h = h->next)
+				if (h->pid == pid && (h->lost || !trusted)) {
+					ret = -EIO;
+					break;
+				}
+	pthread_mutex_unlock(&lm->mutex);
+	return ret;
+}
+
+int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file,
+			uint32_t pid)
+{
+	int64_t now = dl_mono_ms();
 	uint64_t lease;
 
 	if (atomic_load(&file->lost))
 		return -EIO;
 	if (atomic_load(&file->nholds) == 0)
-		return 0;
+		return lm_pid_check(lm, pid, now);
 	lease = atomic_load(&file->lease);
-	if (dl_lease_trusted(lm->lease, lease, dl_mono_ms()))
-		return 0;
+	if (dl_lease_trusted(lm->lease, lease, now))
+		return lm_pid_check(lm, pid, now);
 	/*
 	 * The lease may already be gone (a freeze, a partition): another host
 	 * can be granted the lock at any moment, whether or not a thread of
@@ -1246,22 +1290,7 @@ int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file)
 
 int lockmgr_pid_check(struct lockmgr *lm, uint32_t pid)
 {
-	uint64_t gen = atomic_load(&lm->lease->gen);
-	bool trusted = dl_lease_trusted(lm->lease, gen, dl_mono_ms());
-	int ret = 0;
-
-	if (!pid || (trusted && atomic_load(&lm->nlost) == 0))
-		return 0;
-	pthread_mutex_lock(&lm->mutex);
-	for (size_t b = 0; b < LM_BUCKETS && !ret; b++)
-		for (struct lm_obj *o = lm->objs[b]; o && !ret; o = o->next)
-			for (struct lm_hold *h = o->holds; h; h = h->next)
-				if (h->pid == pid && (h->lost || !trusted)) {
-					ret = -EIO;
-					break;
-				}
-	pthread_mutex_unlock(&lm->mutex);
-	return ret;
+	return lm_pid_check(lm, pid, dl_mono_ms());
 }
 
 const struct dl_lease *lockmgr_lease(struct lockmgr *lm)

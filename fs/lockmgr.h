@@ -121,14 +121,16 @@ void lockmgr_release_file(struct lockmgr *lm, uint64_t obj,
 
 /*
  * lockmgr_file_init() - a new open file: not locked, not lost.
- * lockmgr_write_check() - may a write go through @file now?  0, or -EIO
- * when a lock taken through it was lost or its lease is no longer trusted
- * by the monotonic clock (DESIGN §3: fencing by the clock); in the second
- * case the file is marked lost as well.  No lock, no round trip: call it
- * before every write-class operation, after the request was read.
+ * lockmgr_write_check() - may process @pid (0: any) write through @file
+ * now?  0, or -EIO when a lock taken through it was lost or its lease is
+ * no longer trusted by the monotonic clock (DESIGN §3: fencing by the
+ * clock; the file is then marked lost as well), or when @pid fails
+ * lockmgr_pid_check() at the same instant.  No round trip: call it before
+ * every write-class operation, after the request was read.
  */
 void lockmgr_file_init(struct lockmgr_file *file);
-int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file);
+int lockmgr_write_check(struct lockmgr *lm, struct lockmgr_file *file,
+			uint32_t pid);
 
 /*
  * lockmgr_pid_check() - may process @pid change files now?  -EIO when a

@@ -720,7 +720,7 @@ static int pt_do_setattr(struct dl_fs *fs, int ifd, const struct stat *attr,
 
 	/* a truncate through a locked file is a write: fenced */
 	if ((valid & FUSE_SET_ATTR_SIZE) && fi &&
-	    lockmgr_write_check(fs->lm, &dl_file_of(fi)->lk) < 0)
+	    lockmgr_write_check(fs->lm, &dl_file_of(fi)->lk, 0) < 0)
 		return -EIO;
 
 	pt_proc_path(ifd, proc, sizeof(proc));
@@ -1216,8 +1216,8 @@ static bool pt_write_fenced(fuse_req_t req, struct dl_file *f)
 {
 	struct lockmgr *lm = dl_fs_of(req)->lm;
 
-	return lockmgr_write_check(lm, &f->lk) < 0 ||
-	       lockmgr_pid_check(lm, (uint32_t)fuse_req_ctx(req)->pid) < 0;
+	return lockmgr_write_check(lm, &f->lk,
+				   (uint32_t)fuse_req_ctx(req)->pid) < 0;
 }
 
 /*
