@@ -94,21 +94,3 @@ void dl_uri_redact(const char *uri, char *buf, size_t len)
 	}
 	snprintf(buf, len, "%.*s:***%s", (int)(colon - uri), uri, at);
 }
-
-static int64_t clock_ms(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t dl_now_ms(void)
-{
-	return clock_ms(CLOCK_REALTIME);
-}
-
-int64_t dl_mono_ms(void)
-{
-	return clock_ms(CLOCK_MONOTONIC);
-}

@@ -34,8 +34,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend/config.h"
+#include "backend/util/config.h"
 #include "backend/range.h"
+#include "backend/util/clock.h"
 
 #define DL_HOST_MAX 64
 
@@ -270,9 +271,5 @@ static inline int dl_backend_break_lock(struct dl_backend *be,
 		return -EOPNOTSUPP;
 	return be->ops->break_lock(be, resource);
 }
-
-/* wall clock and monotonic clock in milliseconds */
-int64_t dl_now_ms(void);
-int64_t dl_mono_ms(void);
 
 #endif /* DL_BACKEND_H */

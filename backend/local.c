@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/util/hash.h"
 
 #define LOCAL_BUCKETS 4096
 
@@ -98,11 +99,7 @@ static void wait_unlink(struct local_backend *lb, struct local_waiter *w)
 
 static uint64_t name_hash(const char *s)
 {
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
+	return dl_fnv1a_str(DL_FNV_OFFSET, s);
 }
 
 static struct local_resource **res_slot(struct local_backend *lb,

@@ -76,7 +76,8 @@
 #include <hiredis/hiredis.h>
 
 #include "backend/backend.h"
-#include "backend/log.h"
+#include "backend/util/hash.h"
+#include "backend/util/log.h"
 #include "backend/redis_lua.h"
 #include "backend/redis_uri.h"
 
@@ -326,11 +327,7 @@ static struct redis_backend *redis_of(struct dl_backend *be)
 
 static uint64_t redis_hash(const char *s, uint64_t x)
 {
-	uint64_t h = 1469598103934665603ULL ^ x;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
+	return dl_fnv1a_str(DL_FNV_OFFSET ^ x, s);
 }
 
 static void hex16(char buf[17], uint64_t v)
@@ -864,11 +861,9 @@ static int redis_library_init(struct redis_backend *rb)
 {
 	static const char fmt[] = "#!lua name=%s\n"
 				  "local DLOCKFS_FUNCTION = '%s'\n";
-	uint64_t h = 1469598103934665603ULL;
+	uint64_t h = dl_fnv1a(DL_FNV_OFFSET, redis_lua, sizeof(redis_lua) - 1);
 	size_t hlen;
 
-	for (size_t i = 0; i < sizeof(redis_lua) - 1; i++)
-		h = (h ^ (unsigned char)redis_lua[i]) * 1099511628211ULL;
 	snprintf(rb->fname, sizeof(rb->fname), "dlockfs_%016" PRIx64, h);
 	hlen = (size_t)snprintf(NULL, 0, fmt, rb->fname, rb->fname);
 	rb->fn_len = hlen + sizeof(redis_lua) - 1;

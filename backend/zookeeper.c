@@ -141,7 +141,8 @@
 #include <zookeeper/zookeeper.h>
 
 #include "backend/backend.h"
-#include "backend/log.h"
+#include "backend/util/hash.h"
+#include "backend/util/log.h"
 #include "backend/zk_names.h"
 
 #define ZK_BUCKETS	       1024
@@ -832,11 +833,7 @@ static int64_t zk_connect_wait(struct zk_backend *zb)
 
 static uint64_t zk_hash(const char *s, enum dl_space space, uint64_t owner)
 {
-	uint64_t h = 1469598103934665603ULL ^ owner ^ ((uint64_t)space << 63);
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
+	return dl_fnv1a_str(DL_FNV_OFFSET ^ owner ^ ((uint64_t)space << 63), s);
 }
 
 static struct zk_owner **owner_slot(struct zk_backend *zb, const char *res,

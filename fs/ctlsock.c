@@ -71,7 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend/log.h"
+#include "backend/util/log.h"
 #include "backend/range.h"
 #include "fs/ctl_policy.h"
 #include "fs/lockmgr.h"

@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "backend/config.h"
+#include "backend/util/config.h"
 #include "fs/lockmgr.h"
 
 struct lockmgr;

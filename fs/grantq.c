@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/log.h"
+#include "backend/util/log.h"
 
 struct grantq {
 	struct fuse_session *se;

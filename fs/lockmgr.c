@@ -37,9 +37,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend/log.h"
+#include "backend/util/hash.h"
+#include "backend/util/log.h"
 
-#define LM_BUCKETS	       1024
+#define LM_BUCKET_BITS	       10
+#define LM_BUCKETS	       (1u << LM_BUCKET_BITS)
 #define LM_WBUCKETS	       4096 /* wait ids, for O(1) lookups */
 #define LM_DEADLOCK_MAX_OWNERS 64   /* bound on the wait-for graph walk */
 /* a cycle's older waits look again after this (see lm_deadlock_check) */
@@ -129,7 +131,7 @@ struct lockmgr {
 
 static struct lm_obj **obj_slot(struct lockmgr *lm, uint64_t obj)
 {
-	struct lm_obj **p = &lm->objs[(obj * 0x9e3779b97f4a7c15ULL) >> 54];
+	struct lm_obj **p = &lm->objs[dl_hash_mix64(obj, LM_BUCKET_BITS)];
 
 	while (*p && (*p)->obj != obj)
 		p = &(*p)->next;

@@ -26,7 +26,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "backend/log.h"
+#include "backend/util/log.h"
 #include "fs/grantq.h"
 #include "fs/lockmgr.h"
 

@@ -40,8 +40,8 @@
 #include <fuse_opt.h>
 
 #include "backend/backend.h"
-#include "backend/config.h"
-#include "backend/log.h"
+#include "backend/util/config.h"
+#include "backend/util/log.h"
 #include "fs/ctlsock.h"
 #include "fs/fs.h"
 #include "fs/lockmgr.h"

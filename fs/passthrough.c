@@ -45,7 +45,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
-#include "backend/log.h"
+#include "backend/util/log.h"
 #include "fs/fs.h"
 #include "fs/lockops.h"
 

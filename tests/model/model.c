@@ -50,7 +50,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
-#include "backend/log.h"
+#include "backend/util/log.h"
 #include "tests/model/refmodel.h"
 
 #define MAX_HOSTS  3

@@ -1,11 +1,11 @@
 /*
- * test_config.c - unit tests of backend/config.c.
+ * test_config.c - unit tests of backend/util/config.c.
  *
  * Parsing from strings (table of good and bad inputs), last-wins lookup,
  * the secret-key rule, and loading real files made with mkstemp() in /tmp
  * with various modes.  No message may ever quote a value.
  */
-#include "backend/config.h"
+#include "backend/util/config.h"
 
 #include <check.h>
 #include <errno.h>

@@ -26,7 +26,7 @@
 #include <hiredis/hiredis.h>
 
 #include "backend/backend.h"
-#include "backend/log.h"
+#include "backend/util/log.h"
 
 #define TTL_MS	   3000
 #define BOUND_MS   8000 /* every awaited event */

@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
-#include "backend/log.h"
+#include "backend/util/log.h"
 
 #define TTL_MS	  10000
 #define MAX_NODES 3

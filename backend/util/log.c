@@ -2,7 +2,7 @@
  * log.c - dl_log(): stderr in the foreground, syslog once daemonised;
  * dl_log_limited(): the same, at most one line per interval.
  */
-#include "backend/log.h"
+#include "backend/util/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -14,7 +14,7 @@
  * Invariant: a failed dl_config_parse()/dl_config_load() leaves @cfg as it
  * was; entries appended by the call are undone.
  */
-#include "backend/config.h"
+#include "backend/util/config.h"
 
 #include <errno.h>
 #include <fcntl.h>

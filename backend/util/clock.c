@@ -1,0 +1,24 @@
+/*
+ * clock.c - the daemon's two clocks (clock.h).
+ */
+#include <time.h>
+
+#include "backend/util/clock.h"
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t dl_now_ms(void)
+{
+	return clock_ms(CLOCK_REALTIME);
+}
+
+int64_t dl_mono_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
