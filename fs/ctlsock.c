@@ -76,6 +76,7 @@
 #include "fs/ctl_policy.h"
 #include "fs/lockmgr.h"
 #include "fs/proto.h"
+#include "fs/workq.h"
 
 #define CTL_OBJ_TAG	      (1ULL << 63) /* FUSE inode numbers are pointers */
 #define CTL_OWNER_TAG	      0xd10c000000000000ULL
@@ -84,6 +85,7 @@
 #define CTL_NAME_MAX	      4096
 #define CTL_STOP_WAIT_MS      5000
 #define CTL_ACCEPT_BACKOFF_MS 100
+#define CTL_JOB_THREADS	      4 /* backend calls in parallel (ctl_job) */
 
 enum ctl_ep_kind { EP_LISTEN, EP_WAKE, EP_CONN, EP_PROC, EP_DESC };
 
@@ -168,6 +170,7 @@ struct ctl_conn {
 	bool want_out;
 	uint64_t owner;		/* of its named locks */
 	struct ctl_pend *pend;	/* requests in flight */
+	struct ctl_job *jobs;	/* backend calls in flight that answer it */
 	struct ctl_obj **named; /* named locks it may hold (refs) */
 	size_t nnamed, capnamed;
 };
@@ -204,6 +207,67 @@ struct ctl_pend {
 	int err;
 };
 
+/*
+ * A backend call made for the socket thread by a worker (ctl_jobs, a
+ * workq): the socket thread never waits on the backend.  run() happens on
+ * a worker with no ctlsock state touched but what the job carries; then
+ * done(), if any, on the socket thread, which answers the client.  Jobs
+ * pushed while one request is served (or one connection closed) share
+ * its connection as their workq key, so they run in order, and a request
+ * whose handler pushed jobs is answered after the last of them.
+ */
+enum ctl_job_kind {
+	JOB_NOP,       /* only its done() (an answer after other jobs) */
+	JOB_SUBMIT,    /* lockmgr_submit(wait_id) */
+	JOB_INTERRUPT, /* lockmgr_interrupt(wait_id) */
+	JOB_RELEASE,   /* lockmgr_release_owner(obj, space, owner) */
+	JOB_UNLOCK,    /* lockmgr_unlock(lr) -> err */
+	JOB_GETLK,     /* lockmgr_getlk(lr) -> err, info */
+	JOB_STATUS,    /* lockmgr_status() -> err, text */
+	JOB_LIST,      /* lockmgr_list(res) -> err, list.items */
+	JOB_BREAK,     /* lockmgr_break(res) -> err */
+};
+
+struct ctl_list;
+
+struct ctl_item {
+	struct dl_lock_info info;
+	char *res;
+};
+
+struct ctl_list {
+	struct ctlsock *cs;
+	struct ctl_conn *c;
+	uint32_t id;
+	const char *resource;
+	bool filter; /* send only what ctl_list_filter() lets through */
+	struct ctl_item *items;
+	size_t nitems, capitems;
+};
+
+struct ctl_job {
+	struct workq_item wi; /* first: the workq hands it back */
+	struct ctlsock *cs;
+	enum ctl_job_kind kind;
+	void (*done)(struct ctlsock *cs, struct ctl_job *j);
+	struct ctl_job *qnext; /* in the completion queue */
+	struct ctl_conn *conn; /* to answer; NULL once it is gone */
+	struct ctl_job *cnext; /* in conn->jobs */
+	struct ctl_job **cpprev;
+	uint32_t req_id;
+	uint8_t lkind; /* DLK_* of an unlock */
+	int err;
+	const char *why;
+	uint64_t wait_id, obj, owner;
+	enum dl_space space;
+	struct lockmgr_req lr;
+	struct ctl_obj *o;  /* ref, of UNLOCK and GETLK */
+	struct ctl_desc *d; /* pending++, of UNLOCK */
+	struct dl_lock_info info;
+	char *text; /* STATUS: the manager's text; LIST, BREAK: the resource */
+	struct ctl_list list;
+};
+
 struct ctlsock {
 	struct ctlsock_conf conf;
 	char *path, *mountpoint, *backend_shown;
@@ -230,8 +294,18 @@ struct ctlsock {
 	pthread_mutex_t qmutex;
 	pthread_cond_t qcond;
 	struct ctl_pend *qhead, *qtail;
+	struct ctl_job *jhead, *jtail;
 	struct ctl_lost *lost;
+	/* backend calls: the workers, and (socket thread) the key and count
+	 * of the jobs of the request being served */
+	struct workq jobs;
+	bool jobs_on; /* false: run jobs inline (start, stop) */
+	const void *jkey;
+	unsigned jpushed;
 };
+
+static void ctl_release(struct ctlsock *cs, uint64_t obj, enum dl_space space,
+			uint64_t owner);
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -442,8 +516,7 @@ static void proc_free_maybe(struct ctlsock *cs, struct ctl_proc *p)
 
 static void proc_release_posix(struct ctlsock *cs, struct ctl_proc *p, size_t i)
 {
-	lockmgr_release_owner(cs->lm, p->posix[i]->id, DL_SPACE_POSIX,
-			      p->owner);
+	ctl_release(cs, p->posix[i]->id, DL_SPACE_POSIX, p->owner);
 	objset_del(cs, p->posix, &p->nposix, i);
 	p->user->locks--;
 	user_free_maybe(cs, p->user);
@@ -648,11 +721,9 @@ static void desc_release(struct ctlsock *cs, struct ctl_desc *d)
 	dl_log(DL_LOG_DEBUG, "ctl: last close of a description of %s",
 	       d->obj->name);
 	if (d->flock)
-		lockmgr_release_owner(cs->lm, d->obj->id, DL_SPACE_FLOCK,
-				      d->owner);
+		ctl_release(cs, d->obj->id, DL_SPACE_FLOCK, d->owner);
 	if (d->ofd)
-		lockmgr_release_owner(cs->lm, d->obj->id, DL_SPACE_POSIX,
-				      d->owner);
+		ctl_release(cs, d->obj->id, DL_SPACE_POSIX, d->owner);
 	d->user->locks -= (unsigned)d->flock + (unsigned)d->ofd;
 	user_free_maybe(cs, d->user);
 	d->flock = d->ofd = false;
@@ -855,6 +926,141 @@ static void ctl_done(void *arg, int err)
 	ctl_wake(cs);
 }
 
+/* ---- backend calls off the socket thread (struct ctl_job) ------------- */
+
+static int list_one(const struct dl_lock_info *info, void *arg);
+
+/* worker thread (or inline at start and stop): the call, then done() */
+static void job_run(struct workq_item *wi)
+{
+	struct ctl_job *j = (struct ctl_job *)wi;
+	struct ctlsock *cs = j->cs;
+	struct lockmgr *lm = cs->lm;
+
+	switch (j->kind) {
+	case JOB_NOP:
+		break;
+	case JOB_SUBMIT:
+		lockmgr_submit(lm, j->wait_id);
+		break;
+	case JOB_INTERRUPT:
+		lockmgr_interrupt(lm, j->wait_id);
+		break;
+	case JOB_RELEASE:
+		lockmgr_release_owner(lm, j->obj, j->space, j->owner);
+		break;
+	case JOB_UNLOCK:
+		j->err = lockmgr_unlock(lm, &j->lr);
+		break;
+	case JOB_GETLK:
+		j->err = lockmgr_getlk(lm, &j->lr, &j->info);
+		break;
+	case JOB_STATUS:
+		j->err = lockmgr_status(lm, cs->backend_shown, &j->text);
+		break;
+	case JOB_LIST:
+		j->err = lockmgr_list(lm, j->text, list_one, &j->list);
+		break;
+	case JOB_BREAK:
+		j->err = lockmgr_break(lm, j->text);
+		break;
+	}
+	if (!j->done) {
+		free(j);
+		return;
+	}
+	pthread_mutex_lock(&cs->qmutex);
+	j->qnext = NULL;
+	if (cs->jtail)
+		cs->jtail->qnext = j;
+	else
+		cs->jhead = j;
+	cs->jtail = j;
+	pthread_cond_broadcast(&cs->qcond);
+	pthread_mutex_unlock(&cs->qmutex);
+	ctl_wake(cs);
+}
+
+/* a job keyed like the request being served; NULL on -ENOMEM */
+static struct ctl_job *job_new(struct ctlsock *cs, enum ctl_job_kind kind)
+{
+	struct ctl_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->cs = cs;
+	j->kind = kind;
+	j->wi.key = cs->jkey;
+	j->wi.run = job_run;
+	return j;
+}
+
+/* @j will answer request @req_id of @c (done() finds c NULL if it went) */
+static void job_answer(struct ctl_job *j, struct ctl_conn *c, uint32_t req_id)
+{
+	j->conn = c;
+	j->req_id = req_id;
+	j->cnext = c->jobs;
+	if (j->cnext)
+		j->cnext->cpprev = &j->cnext;
+	j->cpprev = &c->jobs;
+	c->jobs = j;
+}
+
+static void job_forget_conn(struct ctl_job *j)
+{
+	if (!j->cpprev)
+		return;
+	*j->cpprev = j->cnext;
+	if (j->cnext)
+		j->cnext->cpprev = j->cpprev;
+	j->cnext = NULL;
+	j->cpprev = NULL;
+	j->conn = NULL;
+}
+
+static void job_push(struct ctlsock *cs, struct ctl_job *j)
+{
+	cs->jpushed++;
+	if (cs->jobs_on)
+		workq_push(&cs->jobs, &j->wi);
+	else
+		job_run(&j->wi);
+}
+
+/* a lock or wait id handed to a worker: submit or interrupt */
+static void ctl_wait_job(struct ctlsock *cs, enum ctl_job_kind kind,
+			 uint64_t wait_id)
+{
+	struct ctl_job *j = job_new(cs, kind);
+
+	if (!j) { /* out of memory: block rather than lose it */
+		if (kind == JOB_SUBMIT)
+			lockmgr_submit(cs->lm, wait_id);
+		else
+			lockmgr_interrupt(cs->lm, wait_id);
+		return;
+	}
+	j->wait_id = wait_id;
+	job_push(cs, j);
+}
+
+/* drop every lock of @owner on @obj in @space, on a worker */
+static void ctl_release(struct ctlsock *cs, uint64_t obj, enum dl_space space,
+			uint64_t owner)
+{
+	struct ctl_job *j = job_new(cs, JOB_RELEASE);
+
+	if (!j) {
+		ctl_release(cs, obj, space, owner);
+		return;
+	}
+	j->obj = obj;
+	j->space = space;
+	j->owner = owner;
+	job_push(cs, j);
+}
+
 /* the manager's lost hook (any thread): queue it for the socket thread */
 static void ctl_lost(void *ctx, uint64_t obj, enum dl_space space,
 		     uint64_t owner)
@@ -986,11 +1192,10 @@ static bool pend_over_cap(struct ctlsock *cs, struct ctl_pend *p)
 	u = hold_charge(p->kind, p->proc, p->conn, p->desc, p->obj, &isnew);
 	if (!isnew || !hold_over_cap(cs, u))
 		return false;
-	lockmgr_release_owner(cs->lm, p->obj->id,
-			      p->kind == DLK_POSIX || p->kind == DLK_OFD
-				      ? DL_SPACE_POSIX
-				      : DL_SPACE_FLOCK,
-			      p->owner);
+	ctl_release(cs, p->obj->id,
+		    p->kind == DLK_POSIX || p->kind == DLK_OFD ? DL_SPACE_POSIX
+							       : DL_SPACE_FLOCK,
+		    p->owner);
 	hold_warn(cs, u);
 	return true;
 }
@@ -1017,9 +1222,8 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 							   &p->proc->capposix,
 							   p->obj);
 			if (added < 0)
-				lockmgr_release_owner(cs->lm, p->obj->id,
-						      DL_SPACE_POSIX,
-						      p->proc->owner);
+				ctl_release(cs, p->obj->id, DL_SPACE_POSIX,
+					    p->proc->owner);
 			else if (added)
 				p->proc->user->locks++;
 			break;
@@ -1046,8 +1250,8 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 					       &c->capnamed, p->obj)
 				  : -1;
 			if (added < 0)
-				lockmgr_release_owner(cs->lm, p->obj->id,
-						      DL_SPACE_FLOCK, p->owner);
+				ctl_release(cs, p->obj->id, DL_SPACE_FLOCK,
+					    p->owner);
 			else if (added)
 				c->user->locks++;
 			break;
@@ -1070,8 +1274,24 @@ static void pend_complete(struct ctlsock *cs, struct ctl_pend *p)
 	free(p);
 }
 
+/* a job is back on the socket thread: its done(), then its references */
+static void job_complete(struct ctlsock *cs, struct ctl_job *j)
+{
+	j->done(cs, j);
+	job_forget_conn(j);
+	if (j->o)
+		obj_put(cs, j->o);
+	if (j->d) {
+		j->d->pending--;
+		desc_free_maybe(cs, j->d);
+	}
+	free(j->text);
+	free(j);
+}
+
 static void ctl_drain(struct ctlsock *cs)
 {
+	struct ctl_job *j;
 	struct ctl_pend *p;
 	struct ctl_lost *l;
 	uint64_t v;
@@ -1081,9 +1301,17 @@ static void ctl_drain(struct ctlsock *cs)
 	pthread_mutex_lock(&cs->qmutex);
 	p = cs->qhead;
 	cs->qhead = cs->qtail = NULL;
+	j = cs->jhead;
+	cs->jhead = cs->jtail = NULL;
 	l = cs->lost;
 	cs->lost = NULL;
 	pthread_mutex_unlock(&cs->qmutex);
+	while (j) {
+		struct ctl_job *next = j->qnext;
+
+		job_complete(cs, j);
+		j = next;
+	}
 	while (p) {
 		struct ctl_pend *next = p->qnext;
 
@@ -1403,8 +1631,30 @@ static int do_lock(struct ctl_req *r)
 		p->next->pprev = &p->next;
 	p->pprev = &c->pend;
 	c->pend = p;
-	lockmgr_submit(cs->lm, p->wait_id);
+	ctl_wait_job(cs, JOB_SUBMIT, p->wait_id);
 	return 1; /* answered by pend_complete() */
+}
+
+/* an unlock is done: what its owner may hold, then the answer */
+static void unlock_done(struct ctlsock *cs, struct ctl_job *j)
+{
+	struct ctl_desc *d = j->d;
+	struct ctl_conn *c = j->conn;
+
+	if (j->err == 0 && j->lkind == DLK_FLOCK) {
+		if (d->flock)
+			d->user->locks--;
+		d->flock = false;
+	} else if (j->err == 0 && j->lkind == DLK_NAMED && c) {
+		for (size_t i = 0; i < c->nnamed; i++)
+			if (c->named[i] == j->o) {
+				objset_del(cs, c->named, &c->nnamed, i);
+				c->user->locks--;
+				break;
+			}
+	}
+	if (c && !reply(cs, c, j->req_id, j->err, NULL))
+		conn_close(cs, c);
 }
 
 static int do_unlock(struct ctl_req *r)
@@ -1414,6 +1664,7 @@ static int do_unlock(struct ctl_req *r)
 	struct ctl_desc *d = NULL;
 	struct lockmgr_req lr;
 	struct ctl_obj *o;
+	struct ctl_job *j;
 	int ret;
 
 	ret = req_begin(r, &lr, &o);
@@ -1428,34 +1679,56 @@ static int do_unlock(struct ctl_req *r)
 		}
 		lr.owner = d->owner;
 	}
-	ret = lockmgr_unlock(cs->lm, &lr);
-	if (ret == 0 && r->m->kind == DLK_FLOCK) {
-		if (d->flock)
-			d->user->locks--;
-		d->flock = false;
-		desc_free_maybe(cs, d);
-	} else if (ret == 0 && r->m->kind == DLK_NAMED) {
-		for (size_t i = 0; i < c->nnamed; i++)
-			if (c->named[i] == o) {
-				objset_del(cs, c->named, &c->nnamed, i);
-				c->user->locks--;
-				break;
-			}
+	j = job_new(cs, JOB_UNLOCK);
+	if (!j) {
+		obj_put(cs, o);
+		return -ENOMEM;
 	}
-	obj_put(cs, o);
-	return ret;
+	j->lr = lr;
+	j->o = o; /* our ref: lr.resource is its name */
+	j->d = d;
+	if (d)
+		d->pending++;
+	j->lkind = r->m->kind;
+	j->done = unlock_done;
+	job_answer(j, c, r->m->hdr.id);
+	job_push(cs, j);
+	return 1;
+}
+
+static void getlk_done(struct ctlsock *cs, struct ctl_job *j)
+{
+	struct dl_proto_msg rep = { .hdr = { .type = DLP_REPLY,
+					     .id = j->req_id } };
+	const struct dl_lock_info *info = &j->info;
+
+	if (!j->conn)
+		return;
+	rep.err = j->err < 0 ? j->err : 0;
+	if (j->err == 1) {
+		rep.found = true;
+		rep.space = (uint8_t)info->space;
+		rep.ltype = (uint8_t)info->type;
+		rep.start = info->start;
+		rep.end = info->end;
+		rep.owner = lockmgr_owner_shown(cs->lm, info->owner);
+		rep.pid = info->pid;
+		rep.token = info->token;
+		rep.since_ms = info->since_ms;
+		proto_str(&rep, 0, info->host);
+	}
+	if (!conn_send(cs, j->conn, &rep))
+		conn_close(cs, j->conn);
 }
 
 static int do_getlk(struct ctl_req *r)
 {
 	struct ctlsock *cs = r->cs;
 	struct ctl_conn *c = r->c;
-	struct dl_proto_msg rep = { .hdr = { .type = DLP_REPLY,
-					     .id = r->m->hdr.id } };
-	struct dl_lock_info info;
 	struct ctl_desc *d;
 	struct lockmgr_req lr;
 	struct ctl_obj *o;
+	struct ctl_job *j;
 	int ret;
 
 	ret = req_begin(r, &lr, &o);
@@ -1466,23 +1739,17 @@ static int do_getlk(struct ctl_req *r)
 		/* no record: it holds nothing, any fresh owner will do */
 		lr.owner = d ? d->owner : CTL_OWNER_TAG | ++cs->next_owner;
 	}
-	ret = lockmgr_getlk(cs->lm, &lr, &info);
-	obj_put(cs, o);
-	if (ret < 0)
-		return ret;
-	if (ret == 1) {
-		rep.found = true;
-		rep.space = (uint8_t)info.space;
-		rep.ltype = (uint8_t)info.type;
-		rep.start = info.start;
-		rep.end = info.end;
-		rep.owner = lockmgr_owner_shown(cs->lm, info.owner);
-		rep.pid = info.pid;
-		rep.token = info.token;
-		rep.since_ms = info.since_ms;
-		proto_str(&rep, 0, info.host);
+	j = job_new(cs, JOB_GETLK);
+	if (!j) {
+		obj_put(cs, o);
+		return -ENOMEM;
 	}
-	return conn_send(cs, c, &rep) ? 1 : -EPIPE;
+	j->lr = lr;
+	j->o = o; /* our ref: lr.resource is its name */
+	j->done = getlk_done;
+	job_answer(j, c, r->m->hdr.id);
+	job_push(cs, j);
+	return 1;
 }
 
 static int do_closed(struct ctl_req *r)
@@ -1657,30 +1924,38 @@ static int do_cancel(struct ctl_req *r)
 {
 	for (struct ctl_pend *p = r->c->pend; p; p = p->next)
 		if (p->req_id == r->m->target_id) {
-			lockmgr_interrupt(r->cs->lm, p->wait_id);
+			ctl_wait_job(r->cs, JOB_INTERRUPT, p->wait_id);
 			break;
 		}
 	return 1; /* no answer of its own: the request's answer follows */
 }
 
-static int do_status(struct ctl_req *r)
+/* answer a job's request (nothing if its connection went) */
+static void job_reply(struct ctlsock *cs, struct ctl_job *j, int err,
+		      const char *text)
 {
-	struct ctlsock *cs = r->cs;
-	char *text = NULL, *out = NULL, *line, *save = NULL;
+	if (j->conn && !reply(cs, j->conn, j->req_id, err, text))
+		conn_close(cs, j->conn);
+}
+
+/* the manager's status text plus the socket's own counters */
+static void status_done(struct ctlsock *cs, struct ctl_job *j)
+{
+	char *out = NULL, *line, *save = NULL;
 	size_t len = 0;
 	FILE *f;
-	int ret;
 
-	ret = lockmgr_status(cs->lm, cs->backend_shown, &text);
-	if (ret < 0)
-		return ret;
+	if (j->err < 0) {
+		job_reply(cs, j, j->err, NULL);
+		return;
+	}
 	f = open_memstream(&out, &len);
 	if (!f) {
-		free(text);
-		return -ENOMEM;
+		job_reply(cs, j, -ENOMEM, NULL);
+		return;
 	}
 	/* one key=value per line: split "held=1 waiting=0 lost=0" */
-	for (line = strtok_r(text, "\n", &save); line;
+	for (line = strtok_r(j->text, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
 		if (strncmp(line, "held=", 5) == 0) {
 			for (char *s = line; *s; s++)
@@ -1696,14 +1971,25 @@ static int do_status(struct ctl_req *r)
 		cs->nprocs, cs->ndescs, cs->npend);
 	if (cs->mountpoint)
 		fprintf(f, "mountpoint=%s\n", cs->mountpoint);
-	free(text);
 	if (fclose(f) != 0) {
 		free(out);
-		return -ENOMEM;
+		job_reply(cs, j, -ENOMEM, NULL);
+		return;
 	}
-	ret = reply(cs, r->c, r->m->hdr.id, 0, out) ? 1 : -EPIPE;
+	job_reply(cs, j, 0, out);
 	free(out);
-	return ret;
+}
+
+static int do_status(struct ctl_req *r)
+{
+	struct ctl_job *j = job_new(r->cs, JOB_STATUS);
+
+	if (!j)
+		return -ENOMEM;
+	j->done = status_done;
+	job_answer(j, r->c, r->m->hdr.id);
+	job_push(r->cs, j);
+	return 1;
 }
 
 /* the resource a LIST or BREAK is about (NULL: all, LIST only) */
@@ -1809,22 +2095,6 @@ static bool ctl_owner_of_uid(const struct ctlsock *cs, uid_t uid,
 	return false;
 }
 
-struct ctl_item {
-	struct dl_lock_info info;
-	char *res;
-};
-
-struct ctl_list {
-	struct ctlsock *cs;
-	struct ctl_conn *c;
-	uint32_t id;
-	const char *resource;
-	bool failed;
-	bool filter; /* collect in @items, sent after ctl_list_filter() */
-	struct ctl_item *items;
-	size_t nitems, capitems;
-};
-
 static bool list_send(struct ctl_list *l, const struct dl_lock_info *info,
 		      const char *res)
 {
@@ -1844,6 +2114,7 @@ static bool list_send(struct ctl_list *l, const struct dl_lock_info *info,
 	return conn_send(l->cs, l->c, &m);
 }
 
+/* a worker: collect one item (sent by list_done() on the socket thread) */
 static int list_one(const struct dl_lock_info *info, void *arg)
 {
 	struct ctl_list *l = arg;
@@ -1852,13 +2123,6 @@ static int list_one(const struct dl_lock_info *info, void *arg)
 					 : "?";
 	struct ctl_item *it;
 
-	if (!l->filter) {
-		if (!list_send(l, info, res)) {
-			l->failed = true;
-			return 1;
-		}
-		return 0;
-	}
 	if (l->nitems == l->capitems) {
 		size_t nc = l->capitems ? l->capitems * 2 : 16;
 
@@ -1883,7 +2147,7 @@ static int list_one(const struct dl_lock_info *info, void *arg)
  * namespaces, or a lock on a file it could open here (the resource mapped
  * back through paths= or the mount, checked with its credentials).
  */
-static int ctl_list_filter(struct ctl_list *l)
+static int ctl_list_filter(struct ctl_list *l, bool *keep)
 {
 	struct ctl_conn *c = l->c;
 	struct ctl_acc a = { .uid = c->uid,
@@ -1914,27 +2178,49 @@ static int ctl_list_filter(struct ctl_list *l)
 	if (ret == 0)
 		ret = ctl_acc_run(&a);
 	for (size_t i = 0; ret == 0 && i < l->nitems; i++)
-		if ((vis[i] || a.ok[i]) &&
-		    !list_send(l, &l->items[i].info, l->items[i].res)) {
-			l->failed = true;
-			break;
-		}
+		keep[i] = vis[i] || a.ok[i];
 out:
-	for (size_t i = 0; i < l->nitems; i++) {
-		free(l->items[i].res);
-		if (a.paths)
-			free(a.paths[i]);
-	}
-	free(l->items);
+	for (size_t i = 0; i < l->nitems && a.paths; i++)
+		free(a.paths[i]);
 	free(a.paths);
 	free(a.ok);
 	free(vis);
 	return ret;
 }
 
+/* the items a LIST collected: those the caller may see, then the end */
+static void list_done(struct ctlsock *cs, struct ctl_job *j)
+{
+	struct ctl_list *l = &j->list;
+	bool *keep = calloc(l->nitems + 1, sizeof(*keep));
+	int ret = j->err < 0 ? j->err : 0;
+
+	l->c = j->conn;
+	if (!keep && ret == 0)
+		ret = -ENOMEM;
+	if (l->c && ret == 0) {
+		if (l->filter)
+			ret = ctl_list_filter(l, keep);
+		else
+			memset(keep, 1, l->nitems * sizeof(*keep));
+	}
+	for (size_t i = 0; l->c && ret == 0 && i < l->nitems; i++)
+		if (keep[i] &&
+		    !list_send(l, &l->items[i].info, l->items[i].res)) {
+			conn_close(cs, l->c);
+			l->c = j->conn = NULL;
+		}
+	job_reply(cs, j, ret, NULL);
+	for (size_t i = 0; i < l->nitems; i++)
+		free(l->items[i].res);
+	free(l->items);
+	free(keep);
+}
+
 static int do_list(struct ctl_req *r)
 {
 	struct ctl_list l = { .cs = r->cs, .c = r->c, .id = r->m->hdr.id };
+	struct ctl_job *j;
 	char *res;
 	int ret;
 
@@ -1965,21 +2251,30 @@ static int do_list(struct ctl_req *r)
 			return ret == -ENOMEM ? ret : 0;
 		}
 	}
-	ret = lockmgr_list(r->cs->lm, res, list_one, &l);
-	if (l.filter) {
-		int fret = ctl_list_filter(&l);
-
-		if (ret >= 0 && fret < 0)
-			ret = fret;
+	j = job_new(r->cs, JOB_LIST);
+	if (!j) {
+		free(res);
+		return -ENOMEM;
 	}
-	free(res);
-	if (l.failed)
-		return -EPIPE;
-	return ret;
+	j->text = res; /* l.resource */
+	j->list = l;
+	j->done = list_done;
+	job_answer(j, r->c, r->m->hdr.id);
+	job_push(r->cs, j);
+	return 1;
+}
+
+static void break_done(struct ctlsock *cs, struct ctl_job *j)
+{
+	job_reply(cs, j, j->err,
+		  j->err == -ENOENT	  ? "no lock is held on it"
+		  : j->err == -EOPNOTSUPP ? "this backend cannot break locks"
+					  : NULL);
 }
 
 static int do_break(struct ctl_req *r)
 {
+	struct ctl_job *j;
 	char *res;
 	int ret;
 
@@ -1996,13 +2291,22 @@ static int do_break(struct ctl_req *r)
 	}
 	dl_log(DL_LOG_NOTICE, "ctl: pid %d (uid 0) breaks %s", (int)r->c->pid,
 	       res);
-	ret = lockmgr_break(r->cs->lm, res);
-	if (ret == -ENOENT)
-		r->why = "no lock is held on it";
-	else if (ret == -EOPNOTSUPP)
-		r->why = "this backend cannot break locks";
-	free(res);
-	return ret;
+	j = job_new(r->cs, JOB_BREAK);
+	if (!j) {
+		free(res);
+		return -ENOMEM;
+	}
+	j->text = res;
+	j->done = break_done;
+	job_answer(j, r->c, r->m->hdr.id);
+	job_push(r->cs, j);
+	return 1;
+}
+
+/* the answer to a request whose backend calls are done */
+static void nop_done(struct ctlsock *cs, struct ctl_job *j)
+{
+	job_reply(cs, j, j->err, j->why);
 }
 
 /* serve one decoded request; false when the connection must go */
@@ -2013,6 +2317,11 @@ static bool conn_request(struct ctlsock *cs, struct ctl_conn *c,
 	bool wants_fd = m->flags & DLP_F_FD;
 	bool ok = true;
 	int ret;
+
+	/* the backend calls it makes run in order, after earlier ones of
+	 * this connection, and its answer after them */
+	cs->jkey = c;
+	cs->jpushed = 0;
 
 	if (wants_fd != (fd >= 0) && m->hdr.type != DLP_CLOSED) {
 		ret = -EBADMSG;
@@ -2065,8 +2374,22 @@ static bool conn_request(struct ctlsock *cs, struct ctl_conn *c,
 out_reply:
 	if (r.fd >= 0)
 		close(r.fd);
+	cs->jkey = NULL;
 	if (ret == -EPIPE)
 		return false;
+	if (ret != 1 && cs->jpushed) {
+		struct ctl_job *j = job_new(cs, JOB_NOP);
+
+		if (j) {
+			j->wi.key = c;
+			j->err = ret < 0 ? ret : 0;
+			j->why = r.why;
+			j->done = nop_done;
+			job_answer(j, c, m->hdr.id);
+			job_push(cs, j);
+			ret = 1;
+		}
+	}
 	if (ret != 1)
 		ok = reply(cs, c, m->hdr.id, ret < 0 ? ret : 0, r.why);
 	if (ret < 0 && r.why)
@@ -2082,6 +2405,7 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 {
 	struct ctl_conn **pp;
 	struct ctl_proc *p = c->proc;
+	const void *saved_key;
 
 	for (pp = &cs->conns; *pp && *pp != c; pp = &(*pp)->next)
 		;
@@ -2091,17 +2415,22 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 	cs->nconns--;
 	ctl_ep_del(cs, c->fd);
 	close(c->fd);
+	/* its backend calls run after those it asked for */
+	saved_key = cs->jkey;
+	cs->jkey = c;
 	/* its waits end (EINTR); their done() finds no connection */
 	while (c->pend) {
 		struct ctl_pend *pend = c->pend;
 
 		conn_forget_pend(c, pend);
 		pend->conn = NULL;
-		lockmgr_interrupt(cs->lm, pend->wait_id);
+		ctl_wait_job(cs, JOB_INTERRUPT, pend->wait_id);
 	}
+	while (c->jobs)
+		job_forget_conn(c->jobs);
 	while (c->nnamed) {
-		lockmgr_release_owner(cs->lm, c->named[c->nnamed - 1]->id,
-				      DL_SPACE_FLOCK, c->owner);
+		ctl_release(cs, c->named[c->nnamed - 1]->id, DL_SPACE_FLOCK,
+			    c->owner);
 		objset_del(cs, c->named, &c->nnamed, c->nnamed - 1);
 		c->user->locks--;
 	}
@@ -2134,6 +2463,7 @@ static void conn_close(struct ctlsock *cs, struct ctl_conn *c)
 		desc_check_many(cs, false, 0, 0, p->pid);
 	}
 	proc_free_maybe(cs, p);
+	cs->jkey = saved_key;
 }
 
 #ifndef SO_PEERPIDFD
@@ -2720,6 +3050,10 @@ static int ctl_listen(struct ctlsock *cs, char *err, size_t errlen)
 
 static void ctl_free(struct ctlsock *cs)
 {
+	if (cs->jobs_on) { /* a start that failed after the workers */
+		workq_stop(&cs->jobs);
+		cs->jobs_on = false;
+	}
 	if (cs->lfd >= 0) {
 		struct stat st;
 
@@ -2811,6 +3145,13 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		snprintf(err, errlen, "control socket: %s", strerror(errno));
 		goto out_free;
 	}
+	ret = workq_start(&cs->jobs, CTL_JOB_THREADS);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot start the socket's workers: %s",
+			 strerror(-ret));
+		goto out_free;
+	}
+	cs->jobs_on = true;
 	lockmgr_set_lost_hook(cs->lm, ctl_lost, cs);
 	/* signals are the main thread's business */
 	sigfillset(&all);
@@ -2842,6 +3183,10 @@ void ctlsock_stop(struct ctlsock *cs)
 	cs->stopping = true;
 	ctl_wake(cs);
 	pthread_join(cs->thread, NULL);
+	/* what the workers have runs; from now on the calls run here */
+	workq_stop(&cs->jobs);
+	cs->jobs_on = false;
+	ctl_drain(cs);
 
 	/* every connection goes, as if its client had exited */
 	while (cs->conns)
@@ -2851,12 +3196,12 @@ void ctlsock_stop(struct ctlsock *cs)
 	ts.tv_sec += CTL_STOP_WAIT_MS / 1000;
 	for (;;) {
 		pthread_mutex_lock(&cs->qmutex);
-		while (!cs->qhead && cs->npend)
+		while (!cs->qhead && !cs->jhead && cs->npend)
 			if (pthread_cond_timedwait(&cs->qcond, &cs->qmutex,
 						   &ts) == ETIMEDOUT)
 				break;
 		pthread_mutex_unlock(&cs->qmutex);
-		if (!cs->qhead) {
+		if (!cs->qhead && !cs->jhead) {
 			leak = cs->npend != 0;
 			break;
 		}

@@ -498,6 +498,8 @@ static int take(const char *name, bool shared, int64_t deadline)
 	return verdict(&rep, name);
 }
 
+#define CTL_RUN_MAX_LOCKS 256
+
 static int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -506,15 +508,13 @@ static int cmd_run(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char **names = calloc((size_t)argc, sizeof(*names));
+	char *names[CTL_RUN_MAX_LOCKS];
 	int nnames = 0, opt, ret, status;
 	double timeout = -1;
 	bool shared = false;
 	int64_t deadline = 0;
 	pid_t pid;
 
-	if (!names)
-		return fail(EX_DAEMON, "out of memory");
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "+l:st:", opts, NULL)) != -1) {
 		char *end;
@@ -525,6 +525,9 @@ static int cmd_run(int argc, char **argv)
 				return usage("a lock name must have 1 to %d "
 					     "bytes",
 					     DL_PROTO_MAX_STR);
+			if (nnames == CTL_RUN_MAX_LOCKS)
+				return usage("at most %d --lock names",
+					     CTL_RUN_MAX_LOCKS);
 			names[nnames++] = optarg;
 			break;
 		case 's':
@@ -580,7 +583,6 @@ static int cmd_run(int argc, char **argv)
 		if (errno != EINTR)
 			return fail(EX_DAEMON, "waitpid: %s", strerror(errno));
 	close(g_conn); /* releases the locks */
-	free(names);
 	if (WIFSIGNALED(status))
 		return 128 + WTERMSIG(status);
 	return WEXITSTATUS(status);
