@@ -296,7 +296,7 @@ int ctlpol_local(const struct ctl_policy *pol, const char *mountpoint,
 	}
 	if (!mountpoint)
 		return -ENOENT;
-	if (asprintf(out, "%s/%s", mountpoint, strcmp(res, ".") ? res : "") < 0)
+	if (asprintf(out, "%s/%s", mountpoint, res) < 0)
 		return -ENOMEM;
 	return 0;
 }

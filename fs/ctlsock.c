@@ -75,6 +75,7 @@
 #include "backend/range.h"
 #include "fs/ctl_policy.h"
 #include "fs/lockmgr.h"
+#include "fs/naming.h"
 #include "fs/proto.h"
 #include "fs/workq.h"
 
@@ -1339,11 +1340,15 @@ static void ctl_drain(struct ctlsock *cs)
 static int ctl_name(struct ctlsock *cs, int fd, char **out, const char **why)
 {
 	char link[64], path[PATH_MAX + 1];
-	const char *rel;
 	ssize_t n;
-	size_t plen;
 	int ret;
 
+	/* a file of our mount: named as the mount names it */
+	if (cs->mountpoint) {
+		ret = naming_of_fd(fd, cs->mountpoint, -1, out);
+		if (ret != -ESTALE)
+			return ret;
+	}
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	n = readlink(link, path, sizeof(path) - 1);
 	if (n <= 0 || path[0] != '/') {
@@ -1354,15 +1359,6 @@ static int ctl_name(struct ctlsock *cs, int fd, char **out, const char **why)
 	if (n > 10 && strcmp(path + n - 10, " (deleted)") == 0) {
 		*why = "the file was deleted";
 		return -ENOENT;
-	}
-	if (cs->mountpoint) {
-		plen = strlen(cs->mountpoint);
-		if (strncmp(path, cs->mountpoint, plen) == 0 &&
-		    (path[plen] == '/' || path[plen] == '\0')) {
-			rel = path + plen + (path[plen] == '/');
-			*out = strdup(rel[0] ? rel : ".");
-			return *out ? 0 : -ENOMEM;
-		}
 	}
 	ret = ctlpol_name(&cs->pol, path, out);
 	if (ret == -ENOENT) {

@@ -48,6 +48,7 @@
 #include "backend/util/log.h"
 #include "fs/fs.h"
 #include "fs/lockops.h"
+#include "fs/naming.h"
 
 /*
  * attribute and entry cache timeouts, seconds.  With a shared backend other
@@ -552,103 +553,20 @@ static struct pt_dir *pt_dir_of(const struct fuse_file_info *fi)
 
 /* ---- dl_fs_resource ------------------------------------------------- */
 
-/* readlink() of /proc/self/fd/@fd, malloc'd in *out; 0 or -errno */
-static int pt_fd_path(int fd, char **out)
-{
-	char proc[64];
-	size_t size = PATH_MAX;
-	ssize_t n;
-	char *buf = NULL;
-
-	pt_proc_path(fd, proc, sizeof(proc));
-	for (;;) {
-		char *b = realloc(buf, size);
-
-		if (!b) {
-			free(buf);
-			return -ENOMEM;
-		}
-		buf = b;
-		n = readlink(proc, buf, size);
-		if (n == -1) {
-			int err = -errno;
-
-			free(buf);
-			return err;
-		}
-		if ((size_t)n < size)
-			break;
-		size *= 2;
-	}
-	buf[n] = '\0';
-	*out = buf;
-	return 0;
-}
-
-/* the part of @path under @base ("" for @base itself), or NULL */
-static const char *pt_under(const char *path, const char *base)
-{
-	size_t blen = strlen(base);
-
-	if (blen == 1 && base[0] == '/')
-		return path[0] == '/' ? path + 1 : NULL;
-	if (strncmp(path, base, blen) != 0)
-		return NULL;
-	if (path[blen] == '\0')
-		return path + blen;
-	if (path[blen] != '/')
-		return NULL;
-	return path + blen + 1;
-}
-
-/*
- * The resource name of an inode is its path relative to BACKING_DIR (the
- * lock manager binds it at the first lock and keeps it while locks or
- * waits remain, so a file locked and then unlinked keeps its name).  A file
- * that is already unlinked when it is first locked has no path: /proc
- * shows its old one with " (deleted)" appended, which a live file may
- * literally be called.  It is named "//unlinked/INODE" instead, which no
- * relative path can be ("//" never occurs in one), and which every host
- * sharing the backing store computes alike.
- */
+/* the resource name of an inode: fs/naming.h, through the backing store */
 int dl_fs_resource(struct dl_fs *fs, fuse_ino_t ino, char **out)
 {
-	char *path, *base = NULL;
-	const char *rel;
-	struct stat st;
 	int err;
 
 	if (ino == FUSE_ROOT_ID) {
 		*out = strdup("");
 		return *out ? 0 : -ENOMEM;
 	}
-	if (fstat(pt_fd(fs, ino), &st) == 0 && st.st_nlink == 0 &&
-	    !S_ISDIR(st.st_mode)) {
-		if (asprintf(out, "//unlinked/%ju", (uintmax_t)st.st_ino) < 0)
-			return -ENOMEM;
-		return 0;
-	}
-	err = pt_fd_path(pt_fd(fs, ino), &path);
-	if (err)
-		return err;
-	rel = pt_under(path, fs->opt.backing);
-	if (!rel) {
-		/* the backing directory itself may have been renamed */
-		if (pt_fd_path(fs->backing_fd, &base) == 0)
-			rel = pt_under(path, base);
-	}
-	if (!rel) {
-		dl_log(DL_LOG_DEBUG, "resource: %s is not under %s", path,
-		       fs->opt.backing);
-		err = -ESTALE;
-		goto out_free;
-	}
-	memmove(path, rel, strlen(rel) + 1);
-	*out = path;
-	path = NULL;
-out_free:
-	free(base);
-	free(path);
+	err = naming_of_fd(pt_fd(fs, ino), fs->opt.backing, fs->backing_fd,
+			   out);
+	if (err == -ESTALE)
+		dl_log(DL_LOG_DEBUG, "resource: inode %ju is not under %s",
+		       (uintmax_t)ino, fs->opt.backing);
 	return err;
 }
 
