@@ -31,7 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fs/proto.h"
+#include "fs/ctl/proto.h"
 
 #define EX_NOLOCK  1
 #define EX_USAGE   2

@@ -46,7 +46,7 @@
 #include "fs/fs.h"
 #include "fs/lockmgr.h"
 #include "fs/lockops.h"
-#include "fs/proto.h"
+#include "fs/ctl/proto.h"
 
 #define EXIT_USAGE 2
 

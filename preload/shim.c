@@ -77,7 +77,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
-#include "fs/proto.h"
+#include "fs/ctl/proto.h"
 
 #define SHIM_EXPORT    __attribute__((visibility("default")))
 #define SHIM_MAX_PATHS 32

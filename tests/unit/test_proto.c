@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fs/proto.h"
+#include "fs/ctl/proto.h"
 
 static unsigned char buf[DL_PROTO_MAX_FRAME + 64];
 

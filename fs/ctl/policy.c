@@ -11,7 +11,7 @@
  * byte; a shared pattern must not start with "DIGITS/" (the per-user
  * namespaces).
  */
-#include "fs/ctl_policy.h"
+#include "fs/ctl/policy.h"
 
 #include <errno.h>
 #include <grp.h>

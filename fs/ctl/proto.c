@@ -6,7 +6,7 @@
  * and leaves every semantic check (which fields go together) to a table,
  * so that a frame either decodes completely or is refused.
  */
-#include "fs/proto.h"
+#include "fs/ctl/proto.h"
 
 #include <errno.h>
 #include <string.h>
