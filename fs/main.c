@@ -42,7 +42,7 @@
 #include "backend/backend.h"
 #include "backend/util/config.h"
 #include "backend/util/log.h"
-#include "fs/ctlsock.h"
+#include "fs/ctl/ctlsock.h"
 #include "fs/fs.h"
 #include "fs/lockmgr.h"
 #include "fs/lockops.h"

@@ -33,7 +33,7 @@
 #include "backend/backend.h"
 #include "fs/ctl/policy.h"
 #include "fs/ctl/proto.h"
-#include "fs/ctlsock.h"
+#include "fs/ctl/ctlsock.h"
 #include "fs/lockmgr.h"
 #include "fs/workq.h"
 

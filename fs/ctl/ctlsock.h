@@ -5,10 +5,10 @@
  *
  * One thread polls the listening socket, every client connection, a pidfd
  * per client process and per locked open file description, and an eventfd
- * on which the manager's done() callbacks post their results.  It never
- * waits for a lock: a blocking request is answered when done() comes.
- * (It does wait for the backend's answer to unlock, F_GETLK, list and
- * break: one round trip each.)
+ * on which the manager's done() callbacks and the workers' finished
+ * backend calls post their results.  It never waits for a lock nor for
+ * the backend: every call that reaches the backend runs on a worker
+ * (fs/ctl/jobs.c).  The implementation is the rest of fs/ctl/.
  */
 #ifndef DL_CTLSOCK_H
 #define DL_CTLSOCK_H
