@@ -379,6 +379,8 @@ void redis_held_lose(struct redis_backend *rb, struct redis_held **p, int err,
 struct redis_wait *redis_wait_find(struct redis_backend *rb, uint64_t id);
 void redis_wait_insert(struct redis_backend *rb, struct redis_wait *w);
 bool redis_wait_unlink(struct redis_backend *rb, struct redis_wait *w);
+bool redis_wait_unlink_id(struct redis_backend *rb, uint64_t id,
+			  struct redis_wait *w);
 struct redis_wait *redis_wait_new(struct redis_backend *rb,
 				  const struct dl_lock_req *req);
 void redis_wait_free(struct redis_wait *w);

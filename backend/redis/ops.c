@@ -115,8 +115,9 @@ static int redis_lock_single(struct redis_backend *rb,
 	if (w) {
 		/* sent but not in the table any more: its grant was
 		 * reported (redis_deliver_grant() is the only one to unlink a
-		 * wait being sent) */
-		if (!redis_wait_unlink(rb, w) && inserted) {
+		 * wait being sent, and it freed it: look it up by the id of
+		 * the request, not by w->wait_id) */
+		if (!redis_wait_unlink_id(rb, req->wait_id, w) && inserted) {
 			w = NULL; /* freed by redis_deliver_grant() */
 			ret = -EINPROGRESS;
 			goto out_unlock;

@@ -228,16 +228,25 @@ void redis_wait_insert(struct redis_backend *rb, struct redis_wait *w)
 		pthread_cond_broadcast(&rb->cond);
 }
 
-/* unlink @w if it is in the table; true if it was */
-bool redis_wait_unlink(struct redis_backend *rb, struct redis_wait *w)
+/* unlink @w, queued under @id, if it is in the table; true if it was.
+ * Reads *w only when it is there: a wait being sent may have been freed
+ * by redis_deliver_grant() meanwhile */
+bool redis_wait_unlink_id(struct redis_backend *rb, uint64_t id,
+			  struct redis_wait *w)
 {
-	struct redis_wait **p = redis_wait_slot(rb, w->wait_id);
+	struct redis_wait **p = redis_wait_slot(rb, id);
 
 	if (*p != w)
 		return false;
 	*p = w->next;
 	rb->nwaits--;
 	return true;
+}
+
+/* unlink @w if it is in the table; true if it was */
+bool redis_wait_unlink(struct redis_backend *rb, struct redis_wait *w)
+{
+	return redis_wait_unlink_id(rb, w->wait_id, w);
 }
 
 /* a wait with its answer and its held entry allocated: once queued, its
