@@ -111,7 +111,8 @@
  * rb->mutex is dropped, on that same thread:
  *   subscriber  granted (a "G" publish), lost (an "L" break publish)
  *   keeper      granted and failed (re-check, Redlock retry), lost and
- *               failed (a renewal that finds the lease gone, or a break)
+ *               failed (a renewal or a retry that finds the lease gone),
+ *               lost (a break a renewal reads)
  *   watchdog    lost and failed (the lease deadline passed)
  *   lock()      lost and failed of any lock or wait, when its request
  *               finds the lease gone; lost of that lock when a request's

@@ -21,6 +21,14 @@
  * retries decide) are made on this thread with no mutex held.  It is
  * woken by a first wait (redis_wait_insert()), a job (redis_job_add()), a
  * lease change, a subscriber (re)connecting or hearing "W", and close().
+ *
+ * Known wrinkle (Redlock, left as it is): the loop ends each pass by
+ * setting rb->kick while any wait is marked woken, but only waits in
+ * RW_QUEUED are retried (which clears the mark).  A "W" that arrives for
+ * a wait still being sent by lock() therefore keeps the keeper passing
+ * without a nap - re-checking every other queued wait each time - until
+ * that lock() call has its answers from every node and re-queues the
+ * wait (or drops it).
  */
 #include <inttypes.h>
 #include <pthread.h>
