@@ -56,9 +56,9 @@
 #define MAX_HOSTS  3
 #define MAX_OWNERS 8
 #define MSG_MAX	   8192
-/* --known=late-grant: redis.c's keeper re-checks a wait every second,
- * but a keeper asleep when the wait was queued wakes only for its next
- * renewal (ttl / 3 = 5 s by default) */
+/* --known=late-grant: the Redis keeper (backend/redis/keeper.c) re-checks
+ * a wait every second, but a keeper asleep when the wait was queued wakes
+ * only for its next renewal (ttl / 3 = 5 s by default) */
 #define LATE_GRANT_MS 8000
 
 /* ------------------------------------------------------------ options */

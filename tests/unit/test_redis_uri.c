@@ -1,10 +1,10 @@
 /*
- * test_redis_uri.c - unit tests of backend/redis_uri.c.
+ * test_redis_uri.c - unit tests of backend/redis/uri.c.
  *
  * A table of good URIs with what they parse to, and a table of bad ones
  * with the reason each must give; no message may quote a password.
  */
-#include "backend/redis_uri.h"
+#include "backend/redis/uri.h"
 
 #include <check.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
  *
  * Each scenario opens two or more backends ("hosts") on real redis-servers
  * that redis_be.sh started on loopback ports, arms the test-only fault
- * points of backend/redis.c (DLOCKFS_TEST_REDIS_FAULT, read at open) to
+ * points of backend/redis/fault.c (DLOCKFS_TEST_REDIS_FAULT, read at open) to
  * widen a race, and checks the contract of backend.h: every queued
  * request is answered exactly once, grants name their lease, the lease
  * fence (struct dl_lease) is kept.  A separate hiredis connection plays

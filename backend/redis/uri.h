@@ -1,5 +1,5 @@
 /*
- * redis_uri.h - parsing of "redis://" backend URIs.
+ * uri.h - parsing of "redis://" backend URIs.
  *
  *   redis://[USER@]HOST:PORT[,HOST:PORT...][/PREFIX][?KEY=N&...]
  *
@@ -11,8 +11,9 @@
  * connect_timeout_ms (default 2000, or ttl_ms / 4 if smaller; below
  * ttl_ms / 2), lock_delay_ms (default ttl_ms / 3).
  *
- * Pure: no I/O, no allocation.  A password in the URI is refused: it would
- * show in ps(1) and in the mount table; it belongs in the config file.
+ * Pure: no I/O, no allocation, no state: any thread may call it.  A
+ * password in the URI is refused: it would show in ps(1) and in the mount
+ * table; it belongs in the config file.
  */
 #ifndef DL_REDIS_URI_H
 #define DL_REDIS_URI_H

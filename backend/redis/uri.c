@@ -1,11 +1,16 @@
 /*
- * redis_uri.c - strict parsing of "redis://" URIs (see redis_uri.h).
+ * uri.c - strict parsing of "redis://" URIs (see uri.h).
  *
  * Every refusal names one reason.  Numbers are decimal digits only, in
  * range; unknown or repeated query keys, empty hosts, bad ports, duplicate
  * nodes and passwords are refused rather than guessed at.
+ *
+ * Owns: the URI grammar and its defaults.  Does not: connect, read the
+ * config file (user and password from there are merged by open.c), or
+ * allocate.  Locking: none needed - pure, no state; any thread may call
+ * it (the unit test links it alone).
  */
-#include "backend/redis_uri.h"
+#include "backend/redis/uri.h"
 
 #include <errno.h>
 #include <stdbool.h>

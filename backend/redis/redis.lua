@@ -1,10 +1,18 @@
 -- redis.lua - every lock decision of the Redis backend, run atomically on
--- the server.  backend/redis.c builds it into the daemon and, on Redis >= 7,
--- loads it once as a function library (FUNCTION LOAD, then one FCALL per
--- request): the helpers below are then created once, not on every call.
--- On an older server (or where FUNCTION LOAD is refused) the same text runs
--- as a script with EVALSHA; its last lines tell the two apart.  Either way
--- one entry point, dispatched on ARGV[1].
+-- the server.  It is built into the daemon as a C string (backend/
+-- meson.build), and backend/redis/conn.c, on Redis >= 7, loads it once as
+-- a function library (FUNCTION LOAD, then one FCALL per request): the
+-- helpers below are then created once, not on every call.  On an older
+-- server (or where FUNCTION LOAD is refused) the same text runs as a
+-- script with EVALSHA; its last lines tell the two apart.  Either way one
+-- entry point, dispatched on ARGV[1].
+--
+-- Owns every rule about the records kept in Redis; it knows nothing of a
+-- daemon's own tables (the C side keeps those from its replies and from
+-- what it publishes).
+-- Locking: none of its own - Redis runs each call alone, so every call
+-- sees and leaves one consistent state; no state survives a call except
+-- the keys.
 --
 -- Keys (P = prefix, [A-Za-z0-9_.-] only; R = the resource's raw bytes,
 -- always last, so no two (kind, resource) pairs share a key):
@@ -710,7 +718,7 @@ local function dispatch(keys, argv)
 end
 
 if redis.register_function then
-	-- FUNCTION LOAD: backend/redis.c declares DLOCKFS_FUNCTION, a name
+	-- FUNCTION LOAD: backend/redis/conn.c declares DLOCKFS_FUNCTION, a name
 	-- that changes with this text, so daemons of different versions
 	-- sharing one server never call each other's code
 	redis.register_function(DLOCKFS_FUNCTION, dispatch)
