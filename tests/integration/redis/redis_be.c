@@ -106,8 +106,15 @@ static void on_lost(void *ctx, const char *res, enum dl_space space,
 	pthread_mutex_unlock(&h->mutex);
 }
 
+static redisContext *raw(int node);
+static size_t subscribers(int node);
+static int64_t mono(void);
+
 static void host_open(struct host *h, const char *name, const char *fault)
 {
+	size_t before[MAX_NODES];
+	int64_t end;
+
 	struct dl_backend_cb cb = { h, on_granted, on_failed, on_lost };
 	struct dl_backend_conf conf = { 0 };
 	char uri[512], err[256];
@@ -132,10 +139,23 @@ static void host_open(struct host *h, const char *name, const char *fault)
 	conf.lease = &h->lease;
 	if (fault)
 		setenv("DLOCKFS_TEST_REDIS_FAULT", fault, 1);
+	for (int i = 0; i < nports; i++)
+		before[i] = subscribers(i);
 	ret = dl_backend_open(&conf, &cb, &h->be, err, sizeof(err));
 	unsetenv("DLOCKFS_TEST_REDIS_FAULT");
 	if (ret < 0)
 		fail("open %s: %s", name, err);
+	/* its subscribers listen before it locks: a grant published before
+	 * would reach it only through the keeper, which delay_deliver
+	 * keeps quiet */
+	end = mono() + BOUND_MS;
+	for (int i = 0; i < nports; i++)
+		while (subscribers(i) <= before[i]) {
+			if (mono() > end)
+				fail("open %s: no subscriber on node %d", name,
+				     i);
+			usleep(10000);
+		}
 }
 
 static void host_close(struct host *h)
@@ -287,6 +307,19 @@ static void kill_leases(int node, const char *host)
 	if (r)
 		freeReplyObject(r);
 	redisFree(c);
+}
+
+/* the channels of our prefix with a subscriber on @node */
+static size_t subscribers(int node)
+{
+	redisContext *c = raw(node);
+	redisReply *r = redisCommand(c, "PUBSUB CHANNELS %s:*", prefix);
+	size_t n = r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+	return n;
 }
 
 /* host @host has a live lease registered on @node */
