@@ -43,9 +43,9 @@
 #include "backend/util/config.h"
 #include "backend/util/log.h"
 #include "fs/ctl/ctlsock.h"
-#include "fs/fs.h"
+#include "fs/fuse/fs.h"
 #include "fs/lockmgr.h"
-#include "fs/lockops.h"
+#include "fs/fuse/lockops.h"
 #include "fs/ctl/proto.h"
 
 #define EXIT_USAGE 2

@@ -14,7 +14,7 @@
  * FUSE interrupt and ends the wait with EINTR (the kernel restarts the
  * call when the handler asked for SA_RESTART, as it does on ext4).
  */
-#include "fs/lockops.h"
+#include "fs/fuse/lockops.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -7,7 +7,7 @@
 #ifndef DL_LOCKOPS_H
 #define DL_LOCKOPS_H
 
-#include "fs/fs.h"
+#include "fs/fuse/fs.h"
 
 /* Start the lock manager and its backend (after the session exists). */
 int lockops_init(struct dl_fs *fs, char *err, size_t errlen);
