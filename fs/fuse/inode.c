@@ -1,5 +1,6 @@
 /*
- * inode.c - the passthrough's inode table.
+ * inode.c - the passthrough's inode table, and the cluster-wide name of
+ * an inode (dl_fs_resource, naming.h), which the lock ops need.
  *
  * Every inode the kernel knows is an O_PATH descriptor in a table keyed
  * by (st_dev, st_ino), with the kernel's lookup count; fuse_ino_t is the
@@ -30,6 +31,7 @@
 
 #include "backend/util/log.h"
 #include "fs/fuse/internal.h"
+#include "fs/naming.h"
 
 static fuse_ino_t pt_ino_of(struct pt_inode_table *t, struct pt_inode *in)
 {
@@ -306,5 +308,22 @@ int pt_do_lookup(struct dl_fs *fs, fuse_ino_t parent, const char *name,
 
 out_close:
 	close(fd);
+	return err;
+}
+
+/* the resource name of an inode: fs/naming.h, through the backing store */
+int dl_fs_resource(struct dl_fs *fs, fuse_ino_t ino, char **out)
+{
+	int err;
+
+	if (ino == FUSE_ROOT_ID) {
+		*out = strdup("");
+		return *out ? 0 : -ENOMEM;
+	}
+	err = naming_of_fd(pt_fd(fs, ino), fs->opt.backing, fs->backing_fd,
+			   out);
+	if (err == -ESTALE)
+		dl_log(DL_LOG_DEBUG, "resource: inode %ju is not under %s",
+		       (uintmax_t)ino, fs->opt.backing);
 	return err;
 }

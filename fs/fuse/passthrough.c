@@ -46,7 +46,6 @@
 #include "backend/util/log.h"
 #include "fs/fuse/internal.h"
 #include "fs/fuse/lockops.h"
-#include "fs/naming.h"
 
 static struct dl_file *pt_file_new(int fd, fuse_ino_t ino)
 {
@@ -65,22 +64,6 @@ static struct pt_dir *pt_dir_of(const struct fuse_file_info *fi)
 	return (struct pt_dir *)(uintptr_t)fi->fh;
 }
 
-/* the resource name of an inode: fs/naming.h, through the backing store */
-int dl_fs_resource(struct dl_fs *fs, fuse_ino_t ino, char **out)
-{
-	int err;
-
-	if (ino == FUSE_ROOT_ID) {
-		*out = strdup("");
-		return *out ? 0 : -ENOMEM;
-	}
-	err = naming_of_fd(pt_fd(fs, ino), fs->opt.backing, fs->backing_fd,
-			   out);
-	if (err == -ESTALE)
-		dl_log(DL_LOG_DEBUG, "resource: inode %ju is not under %s",
-		       (uintmax_t)ino, fs->opt.backing);
-	return err;
-}
 
 static void pt_init(void *userdata, struct fuse_conn_info *conn)
 {
