@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(gcc libc6-dev pkg-config meson ninja-build fuse3 libfuse3-dev check
       clang-format git
       util-linux attr sqlite3 python3 perl libhiredis-dev redis-server
-      iproute2 passwd procps
+      iproute2 passwd procps libmount-dev uthash-dev
       libzookeeper-mt-dev zookeeperd default-jre-headless)
 
 missing=()

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include <fuse_opt.h>
+#include <libmount.h>
 
 #include "backend/backend.h"
 #include "backend/util/config.h"
@@ -308,32 +309,13 @@ static int main_parse_seconds(const char *s, unsigned *out)
 	return 0;
 }
 
-/* undo the octal escapes of /proc/self/mountinfo ("\040" is a space) */
-static void main_unescape(char *s)
-{
-	char *d = s;
-
-	while (*s) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
-		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*d++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
-				      (s[3] - '0'));
-			s += 4;
-		} else {
-			*d++ = *s++;
-		}
-	}
-	*d = '\0';
-}
-
 /* is the absolute, resolved @path a mount point?  1, 0 or -errno */
 static int main_is_mountpoint(const char *path)
 {
-	char *line = NULL, *parent;
-	size_t cap = 0;
+	struct libmnt_table *tb;
 	struct stat st, pst;
-	int found = 0;
-	FILE *f;
+	char *parent;
+	int found;
 
 	if (asprintf(&parent, "%s/..", path) == -1)
 		return -ENOMEM;
@@ -345,22 +327,14 @@ static int main_is_mountpoint(const char *path)
 	if (st.st_dev != pst.st_dev || st.st_ino == pst.st_ino)
 		return 1;
 
-	/* a bind mount keeps st_dev: ask the kernel's table too */
-	f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return 0;
-	while (!found && getline(&line, &cap, f) != -1) {
-		char *save = NULL, *field = strtok_r(line, " ", &save);
-
-		for (int i = 0; field && i < 4; i++)
-			field = strtok_r(NULL, " ", &save);
-		if (!field)
-			continue;
-		main_unescape(field);
-		found = strcmp(field, path) == 0;
-	}
-	free(line);
-	fclose(f);
+	/* a bind mount keeps st_dev: ask the kernel's table too (libmount
+	 * parses /proc/self/mountinfo, escapes and all) */
+	tb = mnt_new_table();
+	if (!tb)
+		return -ENOMEM;
+	found = mnt_table_parse_file(tb, "/proc/self/mountinfo") == 0 &&
+		mnt_table_find_target(tb, path, MNT_ITER_BACKWARD) != NULL;
+	mnt_unref_table(tb);
 	return found;
 }
 
