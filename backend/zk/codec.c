@@ -52,6 +52,7 @@ int zk_errno(int rc)
 	return -ENOLCK;
 }
 
+/* a ZOO_*_STATE as status shows it (health=) */
 const char *zk_state_name(int state)
 {
 	if (state == ZOO_CONNECTED_STATE)

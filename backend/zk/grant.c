@@ -61,6 +61,7 @@ void zk_snap_free(struct zk_snap *s)
 	s->n = 0;
 }
 
+/* qsort: by sequence number */
 static int zk_child_cmp(const void *a, const void *b)
 {
 	const struct zk_child *x = a, *y = b;
@@ -80,6 +81,7 @@ struct zk_get_ctx {
 	struct zk_child *c;
 };
 
+/* one get answered (completion thread): fill its child, count down */
 static void zk_get_done(int rc, const char *value, int value_len,
 			const struct Stat *stat, const void *data)
 {
@@ -148,7 +150,6 @@ int zk_snapshot(zhandle_t *zh, const char *parent, const char *name_hex,
 
 	pthread_mutex_init(&b.mutex, NULL);
 	pthread_cond_init(&b.cond, NULL);
-	pthread_mutex_lock(&b.mutex);
 	for (size_t i = 0; i < out->n; i++) {
 		bool skipped = false;
 
@@ -158,14 +159,21 @@ int zk_snapshot(zhandle_t *zh, const char *parent, const char *name_hex,
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", parent, out->v[i].name);
 		ctx[i] = (struct zk_get_ctx){ &b, &out->v[i] };
+		/* counted before it is sent, the mutex not held across the
+		 * call: the completion thread takes it in zk_get_done */
+		pthread_mutex_lock(&b.mutex);
 		b.pending++;
+		pthread_mutex_unlock(&b.mutex);
 		rc = zoo_aget(zh, path, 0, zk_get_done, &ctx[i]);
 		if (rc != ZOK) {
+			pthread_mutex_lock(&b.mutex);
 			b.pending--;
+			pthread_mutex_unlock(&b.mutex);
 			ret = zk_errno(rc);
 			break;
 		}
 	}
+	pthread_mutex_lock(&b.mutex);
 	while (b.pending)
 		pthread_cond_wait(&b.cond, &b.mutex);
 	pthread_mutex_unlock(&b.mutex);

@@ -36,6 +36,7 @@
 #include "backend/util/log.h"
 #include "backend/zk/internal.h"
 
+/* info about piece @rl of node @c */
 static void zk_fill(const struct zk_backend *zb, const struct zk_child *c,
 		    const struct dl_range_lock *rl, struct dl_lock_info *info)
 {
@@ -163,6 +164,7 @@ static void zk_fill_merged(const struct zk_backend *zb,
 	zk_fill(zb, &tmp, rl, info);
 }
 
+/* getlk(): the conflicting lock with the lowest start: 1 found, 0 none */
 int zk_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 	     struct dl_lock_info *conflict)
 {
@@ -248,6 +250,7 @@ static int zk_report(struct zk_backend *zb, struct zk_snap *snap,
 	return 0;
 }
 
+/* list(): every lock of @resource (NULL: of every resource) */
 int zk_list(struct dl_backend *be, const char *resource, dl_lock_info_fn fn,
 	    void *arg)
 {

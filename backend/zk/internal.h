@@ -74,7 +74,10 @@
  *    happen with it set); only its holder changes the owner's node list,
  *    under the mutex, and it may read the list without it.  w->busy: the
  *    worker evaluates the waiter.  Order: a waiter's busy, then its
- *    owner's; a thread holds at most one owner's busy flag.
+ *    owner's; a thread holds at most one owner's busy flag.  lock() holds
+ *    its owner's flag while it waits (at most zk_connect_wait) for a
+ *    connection, so the worker, waiting for that flag, can be late by as
+ *    much; never stuck, and the lease is revoked by the watcher anyway.
  *  - zb->cond (CLOCK_MONOTONIC) is broadcast on every change that anybody
  *    waits for: busy cleared, session state, a waiter kicked, a watch
  *    event queued, stopping.
@@ -176,6 +179,8 @@ struct zk_sess {
 	unsigned gen;
 	unsigned refs; /* guarded by zb->mutex */
 	int state;     /* guarded by zb->mutex: its last ZOO_*_STATE */
+	int recv_ms;   /* guarded by zb->mutex: the negotiated timeout, as
+			* the watcher read it (outside the mutex) */
 	bool dead;     /* guarded by zb->mutex: abandoned (nothing reads it) */
 	bool registered; /* its liveness node exists (worker, open only) */
 };

@@ -28,10 +28,12 @@
  * busy flag (zk_owner_acquire); its ZooKeeper calls run with that flag and
  * a session reference held and zb->mutex dropped.  lock() links a waiter
  * under zb->mutex, only while its session is still current; from then on
- * the worker may decide it, even before lock() has returned -EINPROGRESS
- * (but not before the owner's busy flag is released).  cancel() waits for
- * the worker to leave the waiter (w->busy) and unlinks it under the
- * mutex; whoever unlinks a waiter answers it.  status reads the counters
+ * it may be decided before lock() has returned -EINPROGRESS (backend.h
+ * allows it): failed by zk_abandon at any time, granted by the worker once
+ * the owner's busy flag is released - so lock() finds it again by wait id
+ * under the mutex, never through its pointer.  cancel() waits for the
+ * worker to leave the waiter (w->busy) and unlinks it under the mutex;
+ * whoever unlinks a waiter answers it.  status reads the counters
  * under the mutex and asks the library for the session id outside it.
  * open runs alone (but for its first session's watcher, which it reads
  * under the mutex) until the threads start; close runs after every other
@@ -51,6 +53,7 @@
 /* the first connection at start: session_timeout_ms within these bounds */
 #define ZK_START_WAIT_MIN_MS 10000
 #define ZK_START_WAIT_MAX_MS 30000
+
 /* ---- open and close -------------------------------------------------- */
 
 /* stop both threads, close the session (its ephemeral nodes go at once)
@@ -120,6 +123,7 @@ static void zk_close(struct dl_backend *be)
 	free(zb);
 }
 
+/* see the file comment: the backend's life */
 static int zk_open(const struct dl_backend_conf *conf,
 		   const struct dl_backend_cb *cb, struct dl_backend **out,
 		   char *err, size_t errlen)
@@ -130,7 +134,7 @@ static int zk_open(const struct dl_backend_conf *conf,
 	pthread_condattr_t ca;
 	struct zk_sess *s;
 	struct zk_uri u;
-	int ret, rc, start_ms;
+	int ret, rc, start_ms, state, negotiated_ms;
 
 	ret = zk_uri_parse(rest, &u, err, errlen);
 	if (ret < 0)
@@ -205,9 +209,13 @@ static int zk_open(const struct dl_backend_conf *conf,
 			   : zb->timeout_ms;
 	ret = zk_sess_get(zb, start_ms, &s);
 	if (ret < 0) {
+		/* the watcher (completion thread) writes zb->state */
+		pthread_mutex_lock(&zb->mutex);
+		state = zb->state;
+		pthread_mutex_unlock(&zb->mutex);
 		snprintf(err, errlen,
 			 "zk: cannot connect to %s within %d s (state %s)",
-			 zb->hosts, start_ms / 1000, zk_state_name(zb->state));
+			 zb->hosts, start_ms / 1000, zk_state_name(state));
 		goto out_close;
 	}
 	rc = zk_make_path(zb, s->zh, zb->base_path);
@@ -238,10 +246,13 @@ static int zk_open(const struct dl_backend_conf *conf,
 		goto out_close;
 	}
 	zb->threads_started = true;
+	pthread_mutex_lock(&zb->mutex);
+	negotiated_ms = zb->negotiated_ms;
+	pthread_mutex_unlock(&zb->mutex);
 	dl_log(DL_LOG_INFO,
 	       "zk: connected to %s, root %s, session timeout "
 	       "%d ms (negotiated %d), lock-delay %d ms%s",
-	       zb->hosts, zb->root, zb->timeout_ms, zb->negotiated_ms,
+	       zb->hosts, zb->root, zb->timeout_ms, negotiated_ms,
 	       zb->lock_delay_ms, zb->auth ? ", digest auth" : "");
 	*out = &zb->base;
 	return 0;
@@ -253,6 +264,7 @@ out_close:
 
 /* ---- lock ------------------------------------------------------------ */
 
+/* a request backend.h allows (an unlock: any type) */
 bool zk_req_valid(const struct dl_lock_req *req, bool unlock)
 {
 	if (req->start > req->end || (unsigned)req->space > DL_SPACE_POSIX)
@@ -380,6 +392,7 @@ static void zk_owner_downgrade(struct zk_backend *zb, struct zk_sess *s,
 	zk_owner_flush(zb, s, ow);
 }
 
+/* lock(): see the file comment; the owner's busy flag held throughout */
 static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 		       struct dl_grant *grant)
 {
@@ -547,6 +560,7 @@ static int zk_lock(struct dl_backend *be, const struct dl_lock_req *req,
 
 /* ---- unlock, release, cancel ----------------------------------------- */
 
+/* unlock(): applied at once, written now or once reconnected; never fails */
 static int zk_unlock(struct dl_backend *be, const struct dl_lock_req *req)
 {
 	struct zk_backend *zb = zk_of(be);
@@ -619,6 +633,8 @@ static int zk_release_owner(struct dl_backend *be, const char *resource,
 	return 0;
 }
 
+/* cancel(): 0 when we unlinked the waiter (no callback comes), -ENOENT
+ * when it was already decided */
 static int zk_cancel(struct dl_backend *be, uint64_t wait_id)
 {
 	struct zk_backend *zb = zk_of(be);
@@ -679,19 +695,26 @@ static int zk_cancel(struct dl_backend *be, uint64_t wait_id)
 
 /* ---- status and the table -------------------------------------------- */
 
+/* one status line; see the file comment for its locking */
 static int zk_status(struct dl_backend *be, char *buf, size_t len)
 {
 	struct zk_backend *zb = zk_of(be);
 	const clientid_t *cid = NULL;
 	struct zk_sess *s = NULL;
+	unsigned gen = 0;
 	size_t held = 0;
 	int64_t sid = 0;
 
-	/* the session id, asked of the library without our mutex */
+	/*
+	 * The session id is asked of the library, so without our mutex:
+	 * take a reference under it, ask, drop the reference (which may
+	 * close an abandoned session's handle: never under the mutex).
+	 */
 	pthread_mutex_lock(&zb->mutex);
 	if (zb->sess && zb->state == ZOO_CONNECTED_STATE) {
 		s = zb->sess;
 		s->refs++;
+		gen = s->gen;
 	}
 	pthread_mutex_unlock(&zb->mutex);
 	if (s) {
@@ -700,6 +723,11 @@ static int zk_status(struct dl_backend *be, char *buf, size_t len)
 		zk_sess_put(zb, s);
 	}
 	pthread_mutex_lock(&zb->mutex);
+	/* the line describes one moment: no id of a session that went (or
+	 * stopped being connected) while we asked */
+	if (!zb->sess || zb->sess->gen != gen ||
+	    zb->state != ZOO_CONNECTED_STATE)
+		sid = 0;
 	for (size_t b = 0; b < ZK_BUCKETS; b++)
 		for (struct zk_owner *ow = zb->owners[b]; ow; ow = ow->next) {
 			bool has = false;

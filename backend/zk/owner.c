@@ -35,7 +35,10 @@
  *    zb->cond for it); zk_owner_release() gives both back.  Everything
  *    else here that writes ZooKeeper runs with the busy flag held and the
  *    mutex dropped, on a caller's or the worker's thread, with a session
- *    reference: ZooKeeper calls never under zb->mutex.
+ *    reference: ZooKeeper calls never under zb->mutex.  (zk_make_path also
+ *    serves open and zk_register, for CHROOT/r and CHROOT/s: no owner.)
+ *    zb->containers, zb->next_req and zb->orphans are read and written in
+ *    short critical sections between the calls.
  *  - The busy holder changes the node list and, once a node is linked,
  *    its ranges only under zb->mutex, so that readers holding only the
  *    mutex (zk_abandon, zk_status, zk_mark_local, zk_held_find) see a
@@ -60,13 +63,17 @@
 
 #define ZK_CREATE_TRIES 5
 #define ZK_FOLD_MAX	1024 /* pieces in one node (~48 bytes each) */
+
 /* ---- owners ---------------------------------------------------------- */
 
+/* the bucket of an owner entry */
 static uint64_t zk_hash(const char *s, enum dl_space space, uint64_t owner)
 {
 	return dl_fnv1a_str(DL_FNV_OFFSET ^ owner ^ ((uint64_t)space << 63), s);
 }
 
+/* mutex held: the link to the entry of (@res, @space, @owner), or to
+ * where it would go */
 static struct zk_owner **zk_owner_slot(struct zk_backend *zb, const char *res,
 				       enum dl_space space, uint64_t owner)
 {
@@ -79,6 +86,7 @@ static struct zk_owner **zk_owner_slot(struct zk_backend *zb, const char *res,
 	return p;
 }
 
+/* free an unlinked node (NULL is fine) */
 void zk_node_free(struct zk_node *n)
 {
 	if (!n)
@@ -190,6 +198,7 @@ int zk_owner_set(const struct zk_owner *ow, struct dl_range_set *out)
 
 /* ---- writing our nodes ----------------------------------------------- */
 
+/* @dst = a copy of @src (empty when out of memory) */
 static void zk_range_copy(struct dl_range_set *dst,
 			  const struct dl_range_set *src)
 {

@@ -42,11 +42,12 @@
  * zk_session_start once zk_abandon asked for it with need_session).
  *
  * Locking.
- *  - zk_global_watcher runs on the library's completion thread: it takes
- *    zb->mutex, records the state, revokes the lease of an expired session
- *    and flags the worker (expired_pending, connected_pending); nothing
- *    else.  zk_hb_done, the heartbeat's completion, likewise: it only
- *    moves last_ok_ms and republishes the lease.
+ *  - zk_global_watcher runs on the library's completion thread: it asks
+ *    the library for the negotiated timeout first, then takes zb->mutex,
+ *    records the state, revokes the lease of an expired session and flags
+ *    the worker (expired_pending, connected_pending); nothing else.
+ *    zk_hb_done, the heartbeat's completion, likewise: it only moves
+ *    last_ok_ms and republishes the lease.
  *  - zk_lease_*_locked, zk_sess_connected: zb->mutex held.  The lease is
  *    written only under zb->mutex (so gen and until_ms of one session are
  *    never interleaved with another's) and read without it.
@@ -167,10 +168,10 @@ static void zk_log_cb(const char *msg)
 			   (int)l, msg);
 }
 
-/* mutex held: session @s (current) is connected */
+/* mutex held: session @s (current) is connected; s->recv_ms is set */
 static void zk_sess_connected(struct zk_backend *zb, struct zk_sess *s)
 {
-	zb->negotiated_ms = zoo_recv_timeout(s->zh);
+	zb->negotiated_ms = s->recv_ms;
 	if (zb->state != ZOO_CONNECTED_STATE)
 		zb->connected_pending = true;
 	if (zb->last_ok_ms == 0)
@@ -184,14 +185,18 @@ static void zk_global_watcher(zhandle_t *zh, int type, int state,
 {
 	struct zk_sess *s = ctx;
 	struct zk_backend *zb;
+	int recv_ms;
 
-	(void)zh;
 	(void)path;
 	if (type != ZOO_SESSION_EVENT || !s)
 		return;
 	zb = s->zb;
+	/* a library call: before our mutex (valid once connected) */
+	recv_ms = state == ZOO_CONNECTED_STATE ? zoo_recv_timeout(zh) : 0;
 	pthread_mutex_lock(&zb->mutex);
 	s->state = state;
+	if (state == ZOO_CONNECTED_STATE)
+		s->recv_ms = recv_ms;
 	if (zb->sess != s) {
 		pthread_mutex_unlock(&zb->mutex);
 		return; /* abandoned, or not yet published (session_start) */

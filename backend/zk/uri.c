@@ -22,6 +22,7 @@
 
 #define ZK_DEFAULT_TIMEOUT_MS 10000
 
+/* free what zk_uri_parse allocated */
 void zk_uri_free(struct zk_uri *u)
 {
 	free(u->hosts);
@@ -180,6 +181,7 @@ int zk_uri_parse(const char *rest, struct zk_uri *u, char *err, size_t errlen)
 	return 0;
 }
 
+/* backend.h's check_uri: the URI parses (@rest: after "zk:") */
 int zk_check_uri(const char *rest, char *err, size_t errlen)
 {
 	struct zk_uri u;

@@ -66,8 +66,10 @@
 
 #include "backend/util/log.h"
 #include "backend/zk/internal.h"
+
 /* ---- waiters --------------------------------------------------------- */
 
+/* mutex held: the waiter of @id, or NULL (decided or cancelled) */
 struct zk_waiter *zk_waiter_find(struct zk_backend *zb, uint64_t id)
 {
 	for (struct zk_waiter *w = zb->waiters; w; w = w->next)
@@ -477,6 +479,11 @@ out:
 
 /* ---- the thread ------------------------------------------------------ */
 
+/*
+ * The worker: one piece of work per round, in this order - a new session,
+ * an expiry, a reconnection's kicks, reconciling, a held-node event, a
+ * kicked waiter - then sleep on zb->cond until the next wake_at.
+ */
 void *zk_worker_main(void *arg)
 {
 	struct zk_backend *zb = arg;
