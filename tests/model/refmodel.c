@@ -282,8 +282,8 @@ static bool ff_grantable(const struct m_model *m, size_t i, bool *jumped)
 			const struct m_node *f = &m->v[k];
 
 			/* a jumped node of ours blocks e wherever it is
-			 * (zookeeper.c folds an owner's bytes into its newest
-			 * node and marks it jumped) */
+			 * (backend/zk/owner.c folds an owner's bytes into its
+			 * newest node and marks it jumped) */
 			exempt = f->granted && f->key == nd->key &&
 				 same_place(f, nd->res, nd->space) &&
 				 (f->seq < e->seq || f->jumped) &&

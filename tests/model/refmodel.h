@@ -23,7 +23,7 @@
  *    and blocks the earlier nodes it overtook.  Reductions (unlock,
  *    downgrade, close) change the owner's nodes in place; growth makes a
  *    new node that queues, and once granted trims the owner's older
- *    nodes.  See the head of backend/zookeeper.c.
+ *    nodes.  See the head of backend/zk/grant.c.
  *
  * Both: flock(2) is the whole file; the same mode again is a no-op; a
  * conversion first drops the old lock (waking others), then asks for the

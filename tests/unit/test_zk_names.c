@@ -1,5 +1,5 @@
 /*
- * test_zk_names.c - unit tests of backend/zk_names.c (resource name ->
+ * test_zk_names.c - unit tests of backend/zk/names.c (resource name ->
  * znode component, SHA-256) and of the zk:// URI check.
  *
  * The encoding must be valid for ZooKeeper (no '/', NUL, "." or ".."
@@ -7,7 +7,7 @@
  * randomized round trip, and against known SHA-256 vectors.
  */
 #include "backend/backend.h"
-#include "backend/zk_names.h"
+#include "backend/zk/names.h"
 
 #include <check.h>
 #include <errno.h>

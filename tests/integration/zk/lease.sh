@@ -6,7 +6,7 @@
 # runs first: the write is checked against the session's trusted-until
 # deadline, not against a "lost" mark that arrives later.  The daemon is
 # made slow to notice the loss (DLOCKFS_TEST_ZK_ABANDON_DELAY_MS, see
-# backend/zookeeper.c), so only the clock can refuse the write.
+# backend/zk/internal.h), so only the clock can refuse the write.
 set -euo pipefail
 here=$(dirname "$0")
 . "$here/../lib.sh"

@@ -6,7 +6,7 @@
 #  2. A daemon lists its own queued request as waiting until it has
 #     processed the grant, even when its predecessor is already gone: the
 #     daemon is made slow to notice (DLOCKFS_TEST_ZK_KICK_DELAY_MS, see
-#     backend/zookeeper.c), and while its waiter has not got the lock, the
+#     backend/zk/internal.h), and while its waiter has not got the lock, the
 #     daemon must not list that waiter as a holder.
 set -euo pipefail
 here=$(dirname "$0")

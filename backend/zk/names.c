@@ -1,19 +1,22 @@
 /*
- * zk_names.c - resource name -> znode component, and a small SHA-256
- * (FIPS 180-4) so that long names fit without a new dependency.
+ * names.c - resource name -> znode component, and a small SHA-256
+ * (FIPS 180-4) so that long names fit without a new dependency; hex.
  *
  * Collision-free: a plain encoding is one-to-one (every unsafe byte, '%'
  * included, becomes %XX with upper-case digits), never starts with "h-"
  * (a leading 'h' of "h-..." is written %68), is never "." or "..", and
  * the empty name is "%" alone, which no other encoding produces.
  *
- * See zk_names.h for the encoding and why it is collision-free.
+ * See names.h for the encoding and why it is collision-free.
+ *
+ * Owns: the encoding, its inverse, SHA-256, hex.  Does not: build paths,
+ * touch ZooKeeper, allocate.  Locking: none (pure; any thread).
  */
-#include "backend/zk_names.h"
+#include "backend/zk/names.h"
 
 #include <string.h>
 
-/* ---- SHA-256 ------------------------------------------------------------ */
+/* ---- SHA-256 --------------------------------------------------------- */
 
 static const uint32_t sha_k[64] = {
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
@@ -118,7 +121,7 @@ void zk_sha256_final(struct zk_sha256 *c, uint8_t out[32])
 	}
 }
 
-/* ---- names ------------------------------------------------------------- */
+/* ---- names ----------------------------------------------------------- */
 
 static const char hexdig[] = "0123456789abcdef";
 

@@ -1,6 +1,7 @@
 /*
- * zk_names.h - resource names as ZooKeeper znode components, and the
- * SHA-256 that makes long names fit.
+ * names.h - resource names as ZooKeeper znode components, and the
+ * SHA-256 that makes long names fit.  The one header of backend/zk/ that
+ * is not private: the unit tests (tests/unit/test_zk_names.c) use it.
  *
  * A resource is any byte string (a path relative to the mount root); a
  * znode component may not hold '/', NUL, nor be "." or "..", and should
@@ -12,7 +13,9 @@
  * collide only through SHA-256, and the backend stores the full name in
  * every node's data and ignores nodes of a different full name anyway.
  *
- * Pure: no I/O, no allocation, no ZooKeeper.
+ * Pure: no I/O, no allocation, no ZooKeeper, no shared state, so no
+ * locking: callable from any thread.  Does not know paths (the backend
+ * prefixes CHROOT/r/, internal.h) nor node data (codec.c).
  */
 #ifndef DL_ZK_NAMES_H
 #define DL_ZK_NAMES_H

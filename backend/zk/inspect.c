@@ -1,0 +1,358 @@
+/*
+ * inspect.c - getlk, list and break_lock: reading (and, for a break,
+ * deleting) everybody's request nodes of a resource.
+ *
+ * Inspection.  list() reads a resource's children in one call and their
+ * data in pipelined gets (grant.c, zk_snapshot); our own nodes are
+ * reported held only once this daemon has processed their grant
+ * (zk_mark_local: by the rule alone, a node whose predecessor just went
+ * looks held while its request still waits - a wait-for cycle that never
+ * existed); since_ms is the node's ctime on the server, the same on every
+ * host.  An owner's granted pieces are merged as POSIX merges them, each
+ * keeping its own token.  list(NULL) walks every resource; a hashed
+ * resource name cannot be decoded, so its locks are reported unnamed.
+ *
+ * Breaks.  break_lock deletes every granted node of a resource, of any
+ * host; waiting nodes stay, so waiters are served in order.  Each
+ * holder's daemon learns it through the watch on its node (worker.c).
+ *
+ * Owns: the reports (struct dl_lock_info) and the break.  Does not: the
+ * rule (grant.c: zk_classify_snap), nor report anything to backend.h's
+ * callbacks (the holders' workers do).
+ *
+ * Locking.  Caller's thread, no owner's busy flag: these only read
+ * ZooKeeper (a break deletes other hosts' nodes too, as ZooKeeper lets
+ * anybody), holding a session reference, zb->mutex dropped.
+ * zk_mark_local reads our owners' node lists under zb->mutex, in one
+ * critical section per snapshot, with no ZooKeeper call in it.  Callbacks
+ * of list() (@fn) run with no mutex held.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/util/log.h"
+#include "backend/zk/internal.h"
+
+/* info about piece @rl of node @c */
+static void zk_fill(const struct zk_backend *zb, const struct zk_child *c,
+		    const struct dl_range_lock *rl, struct dl_lock_info *info)
+{
+	*info = (struct dl_lock_info){
+		.space = (enum dl_space)c->space,
+		.type = rl->type,
+		.start = rl->start,
+		.end = rl->end,
+		.owner = c->owner,
+		.mine = c->inc == zb->incarnation,
+		.waiting = !c->granted,
+		.pid = c->pid,
+		.token = c->granted ? (uint64_t)c->st.czxid : 0,
+		.since_ms = c->st.ctime ? c->st.ctime : c->since,
+	};
+	snprintf(info->host, sizeof(info->host), "%s", c->host);
+}
+
+/* which nodes of @snap (children of @parent) are ours, and held here */
+static void zk_mark_local(struct zk_backend *zb, const char *parent,
+			  struct zk_snap *snap)
+{
+	char path[ZK_PATH_MAX];
+
+	pthread_mutex_lock(&zb->mutex);
+	for (size_t i = 0; i < snap->n; i++) {
+		struct zk_child *c = &snap->v[i];
+		struct zk_node *n = NULL;
+
+		c->local = -1;
+		if (!c->valid || c->inc != zb->incarnation)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", parent, c->name);
+		c->local = zb->sess &&
+			   zk_held_find(zb, path, zb->sess->gen, &n) &&
+			   n->ranges.n;
+	}
+	pthread_mutex_unlock(&zb->mutex);
+}
+
+/* a snapshot of @resource (@name_hex NULL: of the encoded @enc) */
+static int zk_read_resource(struct zk_backend *zb, const char *resource,
+			    const char *enc, struct zk_snap *snap)
+{
+	char parent[ZK_PARENT_MAX], e[ZK_NAME_BUF], *hex = NULL;
+	struct zk_sess *s;
+	int ret;
+
+	if (resource) {
+		size_t len = strlen(resource);
+
+		hex = malloc(2 * len + 1);
+		if (!hex)
+			return -ENOMEM;
+		zk_hex(resource, len, hex);
+		zk_name_encode(resource, len, e);
+		enc = e;
+	}
+	snprintf(parent, sizeof(parent), "%s/%s", zb->base_path, enc);
+	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
+	if (ret == 0) {
+		ret = zk_snapshot(s->zh, parent, hex, NULL, 0, snap);
+		zk_sess_put(zb, s);
+	}
+	free(hex);
+	if (ret == -ENOENT) {
+		snap->v = NULL;
+		snap->n = 0;
+		ret = 0;
+	}
+	if (ret == 0) {
+		zk_mark_local(zb, parent, snap);
+		zk_classify_snap(snap);
+	}
+	return ret;
+}
+
+/*
+ * The granted locks of the owner of snap->v[i], merged as POSIX merges
+ * them (adjacent pieces of one type held through several nodes are one
+ * lock).  Returns false when an earlier node of the owner already
+ * reported them (so each owner is reported once).
+ */
+static bool zk_merge_owner(const struct zk_snap *snap, size_t i,
+			   struct dl_range_set *merged)
+{
+	const struct zk_child *c = &snap->v[i];
+
+	for (size_t j = 0; j < i; j++) {
+		const struct zk_child *o = &snap->v[j];
+
+		if (o->valid && o->granted && o->space == c->space &&
+		    o->inc == c->inc && o->owner == c->owner)
+			return false;
+	}
+	for (size_t j = i; j < snap->n; j++) {
+		const struct zk_child *o = &snap->v[j];
+
+		if (!o->valid || !o->granted || o->space != c->space ||
+		    o->inc != c->inc || o->owner != c->owner)
+			continue;
+		for (size_t k = 0; k < o->ranges.n; k++) {
+			struct dl_range_lock rl = o->ranges.v[k];
+
+			rl.token = (uint64_t)o->st.czxid;
+			rl.since_ms = o->st.ctime;
+			rl.pid = o->pid;
+			range_set_apply(merged, &rl);
+		}
+	}
+	return true;
+}
+
+/* info about merged lock @rl of @c's owner */
+static void zk_fill_merged(const struct zk_backend *zb,
+			   const struct zk_child *c,
+			   const struct dl_range_lock *rl,
+			   struct dl_lock_info *info)
+{
+	struct zk_child tmp = *c;
+
+	tmp.st.czxid = (int64_t)rl->token;
+	tmp.st.ctime = rl->since_ms;
+	tmp.pid = rl->pid;
+	zk_fill(zb, &tmp, rl, info);
+}
+
+/* getlk(): the conflicting lock with the lowest start: 1 found, 0 none */
+int zk_getlk(struct dl_backend *be, const struct dl_lock_req *req,
+	     struct dl_lock_info *conflict)
+{
+	struct zk_backend *zb = zk_of(be);
+	struct dl_range_lock want = { .start = req->start,
+				      .end = req->end,
+				      .type = req->type,
+				      .owner = 1 };
+	struct dl_range_lock best = { 0 };
+	size_t bi = 0;
+	bool found = false;
+	struct zk_snap snap;
+	int ret;
+
+	if (!zk_req_valid(req, false))
+		return -EINVAL;
+	ret = zk_read_resource(zb, req->resource, NULL, &snap);
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < snap.n; i++) {
+		const struct zk_child *c = &snap.v[i];
+		struct dl_range_set merged = { 0 };
+
+		if (!c->valid || !c->granted || c->space != (int)req->space ||
+		    (c->inc == zb->incarnation && c->owner == req->owner) ||
+		    !zk_merge_owner(&snap, i, &merged))
+			continue;
+		for (size_t k = 0; k < merged.n; k++) {
+			struct dl_range_lock held = merged.v[k];
+
+			held.owner = 2;
+			if (range_conflicts(&held, &want) &&
+			    (!found || held.start < best.start)) {
+				best = merged.v[k];
+				bi = i;
+				found = true;
+			}
+		}
+		range_set_free(&merged);
+	}
+	if (found)
+		zk_fill_merged(zb, &snap.v[bi], &best, conflict);
+	zk_snap_free(&snap);
+	return found;
+}
+
+/* report @snap: holders (merged per owner) then waiters; 1 when @fn stopped */
+/* @resource names the snapshot's resource in each info (NULL: unknown) */
+static int zk_report(struct zk_backend *zb, struct zk_snap *snap,
+		     const char *resource, dl_lock_info_fn fn, void *arg)
+{
+	struct dl_lock_info info;
+
+	for (size_t i = 0; i < snap->n; i++) {
+		struct zk_child *c = &snap->v[i];
+		struct dl_range_set merged = { 0 };
+
+		if (!c->valid || !c->granted ||
+		    !zk_merge_owner(snap, i, &merged))
+			continue;
+		for (size_t k = 0; k < merged.n; k++) {
+			zk_fill_merged(zb, c, &merged.v[k], &info);
+			info.resource = resource;
+			if (fn(&info, arg)) {
+				range_set_free(&merged);
+				return 1;
+			}
+		}
+		range_set_free(&merged);
+	}
+	for (size_t i = 0; i < snap->n; i++) {
+		struct zk_child *c = &snap->v[i];
+
+		if (!c->valid || c->granted)
+			continue;
+		for (size_t k = 0; k < c->ranges.n; k++) {
+			zk_fill(zb, c, &c->ranges.v[k], &info);
+			info.resource = resource;
+			if (fn(&info, arg))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* list(): every lock of @resource (NULL: of every resource) */
+int zk_list(struct dl_backend *be, const char *resource, dl_lock_info_fn fn,
+	    void *arg)
+{
+	struct zk_backend *zb = zk_of(be);
+	struct String_vector kids = { 0 };
+	struct zk_snap snap;
+	struct zk_sess *s;
+	int ret, rc;
+
+	if (resource) {
+		ret = zk_read_resource(zb, resource, NULL, &snap);
+		if (ret == 0)
+			zk_report(zb, &snap, resource, fn, arg);
+		zk_snap_free(&snap);
+		return ret;
+	}
+	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
+	if (ret < 0)
+		return ret;
+	rc = zoo_get_children(s->zh, zb->base_path, 0, &kids);
+	zk_sess_put(zb, s);
+	if (rc != ZOK)
+		return zk_errno(rc);
+	for (int i = 0; i < kids.count && ret == 0; i++) {
+		/* a hashed name cannot be decoded: its locks go unnamed */
+		char name[ZK_NAME_BUF * 4];
+		bool named = zk_name_decode(kids.data[i], name, sizeof(name)) >=
+			     0;
+
+		ret = zk_read_resource(zb, NULL, kids.data[i], &snap);
+		if (ret == 0 &&
+		    zk_report(zb, &snap, named ? name : NULL, fn, arg))
+			i = kids.count;
+		zk_snap_free(&snap);
+	}
+	deallocate_String_vector(&kids);
+	return ret;
+}
+
+/*
+ * An administrator breaks @resource: every granted request node goes (of
+ * any host; waiting ones stay, so the waiters are served in order).  Each
+ * holder's daemon learns it through the watch on its node.  0, -ENOENT
+ * when nothing was held, -ENOLCK when ZooKeeper is unreachable.
+ */
+int zk_break_lock(struct dl_backend *be, const char *resource)
+{
+	struct zk_backend *zb = zk_of(be);
+	char parent[ZK_PARENT_MAX], enc[ZK_NAME_BUF], path[ZK_PATH_MAX];
+	size_t len = strlen(resource), removed = 0;
+	struct zk_snap snap;
+	struct zk_sess *s;
+	char *hex;
+	int ret;
+
+	hex = malloc(2 * len + 1);
+	if (!hex)
+		return -ENOMEM;
+	zk_hex(resource, len, hex);
+	zk_name_encode(resource, len, enc);
+	snprintf(parent, sizeof(parent), "%s/%s", zb->base_path, enc);
+	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
+	if (ret < 0)
+		goto out_free;
+	ret = zk_snapshot(s->zh, parent, hex, NULL, 0, &snap);
+	if (ret == -ENOENT)
+		goto out_sess;
+	if (ret < 0)
+		goto out_sess;
+	zk_mark_local(zb, parent, &snap);
+	zk_classify_snap(&snap);
+	for (size_t i = 0; i < snap.n; i++) {
+		const struct zk_child *c = &snap.v[i];
+		int rc;
+
+		if (!c->valid || !c->granted || !c->ranges.n)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", parent, c->name);
+		rc = zoo_delete(s->zh, path, -1);
+		if (rc == ZOK) {
+			removed++;
+			dl_log(DL_LOG_INFO,
+			       "zk: break %s: removed %s (host=%s "
+			       "owner=%016" PRIx64 ")",
+			       resource, c->name, c->host, c->owner);
+		} else if (rc != ZNONODE) {
+			dl_log(DL_LOG_WARNING, "zk: break %s: delete %s: %s",
+			       resource, path, zerror(rc));
+			ret = zk_errno(rc);
+			break;
+		}
+	}
+	zk_snap_free(&snap);
+	if (ret == 0) {
+		dl_log(DL_LOG_NOTICE,
+		       "zk: lock of %s broken (%zu request node(s) removed)",
+		       resource, removed);
+		ret = removed ? 0 : -ENOENT;
+	}
+out_sess:
+	zk_sess_put(zb, s);
+out_free:
+	free(hex);
+	return ret;
+}
