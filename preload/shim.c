@@ -45,6 +45,14 @@
  * in flight, so a blocked waiter never holds up another thread); the pool
  * and the tables below have their own mutexes, never held across a call
  * to the daemon.  Only the intercepted symbols are exported.
+ *
+ * Why one file of ~1,400 lines: an interposer's state (the real libc
+ * entry points, the configuration, the descriptor and fence tables, the
+ * connection pool) is shared by every part of it, and must never be
+ * reachable from the program it is loaded into.  In one file all of it is
+ * static, and the sections below (configuration; which descriptors are
+ * ours; the connection pool; talking to the daemon; the lock calls; the
+ * exported symbols) read in the order a call goes through them.
  */
 /* define fcntl and lockf themselves, not the fcntl64/lockf64 redirects */
 #undef _FILE_OFFSET_BITS

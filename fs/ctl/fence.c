@@ -88,10 +88,8 @@ static void fence_mark(struct ctl_proc *p, dev_t dev, ino_t ino)
 /* a lock of @l->owner on @l->obj is lost: fence its holders' writes */
 void ctl_fence_lost(struct ctlsock *cs, const struct ctl_lost *l)
 {
-	struct ctl_obj *o;
+	struct ctl_obj *o = ctl_obj_by_id(cs, l->obj);
 
-	for (o = cs->objs; o && o->id != l->obj; o = o->next)
-		;
 	if (!o || o->named)
 		return;
 	for (struct ctl_proc *p = cs->procs; p; p = p->next)

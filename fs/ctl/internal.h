@@ -30,6 +30,11 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+/* uthash: a failed allocation leaves the table as it was (we check),
+ * instead of exiting */
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
 #include "backend/backend.h"
 #include "fs/ctl/policy.h"
 #include "fs/ctl/proto.h"
@@ -56,7 +61,10 @@ struct ctl_ep {
 
 /* a lockable thing: a file (dev, ino, cluster name) or a named lock */
 struct ctl_obj {
-	struct ctl_obj *next;
+	UT_hash_handle hh;    /* cs->objs, by @key */
+	UT_hash_handle hh_id; /* cs->objs_by_id, by @id */
+	char *key;	      /* named, dev, ino, name (ctl_obj_key) */
+	size_t keylen;
 	uint64_t id; /* the manager's obj: CTL_OBJ_TAG | n */
 	dev_t dev;
 	ino_t ino;
@@ -66,7 +74,8 @@ struct ctl_obj {
 };
 
 struct ctl_proc {
-	struct ctl_proc *next;
+	struct ctl_proc *next; /* cs->procs: every record */
+	UT_hash_handle hh;     /* cs->live, by @pid, while not @dead */
 	pid_t pid;
 	int pidfd;
 	uint64_t owner;
@@ -142,7 +151,7 @@ struct ctl_conn {
  * flock, OFD or named lock).
  */
 struct ctl_user {
-	struct ctl_user *next;
+	UT_hash_handle hh; /* cs->users, by @uid */
 	uid_t uid;
 	unsigned conns, waits, locks;
 	unsigned refs; /* process and description records charged to it */
@@ -240,7 +249,8 @@ struct ctlsock {
 	struct ctl_conn *conns;
 	struct ctl_proc *procs;
 	struct ctl_desc *descs;
-	struct ctl_obj *objs;
+	struct ctl_obj *objs, *objs_by_id; /* uthash */
+	struct ctl_proc *live;		   /* uthash of the live @procs */
 	struct ctl_user *users;
 	uint64_t next_obj, next_owner;
 	int64_t accept_backoff_until_ms, log_quiet_until_ms;
@@ -295,6 +305,7 @@ void ctl_user_free_maybe(struct ctlsock *cs, struct ctl_user *u);
 struct ctl_obj *ctl_obj_get(struct ctlsock *cs, dev_t dev, ino_t ino,
 			    bool named, const char *name);
 void ctl_obj_put(struct ctlsock *cs, struct ctl_obj *o);
+struct ctl_obj *ctl_obj_by_id(struct ctlsock *cs, uint64_t id);
 int ctl_objset_add(struct ctl_obj ***v, size_t *n, size_t *cap,
 		   struct ctl_obj *o);
 void ctl_objset_del(struct ctlsock *cs, struct ctl_obj **v, size_t *n,

@@ -62,72 +62,116 @@
 
 struct ctl_user *ctl_user_get(struct ctlsock *cs, uid_t uid)
 {
-	struct ctl_user *u;
+	struct ctl_user *u, *in;
 
-	for (u = cs->users; u; u = u->next)
-		if (u->uid == uid)
-			return u;
+	HASH_FIND(hh, cs->users, &uid, sizeof(uid), u);
+	if (u)
+		return u;
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return NULL;
 	u->uid = uid;
-	u->next = cs->users;
-	cs->users = u;
+	HASH_ADD(hh, cs->users, uid, sizeof(u->uid), u);
+	HASH_FIND(hh, cs->users, &uid, sizeof(uid), in);
+	if (in != u) { /* out of memory */
+		free(u);
+		return NULL;
+	}
 	return u;
 }
 
 void ctl_user_free_maybe(struct ctlsock *cs, struct ctl_user *u)
 {
-	struct ctl_user **pp;
-
 	if (!u || u->conns || u->waits || u->locks || u->refs)
 		return;
-	for (pp = &cs->users; *pp != u; pp = &(*pp)->next)
-		;
-	*pp = u->next;
+	HASH_DELETE(hh, cs->users, u);
 	free(u);
+}
+
+/* an object's hash key: named, dev, ino and name, malloc'd */
+static char *ctl_obj_key(dev_t dev, ino_t ino, bool named, const char *name,
+			 size_t *len)
+{
+	uint64_t d = (uint64_t)dev, i = (uint64_t)ino;
+	size_t nlen = strlen(name);
+	char *k = malloc(1 + 2 * sizeof(uint64_t) + nlen);
+
+	if (!k)
+		return NULL;
+	k[0] = named;
+	memcpy(k + 1, &d, sizeof(d));
+	memcpy(k + 1 + sizeof(d), &i, sizeof(i));
+	memcpy(k + 1 + 2 * sizeof(d), name, nlen);
+	*len = 1 + 2 * sizeof(uint64_t) + nlen;
+	return k;
+}
+
+static void ctl_obj_free(struct ctl_obj *o)
+{
+	free(o->key);
+	free(o->name);
+	free(o);
 }
 
 struct ctl_obj *ctl_obj_get(struct ctlsock *cs, dev_t dev, ino_t ino,
 			    bool named, const char *name)
 {
-	struct ctl_obj *o;
+	struct ctl_obj *o, *in;
+	size_t klen;
+	char *key = ctl_obj_key(dev, ino, named, name, &klen);
 
-	for (o = cs->objs; o; o = o->next)
-		if (o->named == named && o->dev == dev && o->ino == ino &&
-		    strcmp(o->name, name) == 0) {
-			o->refs++;
-			return o;
-		}
-	o = calloc(1, sizeof(*o));
-	if (!o)
+	if (!key)
 		return NULL;
-	o->name = strdup(name);
-	if (!o->name) {
+	HASH_FIND(hh, cs->objs, key, klen, o);
+	if (o) {
+		free(key);
+		o->refs++;
+		return o;
+	}
+	o = calloc(1, sizeof(*o));
+	if (!o || !(o->name = strdup(name))) {
 		free(o);
+		free(key);
 		return NULL;
 	}
+	o->key = key;
+	o->keylen = klen;
 	o->id = CTL_OBJ_TAG | ++cs->next_obj;
 	o->dev = dev;
 	o->ino = ino;
 	o->named = named;
 	o->refs = 1;
-	o->next = cs->objs;
-	cs->objs = o;
+	HASH_ADD_KEYPTR(hh, cs->objs, o->key, o->keylen, o);
+	HASH_FIND(hh, cs->objs, key, klen, in);
+	if (in != o) { /* out of memory */
+		ctl_obj_free(o);
+		return NULL;
+	}
+	HASH_ADD(hh_id, cs->objs_by_id, id, sizeof(o->id), o);
+	HASH_FIND(hh_id, cs->objs_by_id, &o->id, sizeof(o->id), in);
+	if (in != o) {
+		HASH_DELETE(hh, cs->objs, o);
+		ctl_obj_free(o);
+		return NULL;
+	}
+	return o;
+}
+
+struct ctl_obj *ctl_obj_by_id(struct ctlsock *cs, uint64_t id)
+{
+	struct ctl_obj *o;
+
+	HASH_FIND(hh_id, cs->objs_by_id, &id, sizeof(id), o);
 	return o;
 }
 
 void ctl_obj_put(struct ctlsock *cs, struct ctl_obj *o)
 {
-	struct ctl_obj **p;
-
 	if (!o || --o->refs)
 		return;
-	for (p = &cs->objs; *p != o; p = &(*p)->next)
-		;
-	*p = o->next;
-	free(o->name);
-	free(o);
+	HASH_DELETE(hh, cs->objs, o);
+	HASH_DELETE(hh_id, cs->objs_by_id, o);
+	ctl_obj_free(o);
 }
 
 static bool objset_has(struct ctl_obj *const *v, size_t n,
@@ -206,6 +250,7 @@ void ctl_proc_exit(struct ctlsock *cs, struct ctl_proc *p)
 	while (p->nposix)
 		ctl_proc_release_posix(cs, p, p->nposix - 1);
 	p->dead = true;
+	HASH_DELETE(hh, cs->live, p);
 	ctl_ep_del(cs, p->pidfd);
 	close(p->pidfd);
 	p->pidfd = -1;
@@ -221,11 +266,10 @@ void ctl_proc_exit(struct ctlsock *cs, struct ctl_proc *p)
 struct ctl_proc *ctl_proc_get(struct ctlsock *cs, pid_t pid, int pidfd,
 			      struct ctl_user *u)
 {
-	struct ctl_proc *p;
+	struct ctl_proc *p, *in;
 
-	for (p = cs->procs; p; p = p->next) {
-		if (p->pid != pid || p->dead)
-			continue;
+	HASH_FIND(hh, cs->live, &pid, sizeof(pid), p);
+	if (p) {
 		if (!ctl_pidfd_exited(p->pidfd)) {
 			close(pidfd);
 			return p;
@@ -233,7 +277,6 @@ struct ctl_proc *ctl_proc_get(struct ctlsock *cs, pid_t pid, int pidfd,
 		/* that pid died and was reused before we noticed */
 		ctl_proc_exit(cs, p);
 		ctl_proc_free_maybe(cs, p);
-		break;
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
@@ -251,6 +294,14 @@ struct ctl_proc *ctl_proc_get(struct ctlsock *cs, pid_t pid, int pidfd,
 		return NULL;
 	}
 	p->owner = CTL_OWNER_TAG | ++cs->next_owner;
+	HASH_ADD(hh, cs->live, pid, sizeof(p->pid), p);
+	HASH_FIND(hh, cs->live, &pid, sizeof(pid), in);
+	if (in != p) { /* out of memory */
+		ctl_ep_del(cs, p->pidfd);
+		close(p->pidfd);
+		free(p);
+		return NULL;
+	}
 	p->next = cs->procs;
 	cs->procs = p;
 	cs->nprocs++;

@@ -592,11 +592,14 @@ static void ctl_free(struct ctlsock *cs)
 	pthread_mutex_destroy(&cs->qmutex);
 	pthread_cond_destroy(&cs->qcond);
 	ctlpol_free(&cs->pol);
-	while (cs->users) {
-		struct ctl_user *u = cs->users;
+	{
+		struct ctl_user *u, *tmp;
 
-		cs->users = u->next;
-		free(u);
+		HASH_ITER(hh, cs->users, u, tmp)
+		{
+			HASH_DELETE(hh, cs->users, u);
+			free(u);
+		}
 	}
 	free(cs->rbuf);
 	free(cs->path);
