@@ -74,7 +74,7 @@
 #include "backend/util/log.h"
 #include "backend/range.h"
 #include "fs/ctl_policy.h"
-#include "fs/lockmgr.h"
+#include "fs/lock/lockmgr.h"
 #include "fs/proto.h"
 
 #define CTL_OBJ_TAG	      (1ULL << 63) /* FUSE inode numbers are pointers */

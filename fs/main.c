@@ -44,7 +44,7 @@
 #include "backend/util/log.h"
 #include "fs/ctlsock.h"
 #include "fs/fs.h"
-#include "fs/lockmgr.h"
+#include "fs/lock/lockmgr.h"
 #include "fs/lockops.h"
 #include "fs/proto.h"
 
