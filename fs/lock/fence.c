@@ -18,7 +18,8 @@
  *    lockmgr_file_init()) by lm_cb_lost() under lockmgr.mutex or by
  *    lockmgr_write_check() without it.  lease and nholds are written only
  *    under lockmgr.mutex (lm_file_note_grant() from hold_add(), and the
- *    hold bookkeeping of lockmgr.c) and read without it;
+ *    hold bookkeeping of lockmgr.c) and read without it, nholds first:
+ *    so a grant stores the lease before it counts the file as held;
  *  - lockmgr_write_check() and lockmgr_pid_check(): no round trip, no
  *    mutex while nothing is lost and the lease is trusted (a clock read
  *    and a few atomic loads); a scan of the holds under lockmgr.mutex
@@ -112,12 +113,18 @@ void lockmgr_set_lost_hook(struct lockmgr *lm, lockmgr_lost_fn fn, void *ctx)
  */
 void lm_file_note_grant(struct lockmgr_file *f, uint64_t lease, bool added)
 {
-	uint64_t cur = atomic_load(&f->lease);
+	/* only writers under lockmgr.mutex: nothing changes between the
+	 * loads and the stores below but lock-free readers' views */
+	uint64_t cur = added && atomic_load(&f->nholds) == 0
+			       ? 0
+			       : atomic_load(&f->lease);
 
-	if (added && atomic_fetch_add(&f->nholds, 1) == 0)
-		cur = 0;
 	if (!cur || lease < cur)
 		atomic_store(&f->lease, lease);
+	/* counted only once its lease is stored: lockmgr_write_check() must
+	 * never see the file held with the lease of holds that are gone */
+	if (added)
+		atomic_fetch_add(&f->nholds, 1);
 }
 
 void lockmgr_file_init(struct lockmgr_file *file)

@@ -412,8 +412,12 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 
 	pthread_mutex_lock(&lm->mutex);
 	w = lm_waiter_find(lm, id);
+	/* state is read under the mutex: once submitted, a callback may
+	 * complete and free the waiter at any moment */
+	if (w && w->state != W_PREPARED)
+		w = NULL;
 	pthread_mutex_unlock(&lm->mutex);
-	if (!w || w->state != W_PREPARED)
+	if (!w)
 		return;
 
 	/* w cannot go away before it is submitted: only we complete it */

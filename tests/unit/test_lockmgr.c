@@ -1119,6 +1119,65 @@ START_TEST(t_fence_lease)
 }
 END_TEST
 
+#define FENCE_ROUNDS 20000
+
+struct fence_reader {
+	struct lockmgr_file *_Atomic f; /* the file being locked now */
+	atomic_bool stop;
+	unsigned refused;
+	unsigned long checks;
+};
+
+static void *fence_reader_main(void *arg)
+{
+	struct fence_reader *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		if (lockmgr_write_check(lm, atomic_load(&r->f), 0) < 0)
+			r->refused++;
+		r->checks++;
+	}
+	return NULL;
+}
+
+/*
+ * The first lock through a file, while another thread writes through it:
+ * the writer must never see the file held before the lease of its lock is
+ * stored (it would judge the lock by lease 0, refuse, and fence the file
+ * for good).  The lease never changes here, so every refusal is wrong.
+ * (A wrong publication order is caught with some probability per round;
+ * a right one never fails.)
+ */
+START_TEST(t_fence_first_grant)
+{
+	struct lockmgr_file *files = calloc(FENCE_ROUNDS, sizeof(*files));
+	struct fence_reader rd = { .refused = 0 };
+	pthread_t t;
+
+	ck_assert_ptr_nonnull(files);
+	for (int i = 0; i < FENCE_ROUNDS; i++)
+		lockmgr_file_init(&files[i]);
+	atomic_init(&rd.f, &files[0]);
+	atomic_init(&rd.stop, false);
+	pthread_create(&t, NULL, fence_reader_main, &rd);
+	for (int i = 0; i < FENCE_ROUNDS; i++) {
+		struct lockmgr_req r = rq(1, 1, 100, DL_WRLCK, false);
+
+		r.file = &files[i];
+		atomic_store(&rd.f, &files[i]);
+		ck_assert_int_eq(lock_now(&r), 0);
+		ck_assert_int_eq(lockmgr_unlock(lm, &r), 0);
+	}
+	atomic_store(&rd.stop, true);
+	pthread_join(t, NULL);
+	ck_assert_msg(rd.refused == 0, "%u of %lu writes refused", rd.refused,
+		      rd.checks);
+	for (int i = 0; i < FENCE_ROUNDS; i++)
+		ck_assert(!atomic_load(&files[i].lost));
+	free(files);
+}
+END_TEST
+
 /* ---- what the manager shows --------------------------------------------------- */
 
 START_TEST(t_owner_shown)
@@ -1232,6 +1291,7 @@ static Suite *lockmgr_suite(void)
 	tcase_add_test(tc, t_deadlock_one_process);
 	tcase_add_test(tc, t_fence_lost_mark);
 	tcase_add_test(tc, t_fence_lease);
+	tcase_add_test(tc, t_fence_first_grant);
 	tcase_add_test(tc, t_owner_shown);
 	tcase_add_test(tc, t_describe);
 	tcase_add_test(tc, t_destroy);
