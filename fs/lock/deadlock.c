@@ -31,7 +31,11 @@
  * they are read only once a cycle is found (a second, timed walk).
  *
  * Does not: keep any state between checks, fail another host's waits, or
- * detect cycles through flock locks.
+ * detect cycles through flock locks.  Nor does it look again when the
+ * graph changes later: a wait is checked when it is queued (and once more
+ * by the timer if that check saw a cycle it was not the victim of), so a
+ * cycle closed by a grant - a lock handed to a waiter that others wait
+ * for - is seen by no check (Linux re-checks a waiter each time it wakes).
  *
  * Threads: lm_deadlock_check() runs on the thread that submitted the
  * request (a FUSE worker or the control socket's thread), right after the

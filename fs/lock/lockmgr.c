@@ -35,8 +35,9 @@
  *    call into the backend (an unlock or release that hands a lock over,
  *    a cancel that finds a grant), never with a backend lock held;
  *  - the timer thread runs lm_cancel() (lock_timeout);
- *  - lockmgr_create() and lockmgr_destroy() run on the thread that starts
- *    or stops the front-end, when no other call is in flight.
+ *  - lockmgr_create() and lockmgr_destroy() run on the main thread
+ *    (main.c, directly or through lockops_init/destroy), destroy after
+ *    the session and the control socket have stopped.
  * So done() runs on any of them: the submitter (an answer at once, a
  * deadlock found at submission, an interrupt before queueing), a backend
  * thread, the interrupting thread, the timer thread or the destroyer.
@@ -44,6 +45,12 @@
  * Locking: lockmgr.mutex only, as a leaf (internal.h): each backend call
  * and each done() is made after dropping it, and whatever a call needs
  * across it (the object) is pinned first.
+ *
+ * lockmgr_destroy() stops the timer, cancels every queued wait (-ENOLCK),
+ * releases every hold with DL_TOKEN_ALL, closes the backend, then frees
+ * what is left without an answer: a request still W_PREPARED or
+ * W_SUBMITTING (the caller's rule: none may be), or one whose cancel()
+ * said -ENOENT and whose callback the backend's close() never made.
  */
 #include "fs/lock/internal.h"
 
