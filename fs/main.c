@@ -44,10 +44,10 @@
 #include "backend/util/config.h"
 #include "backend/util/log.h"
 #include "fs/ctl/ctlsock.h"
-#include "fs/fuse/fs.h"
-#include "fs/lockmgr.h"
-#include "fs/fuse/lockops.h"
 #include "fs/ctl/proto.h"
+#include "fs/fuse/fs.h"
+#include "fs/fuse/lockops.h"
+#include "fs/lock/lockmgr.h"
 
 #define EXIT_USAGE 2
 

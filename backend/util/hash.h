@@ -6,7 +6,7 @@
  * an integer key (an id, an inode number) over a power-of-two table.
  * Neither is keyed: never use them where a client chooses the input and
  * a collision would cost more than a longer chain (owner ids shown to
- * users are SipHash, in fs/lockmgr.c).
+ * users are SipHash, in fs/lock/inspect.c).
  */
 #ifndef DL_HASH_H
 #define DL_HASH_H

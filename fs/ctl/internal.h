@@ -39,7 +39,7 @@
 #include "fs/ctl/policy.h"
 #include "fs/ctl/proto.h"
 #include "fs/ctl/ctlsock.h"
-#include "fs/lockmgr.h"
+#include "fs/lock/lockmgr.h"
 #include "fs/workq.h"
 
 #define CTL_OBJ_TAG	      (1ULL << 63) /* FUSE inode numbers are pointers */

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "backend/util/config.h"
-#include "fs/lockmgr.h"
+#include "fs/lock/lockmgr.h"
 
 struct lockmgr;
 struct pt_inode_table;

@@ -28,7 +28,7 @@
 
 #include "backend/util/log.h"
 #include "fs/grantq.h"
-#include "fs/lockmgr.h"
+#include "fs/lock/lockmgr.h"
 
 #define XATTR_PREFIX "user.dlock."
 /* the kernel's XATTR_SIZE_MAX: getxattr(2) asks for no more than this and

@@ -1,12 +1,18 @@
 /*
- * lockmgr.h - the per-host lock manager.
+ * lockmgr.h - the per-host lock manager: its whole public API.
  *
- * One manager serves every front-end (the FUSE mount now, the preload
- * socket later).  It turns front-end requests into backend requests and
- * keeps what only this host knows: which local owners hold or wait for
- * which locks through which open files, the name each locked object is
- * known by in the cluster, waits (interrupt, timeout, deadlock), and locks
- * that were lost.
+ * One manager serves every front-end (the FUSE mount: lockops.c and
+ * passthrough.c; the control socket: ctlsock.c).  It turns front-end
+ * requests into backend requests and keeps what only this host knows:
+ * which local owners hold or wait for which locks through which open
+ * files, the name each locked object is known by in the cluster, waits
+ * (interrupt, lock_timeout, deadlock), and locks that were lost.
+ *
+ * It does not: include FUSE or socket headers, reply to anyone (answers go
+ * through done()), invalidate caches (fs/grantq.c does, for lockops.c), or
+ * decide conflicts (the backend does).  Its implementation is split by
+ * concept under fs/lock/ (lockmgr.c requests, deadlock.c, timer.c,
+ * fence.c, inspect.c; internal.h is private to them).
  *
  * An object ("obj") is what a front-end locks: the FUSE inode number, or
  * an id of the control socket's own (ctlsock.c, high bit set).  Its
@@ -16,8 +22,15 @@
  *
  * Requests complete through a callback: lockmgr_submit() calls done()
  * exactly once, either before it returns or later from whichever thread
- * learns the outcome (an unlocking thread, a backend thread, the timer).
- * done() is never called with a manager mutex held.
+ * learns the outcome (an unlocking thread, a backend thread, the timer,
+ * an interrupting thread).  done() is never called with a manager mutex
+ * held.
+ *
+ * Rules for callers: every function may be called from any thread, with
+ * no lock of the caller's that the manager's callbacks (done(), the lost
+ * hook, conf.name) also take; conf.name runs on the calling thread without
+ * a manager mutex.  lockmgr_destroy() only once no other call is in flight
+ * and no request is between lockmgr_prepare() and lockmgr_submit().
  */
 #ifndef DL_LOCKMGR_H
 #define DL_LOCKMGR_H
