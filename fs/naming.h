@@ -14,7 +14,7 @@
  * a file locked and then renamed or unlinked keeps its name.
  *
  * Files outside any mount are named by the daemon's paths= labels
- * (ctl_policy.h).  No FUSE here; no allocation but the result.
+ * (fs/ctl/policy.h).  No FUSE here; no allocation but the result.
  */
 #ifndef DL_NAMING_H
 #define DL_NAMING_H

@@ -17,7 +17,7 @@
  *    any close.  A child after fork() holds none (the daemon knows it by
  *    its own pid); exec keeps them (same pid).
  *  - flock and OFD locks belong to the open file description: the daemon
- *    keeps a duplicate and finds "last close" itself (see fs/ctlsock.c),
+ *    keeps a duplicate and finds "last close" itself (see fs/ctl/owners.c),
  *    so they follow the description across fork, exec and children that
  *    do not even run the shim.
  *  - A blocking wait is a read on our connection: a signal whose handler

@@ -26,7 +26,7 @@ struct ctlsock_conf {
 	const char *mountpoint;		/* the mount (files in it are named as
 				      the mount names them), or NULL */
 	const struct dl_config *config; /* paths, shared_names, limits
-					   (ctl_policy.h), or NULL */
+					   (fs/ctl/policy.h), or NULL */
 };
 
 /*

@@ -1,6 +1,6 @@
 /*
- * ctl_policy.c - the control socket's policy from the daemon's own
- * configuration (see ctl_policy.h).
+ * policy.c - the control socket's policy from the daemon's own
+ * configuration (see policy.h).
  *
  * Syntax (config file "key = value", or -o key=value):
  *   paths = LABEL=PREFIX:LABEL=PREFIX...     files the shim may lock

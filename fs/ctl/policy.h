@@ -1,5 +1,5 @@
 /*
- * ctl_policy.h - what the control socket lets a local client do, as the
+ * policy.h - what the control socket lets a local client do, as the
  * daemon's root-owned configuration says (DESIGN §7): which files it
  * names and how (paths), which named-lock namespaces are shared with a
  * group (shared_names), and how much one uid may hold (limits).

@@ -2,7 +2,7 @@
  * fs.h - state shared by the parts of the dlockfs daemon.
  *
  * passthrough.c owns the inode table and the file handles; lockops.c and
- * lockmgr.c own everything about locks.  They meet here: struct dl_fs is
+ * fs/lock/ own everything about locks.  They meet here: struct dl_fs is
  * the per-mount state reached from fuse_req_userdata(), struct dl_file is
  * fi->fh of every open regular file.
  */

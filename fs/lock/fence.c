@@ -13,7 +13,7 @@
  *    the loss keeps the hold lost;
  *  - the lease page: the struct dl_lease the backend keeps, in a sealed
  *    one-page memfd when possible (shared read-only with shim clients by
- *    ctlsock.c), else on the heap;
+ *    fs/ctl/), else on the heap;
  *  - struct lockmgr_file's atomics.  lost is set (never cleared, but by
  *    lockmgr_file_init()) by lm_cb_lost() under lockmgr.mutex or by
  *    lockmgr_write_check() without it.  lease and nholds are written only
@@ -27,7 +27,7 @@
  *
  * Does not: decide that a lock is lost (the backend does, by its lease or
  * an administrator's break), release a lost lock, or fence the writes of
- * shim clients (ctlsock.c does, from the lost hook, with its fence pages).
+ * shim clients (fs/ctl/fence.c does, from the lost hook, with its fence pages).
  *
  * Threads: lm_cb_lost() runs on a backend thread (redis watchdog or
  * subscriber, zk worker) or on the thread of another backend call (a

@@ -28,8 +28,8 @@
  * Threads that run this file:
  *  - front-end threads: FUSE workers (lockops.c: setlk, flock, flush,
  *    release; the FUSE interrupt callback, with libfuse's request lock
- *    held, for lockmgr_interrupt()) and the control socket's thread
- *    (ctlsock.c) call prepare/submit/interrupt/unlock/getlk/release_*;
+ *    held, for lockmgr_interrupt()) and the control socket's thread and
+ *    workers (fs/ctl/) call prepare/submit/interrupt/unlock/getlk/release_*;
  *  - backend threads run cb_granted() and cb_failed(): a backend's own
  *    thread (redis subscriber/keeper, zk worker) or the thread of another
  *    call into the backend (an unlock or release that hands a lock over,

@@ -2,7 +2,7 @@
  * lockmgr.h - the per-host lock manager: its whole public API.
  *
  * One manager serves every front-end (the FUSE mount: lockops.c and
- * passthrough.c; the control socket: ctlsock.c).  It turns front-end
+ * passthrough.c; the control socket: fs/ctl/).  It turns front-end
  * requests into backend requests and keeps what only this host knows:
  * which local owners hold or wait for which locks through which open
  * files, the name each locked object is known by in the cluster, waits
@@ -15,7 +15,7 @@
  * fence.c, inspect.c; internal.h is private to them).
  *
  * An object ("obj") is what a front-end locks: the FUSE inode number, or
- * an id of the control socket's own (ctlsock.c, high bit set).  Its
+ * an id of the control socket's own (fs/ctl/owners.c, high bit set).  Its
  * resource name (the cluster-wide name) is looked up once, when the first
  * lock or wait on it starts, and kept while any remains, so a rename of a
  * locked file cannot make its unlock miss.
