@@ -570,6 +570,8 @@ static int do_closed(struct ctl_req *r)
 	dev_t dev = (dev_t)r->m->dev;
 	ino_t ino = (ino_t)r->m->ino;
 
+	if (r->fd >= 0)
+		return -EBADMSG; /* CLOSED names a file, never passes one */
 	/* as on a local filesystem: any close drops the process's POSIX
 	 * locks on the file */
 	for (size_t i = p->nposix; i-- > 0;)
@@ -720,6 +722,15 @@ static int do_break(struct ctl_req *r)
 	return 1;
 }
 
+/* the handler of each request type; 1: it answers (or needs no answer) */
+static int (*const ctl_handlers[DLP_TYPE_MAX])(struct ctl_req *r) = {
+	[DLP_LOCK] = do_lock,	    [DLP_UNLOCK] = do_unlock,
+	[DLP_GETLK] = do_getlk,	    [DLP_CLOSED] = do_closed,
+	[DLP_CANCEL] = do_cancel,   [DLP_STATUS] = do_status,
+	[DLP_LIST] = ctl_do_list,   [DLP_BREAK] = do_break,
+	[DLP_FENCE] = ctl_do_fence,
+};
+
 /* serve one decoded request; false when the connection must go */
 bool ctl_conn_request(struct ctlsock *cs, struct ctl_conn *c,
 		      const struct dl_proto_msg *m, int fd)
@@ -749,38 +760,11 @@ bool ctl_conn_request(struct ctlsock *cs, struct ctl_conn *c,
 		r.why = "the process that opened this connection has exited";
 		goto out_reply;
 	}
-	switch (m->hdr.type) {
-	case DLP_LOCK:
-		ret = do_lock(&r);
-		break;
-	case DLP_UNLOCK:
-		ret = do_unlock(&r);
-		break;
-	case DLP_GETLK:
-		ret = do_getlk(&r);
-		break;
-	case DLP_CLOSED:
-		ret = fd >= 0 ? -EBADMSG : do_closed(&r);
-		break;
-	case DLP_CANCEL:
-		ret = do_cancel(&r);
-		break;
-	case DLP_STATUS:
-		ret = do_status(&r);
-		break;
-	case DLP_LIST:
-		ret = ctl_do_list(&r);
-		break;
-	case DLP_BREAK:
-		ret = do_break(&r);
-		break;
-	case DLP_FENCE:
-		ret = ctl_do_fence(&r);
-		break;
-	default:
+	if (m->hdr.type < DLP_TYPE_MAX && ctl_handlers[m->hdr.type]) {
+		ret = ctl_handlers[m->hdr.type](&r);
+	} else {
 		ret = -EBADMSG;
 		r.why = "not a request";
-		break;
 	}
 out_reply:
 	if (r.fd >= 0)
