@@ -64,7 +64,6 @@ static struct pt_dir *pt_dir_of(const struct fuse_file_info *fi)
 	return (struct pt_dir *)(uintptr_t)fi->fh;
 }
 
-
 static void pt_init(void *userdata, struct fuse_conn_info *conn)
 {
 	/* writes must reach the backing store before a lock is released */
