@@ -43,7 +43,6 @@
 #include "fs/workq.h"
 
 #define CTL_OBJ_TAG	      (1ULL << 63) /* FUSE inode numbers are pointers */
-#define CTL_OWNER_TAG	      0xd10c000000000000ULL
 #define CTL_MAX_FDS	      4
 #define CTL_MAX_OUT	      (4u << 20) /* queued ctl_reply bytes before we give up */
 #define CTL_NAME_MAX	      4096
@@ -252,7 +251,7 @@ struct ctlsock {
 	struct ctl_obj *objs, *objs_by_id; /* uthash */
 	struct ctl_proc *live;		   /* uthash of the live @procs */
 	struct ctl_user *users;
-	uint64_t next_obj, next_owner;
+	uint64_t next_obj;
 	int64_t accept_backoff_until_ms, log_quiet_until_ms;
 	unsigned log_dropped;
 	uint32_t next_cid;

@@ -293,7 +293,7 @@ struct ctl_proc *ctl_proc_get(struct ctlsock *cs, pid_t pid, int pidfd,
 		free(p);
 		return NULL;
 	}
-	p->owner = CTL_OWNER_TAG | ++cs->next_owner;
+	p->owner = lockmgr_owner_new(cs->lm);
 	HASH_ADD(hh, cs->live, pid, sizeof(p->pid), p);
 	HASH_FIND(hh, cs->live, &pid, sizeof(pid), in);
 	if (in != p) { /* out of memory */
@@ -518,7 +518,7 @@ struct ctl_desc *ctl_desc_new(struct ctlsock *cs, struct ctl_obj *o, int fd,
 		close(fd);
 		return NULL;
 	}
-	d->owner = CTL_OWNER_TAG | ++cs->next_owner;
+	d->owner = lockmgr_owner_new(cs->lm);
 	d->user = u;
 	u->refs++;
 	d->obj = o;

@@ -548,7 +548,7 @@ static int do_getlk(struct ctl_req *r)
 	if (!req_conn_owner(r, &lr.owner)) {
 		d = ctl_desc_find(cs, o, r->fd);
 		/* no record: it holds nothing, any fresh owner will do */
-		lr.owner = d ? d->owner : CTL_OWNER_TAG | ++cs->next_owner;
+		lr.owner = d ? d->owner : lockmgr_owner_new(cs->lm);
 	}
 	j = ctl_job_new(cs, JOB_GETLK);
 	if (!j) {

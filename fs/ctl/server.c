@@ -404,7 +404,7 @@ static void conn_accept(struct ctlsock *cs)
 		return;
 	}
 	c->cid = ++cs->next_cid;
-	c->owner = CTL_OWNER_TAG | ++cs->next_owner;
+	c->owner = lockmgr_owner_new(cs->lm);
 	c->ep = (struct ctl_ep){ EP_CONN, c };
 	c->proc = ctl_proc_get(cs, pid, pidfd, u);
 	if (!c->proc || ctl_ep_add(cs, fd, EPOLLIN, &c->ep) < 0) {

@@ -51,6 +51,7 @@ struct dl_fs {
 struct dl_file {
 	int fd;
 	fuse_ino_t ino;
+	uint64_t owner; /* of its flock locks (lockmgr_owner_new) */
 	/* the lock manager's fence of writes through this file */
 	struct lockmgr_file lk;
 };

@@ -182,7 +182,8 @@ static void lo_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
  * The owner of a flock lock is the open file description.  The kernel names
  * it by the address of its struct file, which a new open can reuse while
  * the old one's FUSE_RELEASE is still queued (release is asynchronous), so
- * we name it by our own file handle instead: it lives until that release.
+ * we name it by our own file handle's owner id instead (lockmgr_owner_new:
+ * never reused), which lives until that release.
  */
 static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     int op)
@@ -193,7 +194,7 @@ static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		.space = DL_SPACE_FLOCK,
 		.start = 0,
 		.end = DL_RANGE_EOF,
-		.owner = (uint64_t)(uintptr_t)dl_file_of(fi),
+		.owner = dl_file_of(fi)->owner,
 		.pid = (uint32_t)fuse_req_ctx(req)->pid,
 		.wait = !(op & LOCK_NB),
 	};

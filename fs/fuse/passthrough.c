@@ -47,7 +47,7 @@
 #include "fs/fuse/internal.h"
 #include "fs/fuse/lockops.h"
 
-static struct dl_file *pt_file_new(int fd, fuse_ino_t ino)
+static struct dl_file *pt_file_new(struct dl_fs *fs, int fd, fuse_ino_t ino)
 {
 	struct dl_file *f = malloc(sizeof(*f));
 
@@ -55,6 +55,7 @@ static struct dl_file *pt_file_new(int fd, fuse_ino_t ino)
 		return NULL;
 	f->fd = fd;
 	f->ino = ino;
+	f->owner = lockmgr_owner_new(fs->lm);
 	lockmgr_file_init(&f->lk);
 	return f;
 }
@@ -411,6 +412,7 @@ static void pt_opendir(fuse_req_t req, fuse_ino_t ino,
 	}
 	d->f.fd = fd;
 	d->f.ino = ino;
+	d->f.owner = lockmgr_owner_new(dl_fs_of(req)->lm);
 	lockmgr_file_init(&d->f.lk);
 	fi->fh = (uintptr_t)&d->f;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
@@ -536,7 +538,7 @@ static void pt_reply_open(fuse_req_t req, int fd, fuse_ino_t ino,
 			  struct fuse_file_info *fi,
 			  const struct fuse_entry_param *e)
 {
-	struct dl_file *f = pt_file_new(fd, ino);
+	struct dl_file *f = pt_file_new(dl_fs_of(req), fd, ino);
 	int res;
 
 	if (!f) {

@@ -96,6 +96,11 @@ uint64_t lockmgr_owner_shown(struct lockmgr *lm, uint64_t owner)
 	return lm_siphash24(lm->owner_key, owner);
 }
 
+uint64_t lockmgr_owner_new(struct lockmgr *lm)
+{
+	return LM_OWNER_TAG | (atomic_fetch_add(&lm->next_owner, 1) + 1);
+}
+
 /* ---- xattr text ------------------------------------------------------- */
 
 struct lm_text {

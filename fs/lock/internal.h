@@ -102,8 +102,12 @@ struct lm_waiter {
 	void *arg;
 };
 
+/* the owners lockmgr_owner_new() makes: tagged, never a kernel's */
+#define LM_OWNER_TAG 0xd10c000000000000ULL
+
 struct lockmgr {
 	struct dl_backend *be;
+	_Atomic uint64_t next_owner; /* lockmgr_owner_new() */
 	struct lockmgr_conf conf;
 	char *host_id;
 	/* the backend's lease fence, in a shared page when lease_fd >= 0 */

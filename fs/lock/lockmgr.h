@@ -176,9 +176,17 @@ int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out);
 /*
  * lockmgr_owner_shown() - the id an owner is shown by in xattrs and
  * dlockctl: a keyed hash (key drawn at start), stable while the daemon
- * runs, telling nothing of its memory (flock owners are addresses).
+ * runs, telling nothing of the owner ids themselves.
  */
 uint64_t lockmgr_owner_shown(struct lockmgr *lm, uint64_t owner);
+
+/*
+ * lockmgr_owner_new() - an owner id for an owner a front end makes itself
+ * (a FUSE open file's flock locks, a shim process, an open file
+ * description, a dlockctl connection): unique while the manager lives,
+ * never reused, tagged so that it is no kernel lock owner.  Any thread.
+ */
+uint64_t lockmgr_owner_new(struct lockmgr *lm);
 
 /* true when other hosts share the backend (and, usually, the files) */
 bool lockmgr_shared(struct lockmgr *lm);
