@@ -45,7 +45,7 @@ if [ -z "$local_only" ]; then
 	uri=redis://127.0.0.1:$port/bench
 fi
 
-"$build/fs/dlockfs" --agent -f -o "backend=$uri,host_id=agent,socket=$sock" \
+"$build/fs/dlockfs" --agent -f -o "backend=$uri,host_id=agent,socket=$sock,paths=bench=$tmp/shim" \
 	>"$tmp/agent.log" 2>&1 &
 pids+=("$!")
 bench_mount "$tmp/backing" "$tmp/mnt" "backend=$uri,host_id=mount,socket=none"
