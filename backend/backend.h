@@ -148,6 +148,10 @@ struct dl_backend_ops {
 	/* other hosts share the store (and, usually, the files): the daemon
 	 * must invalidate its kernel caches of a file after each grant */
 	bool shared;
+	/* every call is answered from this process's memory, never waiting
+	 * on I/O or on another host: a caller that must not wait (the
+	 * control socket's thread) may call it directly */
+	bool inproc;
 	/* check the part of @uri after "scheme:"; no connection is made */
 	int (*check_uri)(const char *uri, char *err, size_t errlen);
 	int (*open)(const struct dl_backend_conf *conf,

@@ -636,6 +636,7 @@ static int local_status(struct dl_backend *be, char *buf, size_t len)
 const struct dl_backend_ops dl_local_ops = {
 	.scheme = "local",
 	.guarantee = "one host only: locks live in this daemon's memory",
+	.inproc = true,
 	.check_uri = local_check_uri,
 	.open = local_open,
 	.close = local_close,

@@ -72,8 +72,8 @@ static void *workq_main(void *arg)
 		it->run(it);
 		pthread_mutex_lock(&wq->mutex);
 		self->busy = NULL;
-		/* an item of that key may be runnable now */
-		pthread_cond_broadcast(&wq->cond);
+		/* an item of that key may be runnable now: this thread takes
+		 * it on its next turn, so nobody needs waking */
 	}
 	pthread_mutex_unlock(&wq->mutex);
 	return NULL;
@@ -115,7 +115,9 @@ void workq_push(struct workq *wq, struct workq_item *it)
 	else
 		wq->head = it;
 	wq->tail = it;
-	pthread_cond_broadcast(&wq->cond);
+	/* one idle thread is enough (a busy one looks again when done);
+	 * waking them all would have them fight for the mutex */
+	pthread_cond_signal(&wq->cond);
 	pthread_mutex_unlock(&wq->mutex);
 }
 

@@ -267,7 +267,10 @@ struct ctlsock {
 	/* backend calls: the workers, and (socket thread) the key and count
 	 * of the jobs of the request being served */
 	struct workq jobs;
-	bool jobs_on; /* false: run jobs inline (start, stop) */
+	bool jobs_on;	  /* false: run jobs inline (start, stop) */
+	bool jobs_inline; /* an in-process backend: no call waits */
+	/* socket thread only: it queued work for itself (ctl_wake) */
+	bool self_woken;
 	const void *jkey;
 	unsigned jpushed;
 };

@@ -201,10 +201,19 @@ bool ctl_reply(struct ctlsock *cs, struct ctl_conn *c, uint32_t id, int err,
 	return ctl_conn_send(cs, c, &m);
 }
 
+/* the ctlsock whose socket thread this is (NULL on other threads) */
+static _Thread_local struct ctlsock *ctl_this_thread;
+
 void ctl_wake(struct ctlsock *cs)
 {
 	uint64_t one = 1;
 
+	/* the socket thread itself (an inline job, a grant made while it
+	 * submitted): it drains once the event is handled, no syscall */
+	if (ctl_this_thread == cs) {
+		cs->self_woken = true;
+		return;
+	}
 	if (write(cs->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		dl_log(DL_LOG_ERR, "ctl: eventfd: %s", strerror(errno));
 }
@@ -537,6 +546,7 @@ static void *ctl_main(void *arg)
 {
 	struct ctlsock *cs = arg;
 
+	ctl_this_thread = cs;
 	while (!cs->stopping) {
 		struct epoll_event ev;
 		int timeout = -1, n;
@@ -560,6 +570,10 @@ static void *ctl_main(void *arg)
 		}
 		if (n == 1)
 			ctl_event(cs, &ev);
+		if (cs->self_woken) {
+			cs->self_woken = false;
+			ctl_drain(cs);
+		}
 	}
 	return NULL;
 }
@@ -658,6 +672,7 @@ int ctlsock_start(const struct ctlsock_conf *conf, struct ctlsock **out,
 		goto out_free;
 	}
 	cs->jobs_on = true;
+	cs->jobs_inline = lockmgr_inproc(cs->lm);
 	lockmgr_set_lost_hook(cs->lm, ctl_lost, cs);
 	/* signals are the main thread's business */
 	sigfillset(&all);

@@ -670,6 +670,11 @@ bool lockmgr_shared(struct lockmgr *lm)
 	return lm->be->ops->shared;
 }
 
+bool lockmgr_inproc(struct lockmgr *lm)
+{
+	return lm->be->ops->inproc;
+}
+
 /* ---- life cycle -------------------------------------------------------- */
 
 int lockmgr_create(const struct lockmgr_conf *conf, struct lockmgr **out,

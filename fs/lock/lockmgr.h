@@ -191,6 +191,10 @@ uint64_t lockmgr_owner_new(struct lockmgr *lm);
 /* true when other hosts share the backend (and, usually, the files) */
 bool lockmgr_shared(struct lockmgr *lm);
 
+/* true when no call of the manager waits on I/O (an in-process backend):
+ * a thread that must not wait may call it directly */
+bool lockmgr_inproc(struct lockmgr *lm);
+
 /* lockmgr_list() - dl_backend_list() on the manager's backend */
 int lockmgr_list(struct lockmgr *lm, const char *resource, dl_lock_info_fn fn,
 		 void *arg);
