@@ -145,15 +145,15 @@ void pg_set_up(struct pg_backend *pb, PGconn *c)
 	const char *v = c ? PQparameterStatus(c, "server_version") : NULL;
 
 	pthread_mutex_lock(&pb->mutex);
-	if (!pb->up)
-		dl_log(DL_LOG_INFO, "postgresql: server reachable%s%s",
-		       v ? ", version " : "", v ? v : "");
+	if (!pb->up && pb->was_up)
+		dl_log(DL_LOG_INFO, "postgresql: server reachable again");
 	pb->up = true;
+	pb->was_up = true;
 	pb->backoff_ms = 0;
 	pb->retry_at = 0;
 	if (v)
-		snprintf(pb->server_version, sizeof(pb->server_version), "%.*s",
-			 (int)strcspn(v, " "), v);
+		snprintf(pb->server_version, sizeof(pb->server_version),
+			 "%.*s", (int)strcspn(v, " "), v);
 	pthread_mutex_unlock(&pb->mutex);
 }
 

@@ -231,6 +231,7 @@ struct pg_backend {
 	struct pg_call *qhead, *qtail; /* calls waiting for a worker */
 	/* server health, shared by every connection */
 	bool up;	  /* the last connect or statement got an answer */
+	bool was_up;	  /* it was up once: a recovery is worth a line */
 	int64_t retry_at; /* mono ms: no connect attempt before */
 	int backoff_ms;
 	size_t first_host; /* the host libpq tries first (rotates on a

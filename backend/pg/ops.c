@@ -681,7 +681,6 @@ static int pg_open(const struct dl_backend_conf *conf,
 	/* no trusted lease until one is registered */
 	atomic_store(&pb->lease->gen, pb->epoch);
 	atomic_store(&pb->lease->until_ms, 0);
-	pb->up = true; /* until a connect says otherwise */
 	pb->keeper_conn.role = "keeper";
 	pb->listen_conn.role = "listener";
 	pthread_mutex_init(&pb->mutex, NULL);
