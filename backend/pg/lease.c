@@ -568,7 +568,8 @@ static void keeper_jobs(struct pg_backend *pb)
 	}
 }
 
-/* end the leases given up; one that cannot be reached expires */
+/* end the leases given up; those the server did not confirm are tried
+ * again next time (one that is never reached expires by itself) */
 static void keeper_drops(struct pg_backend *pb)
 {
 	int64_t drops[PG_MAX_DROPS];
@@ -587,8 +588,13 @@ static void keeper_drops(struct pg_backend *pb)
 
 		pg_i64(idbuf, (uint64_t)drops[i]);
 		if (pg_exec(pb, &pb->keeper_conn, PG_SQL_DROP, 1, v, NULL, NULL,
-			    pg_call_deadline(pb), &r, &indoubt) == 0)
+			    pg_call_deadline(pb), &r, &indoubt) == 0) {
 			PQclear(r);
+			continue;
+		}
+		pthread_mutex_lock(&pb->mutex);
+		drop_later(pb, drops[i]);
+		pthread_mutex_unlock(&pb->mutex);
 	}
 }
 
@@ -652,6 +658,7 @@ void *pg_keeper_main(void *arg)
 	struct pg_backend *pb = arg;
 	int64_t renew_every = pb->uri.ttl_ms / 3;
 	int64_t next_renew = dl_mono_ms() + renew_every, next_check = 0;
+	int64_t next_drop = 0;
 
 	pthread_mutex_lock(&pb->mutex);
 	while (!pb->stopping) {
@@ -662,11 +669,13 @@ void *pg_keeper_main(void *arg)
 		check = (pb->nwaits || pb->jobs) &&
 			(pb->kick || now >= next_check);
 		jobs = check && pb->jobs;
-		drops = pb->ndrops > 0;
+		drops = pb->ndrops > 0 && now >= next_drop;
 		if (!renew && !check && !drops) {
 			wake = next_renew;
 			if ((pb->nwaits || pb->jobs) && next_check < wake)
 				wake = next_check;
+			if (pb->ndrops && next_drop < wake)
+				wake = next_drop;
 			nap(pb, wake - now);
 			continue;
 		}
@@ -676,6 +685,8 @@ void *pg_keeper_main(void *arg)
 
 		if (drops)
 			keeper_drops(pb);
+		/* a drop the server did not confirm: again in a second */
+		next_drop = dl_mono_ms() + PG_RECHECK_MS;
 		if (renew) {
 			next_renew = dl_mono_ms() + renew_every;
 			keeper_renew(pb);

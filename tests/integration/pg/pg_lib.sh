@@ -120,6 +120,16 @@ pg_rows() {
 	PG_SQL_DB=$PG_DB pg_sql "SELECT (SELECT count(*) FROM $1.held) + (SELECT count(*) FROM $1.queue)"
 }
 
+# pg_forget_daemon PID - a daemon the test killed on purpose: lib.sh's
+# dl_umount must not expect it to exit cleanly
+pg_forget_daemon() {
+	local i
+	for i in "${!DL_PIDS[@]}"; do
+		[[ ${DL_PIDS[$i]} == "$1" ]] && unset 'DL_MOUNTS[i]' 'DL_PIDS[i]'
+	done
+	return 0
+}
+
 pg_healthy() {
 	getfattr --absolute-names --only-values -n user.dlock.status "$1" 2>/dev/null |
 		grep -q 'health=ok'
