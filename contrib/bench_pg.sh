@@ -35,20 +35,28 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_OSUSER=${PG_OSUSER:-postgres}
 pgpid=""
 
+# alive and not a zombie (the server is our child until we wait for it)
+running() {
+	local s
+	s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[ -n "$s" ] && [ "${s#Z}" = "$s" ]
+}
+
 # stop our server (fast shutdown, then SIGKILL of its pid), then the rest
 # shellcheck disable=SC2317  # reached through the trap
 pg_bench_exit() {
 	local rc=$? _
-	if [ -n "$pgpid" ] && kill -0 "$pgpid" 2>/dev/null; then
+	if [ -n "$pgpid" ] && running "$pgpid"; then
 		for m in "${mounts[@]}"; do
 			is_mounted "$m" && { fusermount3 -u "$m" 2>/dev/null || true; }
 		done
 		kill -INT "$pgpid" 2>/dev/null || true
 		for _ in $(seq 100); do
-			kill -0 "$pgpid" 2>/dev/null || break
+			running "$pgpid" || break
 			sleep 0.1
 		done
-		kill -KILL "$pgpid" 2>/dev/null || true
+		running "$pgpid" && kill -KILL "$pgpid" 2>/dev/null
+		wait "$pgpid" 2>/dev/null || true
 	fi
 	(exit "$rc")
 	bench_cleanup

@@ -215,16 +215,19 @@ $$;
 
 -- does a granted lock of another owner block (type, [s, e]) in the space?
 -- (range.c's range_conflicts(): overlap, another owner, one exclusive)
+-- PL/pgSQL, not SQL: its plan is cached per session
 CREATE FUNCTION @SCHEMA@.blocked(p_key bigint, p_res bytea, p_space smallint,
 				 p_lease bigint, p_owner bigint,
 				 p_type smallint, p_s numeric, p_e numeric)
-RETURNS boolean LANGUAGE sql AS $$
-	SELECT EXISTS (
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN EXISTS (
 		SELECT 1 FROM @SCHEMA@.held h
 		WHERE h.rkey = p_key AND h.res = p_res AND h.space = p_space
 		  AND NOT (h.lease = p_lease AND h.owner = p_owner)
 		  AND h.r_start <= p_e AND h.r_end >= p_s
-		  AND (h.type = 2 OR p_type = 2))
+		  AND (h.type = 2 OR p_type = 2));
+END
 $$;
 
 -- range.c's range_set_apply() on the locks of owner (p_lease, p_owner):
