@@ -8,7 +8,7 @@ pkgs=(gcc libc6-dev pkg-config meson ninja-build fuse3 libfuse3-dev check
       util-linux attr sqlite3 python3 perl libhiredis-dev redis-server
       iproute2 passwd procps
       libzookeeper-mt-dev zookeeperd default-jre-headless
-      postgresql libpq-dev)
+      postgresql libpq-dev pgbouncer)
 
 missing=()
 for p in "${pkgs[@]}"; do

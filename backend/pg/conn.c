@@ -152,8 +152,8 @@ void pg_set_up(struct pg_backend *pb, PGconn *c)
 	pb->backoff_ms = 0;
 	pb->retry_at = 0;
 	if (v)
-		snprintf(pb->server_version, sizeof(pb->server_version),
-			 "%.*s", (int)strcspn(v, " "), v);
+		snprintf(pb->server_version, sizeof(pb->server_version), "%.*s",
+			 (int)strcspn(v, " "), v);
 	pthread_mutex_unlock(&pb->mutex);
 }
 
@@ -271,6 +271,7 @@ static int conn_check(struct pg_backend *pb, struct pg_conn *pc,
 		      int64_t deadline, char *err, size_t errlen)
 {
 	PGresult *r = NULL;
+	char sql[256];
 	long pid;
 	int ret;
 
@@ -280,18 +281,24 @@ static int conn_check(struct pg_backend *pb, struct pg_conn *pc,
 			 PQserverVersion(pc->c) / 10000);
 		return -EACCES;
 	}
-	ret = pg_exec_simple(pb, pc, "SELECT pg_backend_pid()", deadline, &r,
-			     err, errlen);
+	/* a statement never outlives the lease it was sent under; notices
+	 * (IF NOT EXISTS, ...) are not ours to print */
+	snprintf(sql, sizeof(sql),
+		 "SET statement_timeout = %d; SET client_min_messages = "
+		 "warning; SET idle_in_transaction_session_timeout = %d; "
+		 "SELECT pg_backend_pid()",
+		 pb->uri.ttl_ms, pb->uri.ttl_ms);
+	ret = pg_exec_simple(pb, pc, sql, deadline, &r, err, errlen);
 	if (ret < 0)
 		return ret;
 	pid = PQntuples(r) == 1 ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : -1;
 	PQclear(r);
 	if (pid != PQbackendPID(pc->c)) {
 		snprintf(err, errlen,
-			 "a connection pooler in transaction mode is between "
-			 "us and the server (backend pid %ld, told %d): "
-			 "unsupported, LISTEN and the lease need one server "
-			 "session (use session mode or connect directly)",
+			 "a connection pooler sits between dlockfs and the "
+			 "server (server pid %ld, pooler's %d): unsupported "
+			 "(LISTEN and the lease need one server session per "
+			 "connection); connect to the server directly",
 			 pid, PQbackendPID(pc->c));
 		return -EACCES;
 	}
@@ -357,7 +364,7 @@ int pg_connect(struct pg_backend *pb, struct pg_conn *pc, int64_t deadline,
 	ret = conn_check(pb, pc, deadline, err, errlen);
 	if (ret < 0) {
 		pg_disconnect(pc);
-		if (ret == -EACCES)
+		if (ret == -EACCES && pb->opened) /* open() says it itself */
 			dl_log_ratelimited(DL_LOG_ERR, 10000, "postgresql: %s",
 					   err);
 		else

@@ -222,6 +222,7 @@ struct pg_backend {
 	pthread_t keeper, watchdog, listener;
 	bool keeper_started, watchdog_started, listener_started;
 	int wake_fd; /* eventfd: wakes the listener */
+	bool opened; /* open() succeeded (set before the threads start) */
 
 	pthread_mutex_t mutex;
 	pthread_cond_t cond;  /* CLOCK_MONOTONIC */

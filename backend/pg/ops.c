@@ -626,7 +626,7 @@ static int pg_status(struct dl_backend *be, char *buf, size_t len)
 	snprintf(buf, len,
 		 "health=%s server=%s schema=%s lease=%" PRId64
 		 " lease_ms=%d last_renew_ms_ago=%" PRId64 " held=%zu "
-							   "waiting=%zu",
+		 "waiting=%zu",
 		 ok ? "ok" : "down", version, pb->uri.schema, lease,
 		 pb->uri.ttl_ms, ago, held, waiting);
 	return 0;
@@ -729,6 +729,7 @@ static int pg_open(const struct dl_backend_conf *conf,
 		goto out_close;
 	}
 
+	pb->opened = true;
 	ret = pg_workers_start(pb);
 	if (ret == 0) {
 		ret = -pthread_create(&pb->keeper, NULL, pg_keeper_main, pb);

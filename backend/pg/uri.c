@@ -461,12 +461,6 @@ void pg_uri_conninfo(const struct pg_uri *u, size_t first, const char *appname,
 		if (n > 0)
 			poff += (size_t)n;
 	}
-	/* a statement never outlives the lease it was sent under; notices
-	 * (IF NOT EXISTS, ...) are not ours to print */
-	snprintf(ci->options, sizeof(ci->options),
-		 "-c statement_timeout=%d -c client_min_messages=warning "
-		 "-c idle_in_transaction_session_timeout=%d",
-		 u->ttl_ms, u->ttl_ms);
 	/* a dead server shows on an idle connection within about a lease */
 	idle = u->ttl_ms / 3000;
 	snprintf(ci->keepalive_idle, sizeof(ci->keepalive_idle), "%d",
@@ -492,7 +486,6 @@ void pg_uri_conninfo(const struct pg_uri *u, size_t first, const char *appname,
 	if (u->target_session_attrs[0])
 		KV("target_session_attrs", u->target_session_attrs);
 	KV("application_name", ci->appname);
-	KV("options", ci->options);
 	KV("keepalives", "1");
 	KV("keepalives_idle", ci->keepalive_idle);
 	KV("keepalives_interval", "1");

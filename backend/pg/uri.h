@@ -68,7 +68,6 @@ struct pg_conninfo {
 	const char *val[PG_CONNINFO_MAX];
 	char hosts[PG_URI_MAX_HOSTS * PG_URI_HOST_MAX];
 	char ports[PG_URI_MAX_HOSTS * 8];
-	char options[160];
 	char keepalive_idle[16];
 	char user_timeout[16];
 	char appname[64];
@@ -78,8 +77,8 @@ struct pg_conninfo {
  * pg_uri_conninfo() - the libpq parameters of @u: its hosts starting with
  * the @first-th (modulo their number: a host that timed out goes last
  * next time), application_name @appname, @password (NULL: libpq's own
- * sources), and session settings (statement_timeout = ttl_ms, TCP
- * keepalives and user timeout from the lease).  @ci keeps pointers to
+ * sources), TCP keepalives and user timeout from the lease.  (Session
+ * settings are SET after connecting: a pooler refuses startup options.)  @ci keeps pointers to
  * @password, which must outlive its use.
  */
 void pg_uri_conninfo(const struct pg_uri *u, size_t first, const char *appname,
