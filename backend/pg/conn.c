@@ -140,9 +140,18 @@ void pg_set_down(struct pg_backend *pb, const char *why)
 	pthread_mutex_unlock(&pb->mutex);
 }
 
-void pg_set_up(struct pg_backend *pb, PGconn *c)
+/*
+ * The server's WAL timeline (@tl, 8 hex digits, "" unknown) is the one
+ * sign of a history that forked: a replica promoted by a failover, a
+ * backup restored.  Its data may lack grants and renewals that were
+ * acknowledged to us, so every lock we hold is reported lost (a restart
+ * of the same server keeps the timeline, and the locks).
+ */
+void pg_set_up(struct pg_backend *pb, PGconn *c, const char *tl)
 {
 	const char *v = c ? PQparameterStatus(c, "server_version") : NULL;
+	char was[9] = "";
+	bool forked = false;
 
 	pthread_mutex_lock(&pb->mutex);
 	if (!pb->up && pb->was_up)
@@ -154,7 +163,22 @@ void pg_set_up(struct pg_backend *pb, PGconn *c)
 	if (v)
 		snprintf(pb->server_version, sizeof(pb->server_version), "%.*s",
 			 (int)strcspn(v, " "), v);
+	if (tl && tl[0]) {
+		forked = pb->timeline[0] && strcmp(pb->timeline, tl) != 0;
+		snprintf(was, sizeof(was), "%s", pb->timeline);
+		snprintf(pb->timeline, sizeof(pb->timeline), "%s", tl);
+	}
 	pthread_mutex_unlock(&pb->mutex);
+	if (forked) {
+		char why[128];
+
+		snprintf(why, sizeof(why),
+			 "is not trusted: the server's timeline changed from "
+			 "%s to %s (a failover or a restore may have lost "
+			 "recent grants)",
+			 was, tl);
+		pg_lease_lose_all(pb, why);
+	}
 }
 
 void pg_disconnect(struct pg_conn *pc)
@@ -268,7 +292,7 @@ int pg_exec_simple(struct pg_backend *pb, struct pg_conn *pc, const char *sql,
 
 /* checks of a fresh connection; 0 or -EACCES with a reason in @err */
 static int conn_check(struct pg_backend *pb, struct pg_conn *pc,
-		      int64_t deadline, char *err, size_t errlen)
+		      int64_t deadline, char tl[9], char *err, size_t errlen)
 {
 	PGresult *r = NULL;
 	char sql[256];
@@ -286,12 +310,15 @@ static int conn_check(struct pg_backend *pb, struct pg_conn *pc,
 	snprintf(sql, sizeof(sql),
 		 "SET statement_timeout = %d; SET client_min_messages = "
 		 "warning; SET idle_in_transaction_session_timeout = %d; "
-		 "SELECT pg_backend_pid()",
+		 "SELECT pg_backend_pid(), CASE WHEN pg_is_in_recovery() "
+		 "THEN '' ELSE substr(pg_walfile_name(pg_current_wal_lsn()), "
+		 "1, 8) END",
 		 pb->uri.ttl_ms, pb->uri.ttl_ms);
 	ret = pg_exec_simple(pb, pc, sql, deadline, &r, err, errlen);
 	if (ret < 0)
 		return ret;
 	pid = PQntuples(r) == 1 ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+	snprintf(tl, 9, "%s", PQntuples(r) == 1 ? PQgetvalue(r, 0, 1) : "");
 	PQclear(r);
 	if (pid != PQbackendPID(pc->c)) {
 		snprintf(err, errlen,
@@ -310,7 +337,7 @@ int pg_connect(struct pg_backend *pb, struct pg_conn *pc, int64_t deadline,
 {
 	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
 	struct pg_conninfo ci;
-	char appname[64];
+	char appname[64], tl[9] = "";
 	size_t first;
 	bool wait;
 	PGconn *c;
@@ -361,7 +388,7 @@ int pg_connect(struct pg_backend *pb, struct pg_conn *pc, int64_t deadline,
 	}
 	pc->c = c;
 	pc->prepared = 0;
-	ret = conn_check(pb, pc, deadline, err, errlen);
+	ret = conn_check(pb, pc, deadline, tl, err, errlen);
 	if (ret < 0) {
 		pg_disconnect(pc);
 		if (ret == -EACCES && pb->opened) /* open() says it itself */
@@ -371,7 +398,7 @@ int pg_connect(struct pg_backend *pb, struct pg_conn *pc, int64_t deadline,
 			pg_set_down(pb, err);
 		return ret;
 	}
-	pg_set_up(pb, pc->c);
+	pg_set_up(pb, pc->c, tl);
 	return 0;
 
 out_fail:

@@ -238,6 +238,7 @@ struct pg_backend {
 	size_t first_host; /* the host libpq tries first (rotates on a
 			      connect timeout) */
 	char server_version[32];
+	char timeline[9]; /* the server's WAL timeline, hex ("" unknown) */
 	/* the lease */
 	uint64_t epoch;	    /* current lease = lease->gen, from 1 */
 	int64_t lease_id;   /* its id on the server; 0: none registered */
@@ -342,6 +343,9 @@ int pg_lease_ensure(struct pg_backend *pb, struct pg_conn *pc, int64_t deadline,
 		    uint64_t *gen, int64_t *id);
 /* the server says lease @id is gone (mutex not held) */
 void pg_lease_gone(struct pg_backend *pb, int64_t id);
+/* every lock is lost, whatever the lease: @why completes "lease N ..."
+ * (mutex not held) */
+void pg_lease_lose_all(struct pg_backend *pb, const char *why);
 /* a grant for queued wait @wait_id of lease @lease_id (mutex held);
  * true when it was reported */
 bool pg_deliver_grant(struct pg_backend *pb, int64_t lease_id, uint64_t wait_id,
@@ -371,7 +375,7 @@ static inline void pg_i64(char buf[24], uint64_t v)
 
 /* mark the server unreachable / reachable (mutex not held) */
 void pg_set_down(struct pg_backend *pb, const char *why);
-void pg_set_up(struct pg_backend *pb, PGconn *c);
+void pg_set_up(struct pg_backend *pb, PGconn *c, const char *timeline);
 
 void pg_fault_sleep(int ms);
 

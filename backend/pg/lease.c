@@ -240,6 +240,17 @@ void pg_lease_gone(struct pg_backend *pb, int64_t id)
 	pg_notes_run(pb, notes);
 }
 
+void pg_lease_lose_all(struct pg_backend *pb, const char *why)
+{
+	struct pg_note *notes = NULL;
+
+	pthread_mutex_lock(&pb->mutex);
+	if (pb->lease_id || pb->nheld || pb->nwaits)
+		lose_all(pb, why, &notes);
+	pthread_mutex_unlock(&pb->mutex);
+	pg_notes_run(pb, notes);
+}
+
 bool pg_deliver_grant(struct pg_backend *pb, int64_t lease_id, uint64_t wait_id,
 		      uint64_t token, struct pg_note **notes)
 {
