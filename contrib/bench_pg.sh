@@ -46,6 +46,7 @@ running() {
 # shellcheck disable=SC2317  # reached through the trap
 pg_bench_exit() {
 	local rc=$? _
+	set +e # (exit RC) below must not end the trap under errexit
 	if [ -n "$pgpid" ] && running "$pgpid"; then
 		for m in "${mounts[@]}"; do
 			is_mounted "$m" && { fusermount3 -u "$m" 2>/dev/null || true; }

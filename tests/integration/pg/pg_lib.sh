@@ -157,6 +157,7 @@ pg_cleanup() {
 
 pg_exit() {
 	local rc=$?
+	set +e # (exit RC) below must not end the trap under errexit
 	(exit "$rc")
 	dl_cleanup
 	pg_cleanup
