@@ -13,6 +13,8 @@ static const struct dl_backend_ops *const registry[] = {
 	&dl_local_ops,
 	&dl_redis_ops,
 	&dl_zk_ops,
+	&dl_pg_ops,
+	&dl_pg_alias_ops,
 };
 
 /* length of the scheme of @uri ("local" in "local:"), or 0 if malformed */
@@ -55,7 +57,7 @@ int dl_backend_check_uri(const char *uri, char *err, size_t errlen)
 	if (!ops) {
 		snprintf(err, errlen,
 			 "unknown backend scheme '%.*s' (known: local, redis, "
-			 "zk)",
+			 "zk, postgresql)",
 			 (int)n, uri);
 		return -EINVAL;
 	}

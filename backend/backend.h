@@ -180,6 +180,8 @@ struct dl_backend_ops {
 extern const struct dl_backend_ops dl_local_ops;
 extern const struct dl_backend_ops dl_redis_ops;
 extern const struct dl_backend_ops dl_zk_ops;
+extern const struct dl_backend_ops dl_pg_ops;	    /* postgresql:// */
+extern const struct dl_backend_ops dl_pg_alias_ops; /* postgres:// */
 
 /*
  * dl_backend_find() - the ops table for @uri's scheme, or NULL.

@@ -7,7 +7,8 @@ pkgs=(gcc libc6-dev pkg-config meson ninja-build fuse3 libfuse3-dev check
       clang-format git
       util-linux attr sqlite3 python3 perl libhiredis-dev redis-server
       iproute2 passwd procps libmount-dev uthash-dev
-      libzookeeper-mt-dev zookeeperd default-jre-headless)
+      libzookeeper-mt-dev zookeeperd default-jre-headless
+      postgresql libpq-dev pgbouncer)
 
 missing=()
 for p in "${pkgs[@]}"; do

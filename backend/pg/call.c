@@ -1,0 +1,169 @@
+/*
+ * call.c - the worker threads of the PostgreSQL backend: each owns one
+ * connection (pb->workers[i].conn, touched by no other thread) and runs,
+ * one at a time, the requests callers queue (struct pg_call).
+ *
+ * A caller (a FUSE worker, the control socket, the lock manager's timer)
+ * blocks in pg_call_run() for one round trip at most: a request that
+ * cannot be granted is queued on the server and answered later through
+ * the callbacks, never by holding a thread.  Its deadline is
+ * connect_timeout_ms from when it was asked: a worker does not start a
+ * request whose deadline passed, and connects by it.
+ *
+ * Every statement is idempotent (a lock asked again by its owner finds
+ * its own grant, an unlock or cancel done twice is done once), so a
+ * statement whose connection died before its answer came - a
+ * pg_terminate_backend, a server restart, a network blip - is sent once
+ * more on a fresh connection; only when that fails too does the caller
+ * get -ENOLCK, with "in doubt" set if either attempt may have run.
+ *
+ * Locking: the queue (pb->qhead, qtail) and each call's done flag are
+ * guarded by pb->mutex; a worker runs a call without it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/pg/internal.h"
+#include "backend/util/log.h"
+
+int64_t pg_call_deadline(const struct pg_backend *pb)
+{
+	return dl_mono_ms() + pb->uri.connect_timeout_ms;
+}
+
+static void call_exec(struct pg_backend *pb, struct pg_conn *pc,
+		      struct pg_call *call)
+{
+	bool indoubt = false;
+	int ret = -ENOLCK;
+
+	call->err = -ENOLCK;
+	if (dl_mono_ms() >= call->deadline)
+		return;
+	if (call->with_lease) {
+		if (pg_lease_ensure(pb, pc, call->deadline, &call->gen,
+				    &call->lease_id) < 0)
+			return;
+		pg_i64(call->lease_buf, (uint64_t)call->lease_id);
+		call->values[0] = call->lease_buf;
+		call->lengths[0] = 0;
+		call->formats[0] = 0;
+	}
+	if (call->prepare)
+		call->prepare(pb, call);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		bool d = false;
+		int64_t deadline =
+			attempt ? dl_mono_ms() + pb->uri.connect_timeout_ms
+				: call->deadline;
+
+		ret = pg_exec(pb, pc, call->sql, call->nparams, call->values,
+			      call->lengths, call->formats, deadline,
+			      &call->res, &d);
+		indoubt |= d;
+		if (ret != -ECONNRESET)
+			break;
+		dl_log(DL_LOG_DEBUG,
+		       "postgresql: connection lost during a request%s: "
+		       "trying again on a new one",
+		       d ? " (in doubt)" : "");
+	}
+	if (ret == 0) {
+		call->err = 0;
+		return;
+	}
+	call->err = ret == -EIO ? -EIO : -ENOLCK;
+	call->indoubt = indoubt;
+}
+
+static void *worker_main(void *arg)
+{
+	struct pg_worker *wk = arg;
+	struct pg_backend *pb = wk->pb;
+
+	pthread_mutex_lock(&pb->mutex);
+	for (;;) {
+		struct pg_call *call;
+
+		while (!pb->qhead && !pb->stopping)
+			pthread_cond_wait(&pb->qcond, &pb->mutex);
+		call = pb->qhead;
+		if (!call)
+			break; /* stopping, nothing left */
+		pb->qhead = call->next;
+		if (!pb->qhead)
+			pb->qtail = NULL;
+		pthread_mutex_unlock(&pb->mutex);
+
+		call_exec(pb, &wk->conn, call);
+
+		pthread_mutex_lock(&pb->mutex);
+		call->done = true;
+		pthread_cond_signal(&call->cond);
+	}
+	pthread_mutex_unlock(&pb->mutex);
+	return NULL;
+}
+
+int pg_call_run(struct pg_backend *pb, struct pg_call *call)
+{
+	call->next = NULL;
+	call->res = NULL;
+	call->done = false;
+	call->indoubt = false;
+	call->err = -ENOLCK;
+	if (!call->deadline)
+		call->deadline = pg_call_deadline(pb);
+	pthread_cond_init(&call->cond, NULL);
+	pthread_mutex_lock(&pb->mutex);
+	if (pb->stopping) {
+		pthread_mutex_unlock(&pb->mutex);
+		pthread_cond_destroy(&call->cond);
+		return -ENOLCK;
+	}
+	if (pb->qtail)
+		pb->qtail->next = call;
+	else
+		pb->qhead = call;
+	pb->qtail = call;
+	pthread_cond_signal(&pb->qcond);
+	while (!call->done)
+		pthread_cond_wait(&call->cond, &pb->mutex);
+	pthread_mutex_unlock(&pb->mutex);
+	pthread_cond_destroy(&call->cond);
+	return call->err;
+}
+
+int pg_workers_start(struct pg_backend *pb)
+{
+	for (int i = 0; i < PG_WORKERS; i++) {
+		struct pg_worker *wk = &pb->workers[i];
+		int ret;
+
+		wk->pb = pb;
+		wk->conn.role = "worker";
+		ret = pthread_create(&wk->thread, NULL, worker_main, wk);
+		if (ret)
+			return -ret;
+		wk->started = true;
+	}
+	return 0;
+}
+
+/* after pb->stopping is set: the queue is drained, then they end */
+void pg_workers_stop(struct pg_backend *pb)
+{
+	pthread_mutex_lock(&pb->mutex);
+	pthread_cond_broadcast(&pb->qcond);
+	pthread_mutex_unlock(&pb->mutex);
+	for (int i = 0; i < PG_WORKERS; i++) {
+		struct pg_worker *wk = &pb->workers[i];
+
+		if (wk->started)
+			pthread_join(wk->thread, NULL);
+		wk->started = false;
+		pg_disconnect(&wk->conn);
+	}
+}

@@ -1,0 +1,243 @@
+/*
+ * pgfloor.c - the floor under a PostgreSQL-backed lock: what a bare libpq
+ * client pays per lock cycle against the same server.
+ *
+ *  - SELECT 1: one round trip, nothing written;
+ *  - pg_advisory_lock(k) + pg_advisory_unlock(k): two round trips, a
+ *    session lock in server memory (nothing written, nothing survives a
+ *    restart, no queue one can inspect);
+ *  - the classic "locks table": INSERT ... ON CONFLICT DO NOTHING + DELETE,
+ *    two autocommit round trips, each a committed (WAL-flushed) write:
+ *    the durable floor;
+ *  - with SCHEMA: dlockfs's own lock() + release() functions called
+ *    directly (the server's share of a dlockfs lock + unlock).
+ * Every statement is prepared once.  Prints cycles/s and p50/p99 per
+ * cycle.  A measuring program, not a test.
+ *
+ * usage: pgfloor [--seconds S] [--iters N] CONNINFO [SCHEMA]
+ */
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+static PGconn *conn;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double pct_us(const uint64_t *v, size_t n, unsigned p)
+{
+	size_t rank = (n * p + 99) / 100;
+
+	return (double)v[rank ? rank - 1 : 0] / 1e3;
+}
+
+static void report(const char *what, uint64_t *lat, size_t n, uint64_t ns)
+{
+	qsort(lat, n, sizeof(*lat), cmp_u64);
+	printf("  %-40s %8.0f /s  p50 %8.2f us  p99 %8.2f us  (%zu)\n", what,
+	       (double)n * 1e9 / (double)(ns ? ns : 1), pct_us(lat, n, 50),
+	       pct_us(lat, n, 99), n);
+}
+
+/* run @sql once (no parameters); exits on an error */
+static void run(const char *sql)
+{
+	PGresult *r = PQexec(conn, sql);
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+	    PQresultStatus(r) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "pgfloor: %s: %s", sql,
+			PQresultErrorMessage(r));
+		exit(1);
+	}
+	PQclear(r);
+}
+
+static void prepare(const char *name, const char *sql)
+{
+	PGresult *r = PQprepare(conn, name, sql, 0, NULL);
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		fprintf(stderr, "pgfloor: prepare %s: %s", sql,
+			PQresultErrorMessage(r));
+		exit(1);
+	}
+	PQclear(r);
+}
+
+/* run prepared @name with @n text parameters; exits on an error */
+static void exec(const char *name, int n, const char *const *v)
+{
+	PGresult *r = PQexecPrepared(conn, name, n, v, NULL, NULL, 0);
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+	    PQresultStatus(r) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "pgfloor: %s: %s", name,
+			PQresultErrorMessage(r));
+		exit(1);
+	}
+	PQclear(r);
+}
+
+/* time @n_stmts prepared statements per cycle */
+static void bench(const char *what, double seconds, size_t iters, uint64_t *lat,
+		  const char *const *names, int nstmts, const int *nparams,
+		  const char *const *const *params)
+{
+	uint64_t start = now_ns(), t0;
+	size_t n;
+
+	for (n = 0; n < iters && now_ns() - start < seconds * 1e9; n++) {
+		t0 = now_ns();
+		for (int i = 0; i < nstmts; i++)
+			exec(names[i], nparams[i], params[i]);
+		lat[n] = now_ns() - t0;
+	}
+	report(what, lat, n, now_ns() - start);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "seconds", required_argument, NULL, 's' },
+		{ "iters", required_argument, NULL, 'n' },
+		{ NULL, 0, NULL, 0 },
+	};
+	double seconds = 3;
+	size_t iters = 100000;
+	char key[32], res[64], sql[512], lease[32];
+	const char *schema = NULL;
+	uint64_t *lat;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
+		if (opt == 's')
+			seconds = atof(optarg);
+		else if (opt == 'n')
+			iters = (size_t)strtoull(optarg, NULL, 10);
+		else
+			goto usage;
+	}
+	if (argc - optind < 1 || argc - optind > 2 || seconds <= 0 ||
+	    iters == 0)
+		goto usage;
+	if (argc - optind == 2)
+		schema = argv[optind + 1];
+	conn = PQconnectdb(argv[optind]);
+	if (PQstatus(conn) != CONNECTION_OK) {
+		fprintf(stderr, "pgfloor: %s", PQerrorMessage(conn));
+		return 1;
+	}
+	lat = calloc(iters, sizeof(*lat));
+	if (!lat)
+		return 1;
+	printf("bare libpq client, PostgreSQL %s, synchronous_commit=%s\n",
+	       PQparameterStatus(conn, "server_version"),
+	       PQgetvalue(PQexec(conn, "SHOW synchronous_commit"), 0, 0));
+	snprintf(key, sizeof(key), "%d", (int)getpid());
+	snprintf(res, sizeof(res), "pgfloor-%d", (int)getpid());
+
+	prepare("one", "SELECT 1");
+	{
+		const char *names[] = { "one" };
+		const int np[] = { 0 };
+		const char *const *p[] = { NULL };
+
+		bench("SELECT 1 (one round trip)", seconds, iters, lat, names,
+		      1, np, p);
+	}
+
+	prepare("alock", "SELECT pg_advisory_lock($1::bigint)");
+	prepare("aunlock", "SELECT pg_advisory_unlock($1::bigint)");
+	{
+		const char *names[] = { "alock", "aunlock" };
+		const int np[] = { 1, 1 };
+		const char *k[] = { key };
+		const char *const *p[] = { k, k };
+
+		bench("pg_advisory_lock + unlock (cycle)", seconds, iters, lat,
+		      names, 2, np, p);
+	}
+
+	run("CREATE TABLE IF NOT EXISTS pgfloor_locks (res text PRIMARY KEY, "
+	    "owner text NOT NULL, since timestamptz NOT NULL DEFAULT now())");
+	prepare("tins", "INSERT INTO pgfloor_locks (res, owner) VALUES ($1, "
+			"$2) ON CONFLICT DO NOTHING");
+	prepare("tdel", "DELETE FROM pgfloor_locks WHERE res = $1 AND "
+			"owner = $2");
+	{
+		const char *names[] = { "tins", "tdel" };
+		const int np[] = { 2, 2 };
+		const char *v[] = { res, key };
+		const char *const *p[] = { v, v };
+
+		bench("locks table INSERT ON CONFLICT + DELETE", seconds, iters,
+		      lat, names, 2, np, p);
+	}
+	run("DROP TABLE pgfloor_locks");
+
+	if (schema) {
+		PGresult *r;
+
+		snprintf(sql, sizeof(sql),
+			 "SELECT %.64s.reg('pgfloor', %d, "
+			 "'00000000000000ff', 600000, 0)",
+			 schema, (int)getpid());
+		r = PQexec(conn, sql);
+		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+			fprintf(stderr, "pgfloor: %s", PQresultErrorMessage(r));
+			return 1;
+		}
+		snprintf(lease, sizeof(lease), "%s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+		snprintf(sql, sizeof(sql),
+			 "SELECT r, token FROM %.64s.lock($1, $2::bytea, "
+			 "0::smallint, 2::smallint, 0, 18446744073709551615, "
+			 "1, 1, NULL)",
+			 schema);
+		prepare("dlock", sql);
+		snprintf(sql, sizeof(sql),
+			 "SELECT %.64s.release($1, $2::bytea, 0::smallint, 1, "
+			 "NULL)",
+			 schema);
+		prepare("drel", sql);
+		{
+			const char *names[] = { "dlock", "drel" };
+			const int np[] = { 2, 2 };
+			const char *v[] = { lease, res };
+			const char *const *p[] = { v, v };
+
+			bench("dlockfs lock() + release() in SQL", seconds,
+			      iters, lat, names, 2, np, p);
+		}
+		snprintf(sql, sizeof(sql), "SELECT %.64s.drop_lease(%s)",
+			 schema, lease);
+		run(sql);
+	}
+	free(lat);
+	PQfinish(conn);
+	return 0;
+usage:
+	fprintf(stderr, "usage: pgfloor [--seconds S] [--iters N] CONNINFO "
+			"[SCHEMA]\n");
+	return 2;
+}

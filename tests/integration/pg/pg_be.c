@@ -1,0 +1,516 @@
+/*
+ * pg_be.c - races of the PostgreSQL backend, driven through backend.h.
+ *
+ * usage: pg_be SCENARIO URI CONNINFO
+ *
+ * Each scenario opens two backends ("hosts" a and b) on the real server
+ * pg_be.sh started (URI, schema "be", ttl_ms=3000), arms the test-only
+ * fault points of backend/pg (DLOCKFS_TEST_PG_FAULT, read at open) to
+ * widen a race, and checks the contract of backend.h: every queued
+ * request is answered exactly once, grants name their lease, the lease
+ * fence (struct dl_lease) is kept, nothing is left in the tables.  A
+ * separate libpq connection (CONNINFO) plays the operator.  Every wait is
+ * bounded; "no callback" is checked over a quiet period.
+ * Prints "ok SCENARIO" or "FAIL SCENARIO: why" and exits 0 or 1.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "backend/backend.h"
+#include "backend/util/log.h"
+
+#define TTL_MS	   3000
+#define BOUND_MS   8000 /* every awaited event */
+#define QUIET_MS   1000 /* "nothing more comes" */
+#define MAX_EVENTS 64
+
+struct event {
+	uint64_t wait_id;
+	int kind; /* 'g' granted, 'f' failed */
+	struct dl_grant grant;
+	int err;
+};
+
+struct host {
+	const char *name;
+	struct dl_backend *be;
+	struct dl_lease lease;
+	pthread_mutex_t mutex;
+	pthread_cond_t cond;
+	struct event ev[MAX_EVENTS];
+	int nev;
+	int nlost;
+	int lost_err;
+};
+
+static const char *scenario, *uri, *conninfo;
+static PGconn *op; /* the operator's connection */
+
+static void fail(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2), noreturn));
+
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("FAIL %s: ", scenario);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	_exit(1);
+}
+
+static void on_granted(void *ctx, uint64_t id, const struct dl_grant *g)
+{
+	struct host *h = ctx;
+
+	pthread_mutex_lock(&h->mutex);
+	if (h->nev < MAX_EVENTS)
+		h->ev[h->nev++] = (struct event){ id, 'g', *g, 0 };
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->mutex);
+}
+
+static void on_failed(void *ctx, uint64_t id, int err)
+{
+	struct host *h = ctx;
+
+	pthread_mutex_lock(&h->mutex);
+	if (h->nev < MAX_EVENTS)
+		h->ev[h->nev++] = (struct event){ id, 'f', { 0, 0 }, err };
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->mutex);
+}
+
+static void on_lost(void *ctx, const char *res, enum dl_space space,
+		    uint64_t owner, int err)
+{
+	struct host *h = ctx;
+
+	pthread_mutex_lock(&h->mutex);
+	h->nlost++;
+	h->lost_err = err;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->mutex);
+}
+
+static void host_open(struct host *h, const char *name, const char *fault)
+{
+	struct dl_backend_cb cb = { h, on_granted, on_failed, on_lost };
+	struct dl_backend_conf conf = { 0 };
+	char err[512];
+	int ret;
+
+	memset(h, 0, sizeof(*h));
+	h->name = name;
+	pthread_mutex_init(&h->mutex, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	atomic_init(&h->lease.gen, 0);
+	atomic_init(&h->lease.until_ms, INT64_MAX);
+	conf.uri = uri;
+	conf.host_id = name;
+	conf.incarnation = (uint64_t)getpid() * 1000 + (uint64_t)name[0];
+	conf.lease = &h->lease;
+	if (fault)
+		setenv("DLOCKFS_TEST_PG_FAULT", fault, 1);
+	ret = dl_backend_open(&conf, &cb, &h->be, err, sizeof(err));
+	unsetenv("DLOCKFS_TEST_PG_FAULT");
+	if (ret < 0)
+		fail("open %s: %s", name, err);
+}
+
+static void host_close(struct host *h)
+{
+	dl_backend_close(h->be);
+	pthread_cond_destroy(&h->cond);
+	pthread_mutex_destroy(&h->mutex);
+}
+
+static struct dl_lock_req req(const char *res, enum dl_lock_type t,
+			      uint64_t owner, uint64_t wait_id)
+{
+	return (struct dl_lock_req){ .resource = res,
+				     .space = DL_SPACE_POSIX,
+				     .type = t,
+				     .start = 0,
+				     .end = DL_RANGE_EOF,
+				     .owner = owner,
+				     .pid = 42,
+				     .wait_id = wait_id };
+}
+
+/* the number of events of @h for @wait_id (kind @kind, 0: any) */
+static int events(struct host *h, uint64_t wait_id, int kind)
+{
+	int n = 0;
+
+	for (int i = 0; i < h->nev; i++)
+		if (h->ev[i].wait_id == wait_id &&
+		    (!kind || h->ev[i].kind == kind))
+			n++;
+	return n;
+}
+
+/* wait (bounded) until @h has an event for @wait_id; returns it */
+static struct event await_event(struct host *h, uint64_t wait_id, int ms)
+{
+	int64_t until = dl_mono_ms() + ms;
+	struct event e = { 0 };
+
+	pthread_mutex_lock(&h->mutex);
+	while (!events(h, wait_id, 0) && dl_mono_ms() < until) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&h->cond, &h->mutex, &ts);
+	}
+	for (int i = 0; i < h->nev; i++)
+		if (h->ev[i].wait_id == wait_id) {
+			e = h->ev[i];
+			break;
+		}
+	pthread_mutex_unlock(&h->mutex);
+	return e;
+}
+
+/* no (further) event for @wait_id over the quiet period: its count */
+static int quiet_count(struct host *h, uint64_t wait_id)
+{
+	int n;
+
+	usleep(QUIET_MS * 1000);
+	pthread_mutex_lock(&h->mutex);
+	n = events(h, wait_id, 0);
+	pthread_mutex_unlock(&h->mutex);
+	return n;
+}
+
+/* one number from the operator's SQL */
+static long sql_long(const char *sql)
+{
+	PGresult *r = PQexec(op, sql);
+	long v;
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		fail("%s: %s", sql, PQresultErrorMessage(r));
+	v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	return v;
+}
+
+static void sql_run(const char *sql)
+{
+	PGresult *r = PQexec(op, sql);
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+	    PQresultStatus(r) != PGRES_TUPLES_OK)
+		fail("%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+}
+
+static long rows(void)
+{
+	return sql_long("SELECT (SELECT count(*) FROM be.held) + "
+			"(SELECT count(*) FROM be.queue)");
+}
+
+static void expect(int got, int want, const char *what)
+{
+	if (got != want)
+		fail("%s: %d (%s), expected %d", what, got,
+		     got < 0 ? strerror(-got) : "", want);
+}
+
+/* ---- scenarios ------------------------------------------------------- */
+
+/* a grant, a queued request served by the release, F_GETLK and list from
+ * the other host, the fence, nothing left behind */
+static void sc_handoff(void)
+{
+	struct dl_lock_req ra = req("h", DL_WRLCK, 1, 0), rb;
+	struct dl_grant ga, gb;
+	struct dl_lock_info info;
+	struct host a, b;
+	struct event e;
+	int64_t now = dl_mono_ms();
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	if (atomic_load(&a.lease.until_ms) <= now ||
+	    atomic_load(&a.lease.until_ms) > now + TTL_MS)
+		fail("fence after open: until %" PRId64 ", now %" PRId64,
+		     atomic_load(&a.lease.until_ms), now);
+	expect(dl_backend_lock(a.be, &ra, &ga), 0, "a locks");
+	if (ga.lease != atomic_load(&a.lease.gen) || !ga.token)
+		fail("grant of a: token %" PRIu64 " lease %" PRIu64, ga.token,
+		     ga.lease);
+	rb = req("h", DL_WRLCK, 2, 0);
+	expect(dl_backend_lock(b.be, &rb, &gb), -EAGAIN, "b without waiting");
+	rb.wait_id = 11;
+	expect(dl_backend_lock(b.be, &rb, &gb), -EINPROGRESS, "b queues");
+	expect(dl_backend_getlk(b.be, &rb, &info), 1, "b's getlk");
+	if (strcmp(info.host, "a") || info.owner != 1 || info.mine ||
+	    info.pid != 42 || info.token != ga.token)
+		fail("getlk from b: host %s owner %" PRIu64 " mine %d",
+		     info.host, info.owner, info.mine);
+	if (quiet_count(&b, 11))
+		fail("b was answered while a holds the lock");
+	ra.type = DL_UNLCK;
+	expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks");
+	e = await_event(&b, 11, BOUND_MS);
+	if (e.kind != 'g' || e.grant.token <= ga.token ||
+	    e.grant.lease != atomic_load(&b.lease.gen))
+		fail("b's wait ended with '%c' token %" PRIu64, e.kind,
+		     e.grant.token);
+	if (quiet_count(&b, 11) != 1)
+		fail("b's wait was answered twice");
+	expect(dl_backend_release_owner(b.be, "h", DL_SPACE_POSIX, 2,
+					DL_TOKEN_ALL),
+	       0, "b releases");
+	if (rows())
+		fail("%ld rows left", rows());
+	host_close(&a);
+	host_close(&b);
+}
+
+/*
+ * A cancel that loses to the grant (the cancel is delayed, the grant
+ * lands first): answered once, by the callback, cancel says -ENOENT; and
+ * quick cancels racing unlocks: each wait answered exactly once, and a
+ * cancelled one leaves nothing on the server.
+ */
+static void sc_cancel_race(void)
+{
+	struct dl_lock_req ra = req("c", DL_WRLCK, 1, 0), rb;
+	struct dl_grant g;
+	struct host a, b;
+	int ret;
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", "delay_cancel:400");
+	expect(dl_backend_lock(a.be, &ra, &g), 0, "a locks");
+	rb = req("c", DL_WRLCK, 2, 21);
+	expect(dl_backend_lock(b.be, &rb, &g), -EINPROGRESS, "b queues");
+	ra.type = DL_UNLCK;
+	expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks");
+	ret = dl_backend_cancel(b.be, 21); /* sleeps 400 ms first */
+	expect(ret, -ENOENT, "the late cancel");
+	if (quiet_count(&b, 21) != 1 || events(&b, 21, 'g') != 1)
+		fail("the granted wait has %d answers", events(&b, 21, 0));
+	expect(dl_backend_release_owner(b.be, "c", DL_SPACE_POSIX, 2,
+					DL_TOKEN_ALL),
+	       0, "b releases");
+	host_close(&b);
+
+	host_open(&b, "b", NULL);
+	for (uint64_t i = 1; i <= 15; i++) {
+		ra.type = DL_WRLCK;
+		expect(dl_backend_lock(a.be, &ra, &g), 0, "a locks again");
+		rb = req("c", DL_WRLCK, 2, 100 + i);
+		expect(dl_backend_lock(b.be, &rb, &g), -EINPROGRESS,
+		       "b queues again");
+		ra.type = DL_UNLCK;
+		expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks again");
+		ret = dl_backend_cancel(b.be, 100 + i);
+		if (ret == 0) {
+			if (quiet_count(&b, 100 + i) != 0)
+				fail("a cancelled wait was answered too");
+		} else if (ret == -ENOENT) {
+			struct event e = await_event(&b, 100 + i, BOUND_MS);
+
+			if (e.kind != 'g' || quiet_count(&b, 100 + i) != 1)
+				fail("wait %" PRIu64 " answered %d times", i,
+				     events(&b, 100 + i, 0));
+		} else {
+			fail("cancel: %s", strerror(-ret));
+		}
+		expect(dl_backend_release_owner(b.be, "c", DL_SPACE_POSIX, 2,
+						DL_TOKEN_ALL),
+		       0, "b releases");
+		if (rows())
+			fail("round %" PRIu64 ": %ld rows left after the "
+			     "cancel or release",
+			     i, rows());
+	}
+	host_close(&a);
+	host_close(&b);
+}
+
+/*
+ * The answer of a statement is lost (the connection dies after the send,
+ * as in a network blip): the backend asks again on a fresh connection and
+ * the idempotent request is granted or queued once.
+ */
+static void sc_indoubt(void)
+{
+	struct dl_lock_req ra = req("d", DL_WRLCK, 1, 0), rb;
+	struct dl_grant g;
+	struct host a, b;
+
+	host_open(&a, "a", "drop_result:1");
+	expect(dl_backend_lock(a.be, &ra, &g), 0, "a locks, answer lost once");
+	if (sql_long("SELECT count(*) FROM be.held WHERE res = 'd'") != 1)
+		fail("the retried lock made %ld rows", sql_long("SELECT "
+								"count(*) FROM "
+								"be.held"));
+	host_open(&b, "b", "drop_result:1");
+	rb = req("d", DL_WRLCK, 2, 31);
+	expect(dl_backend_lock(b.be, &rb, &g), -EINPROGRESS,
+	       "b queues, answer lost once");
+	if (sql_long("SELECT count(*) FROM be.queue") != 1)
+		fail("the retried wait made %ld queue rows", sql_long("SELECT "
+								      "count(*)"
+								      " FROM "
+								      "be."
+								      "queue"));
+	ra.type = DL_UNLCK;
+	expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks");
+	if (await_event(&b, 31, BOUND_MS).kind != 'g' ||
+	    quiet_count(&b, 31) != 1)
+		fail("b's wait answered %d times", events(&b, 31, 0));
+	expect(dl_backend_release_owner(b.be, "d", DL_SPACE_POSIX, 2,
+					DL_TOKEN_ALL),
+	       0, "b releases");
+	if (rows())
+		fail("%ld rows left", rows());
+	host_close(&a);
+	host_close(&b);
+}
+
+/*
+ * The server ends b's lease (as an expiry would): b learns it at its next
+ * renewal, reports its lock lost and fails its queued wait before anyone
+ * else could get them, changes its gen, and keeps working with a new
+ * lease; a gets the lock.
+ */
+static void sc_lease_lost(void)
+{
+	struct dl_lock_req rb = req("l", DL_WRLCK, 2, 0), rw, ra;
+	struct dl_grant g;
+	struct host a, b;
+	uint64_t gen;
+	struct event e;
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	expect(dl_backend_lock(b.be, &rb, &g), 0, "b locks");
+	ra = req("l2", DL_WRLCK, 1, 0);
+	expect(dl_backend_lock(a.be, &ra, &g), 0, "a locks l2");
+	rw = req("l2", DL_RDLCK, 3, 41);
+	expect(dl_backend_lock(b.be, &rw, &g), -EINPROGRESS, "b waits for l2");
+	gen = atomic_load(&b.lease.gen);
+	sql_run("UPDATE be.leases SET expires = clock_timestamp() - "
+		"interval '1 ms' WHERE host = 'b'");
+	e = await_event(&b, 41, TTL_MS + BOUND_MS);
+	if (e.kind != 'f' || e.err != -ENOLCK)
+		fail("b's wait ended with '%c' %d", e.kind, e.err);
+	pthread_mutex_lock(&b.mutex);
+	if (b.nlost != 1 || b.lost_err != -ENOLCK)
+		fail("b reported %d lost locks (%d)", b.nlost, b.lost_err);
+	pthread_mutex_unlock(&b.mutex);
+	if (atomic_load(&b.lease.gen) == gen)
+		fail("b's gen did not change");
+	ra = req("l", DL_WRLCK, 1, 51);
+	if (dl_backend_lock(a.be, &ra, &g) != 0 &&
+	    await_event(&a, 51, BOUND_MS).kind != 'g')
+		fail("a never got the lock of b's dead lease");
+	/* b works again, under a new lease */
+	rb = req("l3", DL_WRLCK, 2, 0);
+	expect(dl_backend_lock(b.be, &rb, &g), 0, "b locks under a new lease");
+	if (g.lease != atomic_load(&b.lease.gen) || g.lease == gen)
+		fail("b's new grant names lease %" PRIu64, g.lease);
+	expect(dl_backend_release_owner(b.be, "l3", DL_SPACE_POSIX, 2,
+					DL_TOKEN_ALL),
+	       0, "b releases l3");
+	expect(dl_backend_release_owner(a.be, "l", DL_SPACE_POSIX, 1,
+					DL_TOKEN_ALL),
+	       0, "a releases l");
+	expect(dl_backend_release_owner(a.be, "l2", DL_SPACE_POSIX, 1,
+					DL_TOKEN_ALL),
+	       0, "a releases l2");
+	host_close(&a);
+	host_close(&b);
+	if (rows())
+		fail("%ld rows left after both closed", rows());
+}
+
+/* cancelled waits (interrupted F_SETLKW) leave no row behind */
+static void sc_eintr(void)
+{
+	struct dl_lock_req ra = req("e", DL_WRLCK, 1, 0), rb;
+	struct dl_grant g;
+	struct host a, b;
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	expect(dl_backend_lock(a.be, &ra, &g), 0, "a locks");
+	for (uint64_t i = 1; i <= 10; i++) {
+		rb = req("e", i % 2 ? DL_WRLCK : DL_RDLCK, 10 + i, 60 + i);
+		expect(dl_backend_lock(b.be, &rb, &g), -EINPROGRESS,
+		       "b queues");
+	}
+	if (sql_long("SELECT count(*) FROM be.queue") != 10)
+		fail("%ld queued", sql_long("SELECT count(*) FROM be.queue"));
+	for (uint64_t i = 1; i <= 10; i++)
+		expect(dl_backend_cancel(b.be, 60 + i), 0, "b cancels");
+	if (sql_long("SELECT count(*) FROM be.queue"))
+		fail("queue rows left after the cancels");
+	ra.type = DL_UNLCK;
+	expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks");
+	for (uint64_t i = 1; i <= 10; i++)
+		if (quiet_count(&b, 60 + i))
+			fail("a cancelled wait was granted");
+	if (rows())
+		fail("%ld rows left", rows());
+	host_close(&a);
+	host_close(&b);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		void (*fn)(void);
+	} scs[] = {
+		{ "handoff", sc_handoff }, { "cancel_race", sc_cancel_race },
+		{ "indoubt", sc_indoubt }, { "lease_lost", sc_lease_lost },
+		{ "eintr", sc_eintr },
+	};
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: pg_be SCENARIO URI CONNINFO\n");
+		return 2;
+	}
+	scenario = argv[1];
+	uri = argv[2];
+	conninfo = argv[3];
+	dl_log_init("pg_be", DL_LOG_WARNING, false);
+	op = PQconnectdb(conninfo);
+	if (PQstatus(op) != CONNECTION_OK)
+		fail("operator connection: %s", PQerrorMessage(op));
+	for (size_t i = 0; i < sizeof(scs) / sizeof(scs[0]); i++) {
+		if (strcmp(scs[i].name, scenario) == 0) {
+			scs[i].fn();
+			printf("ok %s\n", scenario);
+			PQfinish(op);
+			return 0;
+		}
+	}
+	fail("unknown scenario");
+}
