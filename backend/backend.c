@@ -10,11 +10,7 @@
 #include <time.h>
 
 static const struct dl_backend_ops *const registry[] = {
-	&dl_local_ops,
-	&dl_redis_ops,
-	&dl_zk_ops,
-	&dl_pg_ops,
-	&dl_pg_alias_ops,
+	&dl_local_ops, &dl_redis_ops, &dl_zk_ops, &dl_pg_ops, &dl_pg_alias_ops,
 };
 
 /* length of the scheme of @uri ("local" in "local:"), or 0 if malformed */
