@@ -9,6 +9,11 @@
  * the count and the hash chains are guarded by pt_inode_table.lock, the
  * descriptor and the key never change.
  *
+ * The table is written here, not taken from uthash, because it must grow
+ * under its own mutex without ever failing a lookup the kernel already
+ * counted (a failed allocation leaves the old buckets in use), and its
+ * entries' addresses are the kernel's inode numbers.
+ *
  * Descriptors: one O_PATH descriptor per inode the kernel knows (until its
  * forget); a root daemon raises its own RLIMIT_NOFILE to fs.nr_open at
  * start, and a shortage of its own is answered ENFILE, never the

@@ -20,6 +20,13 @@
  *    the backend's cancel() returned 0.  The first of them to find it in
  *    the hash under the mutex unlinks it; the others find nothing.
  *
+ * The two hash tables (objects by id, waiters by id) are fixed arrays of
+ * chains keyed by integers, written here rather than taken from uthash:
+ * a chain is a pointer in the struct and a mix of the key (util/hash.h),
+ * no allocation on insert (which could fail under the manager's mutex
+ * with a lock already granted), and every walk of all holds (lost
+ * notices, the deadlock walk) visits the buckets in order.
+ *
  * Does not: walk the wait-for graph (deadlock.c), run timers (timer.c),
  * mark or check lost locks and leases (fence.c), or format text for
  * xattrs (inspect.c).  It never talks to FUSE or the socket: answers go

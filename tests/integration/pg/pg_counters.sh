@@ -10,7 +10,7 @@ pg_require
 dl_require_prog flock
 
 PROCS=3
-ITER=300
+ITER=150
 pg_start
 dl_tmpdir base
 mkdir "$base/backing"
