@@ -8,6 +8,7 @@
  * accepted here, so that the URI says everything the daemon does.
  */
 #include "backend/pg/uri.h"
+#include "backend/util/uri.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -20,38 +21,6 @@ static int uri_fail(char *err, size_t errlen, const char *msg)
 {
 	snprintf(err, errlen, "malformed postgresql URI: %s", msg);
 	return -EINVAL;
-}
-
-/* decimal [min, max] from s[0..len); -1 if not */
-static long uri_number(const char *s, size_t len, long min, long max)
-{
-	long v = 0;
-
-	if (len == 0 || len > 9)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	return v < min || v > max ? -1 : v;
-}
-
-static bool name_char_ok(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
-}
-
-static int hex_val(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 /*
@@ -73,15 +42,15 @@ static int uri_socket_dir(const char *s, size_t len, char *out, size_t outlen,
 				return uri_fail(err, errlen,
 						"truncated %-escape in socket "
 						"directory");
-			hi = hex_val(s[i + 1]);
-			lo = hex_val(s[i + 2]);
+			hi = dl_uri_hex(s[i + 1]);
+			lo = dl_uri_hex(s[i + 2]);
 			if (hi < 0 || lo < 0)
 				return uri_fail(err, errlen,
 						"bad %-escape in socket "
 						"directory");
 			c = (unsigned char)(hi * 16 + lo);
 			i += 2;
-		} else if (!name_char_ok((char)c)) {
+		} else if (!dl_uri_host_char((char)c)) {
 			return uri_fail(err, errlen,
 					"bad character in socket directory "
 					"(write '/' as %2F)");
@@ -106,84 +75,26 @@ static int uri_socket_dir(const char *s, size_t len, char *out, size_t outlen,
 static int uri_host(const char *s, size_t len, struct pg_uri_host *h, char *err,
 		    size_t errlen)
 {
-	const char *host, *port = NULL;
-	size_t hlen, plen = 0;
+	struct dl_uri_hostport hp;
+	const char *why;
 	int ret;
 
-	if (len == 0)
-		return uri_fail(err, errlen, "empty host");
-	if (s[0] == '[') {
-		const char *close = memchr(s, ']', len);
-
-		if (!close)
+	if (dl_uri_hostport(s, len, PG_DEFAULT_PORT, &hp, &why) < 0)
+		return uri_fail(err, errlen, why);
+	h->port = hp.port;
+	if (!hp.ipv6 && hp.host[0] == '%') {
+		ret = uri_socket_dir(hp.host, hp.hlen, h->host, sizeof(h->host),
+				     err, errlen);
+		return ret < 0 ? ret : 0;
+	}
+	for (size_t i = 0; i < hp.hlen && !hp.ipv6; i++)
+		if (!dl_uri_host_char(hp.host[i]))
 			return uri_fail(err, errlen,
-					"unclosed '[' in IPv6 address");
-		host = s + 1;
-		hlen = (size_t)(close - host);
-		for (size_t i = 0; i < hlen; i++)
-			if (!(name_char_ok(host[i]) || host[i] == ':' ||
-			      host[i] == '%'))
-				return uri_fail(err, errlen,
-						"bad character in IPv6 "
-						"address");
-		if (close + 1 < s + len) {
-			if (close[1] != ':')
-				return uri_fail(err, errlen,
-						"expected ':' after ']'");
-			port = close + 2;
-			plen = (size_t)(s + len - port);
-			if (plen == 0)
-				return uri_fail(err, errlen, "empty port");
-		}
-		if (hlen == 0)
-			return uri_fail(err, errlen, "empty host");
-		if (hlen >= sizeof(h->host))
-			return uri_fail(err, errlen, "host name too long");
-		memcpy(h->host, host, hlen);
-		h->host[hlen] = '\0';
-	} else {
-		const char *colon = memchr(s, ':', len);
-
-		host = s;
-		hlen = colon ? (size_t)(colon - s) : len;
-		if (colon) {
-			port = colon + 1;
-			plen = (size_t)(s + len - port);
-			if (memchr(port, ':', plen))
-				return uri_fail(err, errlen,
-						"an IPv6 address needs "
-						"brackets: [::1]:5432");
-			if (plen == 0)
-				return uri_fail(err, errlen, "empty port");
-		}
-		if (hlen == 0)
-			return uri_fail(err, errlen, "empty host");
-		if (host[0] == '%') {
-			ret = uri_socket_dir(host, hlen, h->host,
-					     sizeof(h->host), err, errlen);
-			if (ret < 0)
-				return ret;
-		} else {
-			for (size_t i = 0; i < hlen; i++)
-				if (!name_char_ok(host[i]))
-					return uri_fail(err, errlen,
-							"bad character in host "
-							"name");
-			if (hlen >= sizeof(h->host))
-				return uri_fail(err, errlen,
-						"host name too long");
-			memcpy(h->host, host, hlen);
-			h->host[hlen] = '\0';
-		}
-	}
-	h->port = PG_DEFAULT_PORT;
-	if (port) {
-		long p = uri_number(port, plen, 1, 65535);
-
-		if (p < 0)
-			return uri_fail(err, errlen, "bad port (1-65535)");
-		h->port = (int)p;
-	}
+					"bad character in host name");
+	if (hp.hlen >= sizeof(h->host))
+		return uri_fail(err, errlen, "host name too long");
+	memcpy(h->host, hp.host, hp.hlen);
+	h->host[hp.hlen] = '\0';
 	return 0;
 }
 
@@ -312,7 +223,7 @@ static int uri_query(const char *q, struct pg_uri *u, char *err, size_t errlen)
 			u->target_session_attrs[vlen] = '\0';
 			break;
 		default:
-			n = uri_number(v, vlen, lim[k][0], lim[k][1]);
+			n = dl_uri_number(v, vlen, lim[k][0], lim[k][1]);
 			if (n < 0) {
 				snprintf(msg, sizeof(msg),
 					 "%s must be a number from %ld to %ld",
@@ -373,7 +284,7 @@ int pg_uri_parse(const char *rest, struct pg_uri *out, char *err, size_t errlen)
 		if (ulen >= sizeof(u.user))
 			return uri_fail(err, errlen, "user name too long");
 		for (size_t i = 0; i < ulen; i++)
-			if (!name_char_ok(auth[i]))
+			if (!dl_uri_host_char(auth[i]))
 				return uri_fail(err, errlen,
 						"bad character in user name");
 		memcpy(u.user, auth, ulen);
@@ -417,7 +328,7 @@ int pg_uri_parse(const char *rest, struct pg_uri *out, char *err, size_t errlen)
 		return uri_fail(err, errlen,
 				"database name too long (at most 63)");
 	for (size_t i = 0; i < len; i++)
-		if (!name_char_ok(p[i]))
+		if (!dl_uri_host_char(p[i]))
 			return uri_fail(err, errlen,
 					"the database name may hold only "
 					"letters, digits, '-', '.' and '_'");

@@ -11,6 +11,7 @@
  * it (the unit test links it alone).
  */
 #include "backend/redis/uri.h"
+#include "backend/util/uri.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -25,93 +26,24 @@ static int uri_fail(char *err, size_t errlen, const char *msg)
 	return -EINVAL;
 }
 
-/* decimal [min, max] from s[0..len); -1 if not */
-static long uri_number(const char *s, size_t len, long min, long max)
-{
-	long v = 0;
-
-	if (len == 0 || len > 9)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	return v < min || v > max ? -1 : v;
-}
-
-static bool host_char_ok(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
-}
-
 /* one "HOST[:PORT]" of s[0..len) */
 static int uri_node(const char *s, size_t len, struct redis_uri_node *n,
 		    char *err, size_t errlen)
 {
-	const char *host, *port = NULL;
-	size_t hlen, plen = 0;
+	struct dl_uri_hostport hp;
+	const char *why;
 
-	if (len == 0)
-		return uri_fail(err, errlen, "empty host");
-	if (s[0] == '[') {
-		const char *close = memchr(s, ']', len);
-
-		if (!close)
+	if (dl_uri_hostport(s, len, REDIS_DEFAULT_PORT, &hp, &why) < 0)
+		return uri_fail(err, errlen, why);
+	for (size_t i = 0; i < hp.hlen && !hp.ipv6; i++)
+		if (!dl_uri_host_char(hp.host[i]))
 			return uri_fail(err, errlen,
-					"unclosed '[' in IPv6 address");
-		host = s + 1;
-		hlen = (size_t)(close - host);
-		for (size_t i = 0; i < hlen; i++)
-			if (!(host_char_ok(host[i]) || host[i] == ':' ||
-			      host[i] == '%'))
-				return uri_fail(err, errlen,
-						"bad character in IPv6 "
-						"address");
-		if (close + 1 < s + len) {
-			if (close[1] != ':')
-				return uri_fail(err, errlen,
-						"expected ':' after ']'");
-			port = close + 2;
-			plen = (size_t)(s + len - port);
-			if (plen == 0)
-				return uri_fail(err, errlen, "empty port");
-		}
-	} else {
-		const char *colon = memchr(s, ':', len);
-
-		host = s;
-		hlen = colon ? (size_t)(colon - s) : len;
-		if (colon) {
-			port = colon + 1;
-			plen = (size_t)(s + len - port);
-			if (memchr(port, ':', plen))
-				return uri_fail(err, errlen,
-						"an IPv6 address needs "
-						"brackets: [::1]:6379");
-			if (plen == 0)
-				return uri_fail(err, errlen, "empty port");
-		}
-		for (size_t i = 0; i < hlen; i++)
-			if (!host_char_ok(host[i]))
-				return uri_fail(err, errlen,
-						"bad character in host name");
-	}
-	if (hlen == 0)
-		return uri_fail(err, errlen, "empty host");
-	if (hlen >= sizeof(n->host))
+					"bad character in host name");
+	if (hp.hlen >= sizeof(n->host))
 		return uri_fail(err, errlen, "host name too long");
-	memcpy(n->host, host, hlen);
-	n->host[hlen] = '\0';
-	n->port = REDIS_DEFAULT_PORT;
-	if (port) {
-		long p = uri_number(port, plen, 1, 65535);
-
-		if (p < 0)
-			return uri_fail(err, errlen, "bad port (1-65535)");
-		n->port = (int)p;
-	}
+	memcpy(n->host, hp.host, hp.hlen);
+	n->host[hp.hlen] = '\0';
+	n->port = hp.port;
 	return 0;
 }
 
@@ -161,8 +93,8 @@ static int uri_query(const char *q, struct redis_uri *u, char *err,
 			return uri_fail(err, errlen, msg);
 		}
 		seen[k] = true;
-		v = uri_number(eq + 1, len - klen - 1, keys[k].min,
-			       keys[k].max);
+		v = dl_uri_number(eq + 1, len - klen - 1, keys[k].min,
+				  keys[k].max);
 		if (v < 0) {
 			char msg[120];
 
@@ -224,7 +156,7 @@ int redis_uri_parse(const char *rest, struct redis_uri *out, char *err,
 		if (ulen >= sizeof(u.user))
 			return uri_fail(err, errlen, "user name too long");
 		for (size_t i = 0; i < ulen; i++)
-			if (!host_char_ok(auth[i]) && auth[i] != '@')
+			if (!dl_uri_host_char(auth[i]) && auth[i] != '@')
 				return uri_fail(err, errlen,
 						"bad character in user name");
 		memcpy(u.user, auth, ulen);
@@ -264,7 +196,7 @@ int redis_uri_parse(const char *rest, struct redis_uri *out, char *err,
 				return uri_fail(err, errlen,
 						"prefix too long (at most 63)");
 			for (size_t i = 0; i < len; i++)
-				if (!host_char_ok(p[i]))
+				if (!dl_uri_host_char(p[i]))
 					return uri_fail(err, errlen,
 							"the prefix may hold "
 							"only letters, digits, "

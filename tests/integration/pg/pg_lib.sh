@@ -107,11 +107,10 @@ pg_mount2() {
 }
 
 # pg_xhost ARGS... - the cross-host driver of the Redis suite (it only
-# needs two mounts; xhost_pg.py says what it adapts); echo its output,
-# fail on FAIL
+# needs two mounts); echo its output, fail on FAIL
 pg_xhost() {
 	local out rc=0
-	out=$(python3 "$(dirname "$0")/xhost_pg.py" "$@" 2>&1) || rc=$?
+	out=$(python3 "$(dirname "$0")/../redis/xhost.py" "$@" 2>&1) || rc=$?
 	printf '%s\n' "$out" | sed 's/^/  /'
 	[[ $rc -eq 0 ]] || dl_fail "xhost.py $1: $(printf '%s\n' "$out" | grep -E '^FAIL' | tr '\n' ';')"
 }
