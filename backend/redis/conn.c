@@ -485,6 +485,12 @@ int redis_node_script(struct redis_backend *rb, struct redis_node *n,
 		goto out_free;
 	}
 	redis_conn_put(c);
+	if (redis_fault_lose(&rb->fault, op)) {
+		freeReplyObject(r); /* it ran: as if the answer never came */
+		if (indoubt)
+			*indoubt = true;
+		goto out_free;
+	}
 	if (r->type != REDIS_REPLY_ARRAY) {
 		dl_log(DL_LOG_ERR, "redis %s:%d: %s: unexpected answer: %.*s",
 		       n->addr.host, n->addr.port, op,

@@ -13,13 +13,16 @@
  *   fail_unlock:N, fail_release:N, fail_cancel:N
  *                     the next N scripts of that op fail as if the node
  *                     were unreachable (nothing sent)
+ *   lose_lock:N       the next N lock scripts run on the server, but
+ *                     their answers are lost as if the connection broke
+ *                     before they arrived (the request is in doubt)
  *   nomem:N           the Nth bookkeeping allocation after open fails
  *
  * Owns: the parsing of that variable into struct redis_fault and the
  * primitives the fault points call.  Does not: decide where the points
  * are; their callers do (ops.c and redlock.c: delay_lock, delay_cancel;
  * sub.c and keeper.c: delay_deliver; conn.c's redis_node_script(): the
- * fail_* counters; table.c's allocators: nomem).
+ * fail_* and lose_* counters; table.c's allocators: nomem).
  *
  * Locking: none of its own.  The delays are written by redis_open()
  * before any thread starts and only read afterwards; the counters are
@@ -59,6 +62,8 @@ void redis_fault_parse(struct redis_fault *f)
 			atomic_store(&f->fail_release, v);
 		else if (strcmp(name, "fail_cancel") == 0)
 			atomic_store(&f->fail_cancel, v);
+		else if (strcmp(name, "lose_lock") == 0)
+			atomic_store(&f->lose_lock, v);
 		else if (strcmp(name, "nomem") == 0)
 			atomic_store(&f->nomem, v);
 		dl_log(DL_LOG_WARNING, "redis: test fault %s:%d", name, v);
@@ -96,6 +101,12 @@ bool redis_fault_fail(struct redis_fault *f, const char *op)
 	if (strcmp(op, "cancel") == 0)
 		return redis_fault_take(&f->fail_cancel);
 	return false;
+}
+
+/* true when @op's answer is to be lost (its script did run) */
+bool redis_fault_lose(struct redis_fault *f, const char *op)
+{
+	return strcmp(op, "lock") == 0 && redis_fault_take(&f->lose_lock);
 }
 
 /* calloc of bookkeeping, failing once where nomem:N says */

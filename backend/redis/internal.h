@@ -148,6 +148,7 @@ struct redis_backend;
 struct redis_fault {
 	int delay_lock, delay_cancel, delay_deliver;
 	atomic_int fail_unlock, fail_release, fail_cancel;
+	atomic_int lose_lock; /* lock scripts that run but whose answer is lost */
 	atomic_int nomem;
 };
 
@@ -249,7 +250,10 @@ struct redis_wait {
  * until done or until the lease it was made under is given up (its
  * records die with it).  rb->jobs is guarded by rb->mutex; the keeper
  * takes the whole list out and owns the jobs it took until it puts the
- * unfinished ones back */
+ * unfinished ones back (rb->jobs_running meanwhile).  An owner's jobs on
+ * a resource are done before its next lock there is sent
+ * (redis_jobs_settle()): the unlock of an in-doubt lock ends every grant
+ * of its range, so it must not reach the server after a newer one */
 enum redis_job_kind {
 	RJ_RELEASE, /* release_owner */
 	RJ_UNLOCK,  /* unlock [start, end] */
@@ -301,6 +305,9 @@ struct redis_backend {
 	struct redis_held *held[REDIS_BUCKETS];
 	struct redis_wait *waits[REDIS_BUCKETS];
 	struct redis_job *jobs;
+	size_t njobs;	    /* in rb->jobs or taken out by the keeper */
+	bool jobs_running;  /* the keeper has taken rb->jobs out */
+	uint64_t jobs_pass; /* passes over the jobs the keeper finished */
 	uint64_t acks[REDIS_MAX_ACKS]; /* delivered grants to forget */
 	size_t nacks;
 	size_t nheld, nwaits;
@@ -332,6 +339,7 @@ static inline unsigned redis_popcount(unsigned m)
 void redis_fault_parse(struct redis_fault *f);
 void redis_fault_sleep(int ms);
 bool redis_fault_fail(struct redis_fault *f, const char *op);
+bool redis_fault_lose(struct redis_fault *f, const char *op);
 void *redis_fault_calloc(struct redis_fault *f, size_t n, size_t size);
 
 /* ---- conn.c: one node's wire (no rb->mutex held by the caller) ---------- */
@@ -408,6 +416,8 @@ void *redis_watchdog_main(void *arg);
 
 void redis_nap(struct redis_backend *rb, int64_t ms);
 void *redis_keeper_main(void *arg);
+int redis_jobs_settle(struct redis_backend *rb, unsigned node,
+		      const struct dl_lock_req *req);
 
 /* ---- sub.c: the subscribers and delivery -------------------------------- */
 

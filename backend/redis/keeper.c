@@ -16,7 +16,9 @@
  * again by id under the mutex before answering it (it may have been
  * answered, cancelled or failed meanwhile; one being cancelled is left to
  * cancel()).  The job list is taken out of rb->jobs as a whole, so only
- * the keeper runs jobs; unfinished ones are put back.  Its callbacks
+ * the keeper runs jobs; unfinished ones are put back, and a lock call
+ * that must wait for an owner's jobs (redis_jobs_settle()) waits for the
+ * end of a pass (rb->jobs_pass).  Its callbacks
  * (grants and failures of the re-check, what renewals and Redlock
  * retries decide) are made on this thread with no mutex held.  It is
  * woken by a first wait (redis_wait_insert()), a job (redis_job_add()), a
@@ -30,6 +32,7 @@
  * that lock() call has its answers from every node and re-queues the
  * wait (or drops it).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -128,10 +131,12 @@ out_free:
 static void redis_keeper_jobs(struct redis_backend *rb)
 {
 	struct redis_job *todo, *keep = NULL;
+	size_t done = 0;
 
 	pthread_mutex_lock(&rb->mutex);
 	todo = rb->jobs;
 	rb->jobs = NULL;
+	rb->jobs_running = true;
 	pthread_mutex_unlock(&rb->mutex);
 	while (todo) {
 		struct redis_job *j = todo;
@@ -146,6 +151,7 @@ static void redis_keeper_jobs(struct redis_backend *rb)
 		pthread_mutex_unlock(&rb->mutex);
 		if (j->name != name) { /* that lease is given up anyway */
 			free(j);
+			done++;
 			continue;
 		}
 		snprintf(max, sizeof(max), "%" PRIu64, j->max_token);
@@ -188,21 +194,78 @@ static void redis_keeper_jobs(struct redis_backend *rb)
 		if (r) {
 			freeReplyObject(r);
 			free(j);
+			done++;
 		} else {
 			j->next = keep;
 			keep = j;
 		}
 	}
-	if (keep) {
-		pthread_mutex_lock(&rb->mutex);
-		while (keep) {
-			struct redis_job *j = keep;
+	pthread_mutex_lock(&rb->mutex);
+	while (keep) {
+		struct redis_job *j = keep;
 
-			keep = j->next;
-			j->next = rb->jobs;
-			rb->jobs = j;
+		keep = j->next;
+		j->next = rb->jobs;
+		rb->jobs = j;
+	}
+	rb->njobs -= done;
+	rb->jobs_running = false;
+	rb->jobs_pass++;
+	pthread_cond_broadcast(&rb->cond); /* redis_jobs_settle() */
+	pthread_mutex_unlock(&rb->mutex);
+}
+
+static bool redis_job_of(const struct redis_job *j, unsigned node,
+			 const struct dl_lock_req *req)
+{
+	for (; j; j = j->next)
+		if (j->node == node && j->req.owner == req->owner &&
+		    j->req.space == req->space &&
+		    strcmp(j->res, req->resource) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Before a lock of (resource, space, owner) is sent to node @node: the
+ * jobs that owner left there must be done first.  The unlock of an
+ * in-doubt lock ends every grant of its range (the token the server gave
+ * is unknown), so it must reach the server before a newer grant exists:
+ * if it ran later it would take that grant away.  Kicks the keeper and
+ * waits (bounded by the lease) for a pass over the jobs that started after
+ * the call; the keeper itself does not wait (it ran its jobs before its
+ * retries).  Mutex held.  0, or -ENOLCK: a job is left (its node is still
+ * down) and the lock must not be sent.
+ */
+int redis_jobs_settle(struct redis_backend *rb, unsigned node,
+		      const struct dl_lock_req *req)
+{
+	int64_t until = dl_mono_ms() + rb->uri.ttl_ms;
+	uint64_t seen = (uint64_t)-1, full;
+
+	if (!rb->jobs && !rb->jobs_running)
+		return 0; /* the common case */
+	if (rb->keeper_started && pthread_equal(pthread_self(), rb->keeper))
+		return redis_job_of(rb->jobs, node, req) ? -ENOLCK : 0;
+	/* a whole pass that starts after now: the one running may have
+	 * taken our job out already, and puts it back only when it ends */
+	full = rb->jobs_pass + (rb->jobs_running ? 2 : 1);
+	for (;;) {
+		bool mine = redis_job_of(rb->jobs, node, req);
+		int64_t now = dl_mono_ms();
+		struct timespec ts = { until / 1000, (until % 1000) * 1000000 };
+
+		if (!mine && !rb->jobs_running)
+			return 0;
+		if ((mine && rb->jobs_pass >= full) || rb->stopping ||
+		    now >= until)
+			return -ENOLCK;
+		if (mine && seen != rb->jobs_pass) {
+			seen = rb->jobs_pass; /* one kick per pass */
+			rb->kick = true;
+			pthread_cond_broadcast(&rb->cond);
 		}
-		pthread_mutex_unlock(&rb->mutex);
+		pthread_cond_timedwait(&rb->cond, &rb->mutex, &ts);
 	}
 }
 

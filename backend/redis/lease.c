@@ -175,6 +175,7 @@ static void redis_lose_all(struct redis_backend *rb, const char *why,
 		struct redis_job *j = rb->jobs;
 
 		rb->jobs = j->next;
+		rb->njobs--;
 		free(j);
 	}
 	rb->nacks = 0;

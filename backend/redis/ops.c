@@ -52,7 +52,8 @@ static int redis_req_valid(const struct dl_lock_req *req, bool unlock)
 }
 
 /*
- * Single node: the server queues, hands over and publishes.  The wait is
+ * Single node: the server queues, hands over and publishes.  The owner's
+ * jobs on the resource are done first (redis_jobs_settle()).  The wait is
  * registered under the gen and lease name the request is sent with, so
  * its grant is recognised whichever thread reports it; a request whose
  * lease was replaced in flight is answered -ENOLCK here unless its grant
@@ -80,6 +81,14 @@ static int redis_lock_single(struct redis_backend *rb,
 		spare = redis_held_alloc(rb, req);
 		if (!spare)
 			return -ENOMEM;
+	}
+	pthread_mutex_lock(&rb->mutex);
+	ret = redis_jobs_settle(rb, 0, req);
+	pthread_mutex_unlock(&rb->mutex);
+	if (ret < 0) {
+		redis_wait_free(w);
+		redis_held_free(spare);
+		return ret;
 	}
 	for (int attempt = 0; attempt < 2; attempt++) {
 		indoubt = false;
@@ -602,7 +611,7 @@ static int redis_status(struct dl_backend *be, char *buf, size_t len)
 	struct redis_backend *rb = redis_of(be);
 	unsigned up = 0;
 	int64_t ago = -1, now = dl_mono_ms();
-	size_t held, waiting;
+	size_t held, waiting, retrying;
 
 	pthread_mutex_lock(&rb->mutex);
 	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
@@ -615,12 +624,14 @@ static int redis_status(struct dl_backend *be, char *buf, size_t len)
 	}
 	held = rb->nheld;
 	waiting = rb->nwaits;
+	retrying = rb->njobs;
 	pthread_mutex_unlock(&rb->mutex);
 	snprintf(buf, len,
 		 "health=%s nodes=%u/%zu lease_ms=%d "
-		 "last_renew_ms_ago=%" PRId64 " held=%zu waiting=%zu",
+		 "last_renew_ms_ago=%" PRId64 " held=%zu waiting=%zu "
+		 "retrying=%zu",
 		 up >= rb->majority ? "ok" : "down", up, rb->uri.nnodes,
-		 rb->uri.ttl_ms, ago, held, waiting);
+		 rb->uri.ttl_ms, ago, held, waiting, retrying);
 	return 0;
 }
 

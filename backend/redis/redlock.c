@@ -106,9 +106,14 @@ static int redis_redlock_try(struct redis_backend *rb,
 		struct redis_node *n = &rb->nodes[i];
 		enum redis_outcome o = RO_ERROR;
 		uint64_t g, name, tok = 0;
-		bool indoubt = false;
+		bool indoubt = false, settled;
 		char lease[17];
 
+		pthread_mutex_lock(&rb->mutex);
+		settled = redis_jobs_settle(rb, i, req) == 0;
+		pthread_mutex_unlock(&rb->mutex);
+		if (!settled)
+			continue; /* that node does not answer this time */
 		for (int attempt = 0; attempt < 2; attempt++) {
 			if (redis_node_lease(rb, n, lease, &g, &name) < 0 ||
 			    g != gen) {

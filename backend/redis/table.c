@@ -333,6 +333,7 @@ void redis_job_add(struct redis_backend *rb, enum redis_job_kind kind,
 	j->req.resource = j->res;
 	j->next = rb->jobs;
 	rb->jobs = j;
+	rb->njobs++;
 	rb->kick = true;
 	pthread_cond_broadcast(&rb->cond);
 }
