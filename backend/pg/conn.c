@@ -443,18 +443,6 @@ static int conn_prepare(struct pg_backend *pb, struct pg_conn *pc,
 	return ret;
 }
 
-/* true once when the test fault "drop_result" is armed */
-static bool fault_drop(struct pg_backend *pb)
-{
-	int v = atomic_load(&pb->fault.drop_result);
-
-	while (v > 0)
-		if (atomic_compare_exchange_weak(&pb->fault.drop_result, &v,
-						 v - 1))
-			return true;
-	return false;
-}
-
 int pg_exec(struct pg_backend *pb, struct pg_conn *pc, enum pg_sql q, int n,
 	    const char *const *values, const int *lengths, const int *formats,
 	    int64_t deadline, PGresult **out, bool *indoubt)
@@ -490,7 +478,7 @@ int pg_exec(struct pg_backend *pb, struct pg_conn *pc, enum pg_sql q, int n,
 		return -ECONNRESET;
 	}
 	*indoubt = true;
-	if (pc->role[0] == 'w' && fault_drop(pb)) {
+	if (pc->role[0] == 'w' && pg_fault_take(&pb->fault.drop_result)) {
 		/* test fault: the answer is lost on the way back */
 		(void)conn_result(pc, stmt_deadline, &r);
 		PQclear(r);

@@ -50,6 +50,7 @@
 
 #include "backend/backend.h"
 #include "backend/pg/uri.h"
+#include "backend/util/jobgate.h"
 
 #define PG_SCHEMA_VERSION     1
 #define PG_WORKERS	      4	   /* request connections */
@@ -135,7 +136,8 @@ struct pg_wait {
 
 /* work left over from a failed or unanswered call, retried by the keeper
  * until done or until the lease it was made under is given up (its
- * records die with it) */
+ * records die with it).  An owner's jobs on a resource are done before its
+ * next lock there is sent (pg_jobs_settle(), backend/util/jobgate.h) */
 enum pg_job_kind {
 	PJ_RELEASE, /* release_owner */
 	PJ_UNLOCK,  /* unlock [start, end] */
@@ -197,11 +199,12 @@ struct pg_worker {
  * request's wait is registered and before it is sent; "delay_cancel:MS"
  * before a cancel is sent; "drop_result:N" makes the next N statements of
  * the workers lose their connection after they were sent (an in-doubt
- * answer, as a network blip would).
+ * answer, as a network blip would); "fail_job:N" makes the keeper's next
+ * N tries of left-over jobs fail as if the server were down.
  */
 struct pg_fault {
 	int delay_lock, delay_cancel;
-	atomic_int drop_result;
+	atomic_int drop_result, fail_job;
 };
 
 struct pg_backend {
@@ -252,6 +255,8 @@ struct pg_backend {
 	struct pg_held *held[PG_BUCKETS];
 	struct pg_wait *waits[PG_BUCKETS];
 	struct pg_job *jobs;
+	size_t njobs;		   /* in jobs or taken out by the keeper */
+	struct dl_jobgate gate;	   /* jobs before the owner's next lock */
 	int64_t acks[PG_MAX_ACKS]; /* delivered grants (wait ids) to forget */
 	size_t nacks;
 	size_t nheld, nwaits;
@@ -353,6 +358,7 @@ bool pg_deliver_grant(struct pg_backend *pb, int64_t lease_id, uint64_t wait_id,
 /* wake the keeper: @renew renews now, else re-check now (mutex held) */
 void pg_keeper_kick(struct pg_backend *pb, bool renew);
 void *pg_keeper_main(void *arg);
+int pg_jobs_settle(struct pg_backend *pb, const struct dl_lock_req *req);
 void *pg_watchdog_main(void *arg);
 /* lease->until_ms from renewed_at (mutex held) */
 void pg_lease_publish(struct pg_backend *pb);
@@ -378,5 +384,6 @@ void pg_set_down(struct pg_backend *pb, const char *why);
 void pg_set_up(struct pg_backend *pb, PGconn *c, const char *timeline);
 
 void pg_fault_sleep(int ms);
+bool pg_fault_take(atomic_int *n);
 
 #endif /* DL_PG_INTERNAL_H */

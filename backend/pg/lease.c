@@ -45,6 +45,17 @@ void pg_fault_sleep(int ms)
 		nanosleep(&ts, NULL);
 }
 
+/* true when a fault counter was armed and this call consumes it */
+bool pg_fault_take(atomic_int *n)
+{
+	int v = atomic_load(n);
+
+	while (v > 0)
+		if (atomic_compare_exchange_weak(n, &v, v - 1))
+			return true;
+	return false;
+}
+
 static int64_t val_i64(const PGresult *r, int row, int col)
 {
 	if (PQgetisnull(r, row, col))
@@ -216,6 +227,7 @@ static void lose_all(struct pg_backend *pb, const char *why,
 		struct pg_job *j = pb->jobs;
 
 		pb->jobs = j->next;
+		pb->njobs--;
 		free(j);
 	}
 	pb->nacks = 0;
@@ -473,6 +485,8 @@ static PGresult *job_exec(struct pg_backend *pb, const struct pg_job *j,
 	bool indoubt;
 	int n;
 
+	if (pg_fault_take(&pb->fault.fail_job))
+		return NULL; /* test fault: as if the server were down */
 	pg_i64(lease, (uint64_t)j->lease_id);
 	snprintf(space, sizeof(space), "%d", (int)j->req.space);
 	snprintf(s, sizeof(s), "%" PRIu64, j->req.start);
@@ -513,10 +527,12 @@ static PGresult *job_exec(struct pg_backend *pb, const struct pg_job *j,
 static void keeper_jobs(struct pg_backend *pb)
 {
 	struct pg_job *todo, *keep = NULL;
+	size_t done = 0;
 
 	pthread_mutex_lock(&pb->mutex);
 	todo = pb->jobs;
 	pb->jobs = NULL;
+	dl_jobgate_begin(&pb->gate);
 	pthread_mutex_unlock(&pb->mutex);
 	while (todo) {
 		struct pg_job *j = todo;
@@ -529,6 +545,7 @@ static void keeper_jobs(struct pg_backend *pb)
 		pthread_mutex_unlock(&pb->mutex);
 		if (j->lease_id != id) { /* that lease is given up anyway */
 			free(j);
+			done++;
 			continue;
 		}
 		switch (j->kind) {
@@ -561,22 +578,52 @@ static void keeper_jobs(struct pg_backend *pb)
 		if (r) {
 			PQclear(r);
 			free(j);
+			done++;
 		} else {
 			j->next = keep;
 			keep = j;
 		}
 	}
-	if (keep) {
-		pthread_mutex_lock(&pb->mutex);
-		while (keep) {
-			struct pg_job *j = keep;
+	pthread_mutex_lock(&pb->mutex);
+	while (keep) {
+		struct pg_job *j = keep;
 
-			keep = j->next;
-			j->next = pb->jobs;
-			pb->jobs = j;
-		}
-		pthread_mutex_unlock(&pb->mutex);
+		keep = j->next;
+		j->next = pb->jobs;
+		pb->jobs = j;
 	}
+	pb->njobs -= done;
+	dl_jobgate_end(&pb->gate); /* wakes pg_jobs_settle() */
+	pthread_mutex_unlock(&pb->mutex);
+}
+
+struct job_key {
+	struct pg_backend *pb;
+	const struct dl_lock_req *req;
+};
+
+static bool job_pending(void *arg)
+{
+	const struct job_key *k = arg;
+
+	for (const struct pg_job *j = k->pb->jobs; j; j = j->next)
+		if (j->req.owner == k->req->owner &&
+		    j->req.space == k->req->space &&
+		    strcmp(j->res, k->req->resource) == 0)
+			return true;
+	return false;
+}
+
+/* before a lock of @req is sent: that owner's jobs on that resource are
+ * done first (backend/util/jobgate.h); mutex held.  0, or -ENOLCK: one
+ * is left and the lock must not be sent */
+int pg_jobs_settle(struct pg_backend *pb, const struct dl_lock_req *req)
+{
+	struct job_key k = { pb, req };
+
+	if (!pb->jobs && !pb->gate.running)
+		return 0; /* the common case */
+	return dl_jobgate_settle(&pb->gate, pb->uri.ttl_ms, job_pending, &k);
 }
 
 /* end the leases given up; those the server did not confirm are tried
@@ -672,6 +719,7 @@ void *pg_keeper_main(void *arg)
 	int64_t next_drop = 0;
 
 	pthread_mutex_lock(&pb->mutex);
+	dl_jobgate_keeper_start(&pb->gate);
 	while (!pb->stopping) {
 		int64_t now = dl_mono_ms(), wake;
 		bool renew, check, jobs, drops;

@@ -62,6 +62,8 @@ static void fault_parse(struct pg_fault *f)
 			f->delay_cancel = v;
 		else if (strcmp(name, "drop_result") == 0)
 			atomic_store(&f->drop_result, v);
+		else if (strcmp(name, "fail_job") == 0)
+			atomic_store(&f->fail_job, v);
 		dl_log(DL_LOG_WARNING, "postgresql: test fault %s:%d", name, v);
 		s += len;
 		if (*s == ',')
@@ -169,6 +171,14 @@ static int pg_lock(struct dl_backend *be, const struct dl_lock_req *req,
 		spare = pg_held_alloc(req);
 		if (!spare)
 			return -ENOMEM;
+	}
+	pthread_mutex_lock(&pb->mutex);
+	ret = pg_jobs_settle(pb, req);
+	pthread_mutex_unlock(&pb->mutex);
+	if (ret < 0) {
+		pg_wait_free(w);
+		pg_held_free(spare);
+		return ret;
 	}
 	args_fill(&a, req);
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -610,7 +620,7 @@ static int pg_status(struct dl_backend *be, char *buf, size_t len)
 	struct pg_backend *pb = pg_of(be);
 	int64_t ago = -1, lease;
 	char version[32];
-	size_t held, waiting;
+	size_t held, waiting, retrying;
 	bool ok;
 
 	pthread_mutex_lock(&pb->mutex);
@@ -620,15 +630,16 @@ static int pg_status(struct dl_backend *be, char *buf, size_t len)
 	lease = pb->lease_id;
 	held = pb->nheld;
 	waiting = pb->nwaits;
+	retrying = pb->njobs;
 	snprintf(version, sizeof(version), "%s",
 		 pb->server_version[0] ? pb->server_version : "?");
 	pthread_mutex_unlock(&pb->mutex);
 	snprintf(buf, len,
 		 "health=%s server=%s schema=%s lease=%" PRId64
 		 " lease_ms=%d last_renew_ms_ago=%" PRId64 " held=%zu "
-		 "waiting=%zu",
+		 "waiting=%zu retrying=%zu",
 		 ok ? "ok" : "down", version, pb->uri.schema, lease,
-		 pb->uri.ttl_ms, ago, held, waiting);
+		 pb->uri.ttl_ms, ago, held, waiting, retrying);
 	return 0;
 }
 
@@ -688,6 +699,8 @@ static int pg_open(const struct dl_backend_conf *conf,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&pb->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	dl_jobgate_init(&pb->gate, &pb->mutex, &pb->cond, &pb->kick,
+			&pb->stopping);
 	pthread_cond_init(&pb->qcond, NULL);
 	pw = conf->config ? dl_config_get(conf->config, "pg_password") : NULL;
 	if (pw && *pw) {

@@ -271,6 +271,7 @@ void pg_job_add(struct pg_backend *pb, enum pg_job_kind kind, int64_t lease_id,
 	j->req.resource = j->res;
 	j->next = pb->jobs;
 	pb->jobs = j;
+	pb->njobs++;
 	pb->kick = true;
 	pthread_cond_broadcast(&pb->cond);
 }

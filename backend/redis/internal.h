@@ -134,6 +134,7 @@
 
 #include "backend/backend.h"
 #include "backend/redis/uri.h"
+#include "backend/util/jobgate.h"
 
 #define REDIS_POOL	     4 /* command connections per node */
 #define REDIS_BACKOFF_MIN_MS 100
@@ -250,10 +251,10 @@ struct redis_wait {
  * until done or until the lease it was made under is given up (its
  * records die with it).  rb->jobs is guarded by rb->mutex; the keeper
  * takes the whole list out and owns the jobs it took until it puts the
- * unfinished ones back (rb->jobs_running meanwhile).  An owner's jobs on
- * a resource are done before its next lock there is sent
- * (redis_jobs_settle()): the unlock of an in-doubt lock ends every grant
- * of its range, so it must not reach the server after a newer one */
+ * unfinished ones back.  An owner's jobs on a resource are done before its
+ * next lock there is sent (redis_jobs_settle(), backend/util/jobgate.h):
+ * the unlock of an in-doubt lock ends every grant of its range, so it must
+ * not reach the server after a newer one */
 enum redis_job_kind {
 	RJ_RELEASE, /* release_owner */
 	RJ_UNLOCK,  /* unlock [start, end] */
@@ -305,9 +306,8 @@ struct redis_backend {
 	struct redis_held *held[REDIS_BUCKETS];
 	struct redis_wait *waits[REDIS_BUCKETS];
 	struct redis_job *jobs;
-	size_t njobs;	    /* in rb->jobs or taken out by the keeper */
-	bool jobs_running;  /* the keeper has taken rb->jobs out */
-	uint64_t jobs_pass; /* passes over the jobs the keeper finished */
+	size_t njobs;		/* in rb->jobs or taken out by the keeper */
+	struct dl_jobgate gate; /* jobs before the owner's next lock */
 	uint64_t acks[REDIS_MAX_ACKS]; /* delivered grants to forget */
 	size_t nacks;
 	size_t nheld, nwaits;

@@ -18,7 +18,7 @@
  * cancel()).  The job list is taken out of rb->jobs as a whole, so only
  * the keeper runs jobs; unfinished ones are put back, and a lock call
  * that must wait for an owner's jobs (redis_jobs_settle()) waits for the
- * end of a pass (rb->jobs_pass).  Its callbacks
+ * end of a pass (rb->gate).  Its callbacks
  * (grants and failures of the re-check, what renewals and Redlock
  * retries decide) are made on this thread with no mutex held.  It is
  * woken by a first wait (redis_wait_insert()), a job (redis_job_add()), a
@@ -32,7 +32,6 @@
  * that lock() call has its answers from every node and re-queues the
  * wait (or drops it).
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -136,7 +135,7 @@ static void redis_keeper_jobs(struct redis_backend *rb)
 	pthread_mutex_lock(&rb->mutex);
 	todo = rb->jobs;
 	rb->jobs = NULL;
-	rb->jobs_running = true;
+	dl_jobgate_begin(&rb->gate);
 	pthread_mutex_unlock(&rb->mutex);
 	while (todo) {
 		struct redis_job *j = todo;
@@ -209,64 +208,40 @@ static void redis_keeper_jobs(struct redis_backend *rb)
 		rb->jobs = j;
 	}
 	rb->njobs -= done;
-	rb->jobs_running = false;
-	rb->jobs_pass++;
-	pthread_cond_broadcast(&rb->cond); /* redis_jobs_settle() */
+	dl_jobgate_end(&rb->gate); /* wakes redis_jobs_settle() */
 	pthread_mutex_unlock(&rb->mutex);
 }
 
-static bool redis_job_of(const struct redis_job *j, unsigned node,
-			 const struct dl_lock_req *req)
+struct redis_job_key {
+	struct redis_backend *rb;
+	unsigned node;
+	const struct dl_lock_req *req;
+};
+
+static bool redis_job_pending(void *arg)
 {
-	for (; j; j = j->next)
-		if (j->node == node && j->req.owner == req->owner &&
-		    j->req.space == req->space &&
-		    strcmp(j->res, req->resource) == 0)
+	const struct redis_job_key *k = arg;
+
+	for (const struct redis_job *j = k->rb->jobs; j; j = j->next)
+		if (j->node == k->node && j->req.owner == k->req->owner &&
+		    j->req.space == k->req->space &&
+		    strcmp(j->res, k->req->resource) == 0)
 			return true;
 	return false;
 }
 
-/*
- * Before a lock of (resource, space, owner) is sent to node @node: the
- * jobs that owner left there must be done first.  The unlock of an
- * in-doubt lock ends every grant of its range (the token the server gave
- * is unknown), so it must reach the server before a newer grant exists:
- * if it ran later it would take that grant away.  Kicks the keeper and
- * waits (bounded by the lease) for a pass over the jobs that started after
- * the call; the keeper itself does not wait (it ran its jobs before its
- * retries).  Mutex held.  0, or -ENOLCK: a job is left (its node is still
- * down) and the lock must not be sent.
- */
+/* before a lock of @req is sent to node @node: that owner's jobs on that
+ * resource there are done first (backend/util/jobgate.h); mutex held.  0,
+ * or -ENOLCK: one is left and the lock must not be sent */
 int redis_jobs_settle(struct redis_backend *rb, unsigned node,
 		      const struct dl_lock_req *req)
 {
-	int64_t until = dl_mono_ms() + rb->uri.ttl_ms;
-	uint64_t seen = (uint64_t)-1, full;
+	struct redis_job_key k = { rb, node, req };
 
-	if (!rb->jobs && !rb->jobs_running)
+	if (!rb->jobs && !rb->gate.running)
 		return 0; /* the common case */
-	if (rb->keeper_started && pthread_equal(pthread_self(), rb->keeper))
-		return redis_job_of(rb->jobs, node, req) ? -ENOLCK : 0;
-	/* a whole pass that starts after now: the one running may have
-	 * taken our job out already, and puts it back only when it ends */
-	full = rb->jobs_pass + (rb->jobs_running ? 2 : 1);
-	for (;;) {
-		bool mine = redis_job_of(rb->jobs, node, req);
-		int64_t now = dl_mono_ms();
-		struct timespec ts = { until / 1000, (until % 1000) * 1000000 };
-
-		if (!mine && !rb->jobs_running)
-			return 0;
-		if ((mine && rb->jobs_pass >= full) || rb->stopping ||
-		    now >= until)
-			return -ENOLCK;
-		if (mine && seen != rb->jobs_pass) {
-			seen = rb->jobs_pass; /* one kick per pass */
-			rb->kick = true;
-			pthread_cond_broadcast(&rb->cond);
-		}
-		pthread_cond_timedwait(&rb->cond, &rb->mutex, &ts);
-	}
+	return dl_jobgate_settle(&rb->gate, rb->uri.ttl_ms, redis_job_pending,
+				 &k);
 }
 
 /* ---- the keeper thread --------------------------------------------------- */
@@ -284,6 +259,7 @@ void *redis_keeper_main(void *arg)
 	int64_t next_renew = 0, next_check = 0;
 
 	pthread_mutex_lock(&rb->mutex);
+	dl_jobgate_keeper_start(&rb->gate);
 	while (!rb->stopping) {
 		int64_t now = dl_mono_ms(), wake;
 		bool renew, check, jobs, drops = false;

@@ -88,6 +88,8 @@ int redis_open(const struct dl_backend_conf *conf,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&rb->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	dl_jobgate_init(&rb->gate, &rb->mutex, &rb->cond, &rb->kick,
+			&rb->stopping);
 	rb->nodes = calloc(rb->uri.nnodes, sizeof(*rb->nodes));
 	if (!rb->nodes || redis_library_init(rb) < 0) {
 		snprintf(err, errlen, "out of memory");

@@ -18,7 +18,7 @@ sockdir=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.arg
 uri="postgresql://$PG_ROLE@$sockdir:$PG_PORT/$PG_DB?schema=be&ttl_ms=3000"
 ci="host=$PG_SOCK port=$PG_PORT user=$PG_ROLE dbname=$PG_DB"
 failed=()
-for sc in handoff cancel_race indoubt lease_lost eintr; do
+for sc in handoff cancel_race indoubt lease_lost eintr indoubt_relock; do
 	dl_log "scenario $sc"
 	# the driver bounds every wait itself; timeout is the last resort
 	if ! timeout 120 "$PG_BE" "$sc" "$uri" "$ci"; then
