@@ -37,9 +37,12 @@
  * cycle closed by a grant - a lock handed to a waiter that others wait
  * for - is seen by no check (Linux re-checks a waiter each time it wakes).
  *
- * Threads: lm_deadlock_check() runs on the thread that submitted the
- * request (a FUSE worker or the control socket's thread), right after the
- * backend queued it, and on the timer thread for a re-check.  Its backend
+ * Threads: on a remote backend lm_deadlock_check() runs on the timer
+ * thread, once the wait has been queued for conf.deadlock_delay_ms (most
+ * waits end sooner and never cost a listing; a deadlock is reported that
+ * much later), and again there for a re-check.  On an in-process backend
+ * (or with a negative delay) the first check runs on the thread that
+ * submitted the request, right after the backend queued it.  Its backend
  * list() calls are round trips on a remote backend, made without any
  * mutex.
  *

@@ -98,6 +98,7 @@ struct lm_waiter {
 	bool cancelling;
 	int64_t deadline; /* monotonic ms, 0: none */
 	int64_t recheck;  /* monotonic ms of a deadlock re-check, 0: none */
+	int64_t dlcheck;  /* monotonic ms of its first deadlock check */
 	lockmgr_done_fn done;
 	void *arg;
 };

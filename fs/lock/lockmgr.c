@@ -481,6 +481,12 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 				      (int64_t)lm->conf.lock_timeout_s * 1000;
 			pthread_cond_signal(&lm->timer_cond);
 		}
+		if (check && lm->conf.deadlock_delay_ms > 0) {
+			/* most waits end sooner: they cost no listing */
+			w->dlcheck = dl_mono_ms() + lm->conf.deadlock_delay_ms;
+			pthread_cond_signal(&lm->timer_cond);
+			check = false;
+		}
 		dl_log(DL_LOG_DEBUG,
 		       "queued %s %s %s [%" PRIu64 ",%" PRIu64
 		       "] owner=%" PRIx64 " wait=%" PRIu64,
@@ -737,6 +743,9 @@ int lockmgr_create_ops(const struct lockmgr_conf *conf,
 				      errlen);
 	if (ret < 0)
 		goto out_destroy;
+	if (lm->conf.deadlock_delay_ms == 0)
+		lm->conf.deadlock_delay_ms =
+			lm->be->ops->inproc ? -1 : LM_DEADLOCK_DELAY_MS;
 	ret = lm_timer_start(lm);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot start timer thread: %s",

@@ -60,10 +60,18 @@ typedef void (*lockmgr_done_fn)(void *arg, int err);
 /* the resource name of @obj, malloc'd; 0 or a negative errno */
 typedef int (*lockmgr_name_fn)(void *ctx, uint64_t obj, char **out);
 
+/* see lockmgr_conf.deadlock_delay_ms */
+#define LM_DEADLOCK_DELAY_MS 100
+
 struct lockmgr_conf {
 	struct dl_backend_conf backend;
 	unsigned lock_timeout_s; /* 0: wait forever */
-	lockmgr_name_fn name;	 /* may be NULL when every request names
+	/* a queued POSIX wait is checked for a deadlock once it has waited
+	 * this long (a wait granted sooner costs no listing): 0 means
+	 * LM_DEADLOCK_DELAY_MS on a remote backend and at once on an
+	 * in-process one; negative: at once, on the submitting thread */
+	int deadlock_delay_ms;
+	lockmgr_name_fn name; /* may be NULL when every request names
 				 its resource (lockmgr_req.resource) */
 	void *name_ctx;
 };

@@ -1,15 +1,18 @@
 /*
- * timer.c - the manager's timer thread: lock_timeout expiries and the
- * deadlock re-checks deadlock.c schedules.
+ * timer.c - the manager's timer thread: lock_timeout expiries, the first
+ * deadlock check of a wait on a remote backend, and the deadlock re-checks
+ * deadlock.c schedules.
  *
  * Owns: the thread (lockmgr.timer), and the reading of each queued
- * waiter's deadline (set by lockmgr_submit() when lock_timeout is on) and
- * recheck (set by lm_deadlock_check()).
+ * waiter's deadline (set by lockmgr_submit() when lock_timeout is on),
+ * dlcheck (set by lockmgr_submit(): conf.deadlock_delay_ms after the wait
+ * was queued, so a wait granted sooner is never checked and costs no
+ * listing) and recheck (set by lm_deadlock_check()).
  *
  * Does not: decide anything itself.  An expiry ends the wait through
  * lm_cancel(..., -EDEADLK) exactly as an interrupt would (so a grant that
  * wins the race still answers 0), and a re-check is lm_deadlock_check()
- * with final set.  Both run on this thread, so done() of an expired or
+ * with final set (the first check: without).  All run on this thread, so done() of an expired or
  * deadlocked wait runs here, and a re-check's backend listings (round
  * trips on a remote backend) delay the next expiry by as long as they take.
  *
@@ -37,7 +40,7 @@ static void *timer_main(void *arg)
 	pthread_mutex_lock(&lm->mutex);
 	while (!lm->stopping) {
 		int64_t now = dl_mono_ms(), next = 0;
-		uint64_t expired = 0, recheck = 0;
+		uint64_t expired = 0, recheck = 0, first = 0;
 		struct lm_waiter *w;
 
 		for (w = lm->waiters.next; w != &lm->waiters; w = w->next) {
@@ -52,17 +55,25 @@ static void *timer_main(void *arg)
 				recheck = w->id;
 				break;
 			}
+			if (w->dlcheck && w->dlcheck <= now) {
+				w->dlcheck = 0;
+				first = w->id;
+				break;
+			}
 			if (w->deadline && (!next || w->deadline < next))
 				next = w->deadline;
 			if (w->recheck && (!next || w->recheck < next))
 				next = w->recheck;
+			if (w->dlcheck && (!next || w->dlcheck < next))
+				next = w->dlcheck;
 		}
-		if (expired || recheck) {
+		if (expired || recheck || first) {
 			pthread_mutex_unlock(&lm->mutex);
 			if (expired)
 				lm_cancel(lm, expired, -EDEADLK);
 			else
-				lm_deadlock_check(lm, recheck, true);
+				lm_deadlock_check(lm, recheck ? recheck : first,
+						  recheck != 0);
 			pthread_mutex_lock(&lm->mutex);
 			continue;
 		}

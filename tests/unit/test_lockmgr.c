@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend/util/clock.h"
 
@@ -44,13 +45,14 @@ static int name_of(void *ctx, uint64_t obj, char **out)
 	return asprintf(out, "file%" PRIu64, obj) < 0 ? -ENOMEM : 0;
 }
 
-static void start(unsigned lock_timeout_s)
+static void start(unsigned lock_timeout_s, int deadlock_delay_ms)
 {
 	struct lockmgr_conf conf = {
 		.backend = { .uri = "fake:",
 			     .host_id = "hostA",
 			     .incarnation = 1 },
 		.lock_timeout_s = lock_timeout_s,
+		.deadlock_delay_ms = deadlock_delay_ms,
 		.name = name_of,
 	};
 	char err[256] = "";
@@ -62,14 +64,24 @@ static void start(unsigned lock_timeout_s)
 	ck_assert_ptr_nonnull(fb);
 }
 
+/* deadlock checks at once, on the submitting thread: the cases below
+ * see their outcome when submit() returns */
 static void setup(void)
 {
-	start(0);
+	start(0, -1);
 }
 
 static void setup_timeout(void)
 {
-	start(1);
+	start(1, -1);
+}
+
+#define DELAY_MS 200
+
+/* as the daemon on a remote backend: a wait is checked after DELAY_MS */
+static void setup_delayed(void)
+{
+	start(0, DELAY_MS);
 }
 
 static void teardown(void)
@@ -845,6 +857,50 @@ START_TEST(t_deadlock_two)
 }
 END_TEST
 
+/* with a delay: the deadlock is still found, DELAY_MS after the wait
+ * that closes it, on the timer thread */
+START_TEST(t_deadlock_delayed)
+{
+	struct lockmgr_req ra = wants(2, 1, 100, false);
+	struct lockmgr_req rb = wants(1, 2, 200, false);
+	struct ans a, b;
+	uint64_t ida;
+	int64_t t0;
+
+	hold(1, 1, 100, false);
+	hold(2, 2, 200, false);
+	ida = lock_queued(&ra, &a);
+	t0 = dl_mono_ms();
+	submit(&rb, &b);
+	ck_assert_int_eq(ans_n(&b), 0);
+	ck_assert(ans_wait(&b, WAIT_MS));
+	ck_assert_int_eq(b.err, -EDEADLK);
+	ck_assert_int_ge(dl_mono_ms() - t0, DELAY_MS);
+	ck_assert_int_eq(ans_n(&a), 0);
+	interrupt_now(ida, &a);
+}
+END_TEST
+
+/* with a delay: a wait granted before its check is never checked, so it
+ * costs no listing at all */
+START_TEST(t_deadlock_delay_no_listing)
+{
+	struct lockmgr_req r = wants(1, 1, 100, false);
+	struct ans a;
+	uint64_t id;
+
+	hold(1, 2, 200, false);
+	id = lock_queued(&r, &a);
+	ck_assert_int_eq(fake_grant(fb, id), 0);
+	ck_assert_int_eq(ans_n(&a), 1);
+	ck_assert_int_eq(a.err, 0);
+	/* "never": quiet past the moment its check would have run */
+	usleep((DELAY_MS + 300) * 1000);
+	ck_assert_uint_eq(fake_calls(fb).list, 0);
+	ck_assert_uint_eq(fake_calls(fb).list_all, 0);
+}
+END_TEST
+
 START_TEST(t_deadlock_three)
 {
 	struct lockmgr_req ra = wants(2, 1, 100, false);
@@ -1266,6 +1322,7 @@ static Suite *lockmgr_suite(void)
 	Suite *s = suite_create("lockmgr");
 	TCase *tc = tcase_create("core");
 	TCase *tt = tcase_create("lock_timeout");
+	TCase *td = tcase_create("deadlock_delay");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
@@ -1296,6 +1353,12 @@ static Suite *lockmgr_suite(void)
 	tcase_add_test(tc, t_describe);
 	tcase_add_test(tc, t_destroy);
 	suite_add_tcase(s, tc);
+
+	tcase_add_checked_fixture(td, setup_delayed, teardown);
+	tcase_set_timeout(td, 60);
+	tcase_add_test(td, t_deadlock_delayed);
+	tcase_add_test(td, t_deadlock_delay_no_listing);
+	suite_add_tcase(s, td);
 
 	tcase_add_checked_fixture(tt, setup_timeout, teardown);
 	tcase_set_timeout(tt, 60);
