@@ -8,7 +8,7 @@
 #
 #   bash contrib/soak.sh [MINUTES [BUILD_DIR]]     default: 5, ./build
 #
-# Environment: FL_BACKENDS="redis zk", FL_FAULTS="freeze ...", DL_KEEP=1
+# Environment: FL_BACKENDS="redis zk pg", FL_FAULTS="freeze ...", DL_KEEP=1
 # (keep the logs), as in tests/faults/faults_lib.sh.  Exit status 0 when
 # no row shows a violation, a lost update or a stall.
 set -euo pipefail
@@ -26,7 +26,7 @@ if [[ ! -x $DLOCKFS ]]; then
 fi
 export FL_PHASE_SECS=$((minutes * 60))
 n=$(wc -w <<<"${FL_FAULTS:-freeze partition kill9_worker kill9_daemon backend_restart}")
-b=$(wc -w <<<"${FL_BACKENDS:-redis zk}")
+b=$(wc -w <<<"${FL_BACKENDS:-redis zk pg}")
 echo "soak: $minutes min per fault x $n faults x $b backends" \
 	"(about $((minutes * n * b + 2)) min)" >&2
 exec bash "$top/tests/faults/run.sh"

@@ -126,7 +126,6 @@ struct pg_wait {
 	uint64_t gen;		/* the lease it was sent under */
 	int64_t lease_id;	/* that lease's id on the server */
 	enum pg_wstate state;
-	bool inserted;	 /* put in the table by lock_prepare() */
 	bool cancelling; /* pg_cancel() owns it: nobody else frees it */
 	enum pg_wend end;
 	struct pg_note *note;  /* its answer, ready */
@@ -174,6 +173,7 @@ struct pg_call {
 	bool with_lease;
 	void (*prepare)(struct pg_backend *pb, struct pg_call *call);
 	void *arg;
+	bool prepared;	  /* prepare() ran (set by it, under pb->mutex) */
 	int64_t deadline; /* mono ms: not sent after it */
 	/* out */
 	PGresult *res; /* the caller PQclear()s it */
@@ -331,6 +331,8 @@ void pg_wait_free(struct pg_wait *w);			    /* any */
 struct pg_wait *pg_wait_find(struct pg_backend *pb, uint64_t id);
 void pg_wait_insert(struct pg_backend *pb, struct pg_wait *w);
 bool pg_wait_unlink(struct pg_backend *pb, struct pg_wait *w);
+bool pg_wait_unlink_id(struct pg_backend *pb, uint64_t id,
+		       const struct pg_wait *w);
 void pg_wait_answer(struct pg_wait *w, uint64_t token, int err,
 		    struct pg_note **notes);
 

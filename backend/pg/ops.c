@@ -138,8 +138,8 @@ static void lock_prepare(struct pg_backend *pb, struct pg_call *call)
 	w->gen = call->gen;
 	w->lease_id = call->lease_id;
 	w->state = PW_SENDING;
-	w->inserted = true;
 	pg_wait_insert(pb, w);
+	call->prepared = true; /* from now on, w may be granted and freed */
 	pthread_mutex_unlock(&pb->mutex);
 	pg_fault_sleep(pb->fault.delay_lock);
 }
@@ -156,7 +156,7 @@ static int pg_lock(struct dl_backend *be, const struct dl_lock_req *req,
 	struct pg_args a;
 	uint64_t token = 0, gen = 0;
 	int64_t lease_id = 0;
-	bool indoubt = false;
+	bool indoubt = false, inserted = false;
 	int ret;
 
 	if (!req_valid(req, false))
@@ -196,9 +196,8 @@ static int pg_lock(struct dl_backend *be, const struct dl_lock_req *req,
 		call.values[8] = req->wait_id ? a.wait : NULL;
 		call.prepare = w ? lock_prepare : NULL;
 		call.arg = w;
-		if (w)
-			w->inserted = false;
 		ret = pg_call_run(pb, &call);
+		inserted = call.prepared;
 		gen = call.gen;
 		lease_id = call.lease_id;
 		indoubt = call.indoubt;
@@ -223,18 +222,22 @@ static int pg_lock(struct dl_backend *be, const struct dl_lock_req *req,
 		PQclear(call.res);
 		if (o != PO_LEASE)
 			break;
-		if (w) {
-			/* refused: never queued, so never granted */
+		if (w && inserted) {
+			bool mine;
+
+			/* refused: not queued by this try */
 			pthread_mutex_lock(&pb->mutex);
-			pg_wait_unlink(pb, w);
-			w->inserted = false;
+			mine = pg_wait_unlink_id(pb, req->wait_id, w);
 			pthread_mutex_unlock(&pb->mutex);
+			inserted = false;
+			if (!mine) /* granted by an earlier try, and freed */
+				return -EINPROGRESS;
 		}
 		pg_lease_gone(pb, lease_id);
 	}
 
 	pthread_mutex_lock(&pb->mutex);
-	if (w && w->inserted && !pg_wait_unlink(pb, w)) {
+	if (w && inserted && !pg_wait_unlink_id(pb, req->wait_id, w)) {
 		/* sent but not in the table any more: its grant was
 		 * reported (pg_deliver_grant() is the only one to unlink a
 		 * wait being sent); a retry after a lost answer may have

@@ -189,15 +189,23 @@ void pg_wait_insert(struct pg_backend *pb, struct pg_wait *w)
 		pthread_cond_broadcast(&pb->cond);
 }
 
-bool pg_wait_unlink(struct pg_backend *pb, struct pg_wait *w)
+/* unlink the wait of id @id if it is @w; @w is not read unless it is
+ * there (it may have been freed: a grant delivered meanwhile) */
+bool pg_wait_unlink_id(struct pg_backend *pb, uint64_t id,
+		       const struct pg_wait *w)
 {
-	struct pg_wait **p = wait_slot(pb, w->wait_id);
+	struct pg_wait **p = wait_slot(pb, id);
 
 	if (*p != w)
 		return false;
 	*p = w->next;
 	pb->nwaits--;
 	return true;
+}
+
+bool pg_wait_unlink(struct pg_backend *pb, struct pg_wait *w)
+{
+	return pg_wait_unlink_id(pb, w->wait_id, w);
 }
 
 struct pg_wait *pg_wait_new(const struct dl_lock_req *req)

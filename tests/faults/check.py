@@ -203,9 +203,11 @@ LEGEND = """\
 Fault suite: 3 hosts (A, B, C), each daemon in its own network namespace,
 one shared backing directory; the fault hits host A, timed while a worker
 of A holds each lock ("hit": in how many of the phase's injections a
-worker of A of that workload sat in its critical section).  Leases: Redis ttl_ms=3000 (lock-delay 1000), ZooKeeper
-session_timeout_ms=4000.  Redis runs with appendonly yes + appendfsync
-always, ZooKeeper keeps its dataDir: a restart keeps locks and sessions.
+worker of A of that workload sat in its critical section).  Leases: Redis
+ttl_ms=3000 (lock-delay 1000), ZooKeeper session_timeout_ms=4000,
+PostgreSQL ttl_ms=3000 (lock-delay 1000).  Redis runs with appendonly yes
++ appendfsync always, ZooKeeper keeps its dataDir, PostgreSQL recovers
+from its WAL (synchronous_commit on): a restart keeps locks and sessions.
 freeze/partition last lease + 2 s.
 viol: mutex = acknowledged critical section whose read-back changed or
   that overlaps another worker's; counter = final value above acks + in

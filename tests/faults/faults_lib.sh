@@ -4,8 +4,8 @@
 #
 # Topology, all made by the test and removed on every exit path:
 #
-#   netns dlf-srv-PID: lo 10.213.0.1/32 (redis-server or ZooKeeper listen
-#   here), dlfPIDsN 10.213.N.1/30 ──veth── dlfPIDhN 10.213.N.2/30 in netns
+#   netns dlf-srv-PID: lo 10.213.0.1/32 (redis-server, ZooKeeper or
+#   PostgreSQL 15 listen here), dlfPIDsN 10.213.N.1/30 ──veth── dlfPIDhN 10.213.N.2/30 in netns
 #   dlf-hX-PID, X = A, B, C (N = 1, 2, 3), route 10.213.0.1 via 10.213.N.1.
 #
 # Each host's dlockfs daemon runs in its host's network namespace only
@@ -40,14 +40,15 @@
 #                   new daemon on the same mount point; A's workers reopen.
 #   backend_restart kill -9 of the server, started again on the same
 #                   address and data (Redis: appendonly yes, appendfsync
-#                   always; ZooKeeper: same dataDir).
+#                   always; ZooKeeper: same dataDir; PostgreSQL: the
+#                   postmaster and its backends, then crash recovery).
 #
 # And once, before the faults, a negative control: the workers without
 # locks (sqlite with the unix-none VFS) on the Redis mounts.  The mutex
 # and counter checks must find violations and lost updates there, or the
 # checker is broken and the suite fails.
 #
-# Environment: DLOCKFS (the daemon), FL_BACKENDS (default "redis zk"),
+# Environment: DLOCKFS (the daemon), FL_BACKENDS (default "redis zk pg"),
 # FL_FAULTS (default all five, in the order above), FL_PHASE_SECS
 # (default 0: one injection per phase), FL_CONTROL=0 skips the negative
 # control, FL_TABLE (where the table's rows go), CI (set: a missing
@@ -64,6 +65,9 @@ FL_NS_SRV=dlf-srv-$$
 declare -A FL_NS=() FL_VETH=() FL_DPID=() FL_WPID=() FL_GEN=() FL_ACK0=()
 FL_NETNS=()
 FL_SRV_PID=""
+FL_PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+FL_PG_USER=${PG_OSUSER:-postgres}
+FL_PG_DIR="" # the server's directory (owned by FL_PG_USER, outside FL_BASE)
 FL_MOUNTN=0
 declare -A FL_NOTE=() FL_HITN=()
 FL_INJ=0
@@ -96,8 +100,13 @@ fl_sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 
 # ---- the EXIT trap: lib.sh's cleanup plus what only we make
 fl_cleanup() {
-	local rc=$? ns pid
+	local rc=$? ns pid pgkids=()
 	set +e
+	# the PostgreSQL server's backends die with it (dl_cleanup kills the
+	# postmaster, a job): note them while they are still its children
+	if [[ ${FL_BACKEND:-} == pg && -n ${FL_SRV_PID:-} ]]; then
+		mapfile -t pgkids < <(pgrep -P "$FL_SRV_PID")
+	fi
 	# a stopped daemon can neither unmount nor die by SIGTERM
 	for pid in "${FL_DPID[@]}"; do
 		kill -CONT "$pid" 2>/dev/null
@@ -105,6 +114,8 @@ fl_cleanup() {
 	(exit "$rc")
 	dl_cleanup
 	rc=$?
+	((${#pgkids[@]} == 0)) || kill -KILL "${pgkids[@]}" 2>/dev/null
+	[[ -z $FL_PG_DIR ]] || rm -rf "$FL_PG_DIR"
 	for ns in "${FL_NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null || dl_log "cannot delete netns $ns"
 	done
@@ -188,6 +199,34 @@ fl_zk_4lw() {
 }
 fl_zk_ok() { [[ $(fl_zk_4lw ruok) == imok && $(fl_zk_4lw srvr) == *Mode:* ]]; }
 
+# the server answers a query (not while it recovers from a crash)
+fl_pg_ok() {
+	[[ $(timeout 2 runuser -u "$FL_PG_USER" -- psql -h "$FL_PG_DIR" -p 5432 -U postgres \
+		-d postgres -XAtc 'SELECT 1' 2>/dev/null) == 1 ]]
+}
+
+# a fresh cluster in FL_PG_DIR: the role dlt owns database dlt; hosts
+# connect over TCP from their namespaces without a password (trust, on
+# the test's own 10.213.0.0/16 only)
+fl_pg_init() {
+	FL_PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dlockfs-flpg.XXXXXX")
+	chmod 755 "$FL_PG_DIR"
+	chown "$FL_PG_USER" "$FL_PG_DIR"
+	runuser -u "$FL_PG_USER" -- "$FL_PG_BIN/initdb" -D "$FL_PG_DIR/data" -U postgres \
+		-A trust --no-sync >"$FL_PG_DIR/initdb.log" 2>&1 ||
+		dl_fail "initdb failed: $(tail -5 "$FL_PG_DIR/initdb.log")"
+	echo "host all all 10.213.0.0/16 trust" >>"$FL_PG_DIR/data/pg_hba.conf"
+}
+
+# once the fresh server answers: the ordinary role and its database
+fl_pg_role() {
+	local sql
+	for sql in "CREATE ROLE dlt LOGIN" "CREATE DATABASE dlt OWNER dlt"; do
+		runuser -u "$FL_PG_USER" -- psql -h "$FL_PG_DIR" -p 5432 -U postgres -d postgres \
+			-XqAtc "$sql" >/dev/null 2>&1 || dl_fail "PostgreSQL: $sql failed"
+	done
+}
+
 fl_srv_require() {
 	case $1 in
 	redis)
@@ -200,6 +239,12 @@ fl_srv_require() {
 		if ! command -v java >/dev/null 2>&1 ||
 			[[ ! -r /usr/share/java/zookeeper.jar ]]; then
 			fl_skip "ZooKeeper is not installed (apt-get install zookeeperd)"
+		fi
+		;;
+	pg)
+		if [[ ! -x $FL_PG_BIN/postgres ]] || ! id "$FL_PG_USER" >/dev/null 2>&1 ||
+			! command -v psql >/dev/null 2>&1; then
+			fl_skip "PostgreSQL 15 is not installed (apt-get install postgresql)"
 		fi
 		;;
 	esac
@@ -238,11 +283,24 @@ CFG
 			org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
 			>>"$dir/server.log" 2>&1 &
 		;;
+	pg)
+		[[ -n $FL_PG_DIR ]] || fl_pg_init
+		# nsenter and setpriv exec: $! is the postmaster
+		nsenter "$(fl_ns "$FL_NS_SRV")" -- setpriv --reuid="$FL_PG_USER" \
+			--regid="$(id -g "$FL_PG_USER")" --init-groups -- \
+			"$FL_PG_BIN/postgres" -D "$FL_PG_DIR/data" -p 5432 -k "$FL_PG_DIR" \
+			-c listen_addresses="$FL_SRV_ADDR" -c max_connections=100 \
+			>>"$dir/server.log" 2>&1 &
+		;;
 	esac
 	FL_SRV_PID=$!
 	dl_job "$FL_SRV_PID"
 	fl_wait 30 fl_srv_up ||
 		dl_fail "$FL_BACKEND server did not answer within 30 s: $(tail -20 "$dir/server.log")"
+	if [[ $FL_BACKEND == pg && ! -e $dir/.role ]]; then
+		fl_pg_role
+		: >"$dir/.role"
+	fi
 	dl_log "$FL_BACKEND server up on $FL_SRV_ADDR (pid $FL_SRV_PID)"
 }
 
@@ -257,17 +315,30 @@ fl_srv_ok() {
 	case $FL_BACKEND in
 	redis) fl_redis_ping ;;
 	zk) fl_zk_ok ;;
+	pg) fl_pg_ok ;;
 	esac
 }
 
+# kill -9 of the server; for PostgreSQL the postmaster's backends too
+# (the whole server crashes: none may keep the shared memory attached,
+# or the restart refuses to start)
 fl_srv_kill() {
-	kill -KILL "$FL_SRV_PID" 2>/dev/null || true
+	local kids=() pid
+	[[ -n $FL_SRV_PID ]] || return 0
+	if [[ $FL_BACKEND == pg ]]; then
+		mapfile -t kids < <(pgrep -P "$FL_SRV_PID" 2>/dev/null || true)
+	fi
+	kill -KILL "$FL_SRV_PID" "${kids[@]}" 2>/dev/null || true
 	wait "$FL_SRV_PID" 2>/dev/null || true
 	dl_wait_for 5 dl_not_alive "$FL_SRV_PID" || dl_fail "server $FL_SRV_PID survived kill -9"
+	for pid in "${kids[@]}"; do
+		dl_wait_for 5 dl_not_alive "$pid" || dl_fail "server process $pid survived kill -9"
+	done
 	FL_SRV_PID=""
 }
 
-# fl_backend redis|zk - select the backend: URI and lease
+
+# fl_backend redis|zk|pg - select the backend: URI and lease
 fl_backend() {
 	FL_BACKEND=$1
 	case $1 in
@@ -278,6 +349,10 @@ fl_backend() {
 	zk)
 		FL_LEASE_MS=4000
 		FL_URI="zk://$FL_SRV_ADDR:2181/fl$$?session_timeout_ms=$FL_LEASE_MS"
+		;;
+	pg)
+		FL_LEASE_MS=3000
+		FL_URI="postgresql://dlt@$FL_SRV_ADDR:5432/dlt?schema=fl$$&ttl_ms=$FL_LEASE_MS"
 		;;
 	*) dl_fail "unknown backend $1" ;;
 	esac
@@ -644,7 +719,7 @@ fl_main() {
 	local b t0 rc=0
 	t0=$(fl_now)
 	fl_net_up
-	for b in ${FL_BACKENDS:-redis zk}; do
+	for b in ${FL_BACKENDS:-redis zk pg}; do
 		fl_backend_run "$b"
 	done
 	"$FL_PY" "$FL_HERE/check.py" --table "$FL_TABLE" || rc=1

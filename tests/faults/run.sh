@@ -1,7 +1,7 @@
 #!/bin/bash
 # run.sh - the fault suite of issue 8 (see faults_lib.sh for the topology,
 # the faults and the checks): three hosts in network namespaces over one
-# shared backing directory, on Redis and on ZooKeeper, mutex / counter /
+# shared backing directory, on Redis, ZooKeeper and PostgreSQL, mutex / counter /
 # sqlite workloads under a freeze, a partition, kill -9 of workers and of
 # a daemon, and a backend restart; plus a negative control without locks.
 # Prints the table fault x backend x workload; fails when any fault row
