@@ -63,7 +63,7 @@
 
 /* ------------------------------------------------------------ options */
 
-enum be_kind { BE_LOCAL, BE_REDIS, BE_ZK };
+enum be_kind { BE_LOCAL, BE_REDIS, BE_ZK, BE_PG };
 
 struct opts {
 	enum be_kind kind;
@@ -105,7 +105,10 @@ static struct opts opt = {
 
 static const char *kind_name(enum be_kind k)
 {
-	return k == BE_LOCAL ? "local" : k == BE_REDIS ? "redis" : "zk";
+	return k == BE_LOCAL   ? "local"
+	       : k == BE_REDIS ? "redis"
+	       : k == BE_ZK    ? "zk"
+			       : "pg";
 }
 
 /*
@@ -527,6 +530,11 @@ static int run_open(struct run *r)
 	case BE_ZK:
 		snprintf(uri, sizeof(uri),
 			 "zk://%s/dlmodel-%d-%u?session_timeout_ms=10000",
+			 opt.server, (int)getpid(), id);
+		break;
+	case BE_PG: /* --server ROLE@HOST:PORT/DB: a schema per run */
+		snprintf(uri, sizeof(uri),
+			 "postgresql://%s?schema=m%d_%u&ttl_ms=10000",
 			 opt.server, (int)getpid(), id);
 		break;
 	}
@@ -1431,8 +1439,8 @@ static void shrink(struct steps *sl, struct failure *f)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: model [--backend local|redis|zk] [--server "
-			"HOST:PORT]\n"
+	fprintf(stderr, "usage: model [--backend local|redis|zk|pg] [--server "
+			"HOST:PORT | ROLE@HOST:PORT/DB]\n"
 			"             [--hosts 2|3] [--owners N] [--res N] "
 			"[--steps N] [--seed N]\n"
 			"             [--check-every K] [--grant-ms MS] "
@@ -1555,6 +1563,8 @@ int main(int argc, char **argv)
 				opt.kind = BE_REDIS;
 			else if (strcmp(optarg, "zk") == 0)
 				opt.kind = BE_ZK;
+			else if (strcmp(optarg, "pg") == 0)
+				opt.kind = BE_PG;
 			else
 				usage();
 			break;
@@ -1624,9 +1634,11 @@ int main(int argc, char **argv)
 		usage();
 	if (known && known_set(known) < 0)
 		return 2;
-	/* ZooKeeper grants go through a watch and the worker thread */
+	/* ZooKeeper grants go through a watch and the worker thread,
+	 * PostgreSQL's through a NOTIFY after a durable commit */
 	if (opt.slow_ms < 0)
-		opt.slow_ms = opt.kind == BE_ZK ? 2000 : 800;
+		opt.slow_ms = opt.kind == BE_ZK || opt.kind == BE_PG ? 2000
+								     : 800;
 	dl_log_init("model", DL_LOG_WARNING, false);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run.sh - the model test (tests/model/model.c) on every backend: local:,
-# Redis (one node, the Lua program) and ZooKeeper, each started here on a
-# free 127.0.0.1 port in a temporary directory and killed by the EXIT trap
-# of ../integration/lib.sh (only the servers this script started).
+# Redis (one node, the Lua program), ZooKeeper and PostgreSQL (the SQL
+# functions), each started here on a free 127.0.0.1 port in a temporary
+# directory and stopped by the EXIT trap of ../integration/lib.sh and
+# pg_lib.sh (only the servers this script started).
 #
 # Fixed seeds, plus one random seed printed in the log (MODEL_SEED=N
 # replays it), with two and three hosts.  MODEL_STEPS scales the length.
@@ -15,7 +16,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../integration/lib.sh"
 . "$here/../integration/redis/redis_lib.sh"
 . "$here/../integration/zk/zk_lib.sh"
-dl_init model
+. "$here/../integration/pg/pg_lib.sh"
+pg_init model
 
 [[ -n ${MODEL:-} ]] || dl_skip "MODEL is not set (run through meson test)"
 [[ -x $MODEL ]] || dl_fail "MODEL=$MODEL is not executable"
@@ -29,6 +31,7 @@ declare -A KNOWN=(
 	[local]=
 	[redis]=
 	[zk]=
+	[pg]=
 )
 
 failed=0
@@ -62,6 +65,15 @@ JAVA_TOOL_OPTIONS="${JAVA_TOOL_OPTIONS:-} -Dzookeeper.forceSync=no" zk_start
 for seed in 1 "$RANDOM_SEED"; do
 	model_run zk 2 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
 	model_run zk 3 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
+done
+
+# over the server's socket (trust): a schema per run
+pg_require
+pg_start
+sockdir=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$PG_SOCK")
+for seed in 1 "$RANDOM_SEED"; do
+	model_run pg 2 "$seed" "$((STEPS / 2))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB"
+	model_run pg 3 "$seed" "$((STEPS / 2))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB"
 done
 
 dl_log "all runs in $((SECONDS - t0)) s"
