@@ -557,6 +557,12 @@ int lockmgr_unlock(struct lockmgr *lm, const struct lockmgr_req *req)
 
 	ret = dl_backend_unlock(lm->be, &breq);
 
+	if (ret == -ENOLCK) {
+		/* the backend ends the range later, at a moment nobody
+		 * knows: the owner's writes are no longer protected, so its
+		 * lock is lost (fenced until it releases), as on a loss */
+		lm_cb_lost(lm, o->resource, req->space, req->owner, ret);
+	}
 	pthread_mutex_lock(&lm->mutex);
 	if (ret == 0 && req->start == 0 && req->end == DL_RANGE_EOF) {
 		/* all gone, unless a grant of another thread came meanwhile */

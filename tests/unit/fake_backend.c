@@ -55,7 +55,7 @@ struct fake_backend {
 	uint64_t next_token;
 	int64_t clock_ms;
 	bool queue_all;
-	int lock_error;
+	int lock_error, unlock_error;
 	struct fake_calls calls;
 	struct fake_hook hooks[FAKE_NPOINTS];
 	struct fake_pending *pending; /* in decision order */
@@ -270,6 +270,13 @@ static int fake_unlock(struct dl_backend *be, const struct dl_lock_req *req)
 
 	pthread_mutex_lock(&fb->mutex);
 	fb->calls.unlock++;
+	if (fb->unlock_error) {
+		int err = fb->unlock_error;
+
+		fb->unlock_error = 0;
+		pthread_mutex_unlock(&fb->mutex);
+		return err;
+	}
 	for (p = &fb->held; *p;) {
 		struct fake_entry *e = *p;
 
@@ -452,6 +459,13 @@ void fake_set_lock_error(struct fake_backend *fb, int err)
 {
 	pthread_mutex_lock(&fb->mutex);
 	fb->lock_error = err;
+	pthread_mutex_unlock(&fb->mutex);
+}
+
+void fake_set_unlock_error(struct fake_backend *fb, int err)
+{
+	pthread_mutex_lock(&fb->mutex);
+	fb->unlock_error = err;
 	pthread_mutex_unlock(&fb->mutex);
 }
 

@@ -53,6 +53,9 @@ struct fake_backend *fake_last(void);
 void fake_set_queue_all(struct fake_backend *fb, bool on);
 /* the next lock() returns @err (0: back to normal decisions) */
 void fake_set_lock_error(struct fake_backend *fb, int err);
+/* the next unlock() returns @err and changes nothing (as a real backend
+ * whose server did not answer: it retries in the background) */
+void fake_set_unlock_error(struct fake_backend *fb, int err);
 
 /* decide queued request @wait_id; 0, or -ENOENT when it is not queued
  * (cancelled or decided already): then no callback is made */

@@ -1127,6 +1127,32 @@ START_TEST(t_fence_lost_mark)
 }
 END_TEST
 
+/* an unlock the backend could not confirm (it retries in the background,
+ * the range ends at a moment nobody knows): the owner is fenced as after
+ * a loss, until it releases */
+START_TEST(t_fence_failed_unlock)
+{
+	struct lockmgr_file f;
+	struct lockmgr_req r = rq(1, 1, 100, DL_WRLCK, false);
+	struct lockmgr_req part = r;
+
+	lockmgr_file_init(&f);
+	r.file = &f;
+	ck_assert_int_eq(lock_now(&r), 0);
+	part.type = DL_UNLCK;
+	part.start = 10;
+	part.end = 19;
+	fake_set_unlock_error(fb, -ENOLCK);
+	ck_assert_int_eq(lockmgr_unlock(lm, &part), -ENOLCK);
+	ck_assert_int_eq(lockmgr_write_check(lm, &f, 0), -EIO);
+	/* the owner must release before it locks the file again */
+	ck_assert_int_eq(lock_now(&r), -EIO);
+	lockmgr_release_file(lm, 1, &f);
+	ASSERT_COUNTS(0, 0, 0);
+	ck_assert_int_eq(lock_now(&r), 0);
+}
+END_TEST
+
 START_TEST(t_fence_lease)
 {
 	struct lockmgr_file f, g, h, k;
@@ -1347,6 +1373,7 @@ static Suite *lockmgr_suite(void)
 	tcase_add_test(tc, t_deadlock_ofd_excluded);
 	tcase_add_test(tc, t_deadlock_one_process);
 	tcase_add_test(tc, t_fence_lost_mark);
+	tcase_add_test(tc, t_fence_failed_unlock);
 	tcase_add_test(tc, t_fence_lease);
 	tcase_add_test(tc, t_fence_first_grant);
 	tcase_add_test(tc, t_owner_shown);
