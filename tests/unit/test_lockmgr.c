@@ -1150,6 +1150,8 @@ START_TEST(t_fence_failed_unlock)
 	lockmgr_release_file(lm, 1, &f);
 	ASSERT_COUNTS(0, 0, 0);
 	ck_assert_int_eq(lock_now(&r), 0);
+	lockmgr_release_file(lm, 1, &f); /* f is on this stack */
+	ASSERT_COUNTS(0, 0, 0);
 }
 END_TEST
 
