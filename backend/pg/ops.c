@@ -857,37 +857,17 @@ static void pg_close(struct dl_backend *be)
 	"grants; their holders are told when their lease is gone); "       \
 	"FIFO per file; leases by the server's clock"
 
-const struct dl_backend_ops dl_pg_ops = {
-	.scheme = "postgresql",
-	.guarantee = PG_GUARANTEE,
-	.shared = true,
-	.check_uri = pg_check_uri,
-	.open = pg_open,
-	.close = pg_close,
-	.lock = pg_lock,
-	.unlock = pg_unlock,
-	.cancel = pg_cancel,
-	.release_owner = pg_release_owner,
-	.getlk = pg_getlk,
-	.list = pg_list,
-	.status = pg_status,
-	.break_lock = pg_break_lock,
-};
+/* the two spellings of the scheme share everything else */
+#define PG_OPS(name)                                                           \
+	{                                                                      \
+		.scheme = (name), .guarantee = PG_GUARANTEE, .shared = true,   \
+		.check_uri = pg_check_uri, .open = pg_open, .close = pg_close, \
+		.lock = pg_lock, .unlock = pg_unlock, .cancel = pg_cancel,     \
+		.release_owner = pg_release_owner, .getlk = pg_getlk,          \
+		.list = pg_list, .status = pg_status,                          \
+		.break_lock = pg_break_lock,                                   \
+	}
 
+const struct dl_backend_ops dl_pg_ops = PG_OPS("postgresql");
 /* libpq's other spelling of the scheme */
-const struct dl_backend_ops dl_pg_alias_ops = {
-	.scheme = "postgres",
-	.guarantee = PG_GUARANTEE,
-	.shared = true,
-	.check_uri = pg_check_uri,
-	.open = pg_open,
-	.close = pg_close,
-	.lock = pg_lock,
-	.unlock = pg_unlock,
-	.cancel = pg_cancel,
-	.release_owner = pg_release_owner,
-	.getlk = pg_getlk,
-	.list = pg_list,
-	.status = pg_status,
-	.break_lock = pg_break_lock,
-};
+const struct dl_backend_ops dl_pg_alias_ops = PG_OPS("postgres");
