@@ -66,7 +66,9 @@ pid=$DL_LAST_PID
 : >"$base/mnt/f"
 flock -n "$base/mnt/f" true || dl_fail "no lock through a mount that read PGPASSFILE"
 (
-	flock -n 9 || exit 1
+	# blocking (bounded): the release of the flock above is asynchronous
+	# (FUSE_RELEASE follows the close), as in xhost.py's handoff
+	flock -w 10 9 || exit 1
 	[[ $(pg_rows creds) == 1 ]] || exit 2
 ) 9>"$base/mnt/f" || dl_fail "the lock is not a row on the server (status $?)"
 ssl_rows=$(pg_sql "SELECT count(*) FILTER (WHERE s.ssl), count(*)
