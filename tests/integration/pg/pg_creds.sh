@@ -9,7 +9,12 @@
 #    certificate made here): the daemon's connections are encrypted
 #    (pg_stat_ssl says so);
 #  - sslmode=verify-full with a root certificate that did not sign the
-#    server's: refused at mount time with one line, nothing mounted.
+#    server's: refused at mount time with one line, nothing mounted;
+#  - ~/.pgpass (HOME of the daemon), no PGPASSFILE: mounts and locks;
+#  - a client certificate in ~/.postgresql/ (postgresql.crt, .key,
+#    root.crt), the server asking for it (pg_hba "cert"): mounts with no
+#    password anywhere, pg_stat_ssl shows the certificate's DN; the same
+#    HOME without the certificate is refused with one line.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/pg_lib.sh"
@@ -29,6 +34,11 @@ ssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
 	-keyout "$base/ssl/server.key" -out "$base/ssl/server.csr"
 ssl x509 -req -in "$base/ssl/server.csr" -CA "$base/ssl/ca.crt" -CAkey "$base/ssl/ca.key" \
 	-CAcreateserial -days 2 -out "$base/ssl/server.crt"
+# a client certificate for the test's role, signed by the same CA
+ssl req -newkey rsa:2048 -nodes -subj "/CN=$PG_ROLE" \
+	-keyout "$base/ssl/client.key" -out "$base/ssl/client.csr"
+ssl x509 -req -in "$base/ssl/client.csr" -CA "$base/ssl/ca.crt" -CAkey "$base/ssl/ca.key" \
+	-CAcreateserial -days 2 -out "$base/ssl/client.crt"
 ssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=another CA" \
 	-keyout "$base/other/ca.key" -out "$base/other/ca.crt"
 chown "$PG_OSUSER" "$base/ssl/server.key" "$base/ssl/server.crt"
@@ -36,7 +46,7 @@ chmod 600 "$base/ssl/server.key"
 
 # the server as pg_start makes it, with TLS on
 pg_server_opts() {
-	printf '%s' "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=60 -c ssl=on -c ssl_cert_file=$base/ssl/server.crt -c ssl_key_file=$base/ssl/server.key"
+	printf '%s' "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=60 -c ssl=on -c ssl_cert_file=$base/ssl/server.crt -c ssl_key_file=$base/ssl/server.key -c ssl_ca_file=$base/ssl/ca.crt"
 }
 pg_start
 
@@ -100,5 +110,48 @@ dl_mount "$base/backing" "$base/mnt" \
 	"backend=$uri&sslmode=verify-full,host_id=b,config=$base/empty.conf,socket=none"
 unset PGPASSFILE PGSSLROOTCERT
 flock -n "$base/mnt/f" true || dl_fail "no lock through the verify-full mount"
+dl_umount "$base/mnt"
+
+# ---- ~/.pgpass: libpq's default place, found through the daemon's HOME
+home=$base/home
+mkdir -p "$home/.postgresql"
+cp "$base/pgpass" "$home/.pgpass"
+chmod 600 "$home/.pgpass"
+HOME=$home dl_mount "$base/backing" "$base/mnt" \
+	"backend=$uri&sslmode=require,host_id=c,config=$base/empty.conf,socket=none"
+flock -n "$base/mnt/f" true || dl_fail "no lock through a mount that read ~/.pgpass"
+dl_umount "$base/mnt"
+rm "$home/.pgpass"
+
+# ---- a client certificate instead of a password: the server asks for one
+# on TLS connections from 127.0.0.1 (pg_hba "cert": the certificate's CN
+# is the role), so the password of the role is no use any more
+hba=$PG_DATA/pg_hba.conf
+{ printf 'hostssl all all 127.0.0.1/32 cert\n'; cat "$hba"; } >"$hba.new"
+chown "$PG_OSUSER" "$hba.new"
+mv "$hba.new" "$hba"
+pg_ctl_do reload >/dev/null
+# the same HOME without a certificate: refused, one line
+rc=0
+err=$(HOME=$home PGSSLROOTCERT=$base/ssl/ca.crt timeout -k 2 20 "$DLOCKFS" -f \
+	-o "backend=$uri&sslmode=verify-full,host_id=x,config=$base/empty.conf,socket=none" \
+	"$base/backing" "$base/mnt" 2>&1 >/dev/null) || rc=$?
+dl_is_mounted "$base/mnt" && dl_fail "mounted without the client certificate the server asks for"
+[[ $rc -ne 0 && -n $err && $(wc -l <<<"$err") -eq 1 ]] ||
+	dl_fail "no client certificate: exit $rc, expected one line and a failure; got: '$err'"
+dl_log "no client certificate: exit $rc: $err"
+# with it, in libpq's default places (~/.postgresql/)
+cp "$base/ssl/client.crt" "$home/.postgresql/postgresql.crt"
+cp "$base/ssl/client.key" "$home/.postgresql/postgresql.key"
+cp "$base/ssl/ca.crt" "$home/.postgresql/root.crt"
+chmod 600 "$home/.postgresql/postgresql.key"
+HOME=$home dl_mount "$base/backing" "$base/mnt" \
+	"backend=$uri&sslmode=verify-full,host_id=d,config=$base/empty.conf,socket=none"
+flock -n "$base/mnt/f" true || dl_fail "no lock through the client-certificate mount"
+dn=$(pg_sql "SELECT string_agg(DISTINCT coalesce(s.client_dn, '-'), ',')
+	FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+	WHERE a.usename = '$PG_ROLE' AND a.client_addr IS NOT NULL")
+dl_log "client certificates of the daemon's connections: $dn"
+[[ $dn == "/CN=$PG_ROLE" ]] || dl_fail "the daemon's connections do not show the client certificate: '$dn'"
 dl_umount "$base/mnt"
 dl_pass
