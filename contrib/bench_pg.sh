@@ -14,8 +14,9 @@
 #   - lockbench --procs 8 A: 8-process throughput on one file and on 8;
 #   - pgfloor: a bare libpq client against the same server: SELECT 1,
 #     pg_advisory_lock + unlock, a locks-table INSERT ON CONFLICT DO
-#     NOTHING + DELETE cycle, and dlockfs's own lock() + release() SQL
-#     functions called directly.
+#     NOTHING + DELETE cycle (also 8 clients at once, a row each: the
+#     floor of 8 processes on 8 files), and dlockfs's own lock() +
+#     release() SQL functions called directly.
 # Whatever happens, both mounts are unmounted, our daemons stopped, our
 # server stopped (by PID) and the temporary directory removed.
 #
@@ -94,8 +95,8 @@ sock=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1
 uri="postgresql://bench@$sock:$port/bench?schema=bench"
 bench_two_hosts "$uri" "$seconds"
 echo "== floor: bare libpq against the same server (Unix socket)"
-"$build/tests/bench/pgfloor" --seconds "$seconds" \
+"$build/tests/bench/pgfloor" --seconds "$seconds" --clients 8 \
 	"host=$tmp/pg port=$port user=bench dbname=bench" bench
 echo "== floor: bare libpq over TCP (127.0.0.1)"
-"$build/tests/bench/pgfloor" --seconds "$seconds" \
+"$build/tests/bench/pgfloor" --seconds "$seconds" --clients 8 \
 	"host=127.0.0.1 port=$port user=bench dbname=bench" bench

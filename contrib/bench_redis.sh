@@ -10,7 +10,9 @@
 #   - lockbench --pair A B: the cross-host ping-pong handoff (p50/p99);
 #   - lockbench --procs 8 A: 8-process throughput on one file and on 8;
 #   - redisfloor: a bare hiredis client, SET NX PX + compare-and-delete
-#     EVALSHA per cycle, and a bare PING, against the same server.
+#     EVALSHA per cycle, and a bare PING, against the same server; then
+#     8 such clients at once, a key each (the floor of 8 processes on 8
+#     files).
 # Whatever happens, both mounts are unmounted, our daemons and our
 # redis-server are stopped (by PID) and the temporary directory is removed.
 #
@@ -33,4 +35,4 @@ uri="redis://127.0.0.1:$port/bench"
 
 bench_two_hosts "$uri" "$seconds"
 echo "== floor: bare hiredis against the same server"
-"$build/tests/bench/redisfloor" --seconds "$seconds" 127.0.0.1 "$port"
+"$build/tests/bench/redisfloor" --seconds "$seconds" --clients 8 127.0.0.1 "$port"

@@ -11,7 +11,8 @@
 #   - lockbench --procs 8 A: 8-process throughput on one file and on 8;
 #   - zkfloor: a bare libzookeeper_mt client, create EPHEMERAL|SEQUENTIAL
 #     + delete per cycle (and the recipe's create + get_children + delete),
-#     against the same server.
+#     against the same server; then 8 such clients at once, a session and
+#     a parent node each (the floor of 8 processes on 8 files).
 # Whatever happens, both mounts are unmounted, our daemons and our
 # ZooKeeper are stopped (by PID) and the temporary directory is removed.
 #
@@ -66,4 +67,4 @@ uri="zk://127.0.0.1:$port/bench"
 
 bench_two_hosts "$uri" "$seconds"
 echo "== floor: bare libzookeeper_mt against the same server"
-"$build/tests/bench/zkfloor" --seconds "$seconds" "127.0.0.1:$port"
+"$build/tests/bench/zkfloor" --seconds "$seconds" --clients 8 "127.0.0.1:$port"

@@ -136,7 +136,7 @@
 #include "backend/redis/uri.h"
 #include "backend/util/jobgate.h"
 
-#define REDIS_POOL	     4 /* command connections per node */
+#define REDIS_POOL	     8 /* command connections per node */
 #define REDIS_BACKOFF_MIN_MS 100
 #define REDIS_BACKOFF_MAX_MS 1000
 #define REDIS_BUCKET_BITS    10

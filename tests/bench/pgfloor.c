@@ -9,12 +9,15 @@
  *  - the classic "locks table": INSERT ... ON CONFLICT DO NOTHING + DELETE,
  *    two autocommit round trips, each a committed (WAL-flushed) write:
  *    the durable floor;
+ *  - with --clients N: N processes, each with its own connection and
+ *    row, run the locks-table cycle at once (the floor of N lockers on N
+ *    files through one daemon);
  *  - with SCHEMA: dlockfs's own lock() + release() functions called
  *    directly (the server's share of a dlockfs lock + unlock).
  * Every statement is prepared once.  Prints cycles/s and p50/p99 per
  * cycle.  A measuring program, not a test.
  *
- * usage: pgfloor [--seconds S] [--iters N] CONNINFO [SCHEMA]
+ * usage: pgfloor [--seconds S] [--iters N] [--clients N] CONNINFO [SCHEMA]
  */
 #include <getopt.h>
 #include <stdint.h>
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -115,13 +119,74 @@ static void bench(const char *what, double seconds, size_t iters, uint64_t *lat,
 	report(what, lat, n, now_ns() - start);
 }
 
+/* --clients: @nclients processes, each on its own connection to @info and
+ * its own row, run the locks-table cycle at once; prints their total */
+static void clients_run(const char *info, double seconds, size_t iters,
+			unsigned nclients)
+{
+	uint64_t total = 0, n, start, ns;
+	int p[2], status;
+
+	fflush(stdout);
+	if (pipe(p) < 0)
+		exit(1);
+	start = now_ns();
+	for (unsigned i = 0; i < nclients; i++) {
+		pid_t pid = fork();
+		char res[64], owner[32];
+		const char *v[] = { res, owner };
+
+		if (pid < 0)
+			exit(1);
+		if (pid > 0)
+			continue;
+		close(p[0]);
+		/* the parent's connection is left alone: never used here */
+		conn = PQconnectdb(info);
+		if (PQstatus(conn) != CONNECTION_OK) {
+			fprintf(stderr, "pgfloor: %s", PQerrorMessage(conn));
+			_exit(1);
+		}
+		snprintf(res, sizeof(res), "pgfloor-%d-%u", (int)getppid(), i);
+		snprintf(owner, sizeof(owner), "%d", (int)getpid());
+		prepare("tins", "INSERT INTO pgfloor_locks (res, owner) "
+				"VALUES ($1, $2) ON CONFLICT DO NOTHING");
+		prepare("tdel", "DELETE FROM pgfloor_locks WHERE res = $1 "
+				"AND owner = $2");
+		for (n = 0; n < iters && now_ns() - start < seconds * 1e9;
+		     n++) {
+			exec("tins", 2, v);
+			exec("tdel", 2, v);
+		}
+		PQfinish(conn);
+		_exit(write(p[1], &n, sizeof(n)) == (ssize_t)sizeof(n) ? 0 : 1);
+	}
+	close(p[1]);
+	while (read(p[0], &n, sizeof(n)) == (ssize_t)sizeof(n))
+		total += n;
+	close(p[0]);
+	ns = now_ns() - start;
+	while (wait(&status) > 0)
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			exit(1);
+	char what[64];
+
+	snprintf(what, sizeof(what), "%u clients, locks table, a row each",
+		 nclients);
+	printf("  %-40s %8.0f /s  (%llu cycles)\n", what,
+	       (double)total * 1e9 / (double)(ns ? ns : 1),
+	       (unsigned long long)total);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "seconds", required_argument, NULL, 's' },
 		{ "iters", required_argument, NULL, 'n' },
+		{ "clients", required_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
+	unsigned nclients = 0;
 	double seconds = 3;
 	size_t iters = 100000;
 	char key[32], res[64], sql[512], lease[32];
@@ -129,16 +194,18 @@ int main(int argc, char **argv)
 	uint64_t *lat;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:n:c:", opts, NULL)) != -1) {
 		if (opt == 's')
 			seconds = atof(optarg);
+		else if (opt == 'c')
+			nclients = (unsigned)strtoul(optarg, NULL, 10);
 		else if (opt == 'n')
 			iters = (size_t)strtoull(optarg, NULL, 10);
 		else
 			goto usage;
 	}
 	if (argc - optind < 1 || argc - optind > 2 || seconds <= 0 ||
-	    iters == 0)
+	    iters == 0 || nclients > 64)
 		goto usage;
 	if (argc - optind == 2)
 		schema = argv[optind + 1];
@@ -193,6 +260,8 @@ int main(int argc, char **argv)
 		bench("locks table INSERT ON CONFLICT + DELETE", seconds, iters,
 		      lat, names, 2, np, p);
 	}
+	if (nclients)
+		clients_run(argv[optind], seconds, iters, nclients);
 	run("DROP TABLE pgfloor_locks");
 
 	if (schema) {
@@ -237,7 +306,7 @@ int main(int argc, char **argv)
 	PQfinish(conn);
 	return 0;
 usage:
-	fprintf(stderr, "usage: pgfloor [--seconds S] [--iters N] CONNINFO "
-			"[SCHEMA]\n");
+	fprintf(stderr, "usage: pgfloor [--seconds S] [--iters N] "
+			"[--clients N (at most 64)] CONNINFO [SCHEMA]\n");
 	return 2;
 }

@@ -5,9 +5,12 @@
  * One cycle = SET key val NX PX ttl (take) + EVALSHA of the classic
  * compare-and-delete script (release): two round trips, like dlockfs's
  * lock + unlock.  Also times a bare PING (one round trip).  Prints
- * cycles/s and p50/p99 per cycle.  A measuring program, not a test.
+ * cycles/s and p50/p99 per cycle.  With --clients N, then N processes,
+ * each with its own connection and key, run the same cycle at once: the
+ * floor of N lockers on N files through one daemon.  A measuring
+ * program, not a test.
  *
- * usage: redisfloor [--seconds S] [--iters N] HOST PORT
+ * usage: redisfloor [--seconds S] [--iters N] [--clients N] HOST PORT
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -71,11 +75,90 @@ static void report(const char *what, uint64_t *lat, size_t n, uint64_t ns)
 	       pct_us(lat, n, 99), n);
 }
 
+/* one --clients process: cycles on its own key until @seconds pass; writes
+ * its cycle count and p50 (ns) to @fd; exit status 0 or 1 */
+static int client_run(const char *host, int port, const char *sha,
+		      double seconds, size_t iters, unsigned i, int fd)
+{
+	struct timeval tv = { 2, 0 };
+	uint64_t out[2] = { 0, 0 }, *lat, t0, start;
+	char key[64], val[64];
+	redisContext *c;
+	size_t n;
+
+	c = redisConnectWithTimeout(host, port, tv);
+	lat = calloc(iters, sizeof(*lat));
+	if (!c || c->err || !lat)
+		return 1;
+	redisSetTimeout(c, tv);
+	snprintf(key, sizeof(key), "redisfloor:%d:%u", (int)getppid(), i);
+	snprintf(val, sizeof(val), "owner-%d", (int)getpid());
+	start = now_ns();
+	for (n = 0; n < iters && now_ns() - start < seconds * 1e9; n++) {
+		t0 = now_ns();
+		if (expect(c,
+			   redisCommand(c, "SET %s %s NX PX 15000", key, val),
+			   REDIS_REPLY_STATUS, "SET NX PX") ||
+		    expect(c,
+			   redisCommand(c, "EVALSHA %s 1 %s %s", sha, key, val),
+			   REDIS_REPLY_INTEGER, "EVALSHA"))
+			return 1;
+		lat[n] = now_ns() - t0;
+	}
+	qsort(lat, n, sizeof(*lat), cmp_u64);
+	out[0] = n;
+	out[1] = n ? lat[(n - 1) / 2] : 0;
+	redisFree(c);
+	return write(fd, out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : 1;
+}
+
+/* --clients: @nclients processes at once; prints their total rate */
+static int clients_run(const char *host, int port, const char *sha,
+		       double seconds, size_t iters, unsigned nclients)
+{
+	uint64_t total = 0, p50 = 0, out[2];
+	uint64_t start = now_ns(), ns;
+	int p[2], status, rc = 0;
+
+	if (pipe(p) < 0)
+		return 1;
+	for (unsigned i = 0; i < nclients; i++) {
+		pid_t pid = fork();
+
+		if (pid < 0)
+			return 1;
+		if (pid == 0) {
+			close(p[0]);
+			_exit(client_run(host, port, sha, seconds, iters, i,
+					 p[1]));
+		}
+	}
+	close(p[1]);
+	while (read(p[0], out, sizeof(out)) == (ssize_t)sizeof(out)) {
+		total += out[0];
+		p50 = out[1] > p50 ? out[1] : p50;
+	}
+	close(p[0]);
+	ns = now_ns() - start;
+	while (wait(&status) > 0)
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			rc = 1;
+	char what[64];
+
+	snprintf(what, sizeof(what), "%u clients, a key each (cycle)",
+		 nclients);
+	printf("  %-34s %10.0f /s  worst p50 %8.2f us  (%llu)\n", what,
+	       (double)total * 1e9 / (double)(ns ? ns : 1), (double)p50 / 1e3,
+	       (unsigned long long)total);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "seconds", required_argument, NULL, 's' },
 		{ "iters", required_argument, NULL, 'n' },
+		{ "clients", required_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
 	double seconds = 3;
@@ -85,17 +168,20 @@ int main(int argc, char **argv)
 	uint64_t *lat, t0, start;
 	redisContext *c;
 	redisReply *r;
+	unsigned nclients = 0;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:n:c:", opts, NULL)) != -1) {
 		if (opt == 's')
 			seconds = atof(optarg);
+		else if (opt == 'c')
+			nclients = (unsigned)strtoul(optarg, NULL, 10);
 		else if (opt == 'n')
 			iters = (size_t)strtoull(optarg, NULL, 10);
 		else
 			goto usage;
 	}
-	if (argc - optind != 2 || seconds <= 0 || iters == 0)
+	if (argc - optind != 2 || seconds <= 0 || iters == 0 || nclients > 64)
 		goto usage;
 	c = redisConnectWithTimeout(argv[optind], atoi(argv[optind + 1]), tv);
 	if (!c || c->err) {
@@ -146,9 +232,13 @@ int main(int argc, char **argv)
 	report("SET NX PX + EVALSHA del (cycle)", lat, n, now_ns() - start);
 	free(lat);
 	redisFree(c);
+	fflush(stdout);
+	if (nclients)
+		return clients_run(argv[optind], atoi(argv[optind + 1]), sha,
+				   seconds, iters, nclients);
 	return 0;
 usage:
-	fprintf(stderr, "usage: redisfloor [--seconds S] [--iters N] HOST "
-			"PORT\n");
+	fprintf(stderr, "usage: redisfloor [--seconds S] [--iters N] "
+			"[--clients N (at most 64)] HOST PORT\n");
 	return 2;
 }

@@ -6,10 +6,13 @@
  * delete (release): the two writes of the classic lock recipe, with no
  * queue to read.  Also times the recipe's uncontended minimum, create +
  * get_children + delete (dlockfs's lock + unlock), and a bare exists (one
- * round trip).  Prints cycles/s and p50/p99 per cycle.  A measuring
- * program, not a test: it fails only when a call it times fails.
+ * round trip).  Prints cycles/s and p50/p99 per cycle.  With
+ * --clients N, then N processes, each with its own session and parent
+ * node, run create + delete cycles at once: the floor of N lockers on N
+ * files through one daemon.  A measuring program, not a test: it fails
+ * only when a call it times fails.
  *
- * usage: zkfloor [--seconds S] [--iters N] HOST:PORT
+ * usage: zkfloor [--seconds S] [--iters N] [--clients N] HOST:PORT
  */
 #include <errno.h>
 #include <getopt.h>
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define THREADED 1
@@ -95,20 +99,115 @@ static int run(zhandle_t *zh, enum kind k, size_t iters, double seconds)
 	return 0;
 }
 
+/* a connected session to @hosts, or NULL with a message */
+static zhandle_t *zk_open(const char *hosts)
+{
+	zhandle_t *zh = zookeeper_init(hosts, NULL, 10000, NULL, NULL, 0);
+
+	if (!zh) {
+		fprintf(stderr, "zkfloor: zookeeper_init: %s\n",
+			strerror(errno));
+		return NULL;
+	}
+	for (int i = 0; i < 100 && zoo_state(zh) != ZOO_CONNECTED_STATE; i++)
+		usleep(100000);
+	if (zoo_state(zh) != ZOO_CONNECTED_STATE) {
+		fprintf(stderr, "zkfloor: cannot connect to %s\n", hosts);
+		zookeeper_close(zh);
+		return NULL;
+	}
+	return zh;
+}
+
+/* one --clients process: create + delete under its own parent until
+ * @seconds pass; writes its cycle count to @fd; exit status 0 or 1 */
+static int client_run(const char *hosts, double seconds, size_t iters,
+		      unsigned i, int fd)
+{
+	char dir[64], node[80], path[256];
+	uint64_t n = 0, end;
+	zhandle_t *zh = zk_open(hosts);
+	int rc;
+
+	if (!zh)
+		return 1;
+	snprintf(dir, sizeof(dir), "/zkfloor-%d-%u", (int)getppid(), i);
+	snprintf(node, sizeof(node), "%s/q-", dir);
+	rc = zoo_create(zh, dir, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT,
+			NULL, 0);
+	end = now_ns() + (uint64_t)(seconds * 1e9);
+	while (rc == ZOK && n < iters && now_ns() < end) {
+		rc = zoo_create(zh, node, "x", 1, &ZOO_OPEN_ACL_UNSAFE,
+				ZOO_EPHEMERAL_SEQUENTIAL, path, sizeof(path));
+		if (rc == ZOK)
+			rc = zoo_delete(zh, path, -1);
+		n += rc == ZOK;
+	}
+	if (rc != ZOK)
+		fprintf(stderr, "zkfloor: client %u: %s\n", i, zerror(rc));
+	zoo_delete(zh, dir, -1);
+	zookeeper_close(zh);
+	return rc == ZOK && write(fd, &n, sizeof(n)) == (ssize_t)sizeof(n) ? 0
+									   : 1;
+}
+
+/* --clients: @nclients processes at once; prints their total rate */
+static int clients_run(const char *hosts, double seconds, size_t iters,
+		       unsigned nclients)
+{
+	uint64_t total = 0, n, start = now_ns(), ns;
+	int p[2], status, rc = 0;
+
+	if (pipe(p) < 0)
+		return 1;
+	fflush(stdout);
+	for (unsigned i = 0; i < nclients; i++) {
+		pid_t pid = fork();
+
+		if (pid < 0)
+			return 1;
+		if (pid == 0) {
+			close(p[0]);
+			_exit(client_run(hosts, seconds, iters, i, p[1]));
+		}
+	}
+	close(p[1]);
+	while (read(p[0], &n, sizeof(n)) == (ssize_t)sizeof(n))
+		total += n;
+	close(p[0]);
+	ns = now_ns() - start;
+	while (wait(&status) > 0)
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			rc = 1;
+	char what[64];
+
+	snprintf(what, sizeof(what), "%u clients, create(E|S) + delete each",
+		 nclients);
+	printf("%-40s %10.0f/s  (%llu cycles)\n", what,
+	       (double)total * 1e9 / (double)(ns ? ns : 1),
+	       (unsigned long long)total);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "seconds", required_argument, NULL, 's' },
 		{ "iters", required_argument, NULL, 'n' },
+		{ "clients", required_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
 	double seconds = 3.0;
 	size_t iters = 1000000;
+	unsigned nclients = 0;
 	zhandle_t *zh;
 	int c, rc, ret = 0;
 
-	while ((c = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:n:c:", opts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			nclients = (unsigned)strtoul(optarg, NULL, 10);
+			break;
 		case 's':
 			seconds = atof(optarg);
 			break;
@@ -119,23 +218,12 @@ int main(int argc, char **argv)
 			goto usage;
 		}
 	}
-	if (optind + 1 != argc || seconds <= 0 || iters == 0)
+	if (optind + 1 != argc || seconds <= 0 || iters == 0 || nclients > 64)
 		goto usage;
 	zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
-	zh = zookeeper_init(argv[optind], NULL, 10000, NULL, NULL, 0);
-	if (!zh) {
-		fprintf(stderr, "zkfloor: zookeeper_init: %s\n",
-			strerror(errno));
+	zh = zk_open(argv[optind]);
+	if (!zh)
 		return 1;
-	}
-	for (int i = 0; i < 100 && zoo_state(zh) != ZOO_CONNECTED_STATE; i++)
-		usleep(100000);
-	if (zoo_state(zh) != ZOO_CONNECTED_STATE) {
-		fprintf(stderr, "zkfloor: cannot connect to %s\n",
-			argv[optind]);
-		zookeeper_close(zh);
-		return 1;
-	}
 	rc = zoo_create(zh, "/zkfloor", NULL, -1, &ZOO_OPEN_ACL_UNSAFE,
 			ZOO_PERSISTENT, NULL, 0);
 	if (rc != ZOK && rc != ZNODEEXISTS) {
@@ -147,8 +235,11 @@ int main(int argc, char **argv)
 		ret = run(zh, (enum kind)k, iters, seconds);
 	zoo_delete(zh, "/zkfloor", -1);
 	zookeeper_close(zh);
+	if (ret == 0 && nclients)
+		ret = clients_run(argv[optind], seconds, iters, nclients);
 	return ret ? 1 : 0;
 usage:
-	fprintf(stderr, "usage: zkfloor [--seconds S] [--iters N] HOST:PORT\n");
+	fprintf(stderr, "usage: zkfloor [--seconds S] [--iters N] "
+			"[--clients N (at most 64)] HOST:PORT\n");
 	return 2;
 }
