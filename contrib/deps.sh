@@ -8,7 +8,9 @@ pkgs=(gcc libc6-dev pkg-config meson ninja-build fuse3 libfuse3-dev check
       util-linux attr sqlite3 python3 perl libhiredis-dev redis-server
       iproute2 passwd procps libmount-dev uthash-dev
       libzookeeper-mt-dev zookeeperd default-jre-headless
-      postgresql libpq-dev pgbouncer)
+      postgresql libpq-dev pgbouncer
+      mandoc libjansson-dev libmicrohttpd-dev libsystemd-dev
+      python3-prometheus-client bash-completion)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include <fuse_opt.h>
+#include <systemd/sd-daemon.h>
 #include <libmount.h>
 
 #include "backend/backend.h"
@@ -57,8 +58,9 @@ struct main_args {
 	char *host_id;
 	char *config;
 	char *lock_timeout;
-	char *socket; /* -o socket=PATH; "none": no socket */
-	char *pos[2]; /* BACKING_DIR, MOUNTPOINT */
+	char *socket;	 /* -o socket=PATH; "none": no socket */
+	char *log_level; /* -o log_level=NAME */
+	char *pos[2];	 /* BACKING_DIR, MOUNTPOINT */
 	int npos;
 	char *extra;	     /* the first surplus argument */
 	char *bad_option;    /* the first unknown option */
@@ -96,6 +98,7 @@ static const struct fuse_opt main_opts[] = {
 	MAIN_OPT("config=%s", config),
 	MAIN_OPT("lock_timeout=%s", lock_timeout),
 	MAIN_OPT("socket=%s", socket),
+	MAIN_OPT("log_level=%s", log_level),
 	FUSE_OPT_KEY("--agent", KEY_AGENT),
 	FUSE_OPT_KEY("paths=", KEY_CTL),
 	FUSE_OPT_KEY("shared_names=", KEY_CTL),
@@ -160,6 +163,25 @@ static const char *main_fuse_error(void)
 	if (strncmp(m, "fuse: ", 6) == 0)
 		m += 6;
 	return m;
+}
+
+/*
+ * Options mount(8) and fstab add for themselves (mount.fuse3 drops most of
+ * them, a hand-written unit or a script may not): accepted and ignored,
+ * as other FUSE file systems do.  rw, ro, dev, suid, exec and their no-
+ * forms are kernel options and go on to libfuse.
+ */
+static bool main_mount_only_option(const char *arg)
+{
+	static const char *const flags[] = {
+		"auto",	 "noauto", "_netdev", "nofail", "user",
+		"users", "nouser", "owner",   "group",	"defaults",
+	};
+
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		if (strcmp(arg, flags[i]) == 0)
+			return true;
+	return strncmp(arg, "x-", 2) == 0 || strncmp(arg, "comment=", 8) == 0;
 }
 
 /* is -o @arg ("name" or "name=value") a secret such as redis_password? */
@@ -233,6 +255,8 @@ static int main_opt_proc(void *data, const char *arg, int key,
 					strndup(arg, strcspn(arg, "="));
 			return 0;
 		}
+		if (main_mount_only_option(arg))
+			return 0;
 		/* only a block-device mount (fuseblk) takes it: the mount
 		 * would fail with EINVAL */
 		if (strncmp(arg, "blksize=", 8) == 0) {
@@ -468,6 +492,37 @@ static char *main_pick(const char *cmd, const struct dl_config *cfg,
 	return v ? strdup(v) : NULL;
 }
 
+/* -o log_level= or the config's log_level (-d: debug); 0 or EXIT_USAGE */
+static int main_setup_log_level(const struct main_args *a, struct dl_fs *fs)
+{
+	static const char *const names[] = {
+		[DL_LOG_ERR] = "err",	    [DL_LOG_WARNING] = "warning",
+		[DL_LOG_NOTICE] = "notice", [DL_LOG_INFO] = "info",
+		[DL_LOG_DEBUG] = "debug",
+	};
+	const char *v = a->log_level ? a->log_level
+				     : dl_config_get(&fs->config, "log_level");
+
+	fs->opt.log_level = a->debug ? DL_LOG_DEBUG : DL_LOG_INFO;
+	if (!v || a->debug)
+		return 0;
+	for (int l = DL_LOG_ERR; l <= DL_LOG_DEBUG; l++)
+		if (strcmp(v, names[l]) == 0 ||
+		    (l == DL_LOG_ERR && strcmp(v, "error") == 0)) {
+			fs->opt.log_level = l;
+			return 0;
+		}
+	if (a->log_level)
+		main_error("bad log_level '%s': want err, warning, notice, "
+			   "info or debug",
+			   v);
+	else
+		main_error("bad log_level in %s: want err, warning, notice, "
+			   "info or debug",
+			   fs->opt.config);
+	return EXIT_USAGE;
+}
+
 /*
  * main_setup() - turn the parsed arguments into fs->opt and fs->config.
  * Returns 0, or EXIT_USAGE after printing one line.
@@ -513,13 +568,6 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 			   "sense");
 		return EXIT_USAGE;
 	}
-	if (!a->agent && a->npos < 2) {
-		main_error("missing %s (see --help)", a->npos ? "MOUNTPOINT"
-							      : "BACKING_DIR "
-								"and "
-								"MOUNTPOINT");
-		return EXIT_USAGE;
-	}
 	if (a->extra) {
 		main_error("unexpected argument '%s' (see --help)", a->extra);
 		return EXIT_USAGE;
@@ -540,6 +588,25 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 			return EXIT_USAGE;
 		}
 	}
+
+	/* BACKING_DIR and MOUNTPOINT: the command line, else the config
+	 * file's backing and mountpoint (dlockfs@NAME.service) */
+	if (!a->agent) {
+		const char *keys[2] = { "backing", "mountpoint" };
+
+		for (int i = 0; i < 2; i++)
+			if (!a->pos[i] && dl_config_get(&fs->config, keys[i]))
+				a->pos[i] = strdup(
+					dl_config_get(&fs->config, keys[i]));
+		if (!a->pos[0] || !a->pos[1]) {
+			main_error("missing %s (see --help)",
+				   a->pos[0] ? "MOUNTPOINT"
+					     : "BACKING_DIR and MOUNTPOINT");
+			return EXIT_USAGE;
+		}
+	}
+	if (main_setup_log_level(a, fs))
+		return EXIT_USAGE;
 
 	if (gethostname(host, sizeof(host)) == -1)
 		snprintf(host, sizeof(host), "localhost");
@@ -715,6 +782,7 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 	free(a->config);
 	free(a->lock_timeout);
 	free(a->socket);
+	free(a->log_level);
 	free(a->ctl);
 	free(a->pos[0]);
 	free(a->pos[1]);
@@ -728,6 +796,31 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
  * with nothing mounted, until SIGINT, SIGTERM or SIGHUP.  Returns the exit
  * status.
  */
+/*
+ * Tell systemd (Type=notify; NOTIFY_SOCKET set) that we serve: sent once
+ * the backend has answered and the mount (or the agent's socket) is up,
+ * from the process that serves, so MAINPID is right after a fork too.
+ * Without NOTIFY_SOCKET it does nothing.
+ */
+static void main_notify_ready(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+static void main_notify_ready(const char *fmt, ...)
+{
+	char status[512];
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	vsnprintf(status, sizeof(status), fmt, ap);
+	va_end(ap);
+	r = sd_notifyf(0, "READY=1\nMAINPID=%lu\nSTATUS=%s",
+		       (unsigned long)getpid(), status);
+	if (r < 0)
+		dl_log(DL_LOG_WARNING, "cannot notify systemd: %s",
+		       strerror(-r));
+}
+
 static int main_agent(struct dl_fs *fs, const char *sock)
 {
 	struct lockmgr_conf conf = {
@@ -781,15 +874,17 @@ static int main_agent(struct dl_fs *fs, const char *sock)
 	if (chdir("/") == -1)
 		dl_log(DL_LOG_WARNING, "chdir /: %s", strerror(errno));
 	if (ready_fd != -1) {
-		dl_log_init("dlockfs",
-			    fs->opt.debug ? DL_LOG_DEBUG : DL_LOG_INFO, true);
+		dl_log_init("dlockfs", fs->opt.log_level, true);
 		main_detach(ready_fd);
 		ready_fd = -1;
 	}
 	dl_log(DL_LOG_INFO, "agent: host %s, backend %s, socket %s",
 	       fs->opt.host_id, fs->backend_redacted, sock);
+	main_notify_ready("agent: host %s, backend %s, socket %s",
+			  fs->opt.host_id, fs->backend_redacted, sock);
 	if (sigwait(&set, &sig) == 0)
 		dl_log(DL_LOG_INFO, "signal %d: stopping", sig);
+	sd_notify(0, "STOPPING=1");
 	ret = 0;
 	ctlsock_stop(cs);
 out_lm:
@@ -868,8 +963,7 @@ int main(int argc, char *argv[])
 	if (ret)
 		goto out_free;
 	ret = 1;
-	dl_log_init("dlockfs", fs->opt.debug ? DL_LOG_DEBUG : DL_LOG_INFO,
-		    false);
+	dl_log_init("dlockfs", fs->opt.log_level, false);
 	if (a.agent) {
 		ret = main_agent(fs, main_socket(&a, fs));
 		goto out_free;
@@ -966,8 +1060,7 @@ int main(int argc, char *argv[])
 	if (chdir("/") == -1)
 		dl_log(DL_LOG_WARNING, "chdir /: %s", strerror(errno));
 	if (ready_fd != -1) {
-		dl_log_init("dlockfs",
-			    fs->opt.debug ? DL_LOG_DEBUG : DL_LOG_INFO, true);
+		dl_log_init("dlockfs", fs->opt.log_level, true);
 		main_detach(ready_fd);
 		ready_fd = -1;
 	}
@@ -976,6 +1069,9 @@ int main(int argc, char *argv[])
 	umask(0);
 	dl_log(DL_LOG_INFO, "mounted %s on %s", fs->opt.backing,
 	       fs->opt.mountpoint);
+	main_notify_ready("serving %s on %s, host %s, backend %s",
+			  fs->opt.backing, fs->opt.mountpoint, fs->opt.host_id,
+			  fs->backend_redacted);
 	/* without it the kernel checks no search permission on directories
 	 * it has cached, and we open files by descriptor, not by path */
 	if (a.allow_other && !a.default_permissions)
@@ -1003,6 +1099,7 @@ int main(int argc, char *argv[])
 	}
 
 out_stop:
+	sd_notify(0, "STOPPING=1");
 	/* waiters are answered and locks released while still mounted */
 	ctlsock_stop(cs);
 	cs = NULL;

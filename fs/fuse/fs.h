@@ -33,6 +33,7 @@ struct dl_options {
 	char *mountpoint;      /* MOUNTPOINT, made absolute */
 	bool foreground;       /* -f */
 	bool debug;	       /* -d */
+	int log_level;	       /* -o log_level=: enum dl_log_level */
 	bool allow_other;      /* -o allow_other was given */
 };
 

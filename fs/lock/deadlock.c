@@ -462,7 +462,17 @@ void lm_deadlock_check(struct lockmgr *lm, uint64_t id, bool final)
 	if (lm_find_cycle(lm, id, &victim) <= 0)
 		return;
 	if (victim || final) {
-		dl_log(DL_LOG_DEBUG, "wait %" PRIu64 ": deadlock", id);
+		char what[160] = "";
+
+		pthread_mutex_lock(&lm->mutex);
+		w = lm_waiter_find(lm, id);
+		if (w && w->o && w->o->resource)
+			snprintf(what, sizeof(what), " on %s (pid %u)",
+				 w->o->resource, (unsigned)w->req.pid);
+		pthread_mutex_unlock(&lm->mutex);
+		dl_log(DL_LOG_NOTICE,
+		       "deadlock: wait %" PRIu64 "%s refused with EDEADLK", id,
+		       what);
 		lm_cancel(lm, id, -EDEADLK);
 		return;
 	}
