@@ -97,6 +97,12 @@ struct dl_lock_info {
 struct dl_lease {
 	_Atomic uint64_t gen;
 	_Atomic int64_t until_ms;
+	/* for the metrics only: renewals of the lease that the store
+	 * confirmed, and renewals that failed (no answer, or the lease was
+	 * gone); a backend whose client library keeps the lease (ZooKeeper's
+	 * session) leaves them at 0 */
+	_Atomic uint64_t renewals;
+	_Atomic uint64_t renew_failures;
 };
 
 /* What a grant reports: its fencing token and the lease it lives under. */

@@ -47,6 +47,7 @@
 #include "fs/ctl/ctlsock.h"
 #include "fs/ctl/proto.h"
 #include "fs/fuse/fs.h"
+#include "fs/metrics_http.h"
 #include "fs/fuse/lockops.h"
 #include "fs/lock/lockmgr.h"
 
@@ -60,6 +61,7 @@ struct main_args {
 	char *lock_timeout;
 	char *socket;	 /* -o socket=PATH; "none": no socket */
 	char *log_level; /* -o log_level=NAME */
+	char *metrics;	 /* -o metrics=ADDR:PORT */
 	char *pos[2];	 /* BACKING_DIR, MOUNTPOINT */
 	int npos;
 	char *extra;	     /* the first surplus argument */
@@ -99,6 +101,7 @@ static const struct fuse_opt main_opts[] = {
 	MAIN_OPT("lock_timeout=%s", lock_timeout),
 	MAIN_OPT("socket=%s", socket),
 	MAIN_OPT("log_level=%s", log_level),
+	MAIN_OPT("metrics=%s", metrics),
 	FUSE_OPT_KEY("--agent", KEY_AGENT),
 	FUSE_OPT_KEY("paths=", KEY_CTL),
 	FUSE_OPT_KEY("shared_names=", KEY_CTL),
@@ -285,7 +288,8 @@ static void main_usage(const char *prog)
 	       "dlockfs options (-o):\n"
 	       "  backend=URI            lock store: local: (default),\n"
 	       "                         redis://HOST:PORT[,...]/PREFIX,\n"
-	       "                         zk://HOST:PORT[,...]/CHROOT\n"
+	       "                         zk://HOST:PORT[,...]/CHROOT,\n"
+	       "                         postgresql://USER@HOST[:PORT]/DB\n"
 	       "  host_id=NAME           this host's name in the cluster\n"
 	       "                         (default: the hostname)\n"
 	       "  config=FILE            key = value file (backend, host_id,\n"
@@ -296,6 +300,10 @@ static void main_usage(const char *prog)
 	       "  socket=PATH            control socket (default\n"
 	       "                         " DL_SOCKET_DEFAULT ";\n"
 	       "                         none: no socket)\n"
+	       "  log_level=LEVEL        err, warning, notice, info\n"
+	       "                         (default) or debug\n"
+	       "  metrics=ADDR:PORT      serve Prometheus metrics at\n"
+	       "                         http://ADDR:PORT/metrics\n"
 	       "\n"
 	       "FUSE options (-o), passed to the kernel, for example:\n"
 	       "  allow_other, default_permissions, ro, auto_unmount\n"
@@ -492,6 +500,13 @@ static char *main_pick(const char *cmd, const struct dl_config *cfg,
 	return v ? strdup(v) : NULL;
 }
 
+/* -o metrics=, else the config's metrics, else NULL (off) */
+static const char *main_metrics(const struct main_args *a,
+				const struct dl_fs *fs)
+{
+	return a->metrics ? a->metrics : dl_config_get(&fs->config, "metrics");
+}
+
 /* -o log_level= or the config's log_level (-d: debug); 0 or EXIT_USAGE */
 static int main_setup_log_level(const struct main_args *a, struct dl_fs *fs)
 {
@@ -607,6 +622,11 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 	}
 	if (main_setup_log_level(a, fs))
 		return EXIT_USAGE;
+	if (main_metrics(a, fs) &&
+	    dl_metrics_addr_check(main_metrics(a, fs), err, sizeof(err))) {
+		main_error("%s", err);
+		return EXIT_USAGE;
+	}
 
 	if (gethostname(host, sizeof(host)) == -1)
 		snprintf(host, sizeof(host), "localhost");
@@ -783,6 +803,7 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 	free(a->lock_timeout);
 	free(a->socket);
 	free(a->log_level);
+	free(a->metrics);
 	free(a->ctl);
 	free(a->pos[0]);
 	free(a->pos[1]);
@@ -821,8 +842,9 @@ static void main_notify_ready(const char *fmt, ...)
 		       strerror(-r));
 }
 
-static int main_agent(struct dl_fs *fs, const char *sock)
+static int main_agent(struct dl_fs *fs, const char *sock, const char *metrics)
 {
+	struct dl_metrics_http *mh = NULL;
 	struct lockmgr_conf conf = {
 		.backend = {
 			.uri = fs->opt.backend,
@@ -866,6 +888,12 @@ static int main_agent(struct dl_fs *fs, const char *sock)
 	}
 	dl_config_forget_secrets(&fs->config); /* the backend has its copy */
 	cc.lm = lm;
+	if (metrics &&
+	    dl_metrics_http_start(metrics, lm, &mh, err, sizeof(err)) != 0) {
+		main_error("%s", err);
+		ret = EXIT_USAGE;
+		goto out_lm;
+	}
 	err[0] = '\0';
 	if (ctlsock_start(&cc, &cs, err, sizeof(err)) != 0) {
 		main_error("%s", err[0] ? err : "cannot start the socket");
@@ -888,6 +916,7 @@ static int main_agent(struct dl_fs *fs, const char *sock)
 	ret = 0;
 	ctlsock_stop(cs);
 out_lm:
+	dl_metrics_http_stop(mh);
 	lockmgr_destroy(lm);
 out:
 	if (ready_fd != -1) {
@@ -919,6 +948,7 @@ int main(int argc, char *argv[])
 	struct fuse_lowlevel_ops ops = { 0 };
 	struct fuse_loop_config *loop;
 	struct ctlsock *cs = NULL;
+	struct dl_metrics_http *mh = NULL;
 	struct dl_fs *fs;
 	char err[256], *fsname = NULL, *o = NULL;
 	int ret = 1, ready_fd = -1;
@@ -965,7 +995,7 @@ int main(int argc, char *argv[])
 	ret = 1;
 	dl_log_init("dlockfs", fs->opt.log_level, false);
 	if (a.agent) {
-		ret = main_agent(fs, main_socket(&a, fs));
+		ret = main_agent(fs, main_socket(&a, fs), main_metrics(&a, fs));
 		goto out_free;
 	}
 
@@ -988,6 +1018,7 @@ int main(int argc, char *argv[])
 
 	dl_passthrough_ops(&ops);
 	lockops_fill(&ops);
+	dl_fuse_count_ops(&ops);
 
 	/* fsname=dlockfs:BACKING_DIR,subtype=dlockfs before the user's -o */
 	if (asprintf(&fsname, "fsname=dlockfs:%s", fs->opt.backing) == -1 ||
@@ -1023,6 +1054,13 @@ int main(int argc, char *argv[])
 		goto out_session;
 	}
 	dl_config_forget_secrets(&fs->config); /* the backend has its copy */
+	if (main_metrics(&a, fs) &&
+	    dl_metrics_http_start(main_metrics(&a, fs), fs->lm, &mh, err,
+				  sizeof(err)) != 0) {
+		main_error("%s", err);
+		ret = EXIT_USAGE;
+		goto out_lockops;
+	}
 	if (strcmp(main_socket(&a, fs), "none") != 0) {
 		struct ctlsock_conf cc = {
 			.path = main_socket(&a, fs),
@@ -1103,6 +1141,8 @@ out_stop:
 	/* waiters are answered and locks released while still mounted */
 	ctlsock_stop(cs);
 	cs = NULL;
+	dl_metrics_http_stop(mh);
+	mh = NULL;
 	lockops_destroy(fs);
 	fuse_session_unmount(fs->se);
 out_signals:
@@ -1110,6 +1150,7 @@ out_signals:
 out_ctl:
 	ctlsock_stop(cs);
 out_lockops:
+	dl_metrics_http_stop(mh);
 	lockops_destroy(fs);
 out_session:
 	fuse_session_destroy(fs->se);

@@ -359,6 +359,7 @@ static void keeper_renew(struct pg_backend *pb)
 		      pg_call_deadline(pb), &r, &indoubt);
 	free(arr);
 	if (ret < 0) {
+		atomic_fetch_add(&pb->lease->renew_failures, 1);
 		/* acknowledge them next time */
 		pthread_mutex_lock(&pb->mutex);
 		for (size_t i = 0;
@@ -369,10 +370,12 @@ static void keeper_renew(struct pg_backend *pb)
 		return;
 	}
 	if (PQntuples(r) < 1 || strcmp(PQgetvalue(r, 0, 0), "R") != 0) {
+		atomic_fetch_add(&pb->lease->renew_failures, 1);
 		PQclear(r);
 		pg_lease_gone(pb, id);
 		return;
 	}
+	atomic_fetch_add(&pb->lease->renewals, 1);
 	pthread_mutex_lock(&pb->mutex);
 	if (pb->lease_id == id) {
 		pb->renewed_at = sent;

@@ -329,6 +329,7 @@ void redis_node_renew(struct redis_backend *rb, struct redis_node *n)
 	ret = redis_node_script(rb, n, "renew", "", lease, (int)nacks,
 				nacks ? extra : NULL, NULL, &r, NULL);
 	if (ret < 0) {
+		atomic_fetch_add(&rb->lease->renew_failures, 1);
 		/* forget them next time */
 		pthread_mutex_lock(&rb->mutex);
 		for (size_t i = 0;
@@ -341,6 +342,7 @@ void redis_node_renew(struct redis_backend *rb, struct redis_node *n)
 	if (r->elements >= 1 && redis_reply_int(r->element[0]) == 1) {
 		struct redis_note *notes = NULL;
 
+		atomic_fetch_add(&rb->lease->renewals, 1);
 		pthread_mutex_lock(&rb->mutex);
 		if (n->name == name && n->registered) {
 			n->renewed_at = sent;
@@ -357,6 +359,7 @@ void redis_node_renew(struct redis_backend *rb, struct redis_node *n)
 		pthread_mutex_unlock(&rb->mutex);
 		redis_notes_run(rb, notes);
 	} else {
+		atomic_fetch_add(&rb->lease->renew_failures, 1);
 		redis_lease_gone(rb, n, name);
 	}
 	freeReplyObject(r);

@@ -76,6 +76,8 @@ static inline struct dl_file *dl_file_of(const struct fuse_file_info *fi)
  * dl_fs_init()/dl_fs_destroy() - the inode table.
  */
 void dl_passthrough_ops(struct fuse_lowlevel_ops *ops);
+/* opcount.c: count every filled operation of @ops (the metrics) */
+void dl_fuse_count_ops(struct fuse_lowlevel_ops *ops);
 int dl_fs_resource(struct dl_fs *fs, fuse_ino_t ino, char **out);
 int dl_fs_init(struct dl_fs *fs);
 void dl_fs_destroy(struct dl_fs *fs);

@@ -183,7 +183,8 @@ static void graph_list(struct lockmgr *lm, struct lm_graph *g)
 {
 	if (!g->listed) {
 		g->listed = true;
-		dl_backend_list(lm->be, NULL, collect_wait, g);
+		LM_TIMED(LM_OP_LIST,
+			 dl_backend_list(lm->be, NULL, collect_wait, g));
 	}
 }
 
@@ -357,8 +358,9 @@ static int graph_walk(struct lockmgr *lm, struct lm_graph *g, bool *victim)
 			bool real = false;
 
 			if (!found &&
-			    dl_backend_list(lm->be, waits[i].resource,
-					    probe_holder, &p) == 0 &&
+			    LM_TIMED(LM_OP_LIST,
+				     dl_backend_list(lm->be, waits[i].resource,
+						     probe_holder, &p)) == 0 &&
 			    p.found) {
 				graph_cycle(lm, g, next, &waits[i], victim,
 					    &real);
@@ -473,6 +475,7 @@ void lm_deadlock_check(struct lockmgr *lm, uint64_t id, bool final)
 		dl_log(DL_LOG_NOTICE,
 		       "deadlock: wait %" PRIu64 "%s refused with EDEADLK", id,
 		       what);
+		lm_metrics_deadlock();
 		lm_cancel(lm, id, -EDEADLK);
 		return;
 	}

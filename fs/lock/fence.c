@@ -60,7 +60,15 @@
 void lm_cb_lost(void *ctx, const char *resource, enum dl_space space,
 		uint64_t owner, int err)
 {
-	struct lockmgr *lm = ctx;
+	lm_metrics_lost(err == -ECONNABORTED ? LM_LOST_BROKEN
+			: err == -ENOLCK     ? LM_LOST_LEASE
+					     : LM_LOST_OTHER);
+	lm_mark_lost(ctx, resource, space, owner, err);
+}
+
+void lm_mark_lost(struct lockmgr *lm, const char *resource, enum dl_space space,
+		  uint64_t owner, int err)
+{
 	uint64_t objs[16];
 	size_t nobjs = 0;
 

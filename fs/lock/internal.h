@@ -46,6 +46,7 @@
 
 #include "backend/backend.h"
 #include "fs/lock/lockmgr.h"
+#include "fs/lock/metrics.h"
 
 #define LM_BUCKET_BITS 10
 #define LM_BUCKETS     (1u << LM_BUCKET_BITS)
@@ -99,6 +100,7 @@ struct lm_waiter {
 	int64_t deadline; /* monotonic ms, 0: none */
 	int64_t recheck;  /* monotonic ms of a deadlock re-check, 0: none */
 	int64_t dlcheck;  /* monotonic ms of its first deadlock check */
+	int64_t t0_ns;	  /* when it was asked for (metrics) */
 	lockmgr_done_fn done;
 	void *arg;
 };
@@ -196,6 +198,9 @@ void lm_file_note_grant(struct lockmgr_file *f, uint64_t lease, bool added);
 /* the backend's cb->lost (mutex NOT held) */
 void lm_cb_lost(void *ctx, const char *resource, enum dl_space space,
 		uint64_t owner, int err);
+/* what lm_cb_lost() does, without counting it (the caller did) */
+void lm_mark_lost(struct lockmgr *lm, const char *resource, enum dl_space space,
+		  uint64_t owner, int err);
 /* at create / destroy: the lease page (0 or -ENOMEM) */
 int lm_lease_create(struct lockmgr *lm);
 void lm_lease_destroy(struct lockmgr *lm);

@@ -235,6 +235,10 @@ void lm_waiter_unlink(struct lockmgr *lm, struct lm_waiter *w)
 
 void lm_waiter_finish(struct lockmgr *lm, struct lm_waiter *w, int err)
 {
+	lm_metrics_request(w->req.space, w->req.ofd,
+			   w->req.wait ? LM_KIND_LOCK : LM_KIND_TRYLOCK, err);
+	if (err == 0)
+		lm_metrics_granted_after(lm_metrics_now_ns() - w->t0_ns);
 	w->done(w->arg, err);
 	free(w->spare);
 	free(w);
@@ -324,7 +328,7 @@ void lm_cancel(struct lockmgr *lm, uint64_t id, int err)
 	w->cancelling = true;
 	pthread_mutex_unlock(&lm->mutex);
 
-	if (dl_backend_cancel(lm->be, id) != 0)
+	if (LM_TIMED(LM_OP_CANCEL, dl_backend_cancel(lm->be, id)) != 0)
 		return; /* granted or failed meanwhile: its callback answers */
 
 	pthread_mutex_lock(&lm->mutex);
@@ -358,6 +362,7 @@ uint64_t lockmgr_prepare(struct lockmgr *lm, const struct lockmgr_req *req,
 	w->done = done;
 	w->arg = arg;
 	w->state = W_PREPARED;
+	w->t0_ns = lm_metrics_now_ns();
 	pthread_mutex_lock(&lm->mutex);
 	id = w->id = ++lm->next_id;
 	w->prev = lm->waiters.prev;
@@ -462,7 +467,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	lm_req_to_backend(&w->req, o->resource, w->req.wait ? id : 0, &breq);
 	pthread_mutex_unlock(&lm->mutex);
 
-	ret = dl_backend_lock(lm->be, &breq, &grant);
+	ret = LM_TIMED(LM_OP_LOCK, dl_backend_lock(lm->be, &breq, &grant));
 
 	pthread_mutex_lock(&lm->mutex);
 	w = lm_waiter_find(lm, id);
@@ -555,13 +560,14 @@ int lockmgr_unlock(struct lockmgr *lm, const struct lockmgr_req *req)
 	breq.type = DL_UNLCK;
 	pthread_mutex_unlock(&lm->mutex);
 
-	ret = dl_backend_unlock(lm->be, &breq);
-
+	ret = LM_TIMED(LM_OP_UNLOCK, dl_backend_unlock(lm->be, &breq));
+	lm_metrics_request(req->space, req->ofd, LM_KIND_UNLOCK, ret);
 	if (ret == -ENOLCK) {
 		/* the backend ends the range later, at a moment nobody
 		 * knows: the owner's writes are no longer protected, so its
 		 * lock is lost (fenced until it releases), as on a loss */
-		lm_cb_lost(lm, o->resource, req->space, req->owner, ret);
+		lm_metrics_lost(LM_LOST_UNLOCK);
+		lm_mark_lost(lm, o->resource, req->space, req->owner, ret);
 	}
 	pthread_mutex_lock(&lm->mutex);
 	if (ret == 0 && req->start == 0 && req->end == DL_RANGE_EOF) {
@@ -587,7 +593,9 @@ int lockmgr_getlk(struct lockmgr *lm, const struct lockmgr_req *req,
 	if (!o)
 		return ret;
 	lm_req_to_backend(req, o->resource, 0, &breq);
-	ret = dl_backend_getlk(lm->be, &breq, info);
+	ret = LM_TIMED(LM_OP_GETLK, dl_backend_getlk(lm->be, &breq, info));
+	lm_metrics_request(req->space, req->ofd, LM_KIND_GETLK,
+			   ret < 0 ? ret : 0);
 	lm_unpin_obj(lm, o);
 	return ret;
 }
@@ -603,9 +611,10 @@ static void lm_release_many(struct lockmgr *lm, struct lm_obj *o,
 			    const struct lm_release *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		int ret = dl_backend_release_owner(lm->be, o->resource,
-						   v[i].space, v[i].owner,
-						   v[i].max_token);
+		int ret = LM_TIMED(LM_OP_RELEASE,
+				   dl_backend_release_owner(
+					   lm->be, o->resource, v[i].space,
+					   v[i].owner, v[i].max_token));
 
 		if (ret < 0)
 			dl_log(DL_LOG_WARNING,

@@ -180,6 +180,9 @@ int lockmgr_describe(struct lockmgr *lm, uint64_t obj, bool waiters,
 int lockmgr_token(struct lockmgr *lm, uint64_t obj, uint32_t pid,
 		  uint64_t *token);
 int lockmgr_status(struct lockmgr *lm, const char *backend_shown, char **out);
+/* the metrics in the Prometheus text format (fs/lock/metrics.c), malloc'd
+ * in *out; 0 or -ENOMEM */
+int lockmgr_metrics(struct lockmgr *lm, char **out);
 
 /*
  * lockmgr_owner_shown() - the id an owner is shown by in xattrs and

@@ -69,9 +69,10 @@ static void *timer_main(void *arg)
 		}
 		if (expired || recheck || first) {
 			pthread_mutex_unlock(&lm->mutex);
-			if (expired)
+			if (expired) {
+				lm_metrics_timeout();
 				lm_cancel(lm, expired, -EDEADLK);
-			else
+			} else
 				lm_deadlock_check(lm, recheck ? recheck : first,
 						  recheck != 0);
 			pthread_mutex_lock(&lm->mutex);
