@@ -62,6 +62,7 @@ struct main_args {
 	char *socket;	 /* -o socket=PATH; "none": no socket */
 	char *log_level; /* -o log_level=NAME */
 	char *metrics;	 /* -o metrics=ADDR:PORT */
+	int metrics_fd;	 /* its listening socket, or -1 */
 	char *pos[2];	 /* BACKING_DIR, MOUNTPOINT */
 	int npos;
 	char *extra;	     /* the first surplus argument */
@@ -622,10 +623,13 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 	}
 	if (main_setup_log_level(a, fs))
 		return EXIT_USAGE;
-	if (main_metrics(a, fs) &&
-	    dl_metrics_addr_check(main_metrics(a, fs), err, sizeof(err))) {
-		main_error("%s", err);
-		return EXIT_USAGE;
+	if (main_metrics(a, fs)) {
+		a->metrics_fd = dl_metrics_listen(main_metrics(a, fs), err,
+						  sizeof(err));
+		if (a->metrics_fd < 0) {
+			main_error("%s", err);
+			return EXIT_USAGE;
+		}
 	}
 
 	if (gethostname(host, sizeof(host)) == -1)
@@ -804,6 +808,8 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 	free(a->socket);
 	free(a->log_level);
 	free(a->metrics);
+	if (a->metrics_fd >= 0)
+		close(a->metrics_fd);
 	free(a->ctl);
 	free(a->pos[0]);
 	free(a->pos[1]);
@@ -842,7 +848,7 @@ static void main_notify_ready(const char *fmt, ...)
 		       strerror(-r));
 }
 
-static int main_agent(struct dl_fs *fs, const char *sock, const char *metrics)
+static int main_agent(struct dl_fs *fs, const char *sock, int *metrics_fd)
 {
 	struct dl_metrics_http *mh = NULL;
 	struct lockmgr_conf conf = {
@@ -888,11 +894,14 @@ static int main_agent(struct dl_fs *fs, const char *sock, const char *metrics)
 	}
 	dl_config_forget_secrets(&fs->config); /* the backend has its copy */
 	cc.lm = lm;
-	if (metrics &&
-	    dl_metrics_http_start(metrics, lm, &mh, err, sizeof(err)) != 0) {
-		main_error("%s", err);
-		ret = EXIT_USAGE;
-		goto out_lm;
+	if (*metrics_fd >= 0) {
+		int fd = *metrics_fd;
+
+		*metrics_fd = -1; /* the server's now */
+		if (dl_metrics_http_start(fd, lm, &mh, err, sizeof(err)) != 0) {
+			main_error("%s", err);
+			goto out_lm;
+		}
 	}
 	err[0] = '\0';
 	if (ctlsock_start(&cc, &cs, err, sizeof(err)) != 0) {
@@ -944,7 +953,7 @@ static void main_default_signals(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct main_args a = { 0 };
+	struct main_args a = { .metrics_fd = -1 };
 	struct fuse_lowlevel_ops ops = { 0 };
 	struct fuse_loop_config *loop;
 	struct ctlsock *cs = NULL;
@@ -995,7 +1004,7 @@ int main(int argc, char *argv[])
 	ret = 1;
 	dl_log_init("dlockfs", fs->opt.log_level, false);
 	if (a.agent) {
-		ret = main_agent(fs, main_socket(&a, fs), main_metrics(&a, fs));
+		ret = main_agent(fs, main_socket(&a, fs), &a.metrics_fd);
 		goto out_free;
 	}
 
@@ -1054,12 +1063,14 @@ int main(int argc, char *argv[])
 		goto out_session;
 	}
 	dl_config_forget_secrets(&fs->config); /* the backend has its copy */
-	if (main_metrics(&a, fs) &&
-	    dl_metrics_http_start(main_metrics(&a, fs), fs->lm, &mh, err,
-				  sizeof(err)) != 0) {
-		main_error("%s", err);
-		ret = EXIT_USAGE;
-		goto out_lockops;
+	if (a.metrics_fd >= 0) {
+		int fd = a.metrics_fd;
+
+		a.metrics_fd = -1; /* the server's now */
+		if (dl_metrics_http_start(fd, fs->lm, &mh, err, sizeof(err))) {
+			main_error("%s", err);
+			goto out_lockops;
+		}
 	}
 	if (strcmp(main_socket(&a, fs), "none") != 0) {
 		struct ctlsock_conf cc = {

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -89,11 +90,27 @@ bad_host:
 	return -EINVAL;
 }
 
-int dl_metrics_addr_check(const char *spec, char *err, size_t errlen)
+int dl_metrics_listen(const char *spec, char *err, size_t errlen)
 {
 	union dl_sockaddr a;
+	socklen_t len;
+	int fd, one = 1, ret = parse_addr(spec, &a, err, errlen);
 
-	return parse_addr(spec, &a, err, errlen);
+	if (ret)
+		return ret;
+	len = a.sa.sa_family == AF_INET6 ? sizeof(a.in6) : sizeof(a.in);
+	fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, &a.sa, len) < 0 || listen(fd, 16) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot serve metrics on %s: %s", spec,
+			 strerror(-ret));
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	return fd;
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status,
@@ -143,35 +160,32 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
 		     text, strlen(text), MHD_RESPMEM_MUST_FREE);
 }
 
-int dl_metrics_http_start(const char *spec, struct lockmgr *lm,
+int dl_metrics_http_start(int fd, struct lockmgr *lm,
 			  struct dl_metrics_http **out, char *err,
 			  size_t errlen)
 {
-	union dl_sockaddr a;
-	struct dl_metrics_http *h;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
-	int ret = parse_addr(spec, &a, err, errlen);
+	struct dl_metrics_http *h = calloc(1, sizeof(*h));
+	int ret;
 
-	if (ret)
-		return ret;
-	h = calloc(1, sizeof(*h));
 	if (!h) {
+		close(fd);
 		snprintf(err, errlen, "metrics: out of memory");
 		return -ENOMEM;
 	}
 	h->lm = lm;
-	if (a.sa.sa_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
 	errno = 0;
-	h->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
-				MHD_OPTION_SOCK_ADDR, &a.sa,
+	/* the port given is ignored with a socket of our own */
+	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+				1, NULL, NULL, handle, h,
+				MHD_OPTION_LISTEN_SOCKET, fd,
 				MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
 				MHD_OPTION_END);
 	if (!h->d) {
-		ret = errno ? -errno : -EADDRINUSE;
-		snprintf(err, errlen, "cannot serve metrics on %s: %s", spec,
+		ret = errno ? -errno : -ENOMEM;
+		snprintf(err, errlen, "cannot serve metrics: %s",
 			 strerror(-ret));
+		close(fd);
 		free(h);
 		return ret;
 	}

@@ -12,18 +12,21 @@ struct lockmgr;
 struct dl_metrics_http;
 
 /*
- * dl_metrics_addr_check() - is @spec "HOST:PORT" with a numeric IPv4
- * address ("127.0.0.1:9464") or a bracketed IPv6 one ("[::1]:9464") and a
- * port 1..65535?  0, or -EINVAL with a one-line reason in @err.
+ * dl_metrics_listen() - a listening socket on @spec: "HOST:PORT" with a
+ * numeric IPv4 address ("127.0.0.1:9464") or a bracketed IPv6 one
+ * ("[::1]:9464") and a port 1..65535.  Made while the options are checked,
+ * so a bad address or a port in use is a usage error before anything
+ * starts.  Returns the descriptor, or a negative errno with a one-line
+ * reason in @err.
  */
-int dl_metrics_addr_check(const char *spec, char *err, size_t errlen);
+int dl_metrics_listen(const char *spec, char *err, size_t errlen);
 
 /*
- * dl_metrics_http_start() - listen on @spec and serve @lm's metrics.
- * Returns 0, or a negative errno with a one-line reason in @err (a port
- * already in use: -EADDRINUSE).
+ * dl_metrics_http_start() - serve @lm's metrics on @fd (from
+ * dl_metrics_listen(); the server owns it from now on, even on failure).
+ * Returns 0, or a negative errno with a one-line reason in @err.
  */
-int dl_metrics_http_start(const char *spec, struct lockmgr *lm,
+int dl_metrics_http_start(int fd, struct lockmgr *lm,
 			  struct dl_metrics_http **out, char *err,
 			  size_t errlen);
 

@@ -117,11 +117,29 @@ static bool ctl_owner_of_uid(const struct ctlsock *cs, uid_t uid,
 	return false;
 }
 
+/*
+ * Is @owner (of this daemon) an open file description of a shim client?
+ * In the POSIX space such an owner holds OFD locks: a process's fcntl
+ * locks belong to its struct ctl_proc.  A lock taken through a mount or
+ * on another host is not known to be one (FUSE does not tell OFD locks
+ * from a process's, and the backends do not record it).
+ */
+static bool ctl_owner_is_desc(const struct ctlsock *cs, uint64_t owner)
+{
+	for (const struct ctl_desc *d = cs->descs; d; d = d->next)
+		if (d->owner == owner)
+			return true;
+	return false;
+}
+
 static bool list_send(struct ctl_list *l, const struct dl_lock_info *info,
 		      const char *res)
 {
 	struct dl_proto_msg m = { .hdr = { .type = DLP_ITEM, .id = l->id } };
 
+	/* ITEM's found: an OFD lock (proto.h) */
+	m.found = info->space == DL_SPACE_POSIX && info->mine &&
+		  ctl_owner_is_desc(l->cs, info->owner);
 	m.space = (uint8_t)info->space;
 	m.ltype = (uint8_t)info->type;
 	m.waiting = info->waiting;

@@ -34,6 +34,7 @@ static const struct proto_layout layouts[DLP_TYPE_MAX] = {
 	[DLP_LIST] = { "LIST", TARGET_FIXED, 0, 2 },
 	[DLP_BREAK] = { "BREAK", TARGET_FIXED, 0, 2 },
 	[DLP_FENCE] = { "FENCE", TARGET_FIXED, 0, 0 },
+	[DLP_METRICS] = { "METRICS", 0, 0, 0 },
 	[DLP_REPLY] = { "REPLY", REPLY_FIXED, 0, 3 },
 	[DLP_ITEM] = { "ITEM", REPLY_FIXED, 2, 2 },
 };

@@ -44,6 +44,8 @@ enum dl_proto_type {
 	DLP_LIST = 7,	/* holders and waiters: a descriptor, a name, or all */
 	DLP_BREAK = 8,	/* remove every lock of a resource (root only) */
 	DLP_FENCE = 9,	/* watch the descriptor's file for lost locks */
+	DLP_METRICS = 10, /* the metrics text: ITEMs (str[0]: a piece of
+			   * it, whole lines), then REPLY */
 	/* replies (daemon -> client) */
 	DLP_REPLY = 64, /* the end of the answer to request hdr.id */
 	DLP_ITEM = 65,	/* one lock of a DLP_LIST answer, before its REPLY */
@@ -129,7 +131,15 @@ struct dl_proto_msg {
 	uint32_t target_id;
 	/* REPLY */
 	int32_t err; /* 0 or a negative errno */
-	/* REPLY to LOCK: token; to GETLK: the conflict (found), ITEM: a lock */
+	/*
+	 * REPLY to LOCK: token; to GETLK: the conflict (found), ITEM: a lock.
+	 * In an ITEM, found set means an OFD lock (space 1): its owner is an
+	 * open file description the daemon knows (taken through the shim).
+	 * Clear: flock, or a POSIX-space lock not known to be OFD (fcntl or
+	 * lockf; an OFD lock taken through a mount or on another host looks
+	 * the same).  Daemons before this always sent 0; clients that do
+	 * not know it ignore it.
+	 */
 	bool found;
 	uint8_t space; /* enum dl_space */
 	uint8_t waiting;

@@ -643,6 +643,46 @@ static void status_done(struct ctlsock *cs, struct ctl_job *j)
 	free(out);
 }
 
+/*
+ * METRICS: lockmgr_metrics() reads counters and takes the manager's mutex
+ * briefly, never the backend, so it runs here on the socket thread.  The
+ * text is longer than a frame's string: it goes as ITEMs of whole lines
+ * (str[0]; str[1] empty), then the REPLY.
+ */
+static int do_metrics(struct ctl_req *r)
+{
+	char *text = NULL, *p, *end;
+	int ret = lockmgr_metrics(r->cs->lm, &text);
+
+	if (ret < 0)
+		return ret;
+	for (p = text; *p; p = end) {
+		struct dl_proto_msg m = { .hdr = { .type = DLP_ITEM,
+						   .id = r->m->hdr.id } };
+		char save;
+
+		end = p + strlen(p);
+		if (end - p > DL_PROTO_MAX_STR - 1) {
+			end = p + DL_PROTO_MAX_STR - 1;
+			while (end > p && end[-1] != '\n')
+				end--;
+			if (end == p) /* one line longer than a string */
+				end = p + DL_PROTO_MAX_STR - 1;
+		}
+		save = *end;
+		*end = '\0';
+		proto_str(&m, 0, p);
+		proto_str(&m, 1, "");
+		if (!ctl_conn_send(r->cs, r->c, &m)) {
+			free(text);
+			return 1; /* the connection is going */
+		}
+		*end = save;
+	}
+	free(text);
+	return 0;
+}
+
 static int do_status(struct ctl_req *r)
 {
 	struct ctl_job *j = ctl_job_new(r->cs, JOB_STATUS);
@@ -728,7 +768,7 @@ static int (*const ctl_handlers[DLP_TYPE_MAX])(struct ctl_req *r) = {
 	[DLP_GETLK] = do_getlk,	    [DLP_CLOSED] = do_closed,
 	[DLP_CANCEL] = do_cancel,   [DLP_STATUS] = do_status,
 	[DLP_LIST] = ctl_do_list,   [DLP_BREAK] = do_break,
-	[DLP_FENCE] = ctl_do_fence,
+	[DLP_FENCE] = ctl_do_fence, [DLP_METRICS] = do_metrics,
 };
 
 /* serve one decoded request; false when the connection must go */
@@ -755,6 +795,7 @@ bool ctl_conn_request(struct ctlsock *cs, struct ctl_conn *c,
 	/* the process this connection speaks for is gone: whoever holds
 	 * the connection now is not it (DESIGN §7) */
 	if (m->hdr.type != DLP_STATUS && m->hdr.type != DLP_LIST &&
+	    m->hdr.type != DLP_METRICS &&
 	    (c->proc->dead || ctl_pidfd_exited(c->proc->pidfd))) {
 		ret = -ESRCH;
 		r.why = "the process that opened this connection has exited";

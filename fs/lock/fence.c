@@ -91,10 +91,11 @@ void lm_mark_lost(struct lockmgr *lm, const char *resource, enum dl_space space,
 			if (nobjs < sizeof(objs) / sizeof(objs[0]))
 				objs[nobjs++] = o->obj;
 			dl_log(DL_LOG_WARNING,
-			       "lock lost: %s %s owner=%" PRIx64 ": %s; writes "
-			       "through its descriptors now fail with EIO",
+			       "lock lost: %s %s owner=%" PRIx64 " pid %u: %s; "
+			       "writes through its descriptors now fail with "
+			       "EIO",
 			       resource, lm_space_name(space), owner,
-			       strerror(-err));
+			       (unsigned)h->pid, strerror(-err));
 		}
 	}
 	pthread_mutex_unlock(&lm->mutex);

@@ -283,8 +283,9 @@ PY
 	dl_wait_for 10 grep -q '^held$' "$base/holder.out" || dl_fail "the holder did not lock: $(cat "$base/holder.out")"
 
 	dl_log "dlockctl locks on host b shows host a's holder"
-	"$DLOCKCTL" --socket "$base/b.sock" locks >"$base/all" || dl_fail "dlockctl locks failed"
-	grep -q "^held.lock flock exclusive 0-EOF host=a " "$base/all" ||
+	"$DLOCKCTL" --socket "$base/b.sock" locks -rn -o path,type,mode,start,end,host >"$base/all" ||
+		dl_fail "dlockctl locks failed"
+	grep -qx "held.lock flock WRITE 0 EOF a" "$base/all" ||
 		dl_fail "no host a holder of held.lock in: $(cat "$base/all")"
 	"$DLOCKCTL" --socket "$base/b.sock" --json locks "$base/b/held.lock" |
 		python3 -c 'import json,sys; l=json.load(sys.stdin); assert [x["host"] for x in l] == ["a"], l' ||

@@ -19,7 +19,7 @@ S=$base/a.sock
 pl_redis port
 DLOCKFS_TEST_REDIS_FAULT=delay_lock:6000 pl_agent a "redis://127.0.0.1:$port" "$S" "$base/app"
 ctl() { "$DLOCKCTL" --socket "$S" "$@"; }
-in_flight() { ctl status 2>/dev/null | grep -qx "requests=$1"; }
+in_flight() { ctl status -r 2>/dev/null | grep -x "requests=$1" >/dev/null; }
 
 # a client whose lock sits 6 s in the backend
 t0=$(date +%s%N)

@@ -49,7 +49,7 @@ read -r -t 10 line <"$fifo" || dl_fail "the exec holder did not start"
 rc=0
 DLOCK_KERNEL_LOCK=0 pl_shim "$S" "$base/app" flock -n "$base/app/exec.lock" true || rc=$?
 [[ $rc -eq 1 ]] || dl_fail "lock not held by the exec'd program: status $rc"
-DLOCK_PATHS=$base/app "$DLOCKCTL" --socket "$S" locks "$base/app/exec.lock" | grep -q "pid=" ||
+DLOCK_PATHS=$base/app "$DLOCKCTL" --socket "$S" locks -n -o pid "$base/app/exec.lock" | grep '^ *[1-9][0-9]*$' >/dev/null ||
 	dl_fail "dlockctl locks does not show the exec holder"
 kill -KILL "$holder"
 wait "$holder" 2>/dev/null || true

@@ -54,14 +54,14 @@ sholder=$!
 dl_job "$sholder"
 read -r -t 10 _ <"$fifo" || dl_fail "the shared holder did not start"
 on_b flock -s "$base/b/s.lock" env DLOCK_PATHS="app=$base/b" \
-	"$DLOCKCTL" --socket "$base/b.sock" locks "$base/b/s.lock" >"$base/locks"
-grep -q "^app/s.lock flock shared 0-EOF host=a " "$base/locks" ||
+	"$DLOCKCTL" --socket "$base/b.sock" locks -rn -o path,type,mode,start,end,host "$base/b/s.lock" >"$base/locks"
+grep -qx "app/s.lock flock READ 0 EOF a" "$base/locks" ||
 	dl_fail "no host a holder in: $(cat "$base/locks")"
-grep -q "^app/s.lock flock shared 0-EOF host=b " "$base/locks" ||
+grep -qx "app/s.lock flock READ 0 EOF b" "$base/locks" ||
 	dl_fail "no host b holder in: $(cat "$base/locks")"
 kill -KILL "$sholder"
 DLOCK_PATHS="app=$base/b" "$DLOCKCTL" --socket "$base/b.sock" --json locks "$base/b/x.lock" |
-	python3 -c 'import json,sys; l=json.load(sys.stdin); assert [x["host"] for x in l] == ["a"] and l[0]["resource"] == "app/x.lock", l' ||
+	python3 -c 'import json,sys; l=json.load(sys.stdin); assert [x["host"] for x in l] == ["a"] and l[0]["path"] == "app/x.lock", l' ||
 	dl_fail "locks PATH on host b does not show host a's holder"
 kill -KILL "$holder"
 wait "$holder" 2>/dev/null || true

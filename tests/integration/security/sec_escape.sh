@@ -27,11 +27,11 @@ as_eve env LD_PRELOAD="$DLOCK_PRELOAD" DLOCK_SOCKET="$S" DLOCK_PATHS="$base/pub"
 dl_job "$!"
 read -r -t 10 _ <"$fifo" || dl_fail "eve's file holder did not start"
 
-timeout 10 "$DLOCKCTL" --socket "$S" locks >"$base/out"
+timeout 10 "$DLOCKCTL" --socket "$S" locks -n >"$base/out"
 [[ $(wc -l <"$base/out") -eq 2 ]] || dl_fail "not one line per lock: $(cat -A "$base/out")"
 ! grep -q $'\e' "$base/out" || dl_fail "an ESC byte reached the terminal: $(cat -A "$base/out")"
 ! grep -q $'\x7f' "$base/out" || dl_fail "a DEL byte reached the terminal: $(cat -A "$base/out")"
-grep -qF 'x\nfake 0-EOF host=root pid=1\x1b[2J\x7f' "$base/out" ||
+grep -qF 'x\x0afake 0-EOF host=root pid=1\x1b[2J\x7f' "$base/out" ||
 	dl_fail "the names are not shown escaped: $(cat -A "$base/out")"
 [[ $(grep -c '^name:' "$base/out") -eq 1 && $(grep -c '^pub/' "$base/out") -eq 1 ]] ||
 	dl_fail "a forged line: $(cat -A "$base/out")"
@@ -40,7 +40,7 @@ timeout 10 "$DLOCKCTL" --socket "$S" --json locks >"$base/json"
 EVIL=$evil python3 -c '
 import json, os, sys
 items = json.load(open(sys.argv[1]))
-names = sorted(i["resource"] for i in items)
+names = sorted(i["path"] for i in items)
 evil = os.environ["EVIL"]
 uid = sys.argv[2]
 want = sorted(["name:%s/%s" % (uid, evil), "pub/" + evil])

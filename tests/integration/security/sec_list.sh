@@ -70,7 +70,7 @@ got=$("$SEC_PY" "$SEC_DIR/sec_raw.py" list "$S" private/secret.db)
 [[ $got == "items=1 err=0" ]] || dl_fail "root's LIST of its file answers '$got'"
 
 dl_log "owner ids are opaque"
-owners=$(grep -o 'owner=[0-9a-f]*' "$base/root.out" | cut -d= -f2)
+owners=$(timeout 10 "$DLOCKCTL" --socket "$S" locks -rn -o owner)
 [[ -n $owners ]] || dl_fail "no owner ids in: $(cat "$base/root.out")"
 for o in $owners; do
 	[[ $o != 0000* && $o != d10c* ]] || dl_fail "owner id $o looks like an address or a counter"
