@@ -25,10 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
+
+#include "clients.h"
 
 static PGconn *conn;
 
@@ -119,63 +120,39 @@ static void bench(const char *what, double seconds, size_t iters, uint64_t *lat,
 	report(what, lat, n, now_ns() - start);
 }
 
-/* --clients: @nclients processes, each on its own connection to @info and
- * its own row, run the locks-table cycle at once; prints their total */
-static void clients_run(const char *info, double seconds, size_t iters,
-			unsigned nclients)
+struct client_arg {
+	const char *info; /* the conninfo */
+	double seconds;
+	size_t iters;
+};
+
+/* one --clients process: its own connection and row, the locks-table
+ * cycle until the time is up */
+static uint64_t client_run(unsigned i, void *arg)
 {
-	uint64_t total = 0, n, start, ns;
-	int p[2], status;
+	const struct client_arg *a = arg;
+	char res[64], owner[32];
+	const char *v[] = { res, owner };
+	uint64_t n, start = now_ns();
 
-	fflush(stdout);
-	if (pipe(p) < 0)
-		exit(1);
-	start = now_ns();
-	for (unsigned i = 0; i < nclients; i++) {
-		pid_t pid = fork();
-		char res[64], owner[32];
-		const char *v[] = { res, owner };
-
-		if (pid < 0)
-			exit(1);
-		if (pid > 0)
-			continue;
-		close(p[0]);
-		/* the parent's connection is left alone: never used here */
-		conn = PQconnectdb(info);
-		if (PQstatus(conn) != CONNECTION_OK) {
-			fprintf(stderr, "pgfloor: %s", PQerrorMessage(conn));
-			_exit(1);
-		}
-		snprintf(res, sizeof(res), "pgfloor-%d-%u", (int)getppid(), i);
-		snprintf(owner, sizeof(owner), "%d", (int)getpid());
-		prepare("tins", "INSERT INTO pgfloor_locks (res, owner) "
-				"VALUES ($1, $2) ON CONFLICT DO NOTHING");
-		prepare("tdel", "DELETE FROM pgfloor_locks WHERE res = $1 "
-				"AND owner = $2");
-		for (n = 0; n < iters && now_ns() - start < seconds * 1e9;
-		     n++) {
-			exec("tins", 2, v);
-			exec("tdel", 2, v);
-		}
-		PQfinish(conn);
-		_exit(write(p[1], &n, sizeof(n)) == (ssize_t)sizeof(n) ? 0 : 1);
+	/* the parent's connection is left alone: never used here */
+	conn = PQconnectdb(a->info);
+	if (PQstatus(conn) != CONNECTION_OK) {
+		fprintf(stderr, "pgfloor: %s", PQerrorMessage(conn));
+		return UINT64_MAX;
 	}
-	close(p[1]);
-	while (read(p[0], &n, sizeof(n)) == (ssize_t)sizeof(n))
-		total += n;
-	close(p[0]);
-	ns = now_ns() - start;
-	while (wait(&status) > 0)
-		if (!WIFEXITED(status) || WEXITSTATUS(status))
-			exit(1);
-	char what[64];
-
-	snprintf(what, sizeof(what), "%u clients, locks table, a row each",
-		 nclients);
-	printf("  %-40s %8.0f /s  (%llu cycles)\n", what,
-	       (double)total * 1e9 / (double)(ns ? ns : 1),
-	       (unsigned long long)total);
+	snprintf(res, sizeof(res), "pgfloor-%d-%u", (int)getppid(), i);
+	snprintf(owner, sizeof(owner), "%d", (int)getpid());
+	prepare("tins", "INSERT INTO pgfloor_locks (res, owner) "
+			"VALUES ($1, $2) ON CONFLICT DO NOTHING");
+	prepare("tdel", "DELETE FROM pgfloor_locks WHERE res = $1 "
+			"AND owner = $2");
+	for (n = 0; n < a->iters && now_ns() - start < a->seconds * 1e9; n++) {
+		exec("tins", 2, v);
+		exec("tdel", 2, v);
+	}
+	PQfinish(conn);
+	return n;
 }
 
 int main(int argc, char **argv)
@@ -260,8 +237,15 @@ int main(int argc, char **argv)
 		bench("locks table INSERT ON CONFLICT + DELETE", seconds, iters,
 		      lat, names, 2, np, p);
 	}
-	if (nclients)
-		clients_run(argv[optind], seconds, iters, nclients);
+	if (nclients) {
+		struct client_arg ca = { argv[optind], seconds, iters };
+		char what[64];
+
+		snprintf(what, sizeof(what),
+			 "%u clients, locks table, a row each", nclients);
+		if (bench_clients(what, nclients, client_run, &ca))
+			return 1;
+	}
 	run("DROP TABLE pgfloor_locks");
 
 	if (schema) {

@@ -19,10 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+
+#include "clients.h"
 
 static const char cad[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
 			  "return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -75,82 +76,48 @@ static void report(const char *what, uint64_t *lat, size_t n, uint64_t ns)
 	       pct_us(lat, n, 99), n);
 }
 
-/* one --clients process: cycles on its own key until @seconds pass; writes
- * its cycle count and p50 (ns) to @fd; exit status 0 or 1 */
-static int client_run(const char *host, int port, const char *sha,
-		      double seconds, size_t iters, unsigned i, int fd)
+/* one lock cycle: SET NX PX + compare-and-delete; 0 or -1 (a message) */
+static int cycle(redisContext *c, const char *sha, const char *key,
+		 const char *val)
 {
-	struct timeval tv = { 2, 0 };
-	uint64_t out[2] = { 0, 0 }, *lat, t0, start;
-	char key[64], val[64];
-	redisContext *c;
-	size_t n;
+	if (expect(c, redisCommand(c, "SET %s %s NX PX 15000", key, val),
+		   REDIS_REPLY_STATUS, "SET NX PX") ||
+	    expect(c, redisCommand(c, "EVALSHA %s 1 %s %s", sha, key, val),
+		   REDIS_REPLY_INTEGER, "EVALSHA"))
+		return -1;
+	return 0;
+}
 
-	c = redisConnectWithTimeout(host, port, tv);
-	lat = calloc(iters, sizeof(*lat));
-	if (!c || c->err || !lat)
-		return 1;
+struct client_arg {
+	const char *host, *sha;
+	int port;
+	double seconds;
+	size_t iters;
+};
+
+/* one --clients process: cycles on its own key until the time is up */
+static uint64_t client_run(unsigned i, void *arg)
+{
+	const struct client_arg *a = arg;
+	struct timeval tv = { 2, 0 };
+	char key[64], val[64];
+	uint64_t n, start;
+	redisContext *c;
+
+	c = redisConnectWithTimeout(a->host, a->port, tv);
+	if (!c || c->err) {
+		fprintf(stderr, "redisfloor: client %u: cannot connect\n", i);
+		return UINT64_MAX;
+	}
 	redisSetTimeout(c, tv);
 	snprintf(key, sizeof(key), "redisfloor:%d:%u", (int)getppid(), i);
 	snprintf(val, sizeof(val), "owner-%d", (int)getpid());
 	start = now_ns();
-	for (n = 0; n < iters && now_ns() - start < seconds * 1e9; n++) {
-		t0 = now_ns();
-		if (expect(c,
-			   redisCommand(c, "SET %s %s NX PX 15000", key, val),
-			   REDIS_REPLY_STATUS, "SET NX PX") ||
-		    expect(c,
-			   redisCommand(c, "EVALSHA %s 1 %s %s", sha, key, val),
-			   REDIS_REPLY_INTEGER, "EVALSHA"))
-			return 1;
-		lat[n] = now_ns() - t0;
-	}
-	qsort(lat, n, sizeof(*lat), cmp_u64);
-	out[0] = n;
-	out[1] = n ? lat[(n - 1) / 2] : 0;
+	for (n = 0; n < a->iters && now_ns() - start < a->seconds * 1e9; n++)
+		if (cycle(c, a->sha, key, val))
+			return UINT64_MAX;
 	redisFree(c);
-	return write(fd, out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : 1;
-}
-
-/* --clients: @nclients processes at once; prints their total rate */
-static int clients_run(const char *host, int port, const char *sha,
-		       double seconds, size_t iters, unsigned nclients)
-{
-	uint64_t total = 0, p50 = 0, out[2];
-	uint64_t start = now_ns(), ns;
-	int p[2], status, rc = 0;
-
-	if (pipe(p) < 0)
-		return 1;
-	for (unsigned i = 0; i < nclients; i++) {
-		pid_t pid = fork();
-
-		if (pid < 0)
-			return 1;
-		if (pid == 0) {
-			close(p[0]);
-			_exit(client_run(host, port, sha, seconds, iters, i,
-					 p[1]));
-		}
-	}
-	close(p[1]);
-	while (read(p[0], out, sizeof(out)) == (ssize_t)sizeof(out)) {
-		total += out[0];
-		p50 = out[1] > p50 ? out[1] : p50;
-	}
-	close(p[0]);
-	ns = now_ns() - start;
-	while (wait(&status) > 0)
-		if (!WIFEXITED(status) || WEXITSTATUS(status))
-			rc = 1;
-	char what[64];
-
-	snprintf(what, sizeof(what), "%u clients, a key each (cycle)",
-		 nclients);
-	printf("  %-34s %10.0f /s  worst p50 %8.2f us  (%llu)\n", what,
-	       (double)total * 1e9 / (double)(ns ? ns : 1), (double)p50 / 1e3,
-	       (unsigned long long)total);
-	return rc;
+	return n;
 }
 
 int main(int argc, char **argv)
@@ -220,12 +187,7 @@ int main(int argc, char **argv)
 	start = now_ns();
 	for (n = 0; n < iters && now_ns() - start < seconds * 1e9; n++) {
 		t0 = now_ns();
-		if (expect(c,
-			   redisCommand(c, "SET %s %s NX PX 15000", key, val),
-			   REDIS_REPLY_STATUS, "SET NX PX") ||
-		    expect(c,
-			   redisCommand(c, "EVALSHA %s 1 %s %s", sha, key, val),
-			   REDIS_REPLY_INTEGER, "EVALSHA"))
+		if (cycle(c, sha, key, val))
 			return 1;
 		lat[n] = now_ns() - t0;
 	}
@@ -233,9 +195,16 @@ int main(int argc, char **argv)
 	free(lat);
 	redisFree(c);
 	fflush(stdout);
-	if (nclients)
-		return clients_run(argv[optind], atoi(argv[optind + 1]), sha,
-				   seconds, iters, nclients);
+	if (nclients) {
+		struct client_arg ca = { argv[optind], sha,
+					 atoi(argv[optind + 1]), seconds,
+					 iters };
+		char what[64];
+
+		snprintf(what, sizeof(what), "%u clients, a key each (cycle)",
+			 nclients);
+		return bench_clients(what, nclients, client_run, &ca);
+	}
 	return 0;
 usage:
 	fprintf(stderr, "usage: redisfloor [--seconds S] [--iters N] "

@@ -21,11 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define THREADED 1
 #include <zookeeper/zookeeper.h>
+
+#include "clients.h"
 
 static uint64_t now_ns(void)
 {
@@ -119,24 +120,30 @@ static zhandle_t *zk_open(const char *hosts)
 	return zh;
 }
 
-/* one --clients process: create + delete under its own parent until
- * @seconds pass; writes its cycle count to @fd; exit status 0 or 1 */
-static int client_run(const char *hosts, double seconds, size_t iters,
-		      unsigned i, int fd)
+struct client_arg {
+	const char *hosts;
+	double seconds;
+	size_t iters;
+};
+
+/* one --clients process: create + delete under its own parent until the
+ * time is up */
+static uint64_t client_run(unsigned i, void *arg)
 {
+	const struct client_arg *a = arg;
 	char dir[64], node[80], path[256];
 	uint64_t n = 0, end;
-	zhandle_t *zh = zk_open(hosts);
+	zhandle_t *zh = zk_open(a->hosts);
 	int rc;
 
 	if (!zh)
-		return 1;
+		return UINT64_MAX;
 	snprintf(dir, sizeof(dir), "/zkfloor-%d-%u", (int)getppid(), i);
 	snprintf(node, sizeof(node), "%s/q-", dir);
 	rc = zoo_create(zh, dir, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT,
 			NULL, 0);
-	end = now_ns() + (uint64_t)(seconds * 1e9);
-	while (rc == ZOK && n < iters && now_ns() < end) {
+	end = now_ns() + (uint64_t)(a->seconds * 1e9);
+	while (rc == ZOK && n < a->iters && now_ns() < end) {
 		rc = zoo_create(zh, node, "x", 1, &ZOO_OPEN_ACL_UNSAFE,
 				ZOO_EPHEMERAL_SEQUENTIAL, path, sizeof(path));
 		if (rc == ZOK)
@@ -147,46 +154,7 @@ static int client_run(const char *hosts, double seconds, size_t iters,
 		fprintf(stderr, "zkfloor: client %u: %s\n", i, zerror(rc));
 	zoo_delete(zh, dir, -1);
 	zookeeper_close(zh);
-	return rc == ZOK && write(fd, &n, sizeof(n)) == (ssize_t)sizeof(n) ? 0
-									   : 1;
-}
-
-/* --clients: @nclients processes at once; prints their total rate */
-static int clients_run(const char *hosts, double seconds, size_t iters,
-		       unsigned nclients)
-{
-	uint64_t total = 0, n, start = now_ns(), ns;
-	int p[2], status, rc = 0;
-
-	if (pipe(p) < 0)
-		return 1;
-	fflush(stdout);
-	for (unsigned i = 0; i < nclients; i++) {
-		pid_t pid = fork();
-
-		if (pid < 0)
-			return 1;
-		if (pid == 0) {
-			close(p[0]);
-			_exit(client_run(hosts, seconds, iters, i, p[1]));
-		}
-	}
-	close(p[1]);
-	while (read(p[0], &n, sizeof(n)) == (ssize_t)sizeof(n))
-		total += n;
-	close(p[0]);
-	ns = now_ns() - start;
-	while (wait(&status) > 0)
-		if (!WIFEXITED(status) || WEXITSTATUS(status))
-			rc = 1;
-	char what[64];
-
-	snprintf(what, sizeof(what), "%u clients, create(E|S) + delete each",
-		 nclients);
-	printf("%-40s %10.0f/s  (%llu cycles)\n", what,
-	       (double)total * 1e9 / (double)(ns ? ns : 1),
-	       (unsigned long long)total);
-	return rc;
+	return rc == ZOK ? n : UINT64_MAX;
 }
 
 int main(int argc, char **argv)
@@ -235,8 +203,14 @@ int main(int argc, char **argv)
 		ret = run(zh, (enum kind)k, iters, seconds);
 	zoo_delete(zh, "/zkfloor", -1);
 	zookeeper_close(zh);
-	if (ret == 0 && nclients)
-		ret = clients_run(argv[optind], seconds, iters, nclients);
+	if (ret == 0 && nclients) {
+		struct client_arg ca = { argv[optind], seconds, iters };
+		char what[64];
+
+		snprintf(what, sizeof(what),
+			 "%u clients, create(E|S) + delete each", nclients);
+		ret = bench_clients(what, nclients, client_run, &ca);
+	}
 	return ret ? 1 : 0;
 usage:
 	fprintf(stderr, "usage: zkfloor [--seconds S] [--iters N] "
