@@ -45,6 +45,7 @@
 #include "backend/util/config.h"
 #include "backend/util/log.h"
 #include "fs/ctl/ctlsock.h"
+#include "fs/ctl/policy.h"
 #include "fs/ctl/proto.h"
 #include "fs/fuse/fs.h"
 #include "fs/metrics_http.h"
@@ -998,6 +999,18 @@ int main(int argc, char *argv[])
 	    dl_config_parse(&fs->config, a.ctl, "-o", err, sizeof(err)) < 0) {
 		main_error("%s", err);
 		ret = EXIT_USAGE;
+	}
+	if (ret == 0) {
+		/* paths=, shared_names=, max_*_per_uid=: checked now, not
+		 * when the socket starts, so a bad one is a usage error in
+		 * every mode (the socket loads them again) */
+		struct ctl_policy pol = { 0 };
+
+		if (ctlpol_load(&pol, &fs->config, err, sizeof(err)) < 0) {
+			main_error("%s", err);
+			ret = EXIT_USAGE;
+		}
+		ctlpol_free(&pol);
 	}
 	if (ret)
 		goto out_free;

@@ -68,7 +68,7 @@ for o in rw,dev,suid,exec _netdev,nofail,noauto,auto,defaults user,users,nouser 
 	dl_mount "$w/backing" "$w/mnt" "backend=local:,host_id=opt,socket=none,$o"
 	dl_umount "$w/mnt"
 done
-for o in bogus log_level=loud; do
+for o in bogus log_level=loud paths=relative shared_names=x max_conns_per_uid=abc; do
 	rc=0
 	err=$(timeout -k 2 20 "$DLOCKFS" -f -o "backend=local:,socket=none,$o" \
 		"$w/backing" "$w/mnt" 2>&1 >/dev/null) || rc=$?
