@@ -18,7 +18,7 @@
 #                           literal, or an array of them indexed)
 #       dlockctl.8          every subcommand (strcmp(cmd, "...")), long and
 #                           short option, and environment variable of
-#                           fs/dlockctl.c
+#                           fs/dlockctl/*.c
 #       libdlock_preload.8  every environment variable of preload/shim.c
 #     and dlockfs.8 keeps its "MOUNTING FROM FSTAB AND SYSTEMD" section,
 #     each page is installed by contrib/man/meson.build, and each page's
@@ -307,10 +307,12 @@ check("dlockfs.conf.5", "config key", conf_keys,
       "dl_config_get/main_pick/ctlpol_uint calls in fs/ and backend/")
 
 # ---- dlockctl.8: subcommands, options, environment -------------------------
-ctl_c = c_code("fs/dlockctl.c")
+ctl_c = "\n".join(c_code(os.path.join("fs/dlockctl", f))
+                  for f in sorted(os.listdir(os.path.join(src, "fs/dlockctl")))
+                  if f.endswith(".c"))
 check("dlockctl.8", "subcommand",
       re.findall(r'\bstrcmp\s*\(\s*cmd\s*,\s*"([^"]+)"\s*\)', ctl_c),
-      "fs/dlockctl.c")
+      "fs/dlockctl/*.c")
 longs = []
 for body in re.findall(r"struct\s+option\s+\w+\s*\[\s*\]\s*=\s*\{(.*?)\}\s*;",
                        ctl_c, re.S):
@@ -319,9 +321,9 @@ shorts = []
 for optstring in re.findall(r'\bgetopt(?:_long)?\s*\([^;]*?"([^"]*)"', ctl_c):
     shorts += [c for c in optstring if c.isalnum()]
 check("dlockctl.8", "option",
-      ["--" + o for o in longs] + ["-" + o for o in shorts], "fs/dlockctl.c")
+      ["--" + o for o in longs] + ["-" + o for o in shorts], "fs/dlockctl/*.c")
 check("dlockctl.8", "environment variable",
-      re.findall(r'\bgetenv\s*\(\s*"([^"]+)"', ctl_c), "fs/dlockctl.c")
+      re.findall(r'\bgetenv\s*\(\s*"([^"]+)"', ctl_c), "fs/dlockctl/*.c")
 
 # ---- libdlock_preload.8: the shim's environment ----------------------------
 check("libdlock_preload.8", "environment variable",
