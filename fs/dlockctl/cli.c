@@ -31,16 +31,22 @@ void cli_usage_line(FILE *f)
 	      f);
 }
 
+/* "dlockctl: MESSAGE" on stderr */
+static void cli_vmsg(const char *fmt, va_list ap)
+{
+	fputs("dlockctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 /* returns EX_USAGE, after the message and the synopsis */
 int cli_usage(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("dlockctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	cli_vmsg(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	cli_usage_line(stderr);
 	return EX_USAGE;
 }
@@ -50,10 +56,8 @@ int cli_fail(int code, const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("dlockctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	cli_vmsg(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return code;
 }
