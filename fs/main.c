@@ -512,23 +512,17 @@ static const char *main_metrics(const struct main_args *a,
 /* -o log_level= or the config's log_level (-d: debug); 0 or EXIT_USAGE */
 static int main_setup_log_level(const struct main_args *a, struct dl_fs *fs)
 {
-	static const char *const names[] = {
-		[DL_LOG_ERR] = "err",	    [DL_LOG_WARNING] = "warning",
-		[DL_LOG_NOTICE] = "notice", [DL_LOG_INFO] = "info",
-		[DL_LOG_DEBUG] = "debug",
-	};
 	const char *v = a->log_level ? a->log_level
 				     : dl_config_get(&fs->config, "log_level");
+	enum dl_log_level l;
 
 	fs->opt.log_level = a->debug ? DL_LOG_DEBUG : DL_LOG_INFO;
 	if (!v || a->debug)
 		return 0;
-	for (int l = DL_LOG_ERR; l <= DL_LOG_DEBUG; l++)
-		if (strcmp(v, names[l]) == 0 ||
-		    (l == DL_LOG_ERR && strcmp(v, "error") == 0)) {
-			fs->opt.log_level = l;
-			return 0;
-		}
+	if (dl_log_level_parse(v, &l) == 0) {
+		fs->opt.log_level = l;
+		return 0;
+	}
 	if (a->log_level)
 		main_error("bad log_level '%s': want err, warning, notice, "
 			   "info or debug",
@@ -820,11 +814,6 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 }
 
 /*
- * main_agent() - --agent: run the lock manager and the control socket
- * with nothing mounted, until SIGINT, SIGTERM or SIGHUP.  Returns the exit
- * status.
- */
-/*
  * Tell systemd (Type=notify; NOTIFY_SOCKET set) that we serve: sent once
  * the backend has answered and the mount (or the agent's socket) is up,
  * from the process that serves, so MAINPID is right after a fork too.
@@ -849,6 +838,31 @@ static void main_notify_ready(const char *fmt, ...)
 		       strerror(-r));
 }
 
+/*
+ * Serve the metrics on the socket dl_metrics_listen() made at start (none:
+ * nothing to do); it becomes the server's.  0, or -1 after the message.
+ */
+static int main_metrics_start(int *fd, struct lockmgr *lm,
+			      struct dl_metrics_http **mh)
+{
+	char err[256];
+	int s = *fd;
+
+	if (s < 0)
+		return 0;
+	*fd = -1;
+	if (dl_metrics_http_start(s, lm, mh, err, sizeof(err)) != 0) {
+		main_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * main_agent() - --agent: run the lock manager and the control socket
+ * with nothing mounted, until SIGINT, SIGTERM or SIGHUP.  Returns the exit
+ * status.
+ */
 static int main_agent(struct dl_fs *fs, const char *sock, int *metrics_fd)
 {
 	struct dl_metrics_http *mh = NULL;
@@ -895,15 +909,8 @@ static int main_agent(struct dl_fs *fs, const char *sock, int *metrics_fd)
 	}
 	dl_config_forget_secrets(&fs->config); /* the backend has its copy */
 	cc.lm = lm;
-	if (*metrics_fd >= 0) {
-		int fd = *metrics_fd;
-
-		*metrics_fd = -1; /* the server's now */
-		if (dl_metrics_http_start(fd, lm, &mh, err, sizeof(err)) != 0) {
-			main_error("%s", err);
-			goto out_lm;
-		}
-	}
+	if (main_metrics_start(metrics_fd, lm, &mh))
+		goto out_lm;
 	err[0] = '\0';
 	if (ctlsock_start(&cc, &cs, err, sizeof(err)) != 0) {
 		main_error("%s", err[0] ? err : "cannot start the socket");
@@ -1076,15 +1083,8 @@ int main(int argc, char *argv[])
 		goto out_session;
 	}
 	dl_config_forget_secrets(&fs->config); /* the backend has its copy */
-	if (a.metrics_fd >= 0) {
-		int fd = a.metrics_fd;
-
-		a.metrics_fd = -1; /* the server's now */
-		if (dl_metrics_http_start(fd, fs->lm, &mh, err, sizeof(err))) {
-			main_error("%s", err);
-			goto out_lockops;
-		}
-	}
+	if (main_metrics_start(&a.metrics_fd, fs->lm, &mh))
+		goto out_lockops;
 	if (strcmp(main_socket(&a, fs), "none") != 0) {
 		struct ctlsock_conf cc = {
 			.path = main_socket(&a, fs),

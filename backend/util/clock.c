@@ -5,6 +5,14 @@
 
 #include "backend/util/clock.h"
 
+int64_t dl_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static int64_t clock_ms(clockid_t id)
 {
 	struct timespec ts;

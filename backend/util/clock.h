@@ -13,5 +13,7 @@
 
 int64_t dl_now_ms(void);
 int64_t dl_mono_ms(void);
+/* the monotonic clock in ns, for measuring durations (the metrics) */
+int64_t dl_mono_ns(void);
 
 #endif /* DL_CLOCK_H */

@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <syslog.h>
 #include <time.h>
 
@@ -20,15 +21,27 @@ void dl_log_init(const char *ident, enum dl_log_level max, bool use_syslog)
 		openlog(ident, LOG_PID | LOG_CONS, LOG_DAEMON);
 }
 
+static const char *const log_names[] = {
+	[DL_LOG_ERR] = "error",	    [DL_LOG_WARNING] = "warning",
+	[DL_LOG_NOTICE] = "notice", [DL_LOG_INFO] = "info",
+	[DL_LOG_DEBUG] = "debug",
+};
+
+int dl_log_level_parse(const char *name, enum dl_log_level *out)
+{
+	for (int l = DL_LOG_ERR; l <= DL_LOG_DEBUG; l++)
+		if (strcmp(name, log_names[l]) == 0 ||
+		    (l == DL_LOG_ERR && strcmp(name, "err") == 0)) {
+			*out = (enum dl_log_level)l;
+			return 0;
+		}
+	return -1;
+}
+
 /* one line: @fmt/@ap, then @suffix (may be "") */
 static void log_write(enum dl_log_level level, const char *suffix,
 		      const char *fmt, va_list ap)
 {
-	static const char *const names[] = {
-		[DL_LOG_ERR] = "error",	    [DL_LOG_WARNING] = "warning",
-		[DL_LOG_NOTICE] = "notice", [DL_LOG_INFO] = "info",
-		[DL_LOG_DEBUG] = "debug",
-	};
 	char msg[1024];
 
 	if (!fmt) /* never from our callers; keeps -Wformat-overflow quiet */
@@ -43,7 +56,7 @@ static void log_write(enum dl_log_level level, const char *suffix,
 		return;
 	}
 	flockfile(stderr);
-	fprintf(stderr, "dlockfs: %s: ", names[level]);
+	fprintf(stderr, "dlockfs: %s: ", log_names[level]);
 	vfprintf(stderr, fmt, ap);
 	fputs(suffix, stderr);
 	fputc('\n', stderr);

@@ -30,6 +30,9 @@ enum dl_log_level {
 extern enum dl_log_level dl_log_max;
 
 void dl_log_init(const char *ident, enum dl_log_level max, bool use_syslog);
+/* a level by its name (error or err, warning, notice, info, debug) into
+ * *out: 0, or -1 for another name */
+int dl_log_level_parse(const char *name, enum dl_log_level *out);
 void dl_log_msg(enum dl_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

@@ -238,7 +238,7 @@ void lm_waiter_finish(struct lockmgr *lm, struct lm_waiter *w, int err)
 	lm_metrics_request(w->req.space, w->req.ofd,
 			   w->req.wait ? LM_KIND_LOCK : LM_KIND_TRYLOCK, err);
 	if (err == 0)
-		lm_metrics_granted_after(lm_metrics_now_ns() - w->t0_ns);
+		lm_metrics_granted_after(dl_mono_ns() - w->t0_ns);
 	w->done(w->arg, err);
 	free(w->spare);
 	free(w);
@@ -362,7 +362,7 @@ uint64_t lockmgr_prepare(struct lockmgr *lm, const struct lockmgr_req *req,
 	w->done = done;
 	w->arg = arg;
 	w->state = W_PREPARED;
-	w->t0_ns = lm_metrics_now_ns();
+	w->t0_ns = dl_mono_ns();
 	pthread_mutex_lock(&lm->mutex);
 	id = w->id = ++lm->next_id;
 	w->prev = lm->waiters.prev;

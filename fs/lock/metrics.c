@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "fs/lock/internal.h"
 #include "fs/lock/metrics.h"
@@ -81,14 +80,6 @@ static struct {
 	_Atomic uint64_t *values;
 	size_t n;
 } lm_table;
-
-int64_t lm_metrics_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void hist_add(struct lm_hist *h, int64_t ns)
 {

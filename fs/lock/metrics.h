@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "backend/util/clock.h"
 
 /* the backend calls the lock manager times */
 enum lm_m_op {
@@ -49,7 +50,6 @@ enum lm_m_lost {
 	LM_LOST_N
 };
 
-int64_t lm_metrics_now_ns(void);
 /* a backend call of @op took @ns */
 void lm_metrics_backend(enum lm_m_op op, int64_t ns);
 /* a request of @kind in @space (@ofd: an OFD lock) ended with @err */
@@ -62,12 +62,12 @@ void lm_metrics_deadlock(void);
 void lm_metrics_timeout(void);
 
 /* the time @expr (a backend call) takes, counted under @op */
-#define LM_TIMED(op, expr)                                              \
-	({                                                              \
-		int64_t lm_t0_ = lm_metrics_now_ns();                   \
-		__typeof__(expr) lm_r_ = (expr);                        \
-		lm_metrics_backend((op), lm_metrics_now_ns() - lm_t0_); \
-		lm_r_;                                                  \
+#define LM_TIMED(op, expr)                                       \
+	({                                                       \
+		int64_t lm_t0_ = dl_mono_ns();                   \
+		__typeof__(expr) lm_r_ = (expr);                 \
+		lm_metrics_backend((op), dl_mono_ns() - lm_t0_); \
+		lm_r_;                                           \
 	})
 
 /*
