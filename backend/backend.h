@@ -56,6 +56,12 @@ struct dl_lock_req {
 	uint64_t owner;	  /* local owner id (kernel lock owner) */
 	uint32_t pid;	  /* caller's pid, as F_GETLK reports it */
 	uint64_t wait_id; /* nonzero: queue when blocked */
+	/* the caller's id of this request even when wait_id is 0: a layer
+	 * that must first ask another host (backend/cache.c) may answer a
+	 * non-blocking request later, through cb->granted / cb->failed
+	 * (-EAGAIN), after returning -EINPROGRESS.  Backends that never do
+	 * that ignore it; 0: the caller wants an answer at once */
+	uint64_t answer_id;
 };
 
 /* A granted lock or a queued request, for F_GETLK and inspection. */
@@ -131,6 +137,9 @@ struct dl_backend_cb {
 	/* a lock this daemon held is gone (lease ended, broken by an admin) */
 	void (*lost)(void *ctx, const char *resource, enum dl_space space,
 		     uint64_t owner, int err);
+	/* optional: another daemon poked @resource, on which this daemon
+	 * holds a lock (ops->poke): it asks for it back */
+	void (*revoke)(void *ctx, const char *resource);
 };
 
 struct dl_backend_conf {
@@ -180,6 +189,14 @@ struct dl_backend_ops {
 	 * of @resource; each removed lock's owner is reported through
 	 * cb->lost (-ECONNABORTED) to its daemon, waiters are served */
 	int (*break_lock)(struct dl_backend *be, const char *resource);
+	/* optional (NULL: -EOPNOTSUPP): ask every other daemon that holds a
+	 * lock on @resource (either space) to give it back: soon after, each
+	 * such daemon's cb->revoke(@resource) is called once.  Best effort
+	 * (a message may be lost with a connection): a caller that waits for
+	 * the lock pokes again about once a second.  Never calls this
+	 * daemon's own cb->revoke.  0, or -ENOLCK when the store cannot be
+	 * reached */
+	int (*poke)(struct dl_backend *be, const char *resource);
 };
 
 /* the backends this build knows, one file each */
@@ -282,6 +299,14 @@ static inline int dl_backend_break_lock(struct dl_backend *be,
 	if (!be->ops->break_lock)
 		return -EOPNOTSUPP;
 	return be->ops->break_lock(be, resource);
+}
+
+/* 0, -EOPNOTSUPP when the backend has no poke, or its error */
+static inline int dl_backend_poke(struct dl_backend *be, const char *resource)
+{
+	if (!be->ops->poke)
+		return -EOPNOTSUPP;
+	return be->ops->poke(be, resource);
 }
 
 #endif /* DL_BACKEND_H */
