@@ -107,7 +107,10 @@ static void on_lost(void *ctx, const char *res, enum dl_space space,
 
 static void host_open(struct host *h, const char *name, const char *fault)
 {
-	struct dl_backend_cb cb = { h, on_granted, on_failed, on_lost };
+	struct dl_backend_cb cb = { .ctx = h,
+				    .granted = on_granted,
+				    .failed = on_failed,
+				    .lost = on_lost };
 	struct dl_backend_conf conf = { 0 };
 	char err[512];
 	int ret;

@@ -115,7 +115,10 @@ static void host_open(struct host *h, const char *name, const char *fault)
 	size_t before[MAX_NODES];
 	int64_t end;
 
-	struct dl_backend_cb cb = { h, on_granted, on_failed, on_lost };
+	struct dl_backend_cb cb = { .ctx = h,
+				    .granted = on_granted,
+				    .failed = on_failed,
+				    .lost = on_lost };
 	struct dl_backend_conf conf = { 0 };
 	char uri[512], err[256];
 	size_t len;

@@ -78,7 +78,10 @@ static void on_lost(void *ctx, const char *res, enum dl_space space,
 /* a backend on nodes [first, first + n) of the servers */
 static struct dl_backend *open_backend(struct dl_lease *lease, int first, int n)
 {
-	struct dl_backend_cb cb = { NULL, on_granted, on_failed, on_lost };
+	struct dl_backend_cb cb = { .ctx = NULL,
+				    .granted = on_granted,
+				    .failed = on_failed,
+				    .lost = on_lost };
 	struct dl_backend_conf conf = { 0 };
 	struct dl_backend *be;
 	char uri[512], err[256];
