@@ -3,6 +3,7 @@
  * plus the helpers every backend shares (URI redaction, clocks).
  */
 #include "backend/backend.h"
+#include "backend/cache.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -64,11 +65,15 @@ int dl_backend_open(const struct dl_backend_conf *conf,
 		    const struct dl_backend_cb *cb, struct dl_backend **out,
 		    char *err, size_t errlen)
 {
+	const struct dl_backend_ops *ops;
 	int ret = dl_backend_check_uri(conf->uri, err, errlen);
 
 	if (ret < 0)
 		return ret;
-	return dl_backend_find(conf->uri)->open(conf, cb, out, err, errlen);
+	ops = dl_backend_find(conf->uri);
+	if (conf->cache && ops->shared)
+		return dl_cache_open(conf, ops, cb, out, err, errlen);
+	return ops->open(conf, cb, out, err, errlen);
 }
 
 void dl_uri_redact(const char *uri, char *buf, size_t len)

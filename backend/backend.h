@@ -148,6 +148,10 @@ struct dl_backend_conf {
 	uint64_t incarnation;
 	const struct dl_config *config; /* options and secrets; may be NULL */
 	struct dl_lease *lease;		/* see struct dl_lease; never NULL */
+	/* decide the locks of a file locally while no other host uses it
+	 * (backend/cache.c); ignored by a backend that is not shared */
+	bool cache;
+	unsigned cache_idle_ms; /* give an unused file back after; 0: 1000 */
 };
 
 /* Each backend embeds this as its first member. */

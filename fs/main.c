@@ -60,11 +60,13 @@ struct main_args {
 	char *host_id;
 	char *config;
 	char *lock_timeout;
-	char *socket;	 /* -o socket=PATH; "none": no socket */
-	char *log_level; /* -o log_level=NAME */
-	char *metrics;	 /* -o metrics=ADDR:PORT */
-	int metrics_fd;	 /* its listening socket, or -1 */
-	char *pos[2];	 /* BACKING_DIR, MOUNTPOINT */
+	char *cache;	     /* -o cache=on|off */
+	char *cache_idle_ms; /* -o cache_idle_ms=N */
+	char *socket;	     /* -o socket=PATH; "none": no socket */
+	char *log_level;     /* -o log_level=NAME */
+	char *metrics;	     /* -o metrics=ADDR:PORT */
+	int metrics_fd;	     /* its listening socket, or -1 */
+	char *pos[2];	     /* BACKING_DIR, MOUNTPOINT */
 	int npos;
 	char *extra;	     /* the first surplus argument */
 	char *bad_option;    /* the first unknown option */
@@ -101,6 +103,8 @@ static const struct fuse_opt main_opts[] = {
 	MAIN_OPT("host_id=%s", host_id),
 	MAIN_OPT("config=%s", config),
 	MAIN_OPT("lock_timeout=%s", lock_timeout),
+	MAIN_OPT("cache=%s", cache),
+	MAIN_OPT("cache_idle_ms=%s", cache_idle_ms),
 	MAIN_OPT("socket=%s", socket),
 	MAIN_OPT("log_level=%s", log_level),
 	MAIN_OPT("metrics=%s", metrics),
@@ -299,6 +303,12 @@ static void main_usage(const char *prog)
 	       "                         command line wins\n"
 	       "  lock_timeout=SECONDS   give up a blocking lock with EDEADLK\n"
 	       "                         after SECONDS (0 = wait forever)\n"
+	       "  cache=on|off           decide a file's locks on this host\n"
+	       "                         while no other host uses it (remote\n"
+	       "                         backends; default off; the same on\n"
+	       "                         every host)\n"
+	       "  cache_idle_ms=N        give an unused file back after N ms\n"
+	       "                         (default 1000)\n"
 	       "  socket=PATH            control socket (default\n"
 	       "                         " DL_SOCKET_DEFAULT ";\n"
 	       "                         none: no socket)\n"
@@ -340,6 +350,34 @@ static int main_parse_seconds(const char *s, unsigned *out)
 	if (errno || *end || v > UINT_MAX)
 		return -EINVAL;
 	*out = (unsigned)v;
+	return 0;
+}
+
+/* -o cache=, cache_idle_ms= or their config keys; 0 or -EINVAL (said) */
+static int main_cache_options(const struct main_args *a, struct dl_fs *fs)
+{
+	const char *c = a->cache ? a->cache
+				 : dl_config_get(&fs->config, "cache");
+	const char *idle = a->cache_idle_ms ? a->cache_idle_ms
+					    : dl_config_get(&fs->config, "cache"
+									 "_idle"
+									 "_ms");
+
+	if (c && strcmp(c, "on") != 0 && strcmp(c, "off") != 0) {
+		main_error("bad cache '%s'%s%s: want on or off", c,
+			   a->cache ? "" : " in ",
+			   a->cache ? "" : fs->opt.config);
+		return -EINVAL;
+	}
+	fs->opt.cache = c && strcmp(c, "on") == 0;
+	if (idle && (main_parse_seconds(idle, &fs->opt.cache_idle_ms) ||
+		     fs->opt.cache_idle_ms == 0)) {
+		main_error("bad cache_idle_ms '%s'%s%s: want a positive number "
+			   "of milliseconds",
+			   idle, a->cache_idle_ms ? "" : " in ",
+			   a->cache_idle_ms ? "" : fs->opt.config);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -670,6 +708,9 @@ static int main_setup(struct main_args *a, struct dl_fs *fs)
 		return EXIT_USAGE;
 	}
 
+	if (main_cache_options(a, fs))
+		return EXIT_USAGE;
+
 	/* the agent cannot run without its socket; a mount without the
 	 * default one only warns */
 	sock = main_socket(a, fs);
@@ -800,6 +841,8 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 	free(a->host_id);
 	free(a->config);
 	free(a->lock_timeout);
+	free(a->cache);
+	free(a->cache_idle_ms);
 	free(a->socket);
 	free(a->log_level);
 	free(a->metrics);
@@ -871,6 +914,8 @@ static int main_agent(struct dl_fs *fs, const char *sock, int *metrics_fd)
 			.uri = fs->opt.backend,
 			.host_id = fs->opt.host_id,
 			.config = &fs->config,
+			.cache = fs->opt.cache,
+			.cache_idle_ms = fs->opt.cache_idle_ms,
 		},
 		.lock_timeout_s = fs->opt.lock_timeout,
 	};

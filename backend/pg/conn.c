@@ -1,7 +1,8 @@
 /*
  * conn.c - the PostgreSQL backend's connections: connect with a deadline,
- * run one statement with a deadline, install the schema on first use, and
- * keep the server's health (up, reconnect backoff) shared by all of them.
+ * run one statement with a deadline, install the schema on first use (or
+ * upgrade one of an older version: schema.sql's sections), and keep the
+ * server's health (up, reconnect backoff) shared by all of them.
  *
  * Every function here works on one struct pg_conn, owned by the calling
  * thread (see internal.h); pb->mutex is taken only briefly for the shared
@@ -48,7 +49,7 @@ static const char *const sql_names[PG_SQL_N] = {
 	[PG_SQL_POLL] = "dl_poll",	 [PG_SQL_GETLK] = "dl_getlk",
 	[PG_SQL_LIST] = "dl_list",	 [PG_SQL_BREAK] = "dl_break",
 	[PG_SQL_REG] = "dl_reg",	 [PG_SQL_RENEW] = "dl_renew",
-	[PG_SQL_DROP] = "dl_drop",
+	[PG_SQL_DROP] = "dl_drop",	 [PG_SQL_POKE] = "dl_poke",
 };
 
 /* the statements; @S@ is the schema */
@@ -71,6 +72,7 @@ static const char *const sql_fmt[PG_SQL_N] = {
 	[PG_SQL_RENEW] = "SELECT o_kind, o_space, o_owner, o_res, o_token "
 			 "FROM @S@.renew($1, $2)",
 	[PG_SQL_DROP] = "SELECT @S@.drop_lease($1)",
+	[PG_SQL_POKE] = "SELECT @S@.poke($1::text, $2::bytea)",
 };
 
 /* @text with every @from replaced by @to, malloc'd; NULL on -ENOMEM */
@@ -539,14 +541,47 @@ static int schema_version(struct pg_backend *pb, struct pg_conn *pc,
 	return v;
 }
 
+/*
+ * schema_ddl() - the DDL that brings a schema of version @from (0: none)
+ * to PG_SCHEMA_VERSION: all of schema.sql for a new one, else its
+ * sections after @from (see its header), with the names filled in, in a
+ * malloc'd *out.  0, or -EINVAL (no such section) / -ENOMEM with the
+ * reason in @err.
+ */
+static int schema_ddl(struct pg_backend *pb, int from, char **out, char *err,
+		      size_t errlen)
+{
+	const char *text = pg_schema_sql;
+	char mark[32], ver[16], *tmp;
+
+	if (from > 0) {
+		snprintf(mark, sizeof(mark), "\n-- @@ version %d\n", from + 1);
+		text = strstr(pg_schema_sql, mark);
+		if (!text) {
+			snprintf(err, errlen, "no upgrade from version %d",
+				 from);
+			return -EINVAL;
+		}
+	}
+	snprintf(ver, sizeof(ver), "%d", PG_SCHEMA_VERSION);
+	tmp = replace_all(text, "@SCHEMA@", pb->uri.schema);
+	*out = tmp ? replace_all(tmp, "@VERSION@", ver) : NULL;
+	free(tmp);
+	if (!*out) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 int pg_schema_install(struct pg_backend *pb, struct pg_conn *pc, char *err,
 		      size_t errlen)
 {
 	int64_t deadline = dl_mono_ms() + pb->uri.ttl_ms;
-	char sql[512], ver[16], why[256] = "";
-	char *ddl = NULL, *tmp;
+	char sql[512], why[256] = "";
+	char *ddl;
 	PGresult *r;
-	int ret, v;
+	int ret, v, nsp;
 
 	v = schema_version(pb, pc, deadline, err, errlen);
 	if (v < 0)
@@ -560,9 +595,9 @@ int pg_schema_install(struct pg_backend *pb, struct pg_conn *pc, char *err,
 			 pb->uri.schema, v, PG_SCHEMA_VERSION);
 		return -EINVAL;
 	}
-	/* several daemons may start at once: one creates, in one
-	 * transaction, under an advisory lock of the schema's name (a key
-	 * pair, apart from the one-bigint keys of the resources) */
+	/* several daemons may start at once: one creates or upgrades, in
+	 * one transaction, under an advisory lock of the schema's name (a
+	 * key pair, apart from the one-bigint keys of the resources) */
 	ret = pg_exec_simple(pb, pc, "BEGIN", deadline, NULL, err, errlen);
 	if (ret < 0)
 		return ret;
@@ -585,9 +620,9 @@ int pg_schema_install(struct pg_backend *pb, struct pg_conn *pc, char *err,
 		ret = pg_exec_simple(pb, pc, sql, deadline, &r, err, errlen);
 		if (ret < 0)
 			goto out_rollback;
-		v = atoi(PQgetvalue(r, 0, 0));
+		nsp = atoi(PQgetvalue(r, 0, 0));
 		PQclear(r);
-		if (v == 0) {
+		if (nsp == 0) {
 			snprintf(sql, sizeof(sql), "CREATE SCHEMA %s",
 				 pb->uri.schema);
 			ret = pg_exec_simple(pb, pc, sql, deadline, NULL, err,
@@ -595,15 +630,11 @@ int pg_schema_install(struct pg_backend *pb, struct pg_conn *pc, char *err,
 			if (ret < 0)
 				goto out_rollback;
 		}
-		snprintf(ver, sizeof(ver), "%d", PG_SCHEMA_VERSION);
-		tmp = replace_all(pg_schema_sql, "@SCHEMA@", pb->uri.schema);
-		ddl = tmp ? replace_all(tmp, "@VERSION@", ver) : NULL;
-		free(tmp);
-		if (!ddl) {
-			snprintf(err, errlen, "out of memory");
-			ret = -ENOMEM;
+	}
+	if (v < PG_SCHEMA_VERSION) {
+		ret = schema_ddl(pb, v, &ddl, err, errlen);
+		if (ret < 0)
 			goto out_rollback;
-		}
 		ret = pg_exec_simple(pb, pc, ddl, deadline, NULL, err, errlen);
 		free(ddl);
 		if (ret < 0)
@@ -614,12 +645,19 @@ int pg_schema_install(struct pg_backend *pb, struct pg_conn *pc, char *err,
 		ret = pg_exec_simple(pb, pc, sql, deadline, NULL, err, errlen);
 		if (ret < 0)
 			goto out_rollback;
-		dl_log(DL_LOG_NOTICE,
-		       "postgresql: created schema %s (version %d)",
-		       pb->uri.schema, PG_SCHEMA_VERSION);
+		if (v)
+			dl_log(DL_LOG_NOTICE,
+			       "postgresql: upgraded schema %s from version "
+			       "%d to %d",
+			       pb->uri.schema, v, PG_SCHEMA_VERSION);
+		else
+			dl_log(DL_LOG_NOTICE,
+			       "postgresql: created schema %s (version %d)",
+			       pb->uri.schema, PG_SCHEMA_VERSION);
 	}
 	ret = pg_exec_simple(pb, pc, "COMMIT", deadline, NULL, err, errlen);
-	if (ret == 0 && v > 0 && v != PG_SCHEMA_VERSION) {
+	if (ret == 0 && v > PG_SCHEMA_VERSION) {
+		/* a newer daemon got there first */
 		snprintf(err, errlen,
 			 "schema %s has version %d; this dlockfs "
 			 "knows %d",
@@ -633,7 +671,7 @@ out_rollback:
 		pg_exec_simple(pb, pc, "ROLLBACK", deadline, NULL, why,
 			       sizeof(why));
 	snprintf(sql, sizeof(sql), "%s", err);
-	snprintf(err, errlen, "cannot create schema %s: %s", pb->uri.schema,
-		 sql);
+	snprintf(err, errlen, "cannot %s schema %s: %s",
+		 v > 0 ? "upgrade" : "create", pb->uri.schema, sql);
 	return ret == -EIO ? -EACCES : ret;
 }

@@ -12,8 +12,9 @@
  *   lease.c   the lease: registration, renewal (keeper thread), the
  *             trusted-until fence (watchdog thread), losses, the safety
  *             re-check of queued requests
- *   listen.c  the listener thread: LISTEN on this daemon's channel
- *   ops.c     the backend ops (open, close, lock, ...)
+ *   listen.c  the listener thread: LISTEN on this daemon's channel (grants,
+ *             breaks, pokes of what this daemon holds)
+ *   ops.c     the backend ops (open, close, lock, ..., poke)
  *   schema.sql  every lock decision, in PL/pgSQL (built in as a string)
  *
  * Threads and connections.  libpq connections are not thread-safe, so each
@@ -33,6 +34,8 @@
  * dropped, on the thread that decided them: the listener (a NOTIFY), the
  * keeper (re-check, renewal), the watchdog (a loss by the clock) or the
  * caller of an op (a loss seen by a request, a grant found by cancel).
+ * cb->revoke (a poke) needs no bookkeeping: the listener makes it
+ * straight from the NOTIFY, without taking the mutex at all.
  * pb->cond (CLOCK_MONOTONIC) wakes the keeper, the watchdog and threads
  * waiting for a lease registration; pb->qcond the workers; each call has
  * its own condition for its caller.
@@ -52,7 +55,7 @@
 #include "backend/pg/uri.h"
 #include "backend/util/jobgate.h"
 
-#define PG_SCHEMA_VERSION     1
+#define PG_SCHEMA_VERSION     2	   /* schema.sql's sections */
 #define PG_WORKERS	      4	   /* request connections */
 #define PG_RECHECK_MS	      1000 /* safety re-check of queued waits */
 #define PG_BACKOFF_MIN_MS     100
@@ -63,6 +66,9 @@
 #define PG_MAX_PARAMS	      9
 #define PG_POLL_MAX	      512 /* wait ids per re-check call */
 #define PG_SERVER_VERSION_MIN 110000
+/* the longest resource a poke can name: its base64 must fit a NOTIFY
+ * payload (< 8000 bytes) after "P " */
+#define PG_POKE_MAX 5997
 
 /* the statements, prepared once per connection */
 enum pg_sql {
@@ -77,6 +83,7 @@ enum pg_sql {
 	PG_SQL_REG,
 	PG_SQL_RENEW,
 	PG_SQL_DROP,
+	PG_SQL_POKE,
 	PG_SQL_N,
 };
 

@@ -25,7 +25,10 @@
  *    the keeper, bounded by the newest grant processed when it was asked
  *    for, so a later grant to the same owner survives the retry;
  *  - cancel(): a wait being cancelled belongs to pg_cancel() until it
- *    returns, so every request is answered exactly once.
+ *    returns, so every request is answered exactly once;
+ *  - poke(): one statement that NOTIFYs the other holders' daemons; their
+ *    listeners call cb->revoke (listen.c).  Nothing is tracked: a poke
+ *    lost with a connection is repeated by the waiter.
  *
  * Threads and locking: see internal.h.  No callback runs with pb->mutex
  * held; lock() may call back (a loss it saw) before it returns.
@@ -618,6 +621,42 @@ static int pg_break_lock(struct dl_backend *be, const char *resource)
 	return n ? 0 : -ENOENT;
 }
 
+/*
+ * Ask the other daemons that hold a lock on @resource to give it back
+ * (schema.sql's poke()): the server tells each on its channel, this
+ * daemon (its incarnation) left out.  0, -EINVAL without a resource, or
+ * -ENOLCK when the server did not answer.  A name too long for a NOTIFY
+ * payload (over PG_POKE_MAX bytes; a path is at most 4095) is not sent:
+ * 0, best effort, its holders give it back in their own time.
+ */
+static int pg_poke(struct dl_backend *be, const char *resource)
+{
+	struct pg_backend *pb = pg_of(be);
+	struct pg_call call = { 0 };
+	int64_t n;
+
+	if (!resource)
+		return -EINVAL;
+	if (strlen(resource) > PG_POKE_MAX) {
+		dl_log(DL_LOG_DEBUG,
+		       "postgresql: poke: a name of %zu bytes is too long "
+		       "to send",
+		       strlen(resource));
+		return 0;
+	}
+	call.sql = PG_SQL_POKE;
+	call.nparams = 2;
+	call.values[0] = pb->inc_hex;
+	call_resource(&call, 1, resource);
+	if (pg_call_run(pb, &call) < 0)
+		return -ENOLCK;
+	n = PQntuples(call.res) == 1 ? val_i64(call.res, 0, 0) : 0;
+	PQclear(call.res);
+	dl_log(DL_LOG_DEBUG, "postgresql: poke %s: %" PRId64 " daemon(s) told",
+	       resource, n);
+	return 0;
+}
+
 static int pg_status(struct dl_backend *be, char *buf, size_t len)
 {
 	struct pg_backend *pb = pg_of(be);
@@ -865,7 +904,7 @@ static void pg_close(struct dl_backend *be)
 		.lock = pg_lock, .unlock = pg_unlock, .cancel = pg_cancel,     \
 		.release_owner = pg_release_owner, .getlk = pg_getlk,          \
 		.list = pg_list, .status = pg_status,                          \
-		.break_lock = pg_break_lock,                                   \
+		.break_lock = pg_break_lock, .poke = pg_poke,                  \
 	}
 
 const struct dl_backend_ops dl_pg_ops = PG_OPS("postgresql");

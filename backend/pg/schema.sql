@@ -6,6 +6,15 @@
 -- advisory lock, when the schema's meta table is missing (schema version
 -- @VERSION@).  Nothing in it is dropped or replaced by a later start.
 --
+-- Versions.  The file is a series of sections: version 1 from the top,
+-- then one per later version, each opened by a line '-- @@ version N'.
+-- A new schema runs them all; a schema of an older version (meta's
+-- max(version)) runs, in the same way, only the sections after its own,
+-- and meta gets a row with the new version.  A section only adds
+-- objects, so an upgraded schema and a new one are the same.  A daemon
+-- refuses a schema newer than it knows (an older daemon started after
+-- the upgrade: upgrade it too; those already running are unaffected).
+--
 -- The model (the same as backend/redis.lua's):
 --   leases  one row per daemon incarnation: its expiry by the server's
 --           clock, renewed every ttl/3 (renew()).  A lock of a lease that
@@ -32,6 +41,9 @@
 --           newest token they covered, so a repeated report is harmless;
 --           the lease's channel gets 'B LEASE' at once.
 --   delays  lock-delay per resource after a lease expiry.
+--   poke()  (version 2) asks the other daemons holding a lock on a
+--           resource to give it back: 'P RESOURCE(base64)' on each
+--           one's channel (the same-host cache, backend/cache.c).
 --
 -- Every operation on a resource is one function call, one statement, one
 -- transaction: it first takes pg_advisory_xact_lock(res_key(resource)),
@@ -747,3 +759,37 @@ COMMENT ON VIEW @SCHEMA@.locks IS
 COMMENT ON FUNCTION @SCHEMA@.break_lock(text) IS
 	'dlockfs: remove every lock of a path (relative to the mount root); '
 	'the holders'' daemons report them lost';
+
+-- @@ version 2
+
+-- Ask every other daemon that holds a lock on the resource (either space)
+-- to give it back (ops->poke, for the same-host cache): 'P RES' on the
+-- channel of each, once per daemon however many leases and owners it
+-- holds the resource with; RES is the resource in base64 without line
+-- breaks, so any bytes travel in the text payload (its 8000-byte limit
+-- allows names up to 5997 bytes; the daemon does not send longer ones).
+-- The caller's own daemon (incarnation p_inc, any of its leases) is left
+-- out, and so are dead leases.  Read only, no lock taken: a grant that
+-- commits after this statement's snapshot is not told, and a waiter
+-- pokes again.  Returns the number of daemons told (delivered at commit).
+CREATE FUNCTION @SCHEMA@.poke(p_inc text, p_res bytea) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+	v_key bigint := @SCHEMA@.res_key(p_res);
+	v_msg text := 'P ' || translate(encode(p_res, 'base64'), chr(10), '');
+	v_n integer := 0;
+	d record;
+BEGIN
+	FOR d IN
+		SELECT DISTINCT l.channel
+		FROM @SCHEMA@.held h JOIN @SCHEMA@.leases l ON l.id = h.lease
+		WHERE h.rkey = v_key AND h.res = p_res
+		  AND l.incarnation <> p_inc
+		  AND l.expires > clock_timestamp()
+	LOOP
+		PERFORM pg_notify(d.channel, v_msg);
+		v_n := v_n + 1;
+	END LOOP;
+	RETURN v_n;
+END
+$$;

@@ -54,13 +54,23 @@
  * whose lease is lost takes a new name; if that leaves a held lock (or
  * the lease itself) without a majority, the whole lease is lost as above.
  *
+ * Pokes (ops->poke, for backend/cache.c): the script publishes "P SRC
+ * SEQ RESOURCE" on the channel of every other lease holding the resource;
+ * the subscriber calls cb->revoke.  SRC names the poking daemon
+ * incarnation (rb->poke_src) and SEQ its poke, so a daemon drops a poke of
+ * its own (its lease renamed under a poke in flight) and, in Redlock mode
+ * where every node tells it, the copies of a poke it has delivered
+ * already (the last REDIS_POKES_SEEN pokes are remembered; a copy arriving
+ * later still is delivered again: harmless, see sub.c).  Nothing is kept
+ * or retried: the poker pokes again while it waits.
+ *
  * What it deliberately does not do: Redis Cluster (keys of a script span
  * slots), TLS, or any decision outside the script.
  *
  * The files (each one's comment says what it owns and its own rules):
  *   ops.c      the dl_backend_ops table, single-node lock(), unlock(),
  *              cancel(), release_owner(), getlk(), list(), status(),
- *              break_lock()
+ *              break_lock(), poke()
  *   open.c     open() and close(): setup, first contact, threads
  *   conn.c     one node's wire: connection pool, connect/AUTH, loading
  *              redis.lua, running one script op, encoding and decoding
@@ -68,7 +78,8 @@
  *   lease.c    lease names, registration, renewal, the fence, losses,
  *              the watchdog thread
  *   keeper.c   the keeper thread: renewals, drops, re-checks, jobs
- *   sub.c      the subscriber threads and the delivery of grants/breaks
+ *   sub.c      the subscriber threads and the delivery of grants,
+ *              breaks and pokes
  *   redlock.c  the Redlock quorum: try, undo, cancel, keeper retries
  *   fault.c    test-only fault injection (DLOCKFS_TEST_REDIS_FAULT)
  *   uri.c      the URI parser (pure)
@@ -79,7 +90,7 @@
  *
  * Locking.
  *  - rb->mutex guards everything marked "guarded by rb->mutex" below:
- *    the tables (held, waits, jobs, acks, the counters, mask_refs), the
+ *    the tables (held, waits, jobs, acks, pokes, the counters, mask_refs), the
  *    per-node lease and reachability state, epoch and names, and the
  *    thread controls (stopping, kick, kick_renew).  Every field of a
  *    struct redis_held, and every mutable field of a struct redis_wait
@@ -95,10 +106,11 @@
  *    it does happen under a connection's mutex (that is what it is for).
  *  - immutable after open(), read without a lock: uri, host_id, user,
  *    password, inc_base, majority, margin_ms, drift_ms, fname, fn_text,
- *    fn_len, ttl, delay, nodes[] and each node's rb, idx and addr, the
- *    fault delays, and the wait_id, req and res of a wait.
+ *    fn_len, ttl, delay, poke_src, nodes[] and each node's rb, idx and
+ *    addr, the fault delays, and the wait_id, req and res of a wait.
  *  - atomics, no lock: rb->fcall (true -> false only), the fault
- *    counters, each node's round-robin counter rr, and *rb->lease.  The
+ *    counters, each node's round-robin counter rr, rb->poke_seq, and
+ *    *rb->lease.  The
  *    lease is written only under rb->mutex (or in open()/close() while no
  *    other thread runs), gen first, then until_ms (backend.h); the daemon
  *    reads it with no lock of ours.
@@ -109,7 +121,9 @@
  * allocated in advance (struct redis_note), pushed on a list local to the
  * deciding thread, and redis_notes_run() makes the callbacks in order once
  * rb->mutex is dropped, on that same thread:
- *   subscriber  granted (a "G" publish), lost (an "L" break publish)
+ *   subscriber  granted (a "G" publish), lost (an "L" break publish),
+ *               revoke (a "P" poke publish; no note: nothing is decided
+ *               under the mutex but whether it is a copy)
  *   keeper      granted and failed (re-check, Redlock retry), lost and
  *               failed (a renewal or a retry that finds the lease gone),
  *               lost (a break a renewal reads)
@@ -118,8 +132,8 @@
  *               finds the lease gone; lost of that lock when a request's
  *               outcome is unknown (these may come before lock() returns)
  *   cancel()    granted, for the wait being cancelled (then -ENOENT)
- * unlock(), release_owner(), getlk(), list(), status() and break_lock()
- * make no callback (list()'s @fn is called with no mutex held).
+ * unlock(), release_owner(), getlk(), list(), status(), break_lock() and
+ * poke() make no callback (poke() never calls this daemon's revoke) (list()'s @fn is called with no mutex held).
  */
 #ifndef DL_REDIS_INTERNAL_H
 #define DL_REDIS_INTERNAL_H
@@ -142,6 +156,7 @@
 #define REDIS_BUCKET_BITS    10
 #define REDIS_BUCKETS	     (1u << REDIS_BUCKET_BITS)
 #define REDIS_MAX_ACKS	     256
+#define REDIS_POKES_SEEN     64 /* pokes remembered to drop their copies */
 
 struct redis_backend;
 
@@ -286,8 +301,10 @@ struct redis_backend {
 	char fname[32]; /* its function: dlockfs_ + hash of redis_lua */
 	char *fn_text;	/* the library: a naming header + redis_lua */
 	size_t fn_len;
-	atomic_bool fcall;	 /* FCALL fname, false: EVALSHA sha */
-	char ttl[16], delay[16]; /* ARGV[4], ARGV[5] */
+	atomic_bool fcall;	   /* FCALL fname, false: EVALSHA sha */
+	char ttl[16], delay[16];   /* ARGV[4], ARGV[5] */
+	uint64_t poke_src;	   /* names this incarnation's pokes */
+	_Atomic uint64_t poke_seq; /* pokes sent so far */
 	struct redis_node *nodes;
 	struct dl_lease *lease;	  /* the caller's fence: gen, until_ms */
 	struct redis_fault fault; /* tests only */
@@ -310,6 +327,11 @@ struct redis_backend {
 	struct dl_jobgate gate; /* jobs before the owner's next lock */
 	uint64_t acks[REDIS_MAX_ACKS]; /* delivered grants to forget */
 	size_t nacks;
+	/* the last pokes delivered (a ring, oldest overwritten) */
+	struct {
+		uint64_t src, seq;
+	} pokes[REDIS_POKES_SEEN];
+	unsigned npokes; /* pokes delivered; the next slot is % SEEN */
 	size_t nheld, nwaits;
 	/* held entries per node mask: the fence of the weakest */
 	unsigned mask_refs[1u << REDIS_URI_MAX_NODES];

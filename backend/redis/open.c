@@ -29,6 +29,7 @@
 #include <hiredis/hiredis.h>
 
 #include "backend/redis/internal.h"
+#include "backend/util/hash.h"
 #include "backend/util/log.h"
 
 int redis_open(const struct dl_backend_conf *conf,
@@ -60,6 +61,10 @@ int redis_open(const struct dl_backend_conf *conf,
 	snprintf(rb->ttl, sizeof(rb->ttl), "%d", rb->uri.ttl_ms);
 	snprintf(rb->delay, sizeof(rb->delay), "%d", rb->uri.lock_delay_ms);
 	rb->inc_base = conf->incarnation;
+	/* host id and incarnation: distinct daemons' pokes never share a
+	 * name, as a receiver drops a poke whose name it has seen */
+	rb->poke_src = dl_fnv1a(dl_fnv1a_str(DL_FNV_OFFSET, conf->host_id),
+				&conf->incarnation, sizeof(conf->incarnation));
 	rb->lease = conf->lease;
 	rb->epoch = 1;
 	/* no trusted lease until one is registered */

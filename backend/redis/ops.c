@@ -1,7 +1,8 @@
 /*
  * ops.c - the "redis" dl_backend_ops table and the ops callers make:
  * lock() (a single node here; several nodes in redlock.c), unlock(),
- * cancel(), release_owner(), break_lock(), getlk(), list(), status().
+ * cancel(), release_owner(), break_lock(), poke(), getlk(), list(),
+ * status().
  *
  * Owns: argument checks; the single-node lock protocol (a wait is
  * registered under the gen and lease name it is sent with, so whichever
@@ -25,6 +26,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,6 +404,50 @@ static int redis_break_lock(struct dl_backend *be, const char *resource)
 	return removed ? 0 : -ENOENT;
 }
 
+/*
+ * Ask the other holders of @resource for it back: the script of each node
+ * publishes "P SRC SEQ RESOURCE" to every other lease holding it there,
+ * one round trip per node.  Every node is told (a Redlock holder may be
+ * missing on some), under the same SRC SEQ, so that a holder told by
+ * several nodes calls its revoke once (sub.c).  Best effort: nothing is
+ * retried, the caller pokes again while it waits.  0 when a majority of
+ * the nodes answered, else -ENOLCK.
+ */
+static int redis_poke(struct dl_backend *be, const char *resource)
+{
+	struct redis_backend *rb = redis_of(be);
+	char src[17], seq[17];
+	const char *extra[2] = { src, seq };
+	unsigned ok = 0;
+	int64_t told = 0;
+
+	if (!resource)
+		return -EINVAL;
+	redis_hex16(src, rb->poke_src);
+	redis_hex16(seq, atomic_fetch_add(&rb->poke_seq, 1) + 1);
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		struct redis_node *n = &rb->nodes[i];
+		redisReply *r;
+		char lease[17];
+		uint64_t gen, name;
+
+		/* our own name there: the script tells every lease but it */
+		if (redis_node_lease(rb, n, lease, &gen, &name) < 0 ||
+		    redis_node_script(rb, n, "poke", resource, lease, 2, extra,
+				      NULL, &r, NULL) < 0)
+			continue;
+		ok |= 1u << i;
+		if (r->elements && redis_reply_int(r->element[0]) > 0)
+			told += redis_reply_int(r->element[0]);
+		freeReplyObject(r);
+	}
+	dl_log(DL_LOG_DEBUG,
+	       "redis: poke %s of %s: %" PRId64 " holder(s) told on %u "
+	       "node(s)",
+	       seq, resource, told, redis_popcount(ok));
+	return redis_popcount(ok) >= rb->majority ? 0 : -ENOLCK;
+}
+
 /* ---- inspection ---------------------------------------------------------- */
 
 static bool redis_reply_hex(const redisReply *r, uint64_t *v)
@@ -655,4 +701,5 @@ const struct dl_backend_ops dl_redis_ops = {
 	.list = redis_list,
 	.status = redis_status,
 	.break_lock = redis_break_lock,
+	.poke = redis_poke,
 };

@@ -35,8 +35,12 @@
 --                    administrator, until its next renewal reads them
 --   P:x:LEASE        hash WAITID -> token: grants made to a queued request
 --                    (read by the safety re-check and by cancel)
---   channel P:inc:LEASE  'G WAITID TOKEN' (granted), 'W WAITID' (retry) or
+--   channel P:inc:LEASE  'G WAITID TOKEN' (granted), 'W WAITID' (retry),
 --                    'L SPACE OWNER RESOURCE' (broken by an administrator)
+--                    or 'P SRC SEQ RESOURCE' (poked: another daemon asks
+--                    for the resource back; SRC SEQ, 16 hex each, name the
+--                    poke, the same on every Redlock node, so a daemon
+--                    told by several nodes can tell it once)
 --
 -- Offsets are 16-digit lower-case hex strings: string order is numeric
 -- order and every uint64 (DL_RANGE_EOF = ffff...) is exact, which Lua's
@@ -54,7 +58,8 @@
 -- rewrites only the caller's ranges next to or over its bytes.  So a call
 -- costs O(holders * log n + k) for n ranges on the file of which it
 -- changes k; only list(), break and a release read every range they
--- return or remove.  It publishes only to a waiter it serves.  The state
+-- return or remove.  It publishes only to a waiter it serves, to the
+-- owners of what break removes and to the holders a poke names.  The state
 -- below is per call: dispatch() resets every piece of it first, so nothing
 -- leaks from one call to the next when the library stays loaded.
 
@@ -653,6 +658,27 @@ local function op_break()
 	return { #fields }
 end
 
+-- poke: [6] SRC [7] SEQ (16 hex each, chosen by the caller) -> {leases
+-- told}: ask every other daemon holding a lock on the resource (either
+-- space) to give it back, with one 'P SRC SEQ RESOURCE' on each distinct
+-- holder lease's channel, never the caller's.  Reads the holder fields
+-- only (one HKEYS, no ranges) and changes nothing: a holder of a dead
+-- lease is told on a channel nobody listens to, which costs less than
+-- reading the leases to skip it.
+local function op_poke()
+	local msg = 'P ' .. ARGV[6] .. ' ' .. ARGV[7] .. ' ' .. RES
+	local seen, n = { [ME] = true }, 0
+	for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+		local lease = lease_of_g(f)
+		if not seen[lease] then
+			seen[lease] = true
+			redis.call('PUBLISH', P .. ':inc:' .. lease, msg)
+			n = n + 1
+		end
+	end
+	return { n }
+end
+
 -- forget leases dead for an hour: long past any lock-delay
 local function gc_leases()
 	local r = redis.call('HGETALL', LEASES)
@@ -700,7 +726,8 @@ end
 local ops = { lock = op_lock, unlock = op_unlock, release = op_release,
 	      undo = op_undo, cancel = op_cancel, poll = op_poll,
 	      getlk = op_getlk, list = op_list, reg = op_reg,
-	      renew = op_renew, drop = op_drop, ['break'] = op_break }
+	      renew = op_renew, drop = op_drop, ['break'] = op_break,
+	      poke = op_poke }
 
 -- one request: reset every piece of per-call state, then run its op
 local function dispatch(keys, argv)

@@ -1,22 +1,30 @@
 /*
  * sub.c - the subscriber threads, one per node, and the delivery of what
- * they hear: grants to our queued waits and breaks of our locks.
+ * they hear: grants to our queued waits, breaks of our locks and pokes.
  *
  * A subscriber SUBSCRIBEs to P:inc:LEASE of its node's current lease name
  * on a connection of its own (blocking reads without a timeout: TCP
  * keepalive, the renewals and the re-check notice a dead server) and
  * hands each publish to redis_sub_message(): "G WAITID TOKEN" a grant
  * (single node only), "W WAITID" a Redlock retry (marked for the keeper),
- * "L SPACE OWNER RESOURCE" a lock broken by an administrator.  When the
- * name changes (lease.c shuts the socket down) or the connection drops,
- * it subscribes again and kicks the keeper to re-check and renew:
- * publishes may have been missed meanwhile.
+ * "L SPACE OWNER RESOURCE" a lock broken by an administrator, "P SRC SEQ
+ * RESOURCE" another daemon asks for a resource we hold (cb->revoke, if
+ * set).  When the name changes (lease.c shuts the socket down) or the
+ * connection drops, it subscribes again and kicks the keeper to re-check
+ * and renew: publishes may have been missed meanwhile (a lost poke is
+ * sent again by its poker).
  *
  * Owns: the subscriber's connection and node->sub_fd, and delivery:
  * redis_deliver_grant() (also called by the keeper's re-check and by
- * cancel()) and redis_deliver_break() (also called by a renewal).  Does
- * not: send commands (a subscribed connection only listens), fail a wait,
- * or act on a "G" in Redlock mode (grants there are decided by redlock.c).
+ * cancel()), redis_deliver_break() (also called by a renewal) and the
+ * delivery of pokes, once per poke: a poke of our own (SRC is
+ * rb->poke_src) is dropped, and so is a copy of one of the last
+ * REDIS_POKES_SEEN pokes delivered (Redlock: every node tells us).  An
+ * older copy is delivered again and a poke may cross our release of the
+ * resource: both harmless, as a revoke asks for what the caller may have
+ * given back already.  Does not: send commands (a subscribed connection
+ * only listens), fail a wait, or act on a "G" in Redlock mode (grants
+ * there are decided by redlock.c).
  *
  * Locking: the loop holds rb->mutex except while it connects and while it
  * blocks reading.  node->sub_fd is set, cleared and its connection freed
@@ -28,7 +36,8 @@
  * the socket down.  The
  * delivery functions are called with rb->mutex held and push notes; the
  * callbacks of a publish are made on the subscriber thread once the mutex
- * is dropped.
+ * is dropped.  Pokes: whether one is a copy is decided under rb->mutex
+ * (rb->pokes) and cb->revoke is called once it is dropped.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -113,6 +122,55 @@ void redis_deliver_break(struct redis_backend *rb, struct redis_node *n,
 	free(res);
 }
 
+/*
+ * A poke: @msg is "SRC SEQ RESOURCE" (the resource last, raw bytes).
+ * cb->revoke is called, with no mutex held, unless the poke is our own,
+ * a copy of one delivered already, or reached an old name of ours.
+ */
+static void redis_deliver_poke(struct redis_backend *rb, struct redis_node *n,
+			       uint64_t name, const char *msg, size_t len)
+{
+	uint64_t src, seq;
+	char head[34], *end, *res;
+	bool deliver = true;
+
+	if (!rb->cb.revoke || len < 35 || msg[16] != ' ' || msg[33] != ' ' ||
+	    memchr(msg + 34, '\0', len - 34))
+		return;
+	memcpy(head, msg, 33);
+	head[16] = head[33] = '\0';
+	src = strtoull(head, &end, 16);
+	if (end != head + 16)
+		return;
+	seq = strtoull(head + 17, &end, 16);
+	if (end != head + 33)
+		return;
+	res = strndup(msg + 34, len - 34);
+	if (!res) {
+		/* the poker pokes again while it waits */
+		dl_log(DL_LOG_ERR, "redis: out of memory reading a poke");
+		return;
+	}
+	pthread_mutex_lock(&rb->mutex);
+	if (src == rb->poke_src || n->name != name) {
+		deliver = false;
+	} else {
+		for (unsigned i = 0; i < REDIS_POKES_SEEN && deliver; i++)
+			if (rb->pokes[i].src == src && rb->pokes[i].seq == seq)
+				deliver = false;
+	}
+	if (deliver) {
+		unsigned slot = rb->npokes++ % REDIS_POKES_SEEN;
+
+		rb->pokes[slot].src = src;
+		rb->pokes[slot].seq = seq;
+	}
+	pthread_mutex_unlock(&rb->mutex);
+	if (deliver)
+		rb->cb.revoke(rb->cb.ctx, res);
+	free(res);
+}
+
 /* ---- the subscriber thread ----------------------------------------------- */
 
 /* one publish on our channel; no mutex held */
@@ -130,6 +188,10 @@ static void redis_sub_message(struct redis_backend *rb, struct redis_node *n,
 		redis_deliver_break(rb, n, name, msg + 2, len - 2, &notes);
 		pthread_mutex_unlock(&rb->mutex);
 		redis_notes_run(rb, notes);
+		return;
+	}
+	if (len > 2 && msg[0] == 'P' && msg[1] == ' ') {
+		redis_deliver_poke(rb, n, name, msg + 2, len - 2);
 		return;
 	}
 	if (len >= sizeof(buf))

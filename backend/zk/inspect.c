@@ -1,6 +1,7 @@
 /*
- * inspect.c - getlk, list and break_lock: reading (and, for a break,
- * deleting) everybody's request nodes of a resource.
+ * inspect.c - getlk, list, break_lock and poke: reading (and, for a
+ * break, deleting; for a poke, rewriting unchanged) everybody's request
+ * nodes of a resource.
  *
  * Inspection.  list() reads a resource's children in one call and their
  * data in pipelined gets (grant.c, zk_snapshot); our own nodes are
@@ -16,16 +17,25 @@
  * host; waiting nodes stay, so waiters are served in order.  Each
  * holder's daemon learns it through the watch on its node (worker.c).
  *
- * Owns: the reports (struct dl_lock_info) and the break.  Does not: the
- * rule (grant.c: zk_classify_snap), nor report anything to backend.h's
- * callbacks (the holders' workers do).
+ * Pokes.  poke rewrites one granted node of each other daemon holding the
+ * resource (by the incarnation in its data; our own are skipped) with the
+ * data it just read, conditionally on the version it read: the content
+ * stays what its holder last wrote, only the version moves, and the
+ * holder's watch on its node fires (worker.c reports cb->revoke).  A
+ * version that moved meanwhile (the holder rewrote it) is read again, a
+ * vanished node (released) gives way to that daemon's next one.  No node
+ * is created: nothing to clean up (internal.h, "Pokes").
+ *
+ * Owns: the reports (struct dl_lock_info), the break and the poke.  Does
+ * not: the rule (grant.c: zk_classify_snap), nor report anything to
+ * backend.h's callbacks (the holders' workers do).
  *
  * Locking.  Caller's thread, no owner's busy flag: these only read
- * ZooKeeper (a break deletes other hosts' nodes too, as ZooKeeper lets
- * anybody), holding a session reference, zb->mutex dropped.
- * zk_mark_local reads our owners' node lists under zb->mutex, in one
- * critical section per snapshot, with no ZooKeeper call in it.  Callbacks
- * of list() (@fn) run with no mutex held.
+ * ZooKeeper (a break deletes other hosts' nodes too, and a poke rewrites
+ * them, as ZooKeeper lets anybody), holding a session reference,
+ * zb->mutex dropped.  zk_mark_local reads our owners' node lists under
+ * zb->mutex, in one critical section per snapshot, with no ZooKeeper call
+ * in it.  Callbacks of list() (@fn) run with no mutex held.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -354,5 +364,106 @@ out_sess:
 	zk_sess_put(zb, s);
 out_free:
 	free(hex);
+	return ret;
+}
+
+/* a poke rewrites a node whose version keeps moving at most this often */
+#define ZK_POKE_TRIES 3
+
+/*
+ * Rewrite node @path with the data it has, at the version read, so that
+ * only its version moves (a poke, see the file comment).  A ZooKeeper rc:
+ * ZOK, ZNONODE (gone), ZBADVERSION (its holder kept rewriting it), or
+ * another error; ZSYSTEMERROR when out of memory.
+ */
+static int zk_poke_node(zhandle_t *zh, const char *path)
+{
+	int cap = 4096, rc = ZBADVERSION;
+
+	for (int tries = 0; tries < ZK_POKE_TRIES && rc == ZBADVERSION;
+	     tries++) {
+		char *buf = malloc((size_t)cap);
+		int len = cap;
+		struct Stat st;
+
+		if (!buf)
+			return ZSYSTEMERROR;
+		rc = zoo_get(zh, path, 0, buf, &len, &st);
+		if (rc == ZOK && st.dataLength > cap) {
+			/* a node of many pieces: read it whole */
+			cap = st.dataLength;
+			rc = ZBADVERSION;
+		} else if (rc == ZOK) {
+			rc = zoo_set(zh, path, len < 0 ? NULL : buf, len,
+				     st.version);
+		}
+		free(buf);
+	}
+	return rc;
+}
+
+/*
+ * Ask every other daemon holding a lock on @resource (either space) to
+ * give it back (backend.h): one granted node of each is rewritten
+ * unchanged.  0 (also when nobody else holds it, or a node could not be
+ * poked for want of rights: logged), -ENOLCK when ZooKeeper is
+ * unreachable, -ENOMEM.
+ */
+int zk_poke(struct dl_backend *be, const char *resource)
+{
+	struct zk_backend *zb = zk_of(be);
+	char parent[ZK_PARENT_MAX], enc[ZK_NAME_BUF], path[ZK_PATH_MAX];
+	size_t npoked = 0;
+	uint64_t *poked = NULL;
+	struct zk_sess *s = NULL;
+	struct zk_snap snap;
+	int ret;
+
+	ret = zk_read_resource(zb, resource, NULL, &snap);
+	if (ret < 0)
+		return ret;
+	zk_name_encode(resource, strlen(resource), enc);
+	snprintf(parent, sizeof(parent), "%s/%s", zb->base_path, enc);
+	for (size_t i = 0; i < snap.n; i++) {
+		const struct zk_child *c = &snap.v[i];
+		bool done = false;
+		int rc;
+
+		if (!c->valid || !c->granted || !c->ranges.n ||
+		    c->inc == zb->incarnation)
+			continue; /* never our own: backend.h */
+		for (size_t k = 0; k < npoked && !done; k++)
+			done = poked[k] == c->inc;
+		if (done)
+			continue; /* one poke per daemon */
+		if (!poked) {
+			poked = calloc(snap.n, sizeof(*poked));
+			ret = poked ? zk_sess_get(zb, zk_connect_wait(zb), &s)
+				    : -ENOMEM;
+			if (ret < 0)
+				break;
+		}
+		snprintf(path, sizeof(path), "%s/%s", parent, c->name);
+		rc = zk_poke_node(s->zh, path);
+		if (rc == ZOK) {
+			poked[npoked++] = c->inc;
+			dl_log(DL_LOG_DEBUG,
+			       "zk: poke %s: asked host=%s (%s) for it back",
+			       resource, c->host, c->name);
+		} else if (rc == ZNONODE || rc == ZBADVERSION) {
+			continue; /* released, or busy: its next node */
+		} else {
+			dl_log(DL_LOG_WARNING, "zk: poke %s: set %s: %s",
+			       resource, path, zerror(rc));
+			if (rc == ZNOAUTH)
+				continue; /* other credentials: best effort */
+			ret = rc == ZSYSTEMERROR ? -ENOMEM : -ENOLCK;
+			break;
+		}
+	}
+	if (s)
+		zk_sess_put(zb, s);
+	free(poked);
+	zk_snap_free(&snap);
 	return ret;
 }

@@ -17,7 +17,8 @@
  *   session.c  sessions, the lease and the lease thread, lock-delay,
  *              liveness nodes, abandoning a session
  *   worker.c   the worker thread: waiters, watches, reconnection work
- *   inspect.c  getlk, list and break (anybody's nodes, read-mostly)
+ *   inspect.c  getlk, list, break and poke (anybody's nodes,
+ *              read-mostly)
  *   ops.c      the dl_backend_ops table: open, close, lock, unlock,
  *              cancel, release_owner, status
  *
@@ -33,6 +34,24 @@
  * A node's data (codec.c) carries the full resource name, the space, the
  * owner, host, pid, wait id, enqueue time, an optional "jumped" mark and
  * the ranges it covers.
+ *
+ * Pokes (backend.h's poke and cb->revoke) add no node: a daemon asks the
+ * holders of a resource for it back by rewriting, unchanged, one granted
+ * request node of each other daemon (inspect.c, zk_poke: a conditional
+ * set at the version it just read, so the content can never go back to
+ * an older state).  The node's version moves, and the watch its holder
+ * keeps on each granted node anyway (breaks, worker.c) fires.  The holder
+ * records the version of each of its own writes (zk_node.version), so a
+ * version it did not write is a poke: its worker calls cb->revoke once.
+ * The holder is named by the node's data (o=INCARNATION/OWNER, h=HOST;
+ * its ephemeralOwner is the holder's session), so the poker skips its own
+ * incarnation's nodes and pokes one node per other daemon.  Nothing is
+ * created, so nothing is left behind; a new session's granted nodes are
+ * watched like the old ones', and the library re-registers the watches
+ * after a reconnection (a poke made meanwhile fires then).  Best effort:
+ * a poke that races with its holder's own rewrite of that node is lost
+ * (the poker pokes again, backend.h).  Cost: a waiter that watches the
+ * poked node wakes up and re-evaluates once for nothing.
  *
  * Threads.  Five kinds run this code:
  *  - callers: the daemon's threads in backend.h's ops, any number at once;
@@ -52,8 +71,9 @@
  *    the lease thread only.
  * backend.h callbacks: cb->granted from the worker; cb->failed from the
  * worker and from zk_abandon (worker or lease thread); cb->lost from the
- * worker (a break) and from zk_abandon.  lock() answers through its
- * return value, never through a callback on the caller's thread.
+ * worker (a break) and from zk_abandon; cb->revoke from the worker (a
+ * poke).  lock() answers through its return value, never through a
+ * callback on the caller's thread.
  *
  * Locks.
  *  - zb->mutex guards the fields marked so below, every owner entry's
@@ -122,7 +142,9 @@
  * list, waiting while a waiter's, deleting on zb->cancelled.  Set before
  * it is linked, then read-only: path, seq, czxid, ctime, pid, wait_id,
  * jumped, gen.  ranges: see "Locks" above.  dirty: the owner's busy holder
- * (an idle owner's is read under the mutex).
+ * (an idle owner's is read under the mutex).  version: the data version
+ * our last write of it left (a newer one is a poke); written by the busy
+ * holder under zb->mutex once the node is linked, read under either.
  */
 struct zk_node {
 	struct zk_node *next;
@@ -134,6 +156,7 @@ struct zk_node {
 	uint64_t wait_id;
 	bool jumped;
 	bool dirty;		    /* ranges not yet written to ZooKeeper */
+	int32_t version;	    /* after our last write (pokes) */
 	unsigned gen;		    /* session generation it lives in */
 	struct dl_range_set ranges; /* owner field: 0 */
 };
@@ -368,7 +391,7 @@ void zk_waiter_unlink(struct zk_backend *zb, struct zk_waiter *w);
 bool zk_watch(zhandle_t *zh, const struct zk_blocker *blk, uint64_t wait_id);
 void zk_held_queue(struct zk_backend *zb, unsigned gen, const char *path,
 		   bool deleted, bool retry);
-int zk_held_arm(zhandle_t *zh, const char *path);
+int zk_held_arm(zhandle_t *zh, const char *path, int32_t *version);
 void *zk_worker_main(void *arg);
 
 /* ---- ops.c ------------------------------------------------------------- */
@@ -382,5 +405,6 @@ int zk_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 int zk_list(struct dl_backend *be, const char *resource, dl_lock_info_fn fn,
 	    void *arg);
 int zk_break_lock(struct dl_backend *be, const char *resource);
+int zk_poke(struct dl_backend *be, const char *resource);
 
 #endif /* DL_ZK_INTERNAL_H */

@@ -1,7 +1,7 @@
 /*
  * ops.c - the "zk://" backend's dl_backend_ops: open and close, and the
  * requests of one owner (lock, unlock, cancel, release_owner) and status.
- * inspect.c has getlk, list and break_lock.
+ * inspect.c has getlk, list, break_lock and poke.
  *
  * lock() takes the owner's entry (busy), waits at most min(timeout, 5 s)
  * for a connection, then answers from the owner's cached nodes when it
@@ -766,4 +766,5 @@ const struct dl_backend_ops dl_zk_ops = {
 	.list = zk_list,
 	.status = zk_status,
 	.break_lock = zk_break_lock,
+	.poke = zk_poke,
 };

@@ -49,6 +49,9 @@
  *    entry is freed by zk_owner_put_locked once unused, idle and empty.
  *  - zk_finish_grant arms the watch on the granted node (zk_held_arm);
  *    its events reach the worker through zk_held_queue (no mutex held).
+ *  - Every write of a node records the version it left in n->version
+ *    (under zb->mutex once the node is linked), so that the worker tells
+ *    our own writes from a poke (internal.h).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -236,13 +239,20 @@ static int zk_node_sync(struct zk_backend *zb, zhandle_t *zh,
 			rc = ZOK;
 	} else {
 		char *data = zk_format(zb, ow, n, &len);
+		struct Stat st;
 
 		if (!data) {
 			n->dirty = true;
 			return -ENOMEM;
 		}
-		rc = zoo_set(zh, n->path, data, len, -1);
+		rc = zoo_set2(zh, n->path, data, len, -1, &st);
 		free(data);
+		if (rc == ZOK) {
+			/* our own write: not a poke (worker.c) */
+			pthread_mutex_lock(&zb->mutex);
+			n->version = st.version;
+			pthread_mutex_unlock(&zb->mutex);
+		}
 		if (rc == ZNONODE) {
 			/* taken from us (a break): the worker reports it */
 			zk_held_queue(zb, n->gen, n->path, true, false);
@@ -411,6 +421,7 @@ int zk_create_node(struct zk_backend *zb, struct zk_sess *s,
 	if (rc == ZOK) {
 		n->seq = zk_seq_of(n->path);
 		n->czxid = (uint64_t)st.czxid;
+		n->version = st.version;
 		n->gen = s->gen;
 		return 0;
 	}
@@ -447,6 +458,7 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 {
 	struct dl_range_set merged = { 0 }, mine = { 0 };
 	bool alive, fold = false;
+	int32_t version;
 	int rc;
 
 	/*
@@ -472,6 +484,7 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 		fold = false; /* node data stays well below jute.maxbuffer */
 	if (fold || jumped) {
 		bool was_jumped = n->jumped;
+		struct Stat st;
 		int len;
 		char *data;
 
@@ -482,9 +495,11 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 		}
 		n->jumped = true;
 		data = zk_format(zb, ow, n, &len);
-		rc = data ? zoo_set(s->zh, n->path, data, len, -1)
+		rc = data ? zoo_set2(s->zh, n->path, data, len, -1, &st)
 			  : ZSYSTEMERROR;
 		free(data);
+		if (rc == ZOK)
+			n->version = st.version; /* not linked yet */
 		if (rc != ZOK) {
 			if (fold) {
 				merged = n->ranges;
@@ -512,11 +527,13 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 	if (!alive)
 		return -ENOLCK;
 	zk_owner_flush(zb, s, ow);
-	/* so that a break of it, from any host, reaches us */
-	rc = zk_held_arm(s->zh, n->path);
-	if (rc != ZOK)
+	/* so that a break of it, and a poke, from any host, reach us; a
+	 * version we did not write: poked while it waited (the poker saw it
+	 * granted first), the worker reports it */
+	rc = zk_held_arm(s->zh, n->path, &version);
+	if (rc != ZOK || version != n->version)
 		zk_held_queue(zb, s->gen, n->path, rc == ZNONODE,
-			      rc != ZNONODE);
+			      rc != ZOK && rc != ZNONODE);
 	return 0;
 }
 

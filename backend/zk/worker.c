@@ -21,6 +21,12 @@
  * was taken from us - the worker drops it and reports cb->lost
  * (-ECONNABORTED).
  *
+ * Pokes.  Another daemon that wants a resource we hold rewrites one of
+ * our granted nodes there unchanged (inspect.c, zk_poke): the same watch
+ * fires, the node is still there, and its version is not the one our last
+ * write of it left (n->version, owner.c): the worker calls cb->revoke with
+ * the resource, once per version it sees (see internal.h).
+ *
  * Reconnection.  On every (re)connection the worker kicks every waiter,
  * retries the held-node looks that failed, and reconciles: creates the
  * session's liveness node, deletes orphaned creates and the nodes of
@@ -52,8 +58,10 @@
  *    waiter's node and blk_* fields are the worker's.  It reports the
  *    decision only after clearing both: a callback finds nothing of ours
  *    held.
- *  - zk_held_check and zk_reconcile take an owner's busy flag the same
- *    way (zk_reconcile only idle owners', never waiting for one).
+ *  - zk_held_check (and zk_held_poked, only when a version differs) and
+ *    zk_reconcile take an owner's busy flag the same way (zk_reconcile
+ *    only idle owners', never waiting for one).  cb->revoke is called
+ *    with no mutex and no busy flag held, holding an owner reference.
  *  - Every ZooKeeper call holds a session reference (zk_sess_get or
  *    refs++ under the mutex), dropped before the next piece of work.
  */
@@ -130,7 +138,7 @@ bool zk_watch(zhandle_t *zh, const struct zk_blocker *blk, uint64_t wait_id)
 	return rc != ZOK || st.version != blk->version;
 }
 
-/* ---- watches on our granted nodes (breaks) --------------------------- */
+/* ---- watches on our granted nodes (breaks, pokes) -------------------- */
 
 /* queue a look at our granted node @path of session @gen for the worker;
  * any thread, mutex not held */
@@ -168,21 +176,70 @@ static void zk_held_watcher(zhandle_t *zh, int type, int state,
 	zk_held_queue(s->zb, s->gen, path, type == ZOO_DELETED_EVENT, false);
 }
 
-/* watch our granted node @path (data change or deletion); a ZooKeeper rc */
-int zk_held_arm(zhandle_t *zh, const char *path)
+/* watch our granted node @path (data change or deletion); a ZooKeeper rc,
+ * and on ZOK its data version in *@version (else -1) */
+int zk_held_arm(zhandle_t *zh, const char *path, int32_t *version)
 {
 	char buf[16];
 	int len = sizeof(buf);
 	struct Stat st;
+	int rc = zoo_wget(zh, path, zk_held_watcher, NULL, buf, &len, &st);
 
-	return zoo_wget(zh, path, zk_held_watcher, NULL, buf, &len, &st);
+	*version = rc == ZOK ? st.version : -1;
+	return rc;
+}
+
+/*
+ * Worker: our granted node @path of session @gen is at data version
+ * @version.  Newer than our last write of it: somebody poked it (see
+ * internal.h); then returns its owner with a reference, for cb->revoke,
+ * and records the version so that the poke is reported once.  NULL when
+ * the write was ours (or the node is no longer ours, or its last write of
+ * ours is still to be made: a failed write may have landed).  The busy
+ * flag is only waited for when the versions differ, to let a write of
+ * ours that the server answered record its version first.
+ */
+static struct zk_owner *zk_held_poked(struct zk_backend *zb, const char *path,
+				      unsigned gen, int32_t version)
+{
+	struct zk_owner *ow;
+	struct zk_node *n;
+	bool poked = false;
+
+	pthread_mutex_lock(&zb->mutex);
+	ow = zk_held_find(zb, path, gen, &n);
+	if (!ow || !n->ranges.n || n->version >= version) {
+		pthread_mutex_unlock(&zb->mutex);
+		return NULL;
+	}
+	ow->refs++;
+	while (ow->busy)
+		pthread_cond_wait(&zb->cond, &zb->mutex);
+	ow->busy = true;
+	for (n = ow->nodes; n; n = n->next) {
+		if (n->gen != gen || strcmp(n->path, path) != 0)
+			continue;
+		if (n->ranges.n && !n->dirty && n->version < version) {
+			n->version = version;
+			poked = true;
+		}
+		break;
+	}
+	zk_owner_unbusy_locked(zb, ow);
+	if (!poked) {
+		zk_owner_put_locked(zb, ow);
+		ow = NULL;
+	}
+	pthread_mutex_unlock(&zb->mutex);
+	return ow;
 }
 
 /*
  * Worker: a watch on our granted node @ev->path fired.  Re-arm it while
- * the node exists; when it is gone although it still had ranges (we empty
- * them before deleting our own nodes), somebody broke it: drop it and
- * report the owner's lock lost.  Frees or requeues @ev.
+ * the node exists, and report a poke (cb->revoke) when its version is not
+ * one of our writes; when it is gone although it still had ranges (we
+ * empty them before deleting our own nodes), somebody broke it: drop it
+ * and report the owner's lock lost.  Frees or requeues @ev.
  */
 static void zk_held_check(struct zk_backend *zb, struct zk_held_ev *ev)
 {
@@ -200,7 +257,8 @@ static void zk_held_check(struct zk_backend *zb, struct zk_held_ev *ev)
 	if (!s)
 		goto out_free; /* abandoned: zk_abandon reported its locks */
 	if (!ev->deleted) {
-		int rc = zk_held_arm(s->zh, ev->path);
+		int32_t version;
+		int rc = zk_held_arm(s->zh, ev->path, &version);
 
 		if (rc != ZOK && rc != ZNONODE) {
 			/* not connected: look again once it is back */
@@ -212,8 +270,23 @@ static void zk_held_check(struct zk_backend *zb, struct zk_held_ev *ev)
 			zk_sess_put(zb, s);
 			return;
 		}
-		if (rc == ZOK)
-			goto out_sess; /* still ours, watched again */
+		if (rc == ZOK) {
+			/* still there, watched again: our write, or a poke */
+			ow = zk_held_poked(zb, ev->path, ev->gen, version);
+			if (ow && zb->cb.revoke) {
+				dl_log(DL_LOG_DEBUG,
+				       "zk: %s owner=%016" PRIx64 " poked by "
+				       "another host (%s): asking for it back",
+				       ow->resource, ow->owner, ev->path);
+				zb->cb.revoke(zb->cb.ctx, ow->resource);
+			}
+			if (ow) {
+				pthread_mutex_lock(&zb->mutex);
+				zk_owner_put_locked(zb, ow);
+				pthread_mutex_unlock(&zb->mutex);
+			}
+			goto out_sess;
+		}
 	}
 
 	pthread_mutex_lock(&zb->mutex);

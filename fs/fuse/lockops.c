@@ -416,6 +416,8 @@ int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 			.uri = fs->opt.backend,
 			.host_id = fs->opt.host_id,
 			.config = &fs->config,
+			.cache = fs->opt.cache,
+			.cache_idle_ms = fs->opt.cache_idle_ms,
 		},
 		.lock_timeout_s = fs->opt.lock_timeout,
 		.name = lockops_name,

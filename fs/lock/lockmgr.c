@@ -465,6 +465,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	w->req.resource = NULL; /* the caller's string: used only above */
 	w->state = W_SUBMITTING;
 	lm_req_to_backend(&w->req, o->resource, w->req.wait ? id : 0, &breq);
+	breq.answer_id = id; /* a cache may answer a trylock later */
 	pthread_mutex_unlock(&lm->mutex);
 
 	ret = LM_TIMED(LM_OP_LOCK, dl_backend_lock(lm->be, &breq, &grant));
@@ -477,7 +478,8 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	}
 	if (ret == -EINPROGRESS) {
 		/* as Linux: OFD requests are left out of deadlock detection */
-		bool check = w->req.space == DL_SPACE_POSIX && !w->req.ofd;
+		bool check = w->req.space == DL_SPACE_POSIX && !w->req.ofd &&
+			     w->req.wait;
 		bool intr = w->interrupted;
 
 		w->state = W_QUEUED;

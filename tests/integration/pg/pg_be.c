@@ -8,9 +8,13 @@
  * fault points of backend/pg (DLOCKFS_TEST_PG_FAULT, read at open) to
  * widen a race, and checks the contract of backend.h: every queued
  * request is answered exactly once, grants name their lease, the lease
- * fence (struct dl_lease) is kept, nothing is left in the tables.  A
- * separate libpq connection (CONNINFO) plays the operator.  Every wait is
- * bounded; "no callback" is checked over a quiet period.
+ * fence (struct dl_lease) is kept, nothing is left in the tables, a poke
+ * reaches the other holders' cb->revoke only.  A separate libpq
+ * connection (CONNINFO) plays the operator.  Every wait is bounded; "no
+ * callback" is checked over a quiet period, or, for revokes, by a later
+ * poke that must arrive first (a daemon's notifications come in commit
+ * order).  Scenario poke_upgrade expects URI to name a schema of
+ * version 1 that pg_be.sh made.
  * Prints "ok SCENARIO" or "FAIL SCENARIO: why" and exits 0 or 1.
  */
 #include <errno.h>
@@ -32,6 +36,7 @@
 #define BOUND_MS   8000 /* every awaited event */
 #define QUIET_MS   1000 /* "nothing more comes" */
 #define MAX_EVENTS 64
+#define MAX_REVOKE 16
 
 struct event {
 	uint64_t wait_id;
@@ -50,6 +55,8 @@ struct host {
 	int nev;
 	int nlost;
 	int lost_err;
+	char *revoked[MAX_REVOKE]; /* cb->revoke's resources, in order */
+	int nrevoke;
 };
 
 static const char *scenario, *uri, *conninfo;
@@ -105,12 +112,25 @@ static void on_lost(void *ctx, const char *res, enum dl_space space,
 	pthread_mutex_unlock(&h->mutex);
 }
 
+static void on_revoke(void *ctx, const char *res)
+{
+	struct host *h = ctx;
+
+	pthread_mutex_lock(&h->mutex);
+	if (h->nrevoke < MAX_REVOKE)
+		h->revoked[h->nrevoke] = strdup(res);
+	h->nrevoke++;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->mutex);
+}
+
 static void host_open(struct host *h, const char *name, const char *fault)
 {
 	struct dl_backend_cb cb = { .ctx = h,
 				    .granted = on_granted,
 				    .failed = on_failed,
-				    .lost = on_lost };
+				    .lost = on_lost,
+				    .revoke = on_revoke };
 	struct dl_backend_conf conf = { 0 };
 	char err[512];
 	int ret;
@@ -136,6 +156,8 @@ static void host_open(struct host *h, const char *name, const char *fault)
 static void host_close(struct host *h)
 {
 	dl_backend_close(h->be);
+	for (int i = 0; i < h->nrevoke && i < MAX_REVOKE; i++)
+		free(h->revoked[i]);
 	pthread_cond_destroy(&h->cond);
 	pthread_mutex_destroy(&h->mutex);
 }
@@ -552,6 +574,211 @@ static void sc_indoubt_relock(void)
 	host_close(&b);
 }
 
+/* ---- poke / revoke ---------------------------------------------------- */
+
+/* wait (bounded, on the condition) until @h has had @n revokes; the
+ * number it has had */
+static int await_revokes(struct host *h, int n, int ms)
+{
+	struct timespec ts;
+	int got;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&h->mutex);
+	while (h->nrevoke < n &&
+	       pthread_cond_timedwait(&h->cond, &h->mutex, &ts) == 0)
+		;
+	got = h->nrevoke;
+	pthread_mutex_unlock(&h->mutex);
+	return got;
+}
+
+/* @h's revoke number @i (from 1) named @res */
+static void check_revoke(struct host *h, int i, const char *res)
+{
+	const char *got;
+
+	pthread_mutex_lock(&h->mutex);
+	got = i <= h->nrevoke && i <= MAX_REVOKE ? h->revoked[i - 1] : NULL;
+	pthread_mutex_unlock(&h->mutex);
+	if (!got || strcmp(got, res) != 0)
+		fail("revoke %d of %s names %zu bytes \"%.40s\", expected %zu "
+		     "bytes \"%.40s\"",
+		     i, h->name, got ? strlen(got) : 0, got ? got : "(none)",
+		     strlen(res), res);
+}
+
+/* @from pokes @res: @h's cb->revoke is called, as its number @n, with
+ * @res, within the bound */
+static void poke_reaches(struct host *from, const char *res, struct host *h,
+			 int n)
+{
+	int got;
+
+	expect(dl_backend_poke(from->be, res), 0, "poke");
+	got = await_revokes(h, n, BOUND_MS);
+	if (got != n)
+		fail("%s poked a lock of %s: %s has had %d revokes, expected "
+		     "%d",
+		     from->name, h->name, h->name, got, n);
+	check_revoke(h, n, res);
+}
+
+static void lock_in(struct host *h, const char *res, enum dl_space space,
+		    enum dl_lock_type t, uint64_t owner)
+{
+	struct dl_lock_req r = req(res, t, owner, 0);
+	struct dl_grant g;
+
+	r.space = space;
+	expect(dl_backend_lock(h->be, &r, &g), 0, "lock");
+}
+
+static void release_in(struct host *h, const char *res, enum dl_space space,
+		       uint64_t owner)
+{
+	expect(dl_backend_release_owner(h->be, res, space, owner, DL_TOKEN_ALL),
+	       0, "release");
+}
+
+/* @h's revokes so far */
+static int revokes(struct host *h)
+{
+	int n;
+
+	pthread_mutex_lock(&h->mutex);
+	n = h->nrevoke;
+	pthread_mutex_unlock(&h->mutex);
+	return n;
+}
+
+/*
+ * a holds "x" in both spaces (two owners: told once) and b holds it too
+ * (shared); b's poke reaches a, never b.  Each poke that must tell a
+ * daemon nothing (a resource nobody holds, its own lock, a lock released)
+ * is followed by a poke of its sentinel ("s" of a, "t" of b): the next
+ * revoke it gets must name the sentinel, as its notifications come in
+ * commit order.  Names of any bytes arrive intact; c, holding nothing,
+ * is never told anything.
+ */
+static void sc_poke(void)
+{
+	static const char odd[] = "with space\nnew line\xff\x01 end";
+	char longname[1001], *big = malloc(5999);
+	struct host a, b, c;
+	int64_t t0;
+
+	for (size_t i = 0; i < 1000; i++)
+		longname[i] = (char)(1 + i % 255); /* every byte but NUL */
+	longname[1000] = '\0';
+	if (!big)
+		fail("out of memory");
+	memset(big, 'n', 5998); /* longest a poke can name (PG_POKE_MAX) */
+	big[5997] = '\0';
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	host_open(&c, "c", NULL);
+	lock_in(&a, "x", DL_SPACE_FLOCK, DL_RDLCK, 1);
+	lock_in(&a, "x", DL_SPACE_POSIX, DL_RDLCK, 2);
+	lock_in(&b, "x", DL_SPACE_POSIX, DL_RDLCK, 3);
+	lock_in(&a, "s", DL_SPACE_POSIX, DL_WRLCK, 6);
+	lock_in(&b, "t", DL_SPACE_FLOCK, DL_WRLCK, 7);
+
+	t0 = dl_mono_ms();
+	poke_reaches(&b, "x", &a, 1);
+	dl_log(DL_LOG_NOTICE, "pg_be: poke to revoke in %" PRId64 " ms",
+	       dl_mono_ms() - t0);
+	/* b's poke of "x" did not reach b */
+	poke_reaches(&c, "t", &b, 1);
+
+	/* nobody holds "free"; a's poke of "x" reaches b (its 2nd) but not
+	 * a; then a's 2nd revoke must be its sentinel (and not a 2nd "x"
+	 * of b's first poke, for a's second owner) */
+	expect(dl_backend_poke(b.be, "free"), 0, "poke of a free resource");
+	expect(dl_backend_poke(c.be, "free"), 0, "poke of a free resource");
+	poke_reaches(&a, "x", &b, 2);
+	poke_reaches(&c, "s", &a, 2);
+
+	/* odd bytes, either space */
+	lock_in(&a, odd, DL_SPACE_POSIX, DL_WRLCK, 4);
+	lock_in(&a, longname, DL_SPACE_FLOCK, DL_WRLCK, 5);
+	poke_reaches(&b, odd, &a, 3);
+	poke_reaches(&c, longname, &a, 4);
+	lock_in(&a, big, DL_SPACE_POSIX, DL_WRLCK, 8);
+	poke_reaches(&b, big, &a, 5);
+	/* a byte longer: not sent (best effort), nobody held it anyway */
+	big[5997] = 'n';
+	big[5998] = '\0';
+	expect(dl_backend_poke(b.be, big), 0, "poke of a too long name");
+	big[5997] = '\0';
+	release_in(&a, big, DL_SPACE_POSIX, 8);
+
+	/* released: a poke tells nobody */
+	release_in(&a, "x", DL_SPACE_FLOCK, 1);
+	release_in(&a, "x", DL_SPACE_POSIX, 2);
+	release_in(&b, "x", DL_SPACE_POSIX, 3);
+	release_in(&a, odd, DL_SPACE_POSIX, 4);
+	release_in(&a, longname, DL_SPACE_FLOCK, 5);
+	expect(dl_backend_poke(c.be, "x"), 0, "poke after the release");
+	expect(dl_backend_poke(c.be, odd), 0, "poke after the release");
+	poke_reaches(&b, "s", &a, 6);
+	poke_reaches(&a, "t", &b, 3);
+
+	/* and nothing more comes, to anyone */
+	quiet_count(&a, 0);
+	if (revokes(&a) != 6 || revokes(&b) != 3 || revokes(&c) != 0)
+		fail("revokes after the quiet period: a %d b %d c %d",
+		     revokes(&a), revokes(&b), revokes(&c));
+	release_in(&a, "s", DL_SPACE_POSIX, 6);
+	release_in(&b, "t", DL_SPACE_FLOCK, 7);
+	if (rows())
+		fail("%ld rows left", rows());
+	host_close(&a);
+	host_close(&b);
+	host_close(&c);
+	free(big);
+}
+
+/*
+ * The schema (URI's, made at version 1 by pg_be.sh as a dlockfs without
+ * poke did) is upgraded by the first open: version 2 in meta, poke() there,
+ * and a poke reaches the holder.
+ */
+static void sc_poke_upgrade(void)
+{
+	const char *sch = strstr(uri, "schema=");
+	char sql[256];
+	struct host a, b;
+	int len;
+
+	if (!sch)
+		fail("URI names no schema");
+	sch += strlen("schema=");
+	len = (int)strcspn(sch, "&");
+	snprintf(sql, sizeof(sql),
+		 "SELECT max(version) * 10 + count(*) FROM %.*s.meta", len,
+		 sch);
+	if (sql_long(sql) != 11)
+		fail("the schema is not at version 1 before the test: %ld",
+		     sql_long(sql));
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	if (sql_long(sql) != 22)
+		fail("meta after the upgrade: %ld (max version * 10 + rows)",
+		     sql_long(sql));
+	lock_in(&a, "u", DL_SPACE_FLOCK, DL_WRLCK, 1);
+	poke_reaches(&b, "u", &a, 1);
+	release_in(&a, "u", DL_SPACE_FLOCK, 1);
+	host_close(&a);
+	host_close(&b);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -564,6 +791,8 @@ int main(int argc, char **argv)
 		{ "lease_lost", sc_lease_lost },
 		{ "eintr", sc_eintr },
 		{ "indoubt_relock", sc_indoubt_relock },
+		{ "poke", sc_poke },
+		{ "poke_upgrade", sc_poke_upgrade },
 	};
 
 	if (argc != 4) {

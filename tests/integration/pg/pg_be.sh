@@ -2,26 +2,42 @@
 # pg_be.sh - the PostgreSQL backend's races, driven through backend.h by
 # pg_be.c (no FUSE): a grant handed over on release, a cancel racing a
 # grant, an answer lost after the send (in doubt: asked again), a lease
-# the server ended, interrupted waits.  Every scenario runs even when one
-# fails, so a run shows the whole picture.
+# the server ended, interrupted waits, pokes reaching the other holders'
+# cb->revoke, and a schema of version 1 (made here from schema.sql's first
+# section, as a dlockfs without poke made it) upgraded by the first open.
+# Every scenario runs even when one fails, so a run shows the whole
+# picture.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/pg_lib.sh"
 pg_init pg_be
 dl_require_prog python3 runuser psql
 [[ -x $PG_BIN/initdb ]] || dl_skip "PostgreSQL server binaries not found in $PG_BIN"
-[[ -x ${PG_BE:-} ]] || dl_skip "PG_BE is not set (run through meson test)"
+[[ -x ${PG_BE:-} && -r ${PG_SCHEMA_SQL:-} ]] ||
+	dl_skip "PG_BE/PG_SCHEMA_SQL not set (run through meson test)"
 id -u "$PG_OSUSER" >/dev/null 2>&1 || pg_require
 
 pg_start
 sockdir=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$PG_SOCK")
 uri="postgresql://$PG_ROLE@$sockdir:$PG_PORT/$PG_DB?schema=be&ttl_ms=3000"
 ci="host=$PG_SOCK port=$PG_PORT user=$PG_ROLE dbname=$PG_DB"
+# schema "up" at version 1: schema.sql up to its version 2 section
+sed '/^-- @@ version 2$/,$d; s/@SCHEMA@/up/g; s/@VERSION@/1/g' \
+	"$PG_SCHEMA_SQL" >"$PG_SOCK/schema_v1.sql"
+grep -q 'FUNCTION up.poke' "$PG_SOCK/schema_v1.sql" &&
+	dl_fail "schema.sql's first section has poke()"
+pg_role_sql "CREATE SCHEMA up" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_ROLE" -d "$PG_DB" \
+	-1 -f "$PG_SOCK/schema_v1.sql" >/dev/null || dl_fail "the version 1 schema does not load"
+pg_role_sql "INSERT INTO up.meta (version) VALUES (1)" >/dev/null
 failed=()
-for sc in handoff cancel_race indoubt lease_lost eintr indoubt_relock; do
+for sc in handoff cancel_race indoubt lease_lost eintr indoubt_relock poke \
+	poke_upgrade; do
 	dl_log "scenario $sc"
+	u=$uri
+	[[ $sc == poke_upgrade ]] && u=${uri/schema=be/schema=up}
 	# the driver bounds every wait itself; timeout is the last resort
-	if ! timeout 120 "$PG_BE" "$sc" "$uri" "$ci"; then
+	if ! timeout 120 "$PG_BE" "$sc" "$u" "$ci"; then
 		failed+=("$sc")
 	fi
 done

@@ -8,7 +8,8 @@
  * points of backend/redis/fault.c (DLOCKFS_TEST_REDIS_FAULT, read at open) to
  * widen a race, and checks the contract of backend.h: every queued
  * request is answered exactly once, grants name their lease, the lease
- * fence (struct dl_lease) is kept.  A separate hiredis connection plays
+ * fence (struct dl_lease) is kept, a poke reaches every other holder's
+ * revoke once and never the poker's.  A separate hiredis connection plays
  * the server's side (a lease that vanished, records left behind).  Every
  * wait is bounded; "no callback" is checked over a quiet period.
  * Prints "ok SCENARIO" or "FAIL SCENARIO: why" and exits 0 or 1.
@@ -50,6 +51,8 @@ struct host {
 	struct event ev[MAX_EVENTS];
 	int nev;
 	int nlost;
+	char *revoked[MAX_EVENTS]; /* cb->revoke's resources, in order */
+	int nrevoked;
 };
 
 static const char *scenario;
@@ -106,6 +109,18 @@ static void on_lost(void *ctx, const char *res, enum dl_space space,
 	pthread_mutex_unlock(&h->mutex);
 }
 
+static void on_revoke(void *ctx, const char *res)
+{
+	struct host *h = ctx;
+
+	pthread_mutex_lock(&h->mutex);
+	if (h->nrevoked < MAX_EVENTS)
+		h->revoked[h->nrevoked] = strdup(res);
+	h->nrevoked++;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->mutex);
+}
+
 static redisContext *raw(int node);
 static size_t subscribers(int node);
 static int64_t mono(void);
@@ -118,7 +133,8 @@ static void host_open(struct host *h, const char *name, const char *fault)
 	struct dl_backend_cb cb = { .ctx = h,
 				    .granted = on_granted,
 				    .failed = on_failed,
-				    .lost = on_lost };
+				    .lost = on_lost,
+				    .revoke = on_revoke };
 	struct dl_backend_conf conf = { 0 };
 	char uri[512], err[256];
 	size_t len;
@@ -165,6 +181,9 @@ static void host_close(struct host *h)
 {
 	dl_backend_close(h->be);
 	h->be = NULL;
+	for (int i = 0; i < h->nrevoked && i < MAX_EVENTS; i++)
+		free(h->revoked[i]);
+	h->nrevoked = 0;
 }
 
 static struct dl_lock_req req_of(const char *res, uint64_t owner,
@@ -277,6 +296,76 @@ static bool wait_lost(struct host *h, int n, int64_t ms)
 	ok = h->nlost >= n;
 	pthread_mutex_unlock(&h->mutex);
 	return ok;
+}
+
+/* the number of revokes @h has had once it has @n, or after @ms */
+static int wait_revoked(struct host *h, int n, int64_t ms)
+{
+	struct timespec ts;
+	int got;
+
+	deadline_ts(ms, &ts);
+	pthread_mutex_lock(&h->mutex);
+	while (h->nrevoked < n &&
+	       pthread_cond_timedwait(&h->cond, &h->mutex, &ts) == 0)
+		;
+	got = h->nrevoked;
+	pthread_mutex_unlock(&h->mutex);
+	return got;
+}
+
+/* @res, printable: odd bytes as \xNN */
+static const char *shown(const char *res, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	for (const unsigned char *p = (const unsigned char *)res;
+	     *p && o + 5 < len; p++)
+		o += (size_t)snprintf(
+			buf + o, len - o,
+			*p >= 0x21 && *p < 0x7f ? "%c" : "\\x%02x", *p);
+	buf[o] = '\0';
+	return buf;
+}
+
+static void do_poke(struct host *h, const char *res)
+{
+	char buf[128];
+	int ret = dl_backend_poke(h->be, res);
+
+	if (ret != 0)
+		fail("%s's poke of \"%s\" gave %d", h->name,
+		     shown(res, buf, sizeof(buf)), ret);
+}
+
+/* @poker pokes @res: @h's revoke number @n (from 1) comes within the
+ * bound, for @res */
+static void expect_revoke(struct host *poker, struct host *h, int n,
+			  const char *res, const char *what)
+{
+	char want[128], got[128];
+	int64_t start = mono();
+	int have;
+
+	do_poke(poker, res);
+	have = wait_revoked(h, n, BOUND_MS);
+
+	if (have < n)
+		fail("%s: %s's revoke not called within %d ms", what, h->name,
+		     BOUND_MS);
+	if (have > n)
+		fail("%s: %s's revoke called %d times, expected %d", what,
+		     h->name, have, n);
+	pthread_mutex_lock(&h->mutex);
+	if (!h->revoked[n - 1] || strcmp(h->revoked[n - 1], res) != 0)
+		fail("%s: revoke of \"%s\", expected \"%s\"", what,
+		     h->revoked[n - 1]
+			     ? shown(h->revoked[n - 1], got, sizeof(got))
+			     : "(no memory)",
+		     shown(res, want, sizeof(want)));
+	pthread_mutex_unlock(&h->mutex);
+	printf("  %s: revoke %" PRId64 " ms after the poke\n", what,
+	       mono() - start);
 }
 
 /* ---- the server's side -------------------------------------------------- */
@@ -899,6 +988,59 @@ static void sc_indoubt_relock(void)
 	host_close(&b);
 }
 
+/*
+ * A poke reaches the revoke of every other daemon holding the resource in
+ * either space, once (Redlock: once although every node tells it), with
+ * the resource's bytes intact; never the poker's own revoke, and nobody's
+ * for a resource nobody holds.  Publishes on one channel arrive in order,
+ * so a stray revoke from an earlier poke would come before the awaited
+ * one and show in its count; the last check covers the quiet period.
+ */
+static void sc_poke(void)
+{
+	static const char odd[] = "odd name\n\xff end ";
+	struct dl_lock_req r;
+	struct host a, b;
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	do_poke(&b, "x"); /* nobody holds it */
+	if (do_lock(&a, "x", 1, 0, NULL) != 0)
+		fail("a lock x");
+	do_poke(&a, "x"); /* its own lock */
+	expect_revoke(&b, &a, 1, "x", "flock lock poked");
+
+	/* POSIX space, both hold a range: only the other one is asked */
+	r = req_of("y", 1, 0);
+	r.space = DL_SPACE_POSIX;
+	r.end = 9;
+	if (dl_backend_lock(a.be, &r, &(struct dl_grant){ 0 }) != 0)
+		fail("a lock y");
+	r.owner = 2;
+	r.start = 100;
+	r.end = 199;
+	if (dl_backend_lock(b.be, &r, &(struct dl_grant){ 0 }) != 0)
+		fail("b lock y");
+	expect_revoke(&b, &a, 2, "y", "POSIX lock poked by another holder");
+	expect_revoke(&a, &b, 1, "y", "POSIX lock poked back");
+
+	if (do_lock(&a, odd, 1, 0, NULL) != 0)
+		fail("a lock the odd name");
+	expect_revoke(&b, &a, 3, odd, "odd name poked");
+
+	/* given back: a poke finds nobody */
+	if (do_unlock(&a, "x", 1) != 0)
+		fail("a unlock x");
+	do_poke(&b, "x");
+	do_poke(&a, "nobody");
+	usleep(QUIET_MS * 1000);
+	if (wait_revoked(&a, 4, 0) != 3 || wait_revoked(&b, 2, 0) != 1)
+		fail("revokes: a %d (expected 3), b %d (expected 1)",
+		     wait_revoked(&a, 4, 0), wait_revoked(&b, 2, 0));
+	host_close(&a);
+	host_close(&b);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -915,6 +1057,7 @@ int main(int argc, char **argv)
 		{ "since", sc_since },
 		{ "mine_waiting", sc_mine_waiting },
 		{ "indoubt_relock", sc_indoubt_relock },
+		{ "poke", sc_poke },
 	};
 	char *p;
 

@@ -15,14 +15,14 @@ if [[ $mode == single ]]; then
 	rd_start p1
 	ports=$p1
 	scenarios=(lease relock_race cancel_race unlock_retry nomem
-		cancel_orphan mine_waiting indoubt_relock)
+		cancel_orphan mine_waiting indoubt_relock poke)
 else
 	rd_start p1
 	rd_start p2
 	rd_start p3
 	ports=$p1,$p2,$p3
 	scenarios=(lease relock_race redlock_revive unlock_retry
-		cancel_orphan since indoubt_relock)
+		cancel_orphan since indoubt_relock poke)
 fi
 failed=()
 for sc in "${scenarios[@]}"; do
