@@ -1474,11 +1474,12 @@ static int cache_status(struct dl_backend *be, char *buf, size_t len)
 		snprintf(inner, sizeof(inner), "error: %s", strerror(-ret));
 	pthread_mutex_lock(&cb->mutex);
 	snprintf(buf, len,
-		 "%s; cache on: %zu cached, %zu direct, %" PRIu64 " local "
-		 "grants, "
-		 "%" PRIu64 " rights taken, %" PRIu64 " revocations (wait "
-						      "%" PRIu64
-		 " ms total, %" PRIu64 " ms max), idle %u ms",
+		 "%s cache=on cached=%zu direct=%zu local_grants=%" PRIu64
+		 " rights_taken=%" PRIu64 " revocations=%" PRIu64 " revoke_"
+								  "wait_ms_"
+								  "total="
+								  "%" PRIu64
+		 " revoke_wait_ms_max=%" PRIu64 " cache_idle_ms=%u",
 		 inner, cb->ncached, cb->ndirect, cb->local_grants,
 		 cb->rights_taken, cb->revocations, cb->revoke_ms_total,
 		 cb->revoke_ms_max, cb->idle_ms);

@@ -28,10 +28,14 @@ out=$("$LOCKDRIVER" --dlockfs --waiters=20 --churn=300 "$base/a" all 2>&1) || rc
 printf '%s\n' "$out" | sed 's/^/  [lockdriver] /'
 [[ ${rc:-0} -eq 0 ]] || dl_fail "$(grep -E '^FAIL' <<<"$out" | tr '\n' ';')"
 
-# nothing held or queued afterwards, on either host
+# nothing held or queued afterwards, on either host (with cache=on, a
+# file's right is given back once unused for cache_idle_ms: wait for it)
+idle_state() {
+	st=$(zk_status "$base/$1")
+	[[ $st == *health=ok* && $st == *" held=0 "* && $st == *" waiting=0 "* ]]
+}
 for h in a b; do
-	st=$(zk_status "$base/$h")
-	[[ $st == *health=ok* && $st == *" held=0 "* && $st == *" waiting=0 "* ]] ||
+	dl_wait_for 10 idle_state "$h" ||
 		dl_fail "host $h left state behind: $st"
 done
 dl_umount "$base/a"
