@@ -1476,10 +1476,9 @@ static int cache_status(struct dl_backend *be, char *buf, size_t len)
 	snprintf(buf, len,
 		 "%s cache=on cached=%zu direct=%zu local_grants=%" PRIu64
 		 " rights_taken=%" PRIu64 " revocations=%" PRIu64 " revoke_"
-								  "wait_ms_"
-								  "total="
-								  "%" PRIu64
-		 " revoke_wait_ms_max=%" PRIu64 " cache_idle_ms=%u",
+		 "wait_ms_"
+		 "total="
+		 "%" PRIu64 " revoke_wait_ms_max=%" PRIu64 " cache_idle_ms=%u",
 		 inner, cb->ncached, cb->ndirect, cb->local_grants,
 		 cb->rights_taken, cb->revocations, cb->revoke_ms_total,
 		 cb->revoke_ms_max, cb->idle_ms);
