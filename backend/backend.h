@@ -152,6 +152,9 @@ struct dl_backend_conf {
 	 * (backend/cache.c); ignored by a backend that is not shared */
 	bool cache;
 	unsigned cache_idle_ms; /* give an unused file back after; 0: 1000 */
+	/* after a revocation, do not cache the file again for; 0: 2000
+	 * (the model test makes it short, so that rights come and go) */
+	unsigned cache_nocache_ms;
 };
 
 /* Each backend embeds this as its first member. */

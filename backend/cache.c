@@ -151,6 +151,7 @@ struct cache_backend {
 	struct dl_lease *lease;
 	char host[DL_HOST_MAX];
 	unsigned idle_ms;
+	unsigned nocache_ms; /* no new right after a revocation for */
 	pthread_mutex_t mutex;
 	pthread_cond_t cond;	  /* state changes */
 	pthread_cond_t work_cond; /* the worker's wake-up */
@@ -606,6 +607,29 @@ static bool wait_settled(struct cache_backend *cb, struct cache_res *r)
 	return !r->busy;
 }
 
+/* wait (bounded) until nothing is on its way on @r: no transition, no
+ * request queued here or in flight to the backend, no revocation due */
+static void wait_quiet(struct cache_backend *cb, struct cache_res *r)
+{
+	int64_t deadline = dl_mono_ms() + CACHE_WAIT_MS;
+
+	r->users++;
+	while (!cb->stopping && dl_mono_ms() < deadline &&
+	       (r->busy || r->pend || r->inflight ||
+		(r->state == CS_CACHED && r->revoke))) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += 10 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&cb->cond, &cb->mutex, &ts);
+	}
+	r->users--;
+}
+
 static void right_req(const struct cache_res *r, enum dl_lock_type type,
 		      uint64_t wait_id, struct dl_lock_req *out)
 {
@@ -837,6 +861,14 @@ static void remote_revoke(void *ctx, const char *resource)
 
 /* ---- revocation (worker) ------------------------------------------------ */
 
+static int route_cmp(const void *a, const void *b)
+{
+	const struct cache_route *x = *(struct cache_route *const *)a;
+	const struct cache_route *y = *(struct cache_route *const *)b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
 /*
  * Give the exclusive right on @r back (mutex held, r CACHED, not busy):
  * its exact locks into the backend, then its waiters, then the right to
@@ -875,6 +907,8 @@ static void revoke_right(struct cache_backend *cb, struct cache_res *r)
 			moving[nmove++] = rt;
 		}
 	}
+	/* in arrival order: the lock manager's wait ids grow */
+	qsort(moving, nmove, sizeof(*moving), route_cmp);
 	for (size_t i = 0; i < nmove; i++) {
 		if (dl_backend_cancel(cb->engine, moving[i]->id) == 0)
 			moving[i]->kind = RT_MOVING;
@@ -976,7 +1010,7 @@ static void revoke_right(struct cache_backend *cb, struct cache_res *r)
 						 DL_TOKEN_ALL);
 		if (e)
 			e->flushed = newest ? newest : e->right;
-		r->nocache_until_ms = now + CACHE_NOCACHE_MS;
+		r->nocache_until_ms = now + cb->nocache_ms;
 		r->last_use_ms = now;
 		cb->revocations++;
 		cb->revoke_ms_total += (uint64_t)waited;
@@ -1429,6 +1463,10 @@ static int cache_list(struct dl_backend *be, const char *resource,
 	pthread_mutex_lock(&cb->mutex);
 	if (resource)
 		r = res_find(cb, resource);
+	/* a file in transition is listed once it settled (bounded): its
+	 * locks are then where they stay, not on their way */
+	if (r)
+		wait_quiet(cb, r);
 	/* what the engine decides: snapshot under the mutex */
 	ret = dl_backend_list(cb->engine, resource, list_collect, &lc);
 	for (size_t i = 0; i < lc.n; i++) {
@@ -1777,6 +1815,8 @@ int dl_cache_open(const struct dl_backend_conf *conf,
 	cb->up = *up;
 	cb->lease = conf->lease;
 	cb->idle_ms = conf->cache_idle_ms ? conf->cache_idle_ms : 1000;
+	cb->nocache_ms = conf->cache_nocache_ms ? conf->cache_nocache_ms
+						: CACHE_NOCACHE_MS;
 	snprintf(cb->host, sizeof(cb->host), "%s", conf->host_id);
 	cb->jobs_tail = &cb->jobs;
 	pthread_mutex_init(&cb->mutex, NULL);

@@ -56,6 +56,8 @@
 #define MAX_HOSTS  3
 #define MAX_OWNERS 8
 #define MSG_MAX	   8192
+/* --cache: steps per round; each round ends with every owner's exit */
+#define CACHE_ROUND 60
 /* --known=late-grant: the Redis keeper (backend/redis/keeper.c) re-checks
  * a wait every second, but a keeper asleep when the wait was queued wakes
  * only for its next renewal (ttl / 3 = 5 s by default) */
@@ -83,6 +85,7 @@ struct opts {
 	int policy; /* -1: the backend's; else forced (checks the checker) */
 	bool single_pass; /* --known=single-pass */
 	bool late_grant;  /* --known=late-grant */
+	bool cache;	  /* --cache: every host under backend/cache.c */
 };
 
 static struct opts opt = {
@@ -440,6 +443,7 @@ static struct {
 	unsigned long conversions, unlocks, getlk, getlk_conflict, closes,
 		exits, cancels, grants, second_pass, jumped, edge_ranges,
 		tables;
+	unsigned long cache_local, cache_revocations; /* --cache */
 } stats;
 
 /* -------------------------------------------------------------- runs */
@@ -452,6 +456,10 @@ struct run {
 	size_t ev_seen; /* events already matched */
 	char msg[MSG_MAX];
 	size_t msg_len;
+	/* --cache: a lock the model grants at once that the cache queued
+	 * first (to take the file back from another host): its grant comes
+	 * through the callback, 0 if none */
+	uint64_t late_id;
 };
 
 static const char *res_name(int r)
@@ -542,7 +550,12 @@ static int run_open(struct run *r)
 	for (int i = 0; i < r->nbe; i++) {
 		struct host *h = &r->hosts[i];
 		struct dl_backend_conf conf = { .uri = uri,
-						.lease = &h->lease };
+						.lease = &h->lease,
+						.cache = opt.cache,
+						/* short: rights go and come
+						 * back during a run */
+						.cache_idle_ms = 50,
+						.cache_nocache_ms = 1 };
 		int ret;
 
 		h->idx = i;
@@ -567,10 +580,28 @@ static int run_open(struct run *r)
 	return 0;
 }
 
+/* --cache: add a counter of the cache's status line to @sum */
+static void cache_count(const char *status, const char *key, unsigned long *sum)
+{
+	const char *p = strstr(status, key);
+
+	if (p)
+		*sum += strtoul(p + strlen(key), NULL, 10);
+}
+
 static void run_close(struct run *r)
 {
-	for (int i = 0; i < r->nbe; i++)
+	for (int i = 0; i < r->nbe; i++) {
+		char st[1024];
+
+		if (opt.cache &&
+		    dl_backend_status(r->hosts[i].be, st, sizeof(st)) == 0) {
+			cache_count(st, " local_grants=", &stats.cache_local);
+			cache_count(st,
+				    " revocations=", &stats.cache_revocations);
+		}
 		dl_backend_close(r->hosts[i].be);
+	}
 	stats.jumped += r->m.njumped;
 	m_free(&r->m);
 }
@@ -709,6 +740,7 @@ struct table {
 	bool bad; /* an entry we cannot map (host id, mine flag) */
 	char why[256];
 	int lister;
+	bool mine_only; /* --cache: each host lists its own locks */
 };
 
 static void table_push(struct table *t, const struct entry *e)
@@ -727,6 +759,8 @@ static int list_cb(const struct dl_lock_info *info, void *arg)
 			   .waiting = info->waiting };
 	int host;
 
+	if (t->mine_only && !info->mine)
+		return 0;
 	if (opt.kind == BE_LOCAL) {
 		e.key = info->owner;
 	} else {
@@ -851,8 +885,18 @@ static int compare_tables(struct run *r, int lister, bool dump)
 		bool same;
 		int rc;
 
-		rc = dl_backend_list(host_for(r, lister)->be, res_name(res),
-				     list_cb, &got);
+		/* --cache: a file cached by a host is listed by that host
+		 * only: the table is the union of each host's own locks */
+		got.mine_only = opt.cache;
+		rc = 0;
+		for (int h = 0; h < r->nbe && rc >= 0; h++) {
+			if (!opt.cache && h != lister)
+				continue;
+			got.lister = h;
+			rc = dl_backend_list(r->hosts[h].be, res_name(res),
+					     list_cb, &got);
+		}
+		got.lister = lister;
 		if (rc < 0) {
 			say(r, "list %s from h%d: %s\n", res_name(res), lister,
 			    strerror(-rc));
@@ -863,6 +907,12 @@ static int compare_tables(struct run *r, int lister, bool dump)
 		stats.tables++;
 		gh = table_split(&got);
 		wh = table_split(&want);
+		if (opt.cache) { /* a union: waiters are not in one order */
+			qsort(got.v + gh, got.n - gh, sizeof(*got.v),
+			      entry_cmp);
+			qsort(want.v + wh, want.n - wh, sizeof(*want.v),
+			      entry_cmp);
+		}
 		same = !got.bad && got.n == want.n && gh == wh;
 		for (size_t i = 0; same && i < got.n; i++)
 			same = entry_eq(&got.v[i], &want.v[i]) &&
@@ -1173,6 +1223,32 @@ static int do_getlk(struct run *r, const struct step *st)
 	return !real;
 }
 
+static int quiet_cb(const struct dl_lock_info *info, void *arg)
+{
+	(void)info;
+	(void)arg;
+	return 0;
+}
+
+/*
+ * --cache: let what @st set off settle before the next step: a request
+ * that asked another host for a file back is in the store once that host
+ * gave it back (a listing of a file waits for its transitions, on each
+ * host).  The step's host first: its request is what moves.
+ */
+static void cache_quiet(struct run *r, const struct step *st)
+{
+	for (int res = 0; res < opt.res; res++) {
+		if (st->op != OP_EXIT && res != st->res)
+			continue;
+		dl_backend_list(r->hosts[st->host].be, res_name(res), quiet_cb,
+				NULL);
+		for (int h = 0; h < r->nbe; h++)
+			dl_backend_list(r->hosts[h].be, res_name(res), quiet_cb,
+					NULL);
+	}
+}
+
 /* apply @st to the backend and the model; 0 equal, 1 mismatch */
 static int do_step(struct run *r, const struct step *st)
 {
@@ -1194,6 +1270,11 @@ static int do_step(struct run *r, const struct step *st)
 		want = m_lock(&r->m, key, st->res, st->space, st->type,
 			      st->start, st->end, st->wait_id);
 		got = dl_backend_lock(h->be, &req, &g);
+		if (opt.cache && want == 0 && got == -EINPROGRESS &&
+		    st->wait_id) {
+			r->late_id = st->wait_id;
+			got = 0;
+		}
 		stats.lock[want == 0 ? 0 : want == -EAGAIN ? 1 : 2]++;
 		stats.conversions += st->conversion;
 		stats.edge_ranges += st->end > (uint64_t)INT64_MAX - 3 &&
@@ -1286,14 +1367,28 @@ static int run_steps(struct steps *sl, size_t gen_steps, uint64_t seed,
 		return -1;
 	}
 	next_wait_id = 0;
+	size_t slots = (size_t)(opt.hosts * opt.owners);
+
 	for (size_t i = 0; i < total && !ret; i++) {
 		const struct m_grant *exp;
+		struct m_grant *late = NULL;
 		size_t nexp;
 		struct step st;
 		int64_t t0;
 		char line[256];
 
-		if (gen_steps) {
+		if (gen_steps && opt.cache &&
+		    i % CACHE_ROUND >= CACHE_ROUND - slots) {
+			/* --cache: the end of a round, every owner exits,
+			 * so that the next round starts on free files */
+			size_t j = i % CACHE_ROUND - (CACHE_ROUND - slots);
+
+			memset(&st, 0, sizeof(st));
+			st.op = OP_EXIT;
+			st.host = (int)(j / (size_t)opt.owners);
+			st.owner = 1 + (uint32_t)(j % (size_t)opt.owners);
+			steps_push(sl, &st);
+		} else if (gen_steps) {
 			gen_step(r, &rng, &st);
 			steps_push(sl, &st);
 		} else {
@@ -1305,9 +1400,29 @@ static int run_steps(struct steps *sl, size_t gen_steps, uint64_t seed,
 			step_fmt(&st, line, sizeof(line));
 			fprintf(stderr, "  #%zu %s\n", i, line);
 		}
+		/* --cache: a pause longer than cache_idle_ms between rounds,
+		 * so that the rights are given back, and taken again */
+		if (opt.cache && i % CACHE_ROUND == 0 && i)
+			usleep(80 * 1000);
 		t0 = mono_ms();
+		r->late_id = 0;
 		ret = do_step(r, &st);
+		if (!ret && opt.cache)
+			cache_quiet(r, &st);
 		exp = m_take_grants(&r->m, &nexp);
+		if (r->late_id) {
+			struct m_grant *v = malloc((nexp + 1) * sizeof(*v));
+
+			if (!v) {
+				fprintf(stderr, "model: out of memory\n");
+				exit(2);
+			}
+			if (nexp)
+				memcpy(v, exp, nexp * sizeof(*v));
+			v[nexp] = (struct m_grant){ .wait_id = r->late_id };
+			exp = late = v;
+			nexp++;
+		}
 		stats.grants += nexp;
 		for (size_t k = 0; k < nexp; k++)
 			stats.second_pass += exp[k].second_pass;
@@ -1318,6 +1433,8 @@ static int run_steps(struct steps *sl, size_t gen_steps, uint64_t seed,
 					     false);
 		if (ret)
 			f->step = i;
+		free(late);
+		late = NULL;
 	}
 	if (!ret) {
 		/* late callbacks: a grant nobody should get */
@@ -1448,7 +1565,7 @@ static void usage(void)
 			"             [--no-shrink] [--shrink-secs S] "
 			"[--edges daemon|full]\n"
 			"             [--known ID[,ID]] [--replay FILE] "
-			"[--verbose]\n"
+			"[--verbose] [--cache]\n"
 			"             [--policy linux|fifo]  (force the "
 			"model's "
 			"queueing rule:\n"
@@ -1544,6 +1661,7 @@ int main(int argc, char **argv)
 		{ "replay", required_argument, NULL, 'R' },
 		{ "policy", required_argument, NULL, 'P' },
 		{ "no-busy-owners", no_argument, NULL, 'B' },
+		{ "cache", no_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *known = NULL, *replay = NULL;
@@ -1619,6 +1737,9 @@ int main(int argc, char **argv)
 		case 'B':
 			opt.busy_owners = false;
 			break;
+		case 'C':
+			opt.cache = true;
+			break;
 		case 'P':
 			opt.policy = strcmp(optarg, "fifo") == 0
 					     ? M_POLICY_FIFO
@@ -1676,6 +1797,10 @@ int main(int argc, char **argv)
 		       stats.second_pass, stats.jumped, stats.unlocks,
 		       stats.getlk, stats.getlk_conflict, stats.closes,
 		       stats.exits, stats.cancels, stats.tables);
+		if (opt.cache)
+			printf("  cache: %lu locks decided locally, %lu "
+			       "revocations\n",
+			       stats.cache_local, stats.cache_revocations);
 		free(sl.v);
 		return 0;
 	}

@@ -6,7 +6,8 @@
 # pg_lib.sh (only the servers this script started).
 #
 # Fixed seeds, plus one random seed printed in the log (MODEL_SEED=N
-# replays it), with two and three hosts.  MODEL_STEPS scales the length.
+# replays it), with two and three hosts, and with same-host caching on
+# (--cache) on every remote backend.  MODEL_STEPS scales the length.
 #
 # Known issues (see KNOWN_ISSUES in model.c) are passed with --known, per
 # backend, and named in the log; remove one here once its backend is fixed.
@@ -58,6 +59,11 @@ rd_start RD_PORT
 for seed in 1 "$RANDOM_SEED"; do
 	model_run redis 2 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT"
 	model_run redis 3 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT"
+	# same-host caching: rounds of work that end with every owner's
+	# exit, so that rights are taken, decided under and revoked
+	# mid-sequence, with held locks and waiters
+	model_run redis 2 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT" --cache
+	model_run redis 3 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT" --cache
 done
 
 # a test server: no fsync per transaction (the runs are 5x faster)
@@ -65,6 +71,7 @@ JAVA_TOOL_OPTIONS="${JAVA_TOOL_OPTIONS:-} -Dzookeeper.forceSync=no" zk_start
 for seed in 1 "$RANDOM_SEED"; do
 	model_run zk 2 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
 	model_run zk 3 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
+	model_run zk 3 "$seed" "$((STEPS / 4))" --server "$ZK_URI_HOSTS" --cache
 done
 
 # over the server's socket (trust): a schema per run
@@ -74,6 +81,7 @@ sockdir=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.arg
 for seed in 1 "$RANDOM_SEED"; do
 	model_run pg 2 "$seed" "$((STEPS / 2))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB"
 	model_run pg 3 "$seed" "$((STEPS / 2))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB"
+	model_run pg 3 "$seed" "$((STEPS / 4))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB" --cache
 done
 
 dl_log "all runs in $((SECONDS - t0)) s"
