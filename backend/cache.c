@@ -76,6 +76,10 @@
 #define CACHE_NOCACHE_MS   2000
 #define CACHE_REPOKE_MS	   1000
 #define CACHE_WAIT_MS	   60000 /* a call waiting for a transition */
+/* a non-blocking request that must first take a file back from another
+ * host, which does not answer (dead, cut off): it gets EAGAIN after this
+ * (the file is that host's until its lease ends) */
+#define CACHE_TRYLOCK_MS 1000
 
 /* a right held exclusively, from its grant to its revocation or loss */
 struct cache_epoch {
@@ -97,6 +101,7 @@ struct cache_pend {
 	struct cache_pend *next;
 	struct dl_lock_req req;
 	uint64_t id; /* wait_id, or answer_id of a non-blocking request */
+	int64_t deadline_ms; /* a non-blocking request: EAGAIN after */
 };
 
 struct cache_res {
@@ -589,11 +594,10 @@ static void res_settle(struct cache_backend *cb, struct cache_res *r)
 		job_add(cb, r);
 }
 
-/* wait (bounded) until @r is not busy; false on timeout */
-static bool wait_settled(struct cache_backend *cb, struct cache_res *r)
+/* wait until @r is not busy or @deadline; false on timeout */
+static bool wait_settled_until(struct cache_backend *cb, struct cache_res *r,
+			       int64_t deadline)
 {
-	int64_t deadline = dl_mono_ms() + CACHE_WAIT_MS;
-
 	while (r->busy && !cb->stopping) {
 		struct timespec ts;
 		int64_t now = dl_mono_ms();
@@ -601,10 +605,19 @@ static bool wait_settled(struct cache_backend *cb, struct cache_res *r)
 		if (now >= deadline)
 			return false;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += 1;
+		ts.tv_nsec += 50 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
 		pthread_cond_timedwait(&cb->cond, &cb->mutex, &ts);
 	}
 	return !r->busy;
+}
+
+static bool wait_settled(struct cache_backend *cb, struct cache_res *r)
+{
+	return wait_settled_until(cb, r, dl_mono_ms() + CACHE_WAIT_MS);
 }
 
 /* wait (bounded) until nothing is on its way on @r: no transition, no
@@ -1059,6 +1072,8 @@ static int queue_pending(struct cache_backend *cb, struct cache_res *r,
 	p->req = *req;
 	p->req.resource = r->name;
 	p->id = id;
+	if (!req->wait_id)
+		p->deadline_ms = dl_mono_ms() + CACHE_TRYLOCK_MS;
 	*r->pend_tail = p;
 	r->pend_tail = &p->next;
 	return -EINPROGRESS;
@@ -1087,8 +1102,9 @@ static int lock_locked(struct cache_backend *cb, struct cache_res *r,
 				return ret;
 			if (!r->busy) /* a caller that must have an answer */
 				goto cached;
-			if (!wait_settled(cb, r))
-				return -ENOLCK;
+			if (!wait_settled_until(
+				    cb, r, dl_mono_ms() + CACHE_TRYLOCK_MS))
+				return r->busy ? -EAGAIN : -ENOLCK;
 			continue;
 		}
 		if (r->state == CS_NONE) {
@@ -1606,6 +1622,27 @@ static void idle_release(struct cache_backend *cb, struct cache_res *r)
 	res_settle(cb, r);
 }
 
+/* non-blocking requests that waited too long for another host: EAGAIN */
+static void expire_trylocks(struct cache_backend *cb, struct cache_res *r,
+			    int64_t now)
+{
+	struct cache_pend **pp = &r->pend;
+
+	while (*pp) {
+		struct cache_pend *p = *pp;
+
+		if (!p->deadline_ms || now < p->deadline_ms) {
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		route_del(cb, p->id);
+		note_add(N_FAILED, p->id, NULL, -EAGAIN, NULL, 0, 0);
+		free(p);
+	}
+	r->pend_tail = pp;
+}
+
 static void sweep(struct cache_backend *cb, int64_t now, char ***poke,
 		  size_t *npoke)
 {
@@ -1614,6 +1651,8 @@ static void sweep(struct cache_backend *cb, int64_t now, char ***poke,
 
 		for (struct cache_res *r = cb->buckets[b]; r; r = next) {
 			next = r->next;
+			if (r->busy && r->pend)
+				expire_trylocks(cb, r, now);
 			if (r->busy) {
 				if (r->waiting_rd &&
 				    now - r->poked_ms >= CACHE_REPOKE_MS) {
@@ -1651,9 +1690,8 @@ static void *cache_worker(void *arg)
 {
 	struct cache_backend *cb = arg;
 	int64_t next_sweep = dl_mono_ms();
-	unsigned period = cb->idle_ms / 2 < CACHE_REPOKE_MS / 2
-				  ? cb->idle_ms / 2
-				  : CACHE_REPOKE_MS / 2;
+	/* often enough for trylock deadlines and idle rights */
+	unsigned period = cb->idle_ms / 2 < 100 ? cb->idle_ms / 2 : 100;
 
 	if (period < 20)
 		period = 20;
@@ -1666,6 +1704,10 @@ static void *cache_worker(void *arg)
 		if (now >= next_sweep) {
 			sweep(cb, now, &poke, &npoke);
 			next_sweep = now + period;
+			if (tl_notes) {
+				unlock_and_notify(cb);
+				pthread_mutex_lock(&cb->mutex);
+			}
 		}
 		if (npoke) {
 			pthread_mutex_unlock(&cb->mutex);
