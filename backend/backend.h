@@ -164,6 +164,15 @@ struct dl_backend {
 
 typedef int (*dl_lock_info_fn)(const struct dl_lock_info *info, void *arg);
 
+/* what same-host caching (backend/cache.c) counts, for the metrics */
+struct dl_cache_stats {
+	uint64_t cached, direct; /* files now decided here / in the store */
+	uint64_t local_grants;	 /* locks granted here, no round trip */
+	uint64_t rights_taken;	 /* files cached */
+	uint64_t revocations;	 /* files given back to another host */
+	uint64_t revoke_wait_ms; /* total, from the ask to the give-back */
+};
+
 struct dl_backend_ops {
 	const char *scheme;    /* "local", "redis", ... */
 	const char *guarantee; /* one line for the status xattr and README */
@@ -204,6 +213,8 @@ struct dl_backend_ops {
 	 * daemon's own cb->revoke.  0, or -ENOLCK when the store cannot be
 	 * reached */
 	int (*poke)(struct dl_backend *be, const char *resource);
+	/* optional (NULL: -EOPNOTSUPP): the cache's counters */
+	int (*cache_stats)(struct dl_backend *be, struct dl_cache_stats *st);
 };
 
 /* the backends this build knows, one file each */
@@ -306,6 +317,15 @@ static inline int dl_backend_break_lock(struct dl_backend *be,
 	if (!be->ops->break_lock)
 		return -EOPNOTSUPP;
 	return be->ops->break_lock(be, resource);
+}
+
+/* 0 with @st filled, or -EOPNOTSUPP: no cache */
+static inline int dl_backend_cache_stats(struct dl_backend *be,
+					 struct dl_cache_stats *st)
+{
+	if (!be->ops->cache_stats)
+		return -EOPNOTSUPP;
+	return be->ops->cache_stats(be, st);
 }
 
 /* 0, -EOPNOTSUPP when the backend has no poke, or its error */

@@ -1540,6 +1540,23 @@ static int cache_status(struct dl_backend *be, char *buf, size_t len)
 	return 0;
 }
 
+static int cache_stats(struct dl_backend *be, struct dl_cache_stats *st)
+{
+	struct cache_backend *cb = cache_of(be);
+
+	pthread_mutex_lock(&cb->mutex);
+	*st = (struct dl_cache_stats){
+		.cached = cb->ncached,
+		.direct = cb->ndirect,
+		.local_grants = cb->local_grants,
+		.rights_taken = cb->rights_taken,
+		.revocations = cb->revocations,
+		.revoke_wait_ms = cb->revoke_ms_total,
+	};
+	pthread_mutex_unlock(&cb->mutex);
+	return 0;
+}
+
 /*
  * An administrator's break: the right first (its holder loses the locks
  * it decided under it, reported by its daemon as the backend reports any
@@ -1550,11 +1567,13 @@ static int cache_break_lock(struct dl_backend *be, const char *resource)
 	struct cache_backend *cb = cache_of(be);
 	struct cache_res *r;
 	char *right;
-	int ret;
+	bool mine = false;
+	int ret, rret;
 
 	pthread_mutex_lock(&cb->mutex);
 	r = res_find(cb, resource);
 	if (r && settle(cb, r, false) == 0 && r->state == CS_CACHED) {
+		mine = true;
 		lose_local(cb, r, -ECONNABORTED);
 		set_state(cb, r, CS_NONE);
 		r->users++;
@@ -1573,7 +1592,9 @@ static int cache_break_lock(struct dl_backend *be, const char *resource)
 	free(right);
 	if (ret < 0 && ret != -ENOENT)
 		return ret;
-	return dl_backend_break_lock(cb->remote, resource);
+	/* a right broken is a break done: the locks under it are lost */
+	rret = dl_backend_break_lock(cb->remote, resource);
+	return (ret == 0 || mine) && rret == -ENOENT ? 0 : rret;
 }
 
 /* ---- the worker --------------------------------------------------------- */
@@ -1825,6 +1846,7 @@ static const struct dl_backend_ops cache_ops = {
 	.list = cache_list,
 	.status = cache_status,
 	.break_lock = cache_break_lock,
+	.cache_stats = cache_stats,
 };
 
 int dl_cache_open(const struct dl_backend_conf *conf,

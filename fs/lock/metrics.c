@@ -199,6 +199,40 @@ static void counter_line(FILE *f, const char *name, const char *label,
 		(unsigned long long)v);
 }
 
+/* -o cache=on: what the cache decided here and gave back */
+static void cache_families(FILE *f, struct dl_backend *be)
+{
+	struct dl_cache_stats st;
+
+	if (dl_backend_cache_stats(be, &st) < 0)
+		return;
+	family(f, "dlockfs_cache_files", "gauge",
+	       "Files with a right on this host: cached (decided here) or "
+	       "direct (decided in the backend).");
+	fprintf(f, "dlockfs_cache_files{state=\"cached\"} %llu\n",
+		(unsigned long long)st.cached);
+	fprintf(f, "dlockfs_cache_files{state=\"direct\"} %llu\n",
+		(unsigned long long)st.direct);
+	family(f, "dlockfs_cache_local_grants_total", "counter",
+	       "Locks granted under a cached right, without a backend round "
+	       "trip.");
+	fprintf(f, "dlockfs_cache_local_grants_total %llu\n",
+		(unsigned long long)st.local_grants);
+	family(f, "dlockfs_cache_rights_taken_total", "counter",
+	       "Files this host began to cache.");
+	fprintf(f, "dlockfs_cache_rights_taken_total %llu\n",
+		(unsigned long long)st.rights_taken);
+	family(f, "dlockfs_cache_revocations_total", "counter",
+	       "Cached files given back because another host asked.");
+	fprintf(f, "dlockfs_cache_revocations_total %llu\n",
+		(unsigned long long)st.revocations);
+	family(f, "dlockfs_cache_revocation_wait_seconds_total", "counter",
+	       "Time from another host's request to the give-back, summed "
+	       "over the revocations.");
+	fprintf(f, "dlockfs_cache_revocation_wait_seconds_total %.3f\n",
+		(double)st.revoke_wait_ms / 1000);
+}
+
 int lockmgr_metrics(struct lockmgr *lm, char **out)
 {
 	size_t nholds, nwaiters, nlost, len = 0;
@@ -288,6 +322,8 @@ int lockmgr_metrics(struct lockmgr *lm, char **out)
 	       "gone).");
 	fprintf(f, "dlockfs_lease_renewal_failures_total %llu\n",
 		(unsigned long long)atomic_load(&l->renew_failures));
+
+	cache_families(f, lm->be);
 
 	pthread_mutex_lock(&lm_table_mutex);
 	if (lm_table.n) {

@@ -13,7 +13,7 @@
 #    b's non-blocking request gets EAGAIN (after at most about a second
 #    waiting for an answer), its blocking one waits at most for the lease
 #    (ttl_ms=3000, lock-delay 1000 ms);
-#  - the status counts the revocations.
+#  - the status and the metrics count the revocations.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/redis_lib.sh"
@@ -26,7 +26,8 @@ uri="redis://127.0.0.1:$port/rc$$?ttl_ms=3000&lock_delay_ms=1000"
 mkdir "$base/backing"
 MA=$base/mnt-a MB=$base/mnt-b
 mkdir "$MA" "$MB"
-dl_mount "$base/backing" "$MA" "backend=$uri,host_id=a,cache=on,socket=none"
+mport=$(rd_free_port)
+dl_mount "$base/backing" "$MA" "backend=$uri,host_id=a,cache=on,socket=none,metrics=127.0.0.1:$mport"
 PA=$DL_LAST_PID
 dl_mount "$base/backing" "$MB" "backend=$uri,host_id=b,cache=on,socket=none"
 
@@ -77,6 +78,11 @@ out=$(try "$MB/f" 5 10)
 [[ $out == EAGAIN || $out == EACCES ]] || dl_fail "b got bytes a holds: $out"
 st=$(status "$MA")
 [[ $st == *" revocations=1 "* ]] || dl_fail "a's status counts no revocation: $st"
+m=$(curl -sf "http://127.0.0.1:$mport/metrics") || dl_fail "no metrics from a"
+grep -qx 'dlockfs_cache_revocations_total 1' <<<"$m" &&
+	grep -qx 'dlockfs_cache_rights_taken_total 1' <<<"$m" &&
+	grep -q '^dlockfs_cache_local_grants_total [1-9]' <<<"$m" ||
+	dl_fail "a's cache metrics: $(grep dlockfs_cache <<<"$m")"
 
 dl_log "b's blocking request waits only for a's range"
 python3 - "$MB/f" "$base/got" <<'PY' &
