@@ -80,6 +80,7 @@
  * host, which does not answer (dead, cut off): it gets EAGAIN after this
  * (the file is that host's until its lease ends) */
 #define CACHE_TRYLOCK_MS 1000
+#define CACHE_BREAK_MS	 5000 /* a break waits this long for a give-back */
 
 /* a right held exclusively, from its grant to its revocation or loss */
 struct cache_epoch {
@@ -613,11 +614,6 @@ static bool wait_settled_until(struct cache_backend *cb, struct cache_res *r,
 		pthread_cond_timedwait(&cb->cond, &cb->mutex, &ts);
 	}
 	return !r->busy;
-}
-
-static bool wait_settled(struct cache_backend *cb, struct cache_res *r)
-{
-	return wait_settled_until(cb, r, dl_mono_ms() + CACHE_WAIT_MS);
 }
 
 /* wait (bounded) until nothing is on its way on @r: no transition, no
@@ -1212,7 +1208,8 @@ static void replay(struct cache_backend *cb, struct cache_res *r)
  * r->state CACHED or DIRECT, 1 with CS_NONE (nothing held here: @take
  * false), or a negative errno.
  */
-static int settle(struct cache_backend *cb, struct cache_res *r, bool take)
+static int settle_until(struct cache_backend *cb, struct cache_res *r,
+			bool take, int64_t deadline)
 {
 	for (;;) {
 		int ret;
@@ -1220,8 +1217,8 @@ static int settle(struct cache_backend *cb, struct cache_res *r, bool take)
 		if (cb->stopping)
 			return -ENOLCK;
 		if (r->busy) {
-			if (!wait_settled(cb, r))
-				return -ENOLCK;
+			if (!wait_settled_until(cb, r, deadline))
+				return -ETIMEDOUT;
 			continue;
 		}
 		if (r->state != CS_NONE)
@@ -1232,6 +1229,13 @@ static int settle(struct cache_backend *cb, struct cache_res *r, bool take)
 		if (ret < 0 && ret != -EINPROGRESS)
 			return ret;
 	}
+}
+
+static int settle(struct cache_backend *cb, struct cache_res *r, bool take)
+{
+	int ret = settle_until(cb, r, take, dl_mono_ms() + CACHE_WAIT_MS);
+
+	return ret == -ETIMEDOUT ? -ENOLCK : ret;
 }
 
 static int cache_unlock(struct dl_backend *be, const struct dl_lock_req *req)
@@ -1558,43 +1562,62 @@ static int cache_stats(struct dl_backend *be, struct dl_cache_stats *st)
 }
 
 /*
- * An administrator's break: the right first (its holder loses the locks
- * it decided under it, reported by its daemon as the backend reports any
- * break), then R's records.  A right of our own is dropped the same way.
+ * An administrator's break, decided on exact locks: the file is taken back
+ * first (a revocation, as for a lock) and its records are broken in the
+ * backend; a file cached here loses its local locks.  A caching host that
+ * does not answer within CACHE_BREAK_MS has its right broken instead: the
+ * locks it decided under it are lost there (its daemon learns it as the
+ * backend reports any break).
  */
 static int cache_break_lock(struct dl_backend *be, const char *resource)
 {
 	struct cache_backend *cb = cache_of(be);
 	struct cache_res *r;
-	char *right;
 	bool mine = false;
+	char *right;
 	int ret, rret;
 
 	pthread_mutex_lock(&cb->mutex);
-	r = res_find(cb, resource);
-	if (r && settle(cb, r, false) == 0 && r->state == CS_CACHED) {
-		mine = true;
+	r = res_get(cb, resource);
+	if (!r) {
+		pthread_mutex_unlock(&cb->mutex);
+		return -ENOMEM;
+	}
+	r->users++;
+	ret = settle_until(cb, r, true, dl_mono_ms() + CACHE_BREAK_MS);
+	if (ret == 0 && r->state == CS_CACHED) {
+		mine = !engine_empty(cb, r);
 		lose_local(cb, r, -ECONNABORTED);
+		epochs_free(r);
 		set_state(cb, r, CS_NONE);
-		r->users++;
+		r->busy = true;
 		pthread_mutex_unlock(&cb->mutex);
 		notes_run(cb);
 		dl_backend_release_owner(cb->remote, r->right, DL_SPACE_FLOCK,
 					 CACHE_OWNER, DL_TOKEN_ALL);
 		pthread_mutex_lock(&cb->mutex);
+		res_settle(cb, r);
 		r->users--;
 		res_put(cb, r);
+		pthread_mutex_unlock(&cb->mutex);
+		rret = dl_backend_break_lock(cb->remote, resource);
+		return mine && rret == -ENOENT ? 0 : rret;
 	}
+	r->users--;
+	res_put(cb, r);
 	unlock_and_notify(cb);
+	if (ret == 0) /* direct: R's records are exact */
+		return dl_backend_break_lock(cb->remote, resource);
+	if (ret != -ETIMEDOUT)
+		return ret;
 	if (asprintf(&right, "%s%s", CACHE_RIGHT_PREFIX, resource) < 0)
 		return -ENOMEM;
 	ret = dl_backend_break_lock(cb->remote, right);
 	free(right);
 	if (ret < 0 && ret != -ENOENT)
 		return ret;
-	/* a right broken is a break done: the locks under it are lost */
 	rret = dl_backend_break_lock(cb->remote, resource);
-	return (ret == 0 || mine) && rret == -ENOENT ? 0 : rret;
+	return ret == 0 && rret == -ENOENT ? 0 : rret;
 }
 
 /* ---- the worker --------------------------------------------------------- */

@@ -94,6 +94,7 @@ log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (pid $pgpid) 
 sock=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$tmp/pg")
 uri="postgresql://bench@$sock:$port/bench?schema=bench"
 bench_two_hosts "$uri" "$seconds"
+bench_cache "$uri" "$seconds"
 echo "== floor: bare libpq against the same server (Unix socket)"
 "$build/tests/bench/pgfloor" --seconds "$seconds" --clients 8 \
 	"host=$tmp/pg port=$port user=bench dbname=bench" bench

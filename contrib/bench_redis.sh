@@ -9,6 +9,9 @@
 #     ping-pong, the FUSE round-trip floor;
 #   - lockbench --pair A B: the cross-host ping-pong handoff (p50/p99);
 #   - lockbench --procs 8 A: 8-process throughput on one file and on 8;
+#   - bench_cache: cache=on (hosts c, d, e) next to cache off and local:
+#     (the uncontended cycle, SQLite transactions, the cross-host
+#     ping-pong, three hosts each on its own file);
 #   - redisfloor: a bare hiredis client, SET NX PX + compare-and-delete
 #     EVALSHA per cycle, and a bare PING, against the same server; then
 #     8 such clients at once, a key each (the floor of 8 processes on 8
@@ -34,5 +37,6 @@ bench_redis
 uri="redis://127.0.0.1:$port/bench"
 
 bench_two_hosts "$uri" "$seconds"
+bench_cache "$uri" "$seconds"
 echo "== floor: bare hiredis against the same server"
 "$build/tests/bench/redisfloor" --seconds "$seconds" --clients 8 127.0.0.1 "$port"

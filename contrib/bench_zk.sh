@@ -66,5 +66,6 @@ log "ZooKeeper (pid $zk_pid) on 127.0.0.1:$port"
 uri="zk://127.0.0.1:$port/bench"
 
 bench_two_hosts "$uri" "$seconds"
+bench_cache "$uri" "$seconds"
 echo "== floor: bare libzookeeper_mt against the same server"
 "$build/tests/bench/zkfloor" --seconds "$seconds" --clients 8 "127.0.0.1:$port"
