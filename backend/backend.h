@@ -115,6 +115,11 @@ struct dl_lease {
 struct dl_grant {
 	uint64_t token;
 	uint64_t lease; /* dl_lease.gen at the grant */
+	/* decided here under a cached right held since an earlier grant
+	 * on the file here (backend/cache.c): no other host can have
+	 * written it under a lock since, so the kernel's cached view of it
+	 * need not be dropped */
+	bool coherent;
 };
 
 /* true when a lock granted under lease @gen is still trusted at @now_ms */

@@ -446,6 +446,9 @@ static int epoch_grant(struct cache_backend *cb, struct cache_res *r,
 	e->etok[e->n++] = etok;
 	out->token = (e->right << TOK_SHIFT) + e->n;
 	out->lease = e->lease;
+	/* the first grant of a right drops the kernel's view; the next
+	 * ones need not: nobody else locked the file since */
+	out->coherent = e->n > 1;
 	cb->local_grants++;
 	if (e->n >= TOK_LOCAL_MAX - 1 && !r->revoke) {
 		/* no local token left: give the right back */
@@ -663,7 +666,7 @@ static void right_req(const struct cache_res *r, enum dl_lock_type type,
 static int right_take(struct cache_backend *cb, struct cache_res *r)
 {
 	struct dl_lock_req q;
-	struct dl_grant g = { 0, 0 };
+	struct dl_grant g = { .token = 0, .lease = 0 };
 	bool excl = dl_mono_ms() >= r->nocache_until_ms;
 	uint64_t id;
 	int ret;
@@ -1113,7 +1116,7 @@ static int lock_locked(struct cache_backend *cb, struct cache_res *r,
 		}
 		if (r->state == CS_CACHED) {
 		cached:;
-			struct dl_grant eg = { 0, 0 };
+			struct dl_grant eg = { .token = 0, .lease = 0 };
 			struct cache_epoch *e = r->epochs;
 
 			if (!dl_lease_trusted(cb->lease, e->lease,
@@ -1179,7 +1182,7 @@ static void replay(struct cache_backend *cb, struct cache_res *r)
 {
 	while (r->pend && !r->busy) {
 		struct cache_pend *p = r->pend;
-		struct dl_grant g = { 0, 0 };
+		struct dl_grant g = { .token = 0, .lease = 0 };
 		uint64_t id = p->id;
 		int ret;
 

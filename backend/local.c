@@ -229,7 +229,7 @@ static void unlock_and_report(struct local_backend *lb, struct local_grants *g)
 {
 	pthread_mutex_unlock(&lb->mutex);
 	for (size_t i = 0; i < g->n; i++) {
-		struct dl_grant gr = { g->v[i].token, 0 };
+		struct dl_grant gr = { .token = g->v[i].token, .lease = 0 };
 
 		lb->cb.granted(lb->cb.ctx, g->v[i].wait_id, &gr);
 	}
@@ -326,8 +326,9 @@ static int local_lock(struct dl_backend *be, const struct dl_lock_req *req,
 			if (set->v[i].owner != req->owner)
 				continue;
 			if (set->v[i].type == req->type) {
-				*grant =
-					(struct dl_grant){ set->v[i].token, 0 };
+				*grant = (struct dl_grant){
+					.token = set->v[i].token, .lease = 0
+				};
 				ret = 0;
 				goto out_unlock;
 			}
@@ -361,7 +362,7 @@ static int local_lock(struct dl_backend *be, const struct dl_lock_req *req,
 	rl.since_ms = dl_now_ms();
 	ret = range_set_apply(&res->sets[req->space], &rl);
 	if (ret == 0) {
-		*grant = (struct dl_grant){ rl.token, 0 };
+		*grant = (struct dl_grant){ .token = rl.token, .lease = 0 };
 		/* a POSIX conversion to shared may unblock readers */
 		if (req->space == DL_SPACE_POSIX)
 			grant_waiters(lb, res, &grants);
@@ -612,7 +613,7 @@ static int local_break_lock(struct dl_backend *be, const char *resource)
 		free(gone[s]);
 	}
 	for (size_t i = 0; i < grants.n; i++) {
-		struct dl_grant gr = { grants.v[i].token, 0 };
+		struct dl_grant gr = { .token = grants.v[i].token, .lease = 0 };
 
 		lb->cb.granted(lb->cb.ctx, grants.v[i].wait_id, &gr);
 	}

@@ -55,7 +55,8 @@ void pg_notes_run(struct pg_backend *pb, struct pg_note *list)
 
 		rev = n->next;
 		if (n->kind == PN_GRANTED) {
-			struct dl_grant g = { n->token, n->lease };
+			struct dl_grant g = { .token = n->token,
+					      .lease = n->lease };
 
 			pb->cb.granted(pb->cb.ctx, n->wait_id, &g);
 		} else if (n->kind == PN_FAILED) {

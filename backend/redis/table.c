@@ -66,7 +66,8 @@ void redis_notes_run(struct redis_backend *rb, struct redis_note *list)
 
 		rev = n->next;
 		if (n->kind == RN_GRANTED) {
-			struct dl_grant g = { n->token, n->lease };
+			struct dl_grant g = { .token = n->token,
+					      .lease = n->lease };
 
 			rb->cb.granted(rb->cb.ctx, n->wait_id, &g);
 		} else if (n->kind == RN_FAILED)

@@ -422,7 +422,7 @@ static void zk_reevaluate(struct zk_backend *zb, uint64_t id)
 		zk_sess_put(zb, s);
 	free(w);
 	if (ret == 0) {
-		struct dl_grant g = { token, lease };
+		struct dl_grant g = { .token = token, .lease = lease };
 
 		dl_log(DL_LOG_DEBUG,
 		       "zk: granted wait %" PRIu64 " token %" PRIu64, id,

@@ -44,6 +44,7 @@ static struct lockmgr *lm_of(fuse_req_t req)
 struct lk_call {
 	struct grantq_item item; /* first: grantq hands it back */
 	fuse_req_t req;
+	bool coherent; /* the grant left the kernel's view valid */
 };
 
 static void lk_answer(struct grantq_item *item)
@@ -65,7 +66,7 @@ static void lk_done(void *arg, int err)
 	struct lk_call *c = arg;
 	struct dl_fs *fs = dl_fs_of(c->req);
 
-	if (err == 0 && fs->grantq) {
+	if (err == 0 && fs->grantq && !c->coherent) {
 		grantq_push(fs->grantq, &c->item);
 		return;
 	}
@@ -105,10 +106,11 @@ static void lk_flush(struct dl_file *f)
 	       (uint64_t)f->ino, strerror(errno));
 }
 
-static void lk_lock(fuse_req_t req, const struct lockmgr_req *r)
+static void lk_lock(fuse_req_t req, const struct lockmgr_req *r0)
 {
 	struct lockmgr *lm = lm_of(req);
 	struct lk_call *c = calloc(1, sizeof(*c));
+	struct lockmgr_req rq = *r0, *r = &rq;
 	uint64_t id;
 
 	if (!c) {
@@ -118,6 +120,7 @@ static void lk_lock(fuse_req_t req, const struct lockmgr_req *r)
 	c->req = req;
 	c->item.ino = (fuse_ino_t)r->obj;
 	c->item.done = lk_answer;
+	rq.coherent = &c->coherent;
 	id = lockmgr_prepare(lm, r, lk_done, c);
 	if (!id) {
 		free(c);

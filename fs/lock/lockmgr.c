@@ -287,6 +287,8 @@ static void cb_granted(void *ctx, uint64_t wait_id,
 		return;
 	}
 	hold_add(lm, w->o, &w->req, grant, &w->spare);
+	if (w->req.coherent)
+		*w->req.coherent = grant->coherent;
 	dl_log(DL_LOG_DEBUG,
 	       "granted %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%" PRIx64
 	       " token=%" PRIu64 " lease=%" PRIu64 " after waiting",
@@ -426,7 +428,7 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 	struct dl_lock_req breq;
 	struct lm_waiter *w;
 	struct lm_obj *o;
-	struct dl_grant grant = { 0, 0 };
+	struct dl_grant grant = { .token = 0, .lease = 0 };
 	int ret;
 
 	pthread_mutex_lock(&lm->mutex);
@@ -507,8 +509,11 @@ void lockmgr_submit(struct lockmgr *lm, uint64_t id)
 			lm_deadlock_check(lm, id, false);
 		return;
 	}
-	if (ret == 0)
+	if (ret == 0) {
 		hold_add(lm, o, &w->req, &grant, &w->spare);
+		if (w->req.coherent)
+			*w->req.coherent = grant.coherent;
+	}
 	dl_log(DL_LOG_DEBUG,
 	       "%s %s %s %s [%" PRIu64 ",%" PRIu64 "] owner=%" PRIx64 " pid=%u:"
 	       " %s",

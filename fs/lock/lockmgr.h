@@ -93,6 +93,12 @@ struct lockmgr_req {
 	 * itself).  Read only during lockmgr_submit() and lockmgr_getlk().
 	 */
 	const char *resource;
+	/*
+	 * Optional: set before done(0) to whether the grant left this host's
+	 * cached view of the file valid (dl_grant.coherent): a front-end may
+	 * then skip dropping its caches.  Untouched on failure.
+	 */
+	bool *coherent;
 };
 
 /* a lock of @obj held by @owner in @space is lost (see lockmgr_set_lost_hook) */

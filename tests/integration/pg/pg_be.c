@@ -95,7 +95,7 @@ static void on_failed(void *ctx, uint64_t id, int err)
 
 	pthread_mutex_lock(&h->mutex);
 	if (h->nev < MAX_EVENTS)
-		h->ev[h->nev++] = (struct event){ id, 'f', { 0, 0 }, err };
+		h->ev[h->nev++] = (struct event){ id, 'f', { 0 }, err };
 	pthread_cond_broadcast(&h->cond);
 	pthread_mutex_unlock(&h->mutex);
 }
