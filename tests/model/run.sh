@@ -62,7 +62,6 @@ for seed in 1 "$RANDOM_SEED"; do
 	# same-host caching: rounds of work that end with every owner's
 	# exit, so that rights are taken, decided under and revoked
 	# mid-sequence, with held locks and waiters
-	model_run redis 2 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT" --cache
 	model_run redis 3 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT" --cache
 done
 
