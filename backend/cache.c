@@ -466,7 +466,7 @@ static void engine_granted(void *ctx, uint64_t wait_id,
 {
 	struct cache_backend *cb = ctx;
 	struct cache_route *rt = *route_slot(cb, wait_id);
-	struct dl_grant g;
+	struct dl_grant g = { 0 };
 
 	if (!rt || rt->kind != RT_ENGINE) {
 		dl_log(DL_LOG_ERR,
@@ -756,69 +756,66 @@ static const char *right_of(const char *resource)
 							     : NULL;
 }
 
+/* our own shared request for a right was answered: 0 granted, or why not
+ * (mutex held) */
+static void rd_answered(struct cache_backend *cb, uint64_t wait_id, int err)
+{
+	struct cache_route *rt = *route_slot(cb, wait_id);
+	struct cache_res *r;
+
+	if (!rt || rt->kind != RT_INTERNAL)
+		return;
+	r = rt->res;
+	route_del(cb, wait_id);
+	if (!r->waiting_rd || r->rd_id != wait_id)
+		return;
+	r->waiting_rd = false;
+	if (err == 0) {
+		set_state(cb, r, CS_DIRECT);
+	} else {
+		/* the requests that waited for it fail as a lock would */
+		while (r->pend) {
+			struct cache_pend *p = r->pend;
+
+			r->pend = p->next;
+			route_del(cb, p->id);
+			note_add(N_FAILED, p->id, NULL,
+				 err == -EDEADLK ? -ENOLCK : err, NULL, 0, 0);
+			free(p);
+		}
+		r->pend_tail = &r->pend;
+		set_state(cb, r, CS_NONE);
+	}
+	res_settle(cb, r);
+}
+
 static void remote_granted(void *ctx, uint64_t wait_id,
 			   const struct dl_grant *grant)
 {
 	struct cache_backend *cb = ctx;
-	struct cache_route *rt;
-	struct dl_grant g;
 
 	if (!(wait_id & CACHE_INTERNAL)) {
-		g.token = tok_up(grant->token);
-		g.lease = grant->lease;
+		struct dl_grant g = { .token = tok_up(grant->token),
+				      .lease = grant->lease };
+
 		cb->up.granted(cb->up.ctx, wait_id, &g);
 		return;
 	}
 	pthread_mutex_lock(&cb->mutex);
-	rt = *route_slot(cb, wait_id);
-	if (rt && rt->kind == RT_INTERNAL) {
-		struct cache_res *r = rt->res;
-
-		route_del(cb, wait_id);
-		if (r->waiting_rd && r->rd_id == wait_id) {
-			r->waiting_rd = false;
-			set_state(cb, r, CS_DIRECT);
-			res_settle(cb, r);
-		}
-	}
+	rd_answered(cb, wait_id, 0);
 	pthread_mutex_unlock(&cb->mutex);
-}
-
-static void fail_pending(struct cache_backend *cb, struct cache_res *r, int err)
-{
-	while (r->pend) {
-		struct cache_pend *p = r->pend;
-
-		r->pend = p->next;
-		route_del(cb, p->id);
-		note_add(N_FAILED, p->id, NULL, err, NULL, 0, 0);
-		free(p);
-	}
-	r->pend_tail = &r->pend;
 }
 
 static void remote_failed(void *ctx, uint64_t wait_id, int err)
 {
 	struct cache_backend *cb = ctx;
-	struct cache_route *rt;
 
 	if (!(wait_id & CACHE_INTERNAL)) {
 		cb->up.failed(cb->up.ctx, wait_id, err);
 		return;
 	}
 	pthread_mutex_lock(&cb->mutex);
-	rt = *route_slot(cb, wait_id);
-	if (rt && rt->kind == RT_INTERNAL) {
-		struct cache_res *r = rt->res;
-
-		route_del(cb, wait_id);
-		if (r->waiting_rd && r->rd_id == wait_id) {
-			r->waiting_rd = false;
-			fail_pending(cb, r, err == -EDEADLK ? -ENOLCK : err);
-			set_state(cb, r, CS_NONE);
-			res_settle(cb, r);
-		}
-	}
+	rd_answered(cb, wait_id, err);
 	unlock_and_notify(cb);
 }
 
@@ -894,7 +891,7 @@ static void revoke_right(struct cache_backend *cb, struct cache_res *r)
 	struct cache_epoch *e = r->epochs;
 	uint64_t gen, newest = 0;
 	struct dl_lock_req q;
-	struct dl_grant g;
+	struct dl_grant g = { 0 };
 	int ret = 0;
 
 	r->busy = true;
@@ -965,7 +962,7 @@ static void revoke_right(struct cache_backend *cb, struct cache_res *r)
 		pthread_mutex_lock(&cb->mutex);
 		for (size_t i = 0; i < nmove; i++) {
 			struct cache_route *rt = moving[i];
-			struct dl_grant eg;
+			struct dl_grant eg = { 0 };
 			int er;
 
 			if (!rt)
