@@ -1216,6 +1216,9 @@ static int settle_until(struct cache_backend *cb, struct cache_res *r,
 
 		if (cb->stopping)
 			return -ENOLCK;
+		/* waiting for a shared right, this host holds nothing here */
+		if (r->busy && r->waiting_rd && r->state == CS_NONE && !take)
+			return 1;
 		if (r->busy) {
 			if (!wait_settled_until(cb, r, deadline))
 				return -ETIMEDOUT;
@@ -1383,8 +1386,26 @@ static int cache_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 		return -ENOMEM;
 	}
 	r->users++;
-	ret = settle(cb, r, true);
-	if (ret == 0 && r->state == CS_CACHED) {
+	/* the answer is due soon: a caching host that does not give the
+	 * file back within CACHE_TRYLOCK_MS is reported as what it holds,
+	 * the whole file (as a non-blocking lock gets EAGAIN) */
+	ret = settle_until(cb, r, true, dl_mono_ms() + CACHE_TRYLOCK_MS);
+	if (ret == -ETIMEDOUT) {
+		struct dl_lock_req q;
+
+		right_req(r, DL_WRLCK, 0, &q);
+		r->inflight++;
+		pthread_mutex_unlock(&cb->mutex);
+		ret = dl_backend_getlk(cb->remote, &q, conflict);
+		pthread_mutex_lock(&cb->mutex);
+		r->inflight--;
+		if (ret == 1) {
+			conflict->space = req->space;
+			conflict->token = tok_up(conflict->token);
+		} else if (ret == 0) {
+			ret = -ENOLCK; /* gone meanwhile: ask again */
+		}
+	} else if (ret == 0 && r->state == CS_CACHED) {
 		struct dl_lock_req q = *req;
 
 		q.resource = r->name;

@@ -10,8 +10,9 @@
 #  - b's blocking request waits only for a's conflicting range and is
 #    granted when a's process unlocks;
 #  - a's daemon killed with -9 while it caches a file it holds nothing on:
-#    b's non-blocking request gets EAGAIN (after at most about a second
-#    waiting for an answer), its blocking one waits at most for the lease
+#    b's F_GETLK reports a's whole-file right and b's non-blocking request
+#    gets EAGAIN (each after at most about a second waiting for an
+#    answer), its blocking one waits at most for the lease
 #    (ttl_ms=3000, lock-delay 1000 ms);
 #  - the status and the metrics count the revocations.
 set -euo pipefail
@@ -108,6 +109,24 @@ kill -KILL "$PA"
 wait "$PA" 2>/dev/null || true
 fusermount3 -u "$MA" 2>/dev/null || umount -l "$MA" 2>/dev/null || true
 t0=$(date +%s%N)
+# F_GETLK: the dead host's whole-file right is what conflicts (after a
+# bounded wait for an answer; the FUSE worker is not held for the lease)
+out=$(python3 - "$MB/g" <<'PY'
+import fcntl, os, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+t0 = time.monotonic()
+r = fcntl.fcntl(fd, fcntl.F_GETLK,
+                struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0) + bytes(4))
+t, _, start, length, pid = struct.unpack("hhqqi", r[:28])
+print("%s %d %d %.1f" % ("W" if t == fcntl.F_WRLCK else t, start, length,
+                         time.monotonic() - t0))
+PY
+)
+read -r typ start len secs <<<"$out"
+[[ $typ == W && $start == 0 && $len == 0 ]] ||
+	dl_fail "b's F_GETLK on a file a dead host caches: $out"
+python3 -c "import sys; sys.exit(0 if float('$secs') < 3 else 1)" ||
+	dl_fail "b's F_GETLK waited $secs s for a dead host"
 # a non-blocking request: the dead host's right still holds the file (its
 # lease runs): EAGAIN after a bounded wait for an answer, not a grant
 out=$(try "$MB/g" 0 0)
