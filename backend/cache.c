@@ -1503,7 +1503,15 @@ static int cache_list(struct dl_backend *be, const char *resource,
 
 	pthread_mutex_lock(&cb->mutex);
 	if (resource)
-		r = res_find(cb, resource);
+		r = res_get(cb, resource);
+	/* one file is listed exactly: from a right of our own, so a host
+	 * that caches it gives it back first (within CACHE_TRYLOCK_MS, or
+	 * its whole-file right is what shows) */
+	if (r && r->state == CS_NONE && !r->busy) {
+		r->users++;
+		settle_until(cb, r, true, dl_mono_ms() + CACHE_TRYLOCK_MS);
+		r->users--;
+	}
 	/* a file in transition is listed once it settled (bounded): its
 	 * locks are then where they stay, not on their way */
 	if (r)

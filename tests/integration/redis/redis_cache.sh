@@ -14,7 +14,9 @@
 #    gets EAGAIN (each after at most about a second waiting for an
 #    answer), its blocking one waits at most for the lease
 #    (ttl_ms=3000, lock-delay 1000 ms);
-#  - the status and the metrics count the revocations.
+#  - the status and the metrics count the revocations;
+#  - a listing (user.dlock.locks) on b of a file a caches shows a's exact
+#    locks (the listing takes the file back first).
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/redis_lib.sh"
@@ -84,6 +86,14 @@ grep -qx 'dlockfs_cache_revocations_total 1' <<<"$m" &&
 	grep -qx 'dlockfs_cache_rights_taken_total 1' <<<"$m" &&
 	grep -q '^dlockfs_cache_local_grants_total [1-9]' <<<"$m" ||
 	dl_fail "a's cache metrics: $(grep dlockfs_cache <<<"$m")"
+
+dl_log "a listing on b shows a's exact locks under its right"
+hold "$MA/f2" 0 10 "$base/ready2" "$base/stop2"
+dl_wait_for 10 test -e "$base/ready2" || dl_fail "a's holder did not lock f2"
+locks=$(getfattr --absolute-names --only-values -n user.dlock.locks "$MB/f2")
+grep -q '^posix exclusive 0-9 host=a pid=[1-9]' <<<"$locks" ||
+	dl_fail "b's listing of f2 does not show a's lock: $locks"
+touch "$base/stop2"
 
 dl_log "b's blocking request waits only for a's range"
 python3 - "$MB/f" "$base/got" <<'PY' &
