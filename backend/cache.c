@@ -388,8 +388,10 @@ static uint64_t tok_engine(const struct cache_res *r, uint64_t t)
 		return DL_TOKEN_ALL;
 	if (!e || (t >> TOK_SHIFT) != e->right || e->flushed)
 		return (t >> TOK_SHIFT) > (e ? e->right : 0) ? DL_TOKEN_ALL : 0;
-	if (seq == 0)
+	if (seq == 0 || e->n == 0)
 		return 0;
+	/* past the epoch's grants: a token of a store that restarted
+	 * empty and counts again from 1 (Redis without persistence) */
 	return seq <= e->n ? e->etok[seq - 1] : e->etok[e->n - 1];
 }
 
