@@ -919,7 +919,8 @@ static void revoke_right(struct cache_backend *cb, struct cache_res *r)
 		}
 	}
 	/* in arrival order: the lock manager's wait ids grow */
-	qsort(moving, nmove, sizeof(*moving), route_cmp);
+	if (nmove)
+		qsort(moving, nmove, sizeof(*moving), route_cmp);
 	for (size_t i = 0; i < nmove; i++) {
 		if (dl_backend_cancel(cb->engine, moving[i]->id) == 0)
 			moving[i]->kind = RT_MOVING;
