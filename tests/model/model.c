@@ -907,12 +907,13 @@ static int compare_tables(struct run *r, int lister, bool dump)
 		stats.tables++;
 		gh = table_split(&got);
 		wh = table_split(&want);
-		if (opt.cache) { /* a union: waiters are not in one order */
+		/* --cache: a union, its waiters are not in one order */
+		if (opt.cache && got.n > gh)
 			qsort(got.v + gh, got.n - gh, sizeof(*got.v),
 			      entry_cmp);
+		if (opt.cache && want.n > wh)
 			qsort(want.v + wh, want.n - wh, sizeof(*want.v),
 			      entry_cmp);
-		}
 		same = !got.bad && got.n == want.n && gh == wh;
 		for (size_t i = 0; same && i < got.n; i++)
 			same = entry_eq(&got.v[i], &want.v[i]) &&
