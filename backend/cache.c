@@ -1183,15 +1183,22 @@ static void replay(struct cache_backend *cb, struct cache_res *r)
 	while (r->pend && !r->busy) {
 		struct cache_pend *p = r->pend;
 		struct dl_grant g = { .token = 0, .lease = 0 };
+		struct cache_route *rt;
 		uint64_t id = p->id;
 		int ret;
 
 		r->pend = p->next;
 		if (!r->pend)
 			r->pend_tail = &r->pend;
-		route_del(cb, id);
+		/* on its way: a cancel waits until it is somewhere */
+		route_add(cb, id, RT_MOVING, r, NULL);
 		/* -EINPROGRESS: queued (here again, or in a store) */
 		ret = lock_locked(cb, r, &p->req, &g);
+		rt = *route_slot(cb, id);
+		if (rt && rt->kind == RT_MOVING) { /* in the store, or done */
+			route_del(cb, id);
+			pthread_cond_broadcast(&cb->cond);
+		}
 		if (ret == 0)
 			note_add(N_GRANTED, id, &g, 0, NULL, 0, 0);
 		else if (ret != -EINPROGRESS)

@@ -70,7 +70,7 @@ JAVA_TOOL_OPTIONS="${JAVA_TOOL_OPTIONS:-} -Dzookeeper.forceSync=no" zk_start
 for seed in 1 "$RANDOM_SEED"; do
 	model_run zk 2 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
 	model_run zk 3 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
-	model_run zk 3 "$seed" "$((STEPS / 4))" --server "$ZK_URI_HOSTS" --cache
+	model_run zk 3 "$seed" "$((STEPS / 8))" --server "$ZK_URI_HOSTS" --cache
 done
 
 # over the server's socket (trust): a schema per run
@@ -80,7 +80,7 @@ sockdir=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.arg
 for seed in 1 "$RANDOM_SEED"; do
 	model_run pg 2 "$seed" "$((STEPS / 2))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB"
 	model_run pg 3 "$seed" "$((STEPS / 2))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB"
-	model_run pg 3 "$seed" "$((STEPS / 4))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB" --cache
+	model_run pg 3 "$seed" "$((STEPS / 8))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB" --cache
 done
 
 dl_log "all runs in $((SECONDS - t0)) s"
