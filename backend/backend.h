@@ -169,6 +169,18 @@ struct dl_backend {
 
 typedef int (*dl_lock_info_fn)(const struct dl_lock_info *info, void *arg);
 
+/*
+ * The version of a file's content, cluster-wide (optimistic concurrency,
+ * README "Optimistic updates").  It lives in the store next to the file's
+ * locks but apart from them: no lease, no purge, it outlives every daemon.
+ * A resource never bumped has version 0, host "", changed_ms 0.
+ */
+struct dl_version {
+	uint64_t version;
+	char host[DL_HOST_MAX]; /* host id of the daemon that bumped last */
+	int64_t changed_ms;	/* wall clock (ms since the epoch) of then */
+};
+
 /* what same-host caching (backend/cache.c) counts, for the metrics */
 struct dl_cache_stats {
 	uint64_t cached, direct; /* files now decided here / in the store */
@@ -220,6 +232,17 @@ struct dl_backend_ops {
 	int (*poke)(struct dl_backend *be, const char *resource);
 	/* optional (NULL: -EOPNOTSUPP): the cache's counters */
 	int (*cache_stats)(struct dl_backend *be, struct dl_cache_stats *st);
+	/* optional (NULL: -EOPNOTSUPP): read @resource's version (struct
+	 * dl_version); 0, -ENOLCK when the store cannot be reached, -ENOMEM */
+	int (*version)(struct dl_backend *be, const char *resource,
+		       struct dl_version *out);
+	/* optional (NULL: -EOPNOTSUPP): add one to @resource's version,
+	 * atomically in the store (two daemons bumping at once give two
+	 * versions), recording this daemon's host id and the time; *out gets
+	 * the version after the bump.  0, -ENOLCK, -ENOMEM.  On -ENOLCK the
+	 * bump may or may not have happened */
+	int (*bump)(struct dl_backend *be, const char *resource,
+		    struct dl_version *out);
 };
 
 /* the backends this build knows, one file each */
@@ -339,6 +362,25 @@ static inline int dl_backend_poke(struct dl_backend *be, const char *resource)
 	if (!be->ops->poke)
 		return -EOPNOTSUPP;
 	return be->ops->poke(be, resource);
+}
+
+/* 0 with *out filled, -EOPNOTSUPP, or the backend's error */
+static inline int dl_backend_version(struct dl_backend *be,
+				     const char *resource,
+				     struct dl_version *out)
+{
+	if (!be->ops->version)
+		return -EOPNOTSUPP;
+	return be->ops->version(be, resource, out);
+}
+
+/* 0 with *out the new version, -EOPNOTSUPP, or the backend's error */
+static inline int dl_backend_bump(struct dl_backend *be, const char *resource,
+				  struct dl_version *out)
+{
+	if (!be->ops->bump)
+		return -EOPNOTSUPP;
+	return be->ops->bump(be, resource, out);
 }
 
 #endif /* DL_BACKEND_H */

@@ -1894,6 +1894,19 @@ static void cache_close(struct dl_backend *be)
 	free(cb);
 }
 
+/* versions are not cached: every read and bump goes to the store */
+static int cache_version(struct dl_backend *be, const char *resource,
+			 struct dl_version *out)
+{
+	return dl_backend_version(cache_of(be)->remote, resource, out);
+}
+
+static int cache_bump(struct dl_backend *be, const char *resource,
+		      struct dl_version *out)
+{
+	return dl_backend_bump(cache_of(be)->remote, resource, out);
+}
+
 static const struct dl_backend_ops cache_ops = {
 	.scheme = "cache",
 	.guarantee = "same-host lock caching over the backend below",
@@ -1909,6 +1922,8 @@ static const struct dl_backend_ops cache_ops = {
 	.status = cache_status,
 	.break_lock = cache_break_lock,
 	.cache_stats = cache_stats,
+	.version = cache_version,
+	.bump = cache_bump,
 };
 
 int dl_cache_open(const struct dl_backend_conf *conf,

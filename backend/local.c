@@ -12,6 +12,8 @@
  * deadlocks a local filesystem does not have).
  *
  * There are no leases: the daemon that holds the locks is the store.
+ * Versions (dl_backend_ops.version) live in a table of their own, apart
+ * from the locks, and like them only as long as this process.
  *
  * Locking: one mutex, local_backend.mutex, guards everything below it.
  * Callbacks are collected under it and run after it is dropped.
@@ -31,6 +33,13 @@ struct local_resource {
 	struct local_resource *next; /* hash chain */
 	struct dl_range_set sets[2]; /* indexed by enum dl_space */
 	unsigned nwaiters;
+	char name[];
+};
+
+/* a resource's version, kept from its first bump until close */
+struct local_version {
+	struct local_version *next; /* hash chain */
+	struct dl_version v;
 	char name[];
 };
 
@@ -56,6 +65,7 @@ struct local_backend {
 				      grow strictly per resource too */
 	size_t nresources;
 	size_t nwaiters;
+	struct local_version *vbuckets[LOCAL_BUCKETS];
 };
 
 /* a grant to report once the mutex is dropped */
@@ -284,6 +294,12 @@ static void local_close(struct dl_backend *be)
 			range_set_free(&r->sets[0]);
 			range_set_free(&r->sets[1]);
 			free(r);
+		}
+		while (lb->vbuckets[i]) {
+			struct local_version *v = lb->vbuckets[i];
+
+			lb->vbuckets[i] = v->next;
+			free(v);
 		}
 	}
 	pthread_mutex_destroy(&lb->mutex);
@@ -621,6 +637,55 @@ static int local_break_lock(struct dl_backend *be, const char *resource)
 	return 0;
 }
 
+static struct local_version **version_slot(struct local_backend *lb,
+					   const char *name)
+{
+	struct local_version **p =
+		&lb->vbuckets[name_hash(name) % LOCAL_BUCKETS];
+
+	while (*p && strcmp((*p)->name, name) != 0)
+		p = &(*p)->next;
+	return p;
+}
+
+static int local_version(struct dl_backend *be, const char *resource,
+			 struct dl_version *out)
+{
+	struct local_backend *lb = local_of(be);
+	struct local_version *v;
+
+	pthread_mutex_lock(&lb->mutex);
+	v = *version_slot(lb, resource);
+	*out = v ? v->v : (struct dl_version){ 0 };
+	pthread_mutex_unlock(&lb->mutex);
+	return 0;
+}
+
+static int local_bump(struct dl_backend *be, const char *resource,
+		      struct dl_version *out)
+{
+	struct local_backend *lb = local_of(be);
+	struct local_version **p;
+	size_t len = strlen(resource);
+
+	pthread_mutex_lock(&lb->mutex);
+	p = version_slot(lb, resource);
+	if (!*p) {
+		*p = calloc(1, sizeof(**p) + len + 1);
+		if (!*p) {
+			pthread_mutex_unlock(&lb->mutex);
+			return -ENOMEM;
+		}
+		memcpy((*p)->name, resource, len + 1);
+	}
+	(*p)->v.version++;
+	snprintf((*p)->v.host, sizeof((*p)->v.host), "%s", lb->host);
+	(*p)->v.changed_ms = dl_now_ms();
+	*out = (*p)->v;
+	pthread_mutex_unlock(&lb->mutex);
+	return 0;
+}
+
 static int local_status(struct dl_backend *be, char *buf, size_t len)
 {
 	struct local_backend *lb = local_of(be);
@@ -649,4 +714,6 @@ const struct dl_backend_ops dl_local_ops = {
 	.list = local_list,
 	.status = local_status,
 	.break_lock = local_break_lock,
+	.version = local_version,
+	.bump = local_bump,
 };

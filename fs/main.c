@@ -62,6 +62,7 @@ struct main_args {
 	char *lock_timeout;
 	char *cache;	     /* -o cache=on|off */
 	char *cache_idle_ms; /* -o cache_idle_ms=N */
+	char *versions;	     /* -o versions=on|off */
 	char *socket;	     /* -o socket=PATH; "none": no socket */
 	char *log_level;     /* -o log_level=NAME */
 	char *metrics;	     /* -o metrics=ADDR:PORT */
@@ -105,6 +106,7 @@ static const struct fuse_opt main_opts[] = {
 	MAIN_OPT("lock_timeout=%s", lock_timeout),
 	MAIN_OPT("cache=%s", cache),
 	MAIN_OPT("cache_idle_ms=%s", cache_idle_ms),
+	MAIN_OPT("versions=%s", versions),
 	MAIN_OPT("socket=%s", socket),
 	MAIN_OPT("log_level=%s", log_level),
 	MAIN_OPT("metrics=%s", metrics),
@@ -309,6 +311,9 @@ static void main_usage(const char *prog)
 	       "                         every host)\n"
 	       "  cache_idle_ms=N        give an unused file back after N ms\n"
 	       "                         (default 1000)\n"
+	       "  versions=on|off        keep a version per file in the\n"
+	       "                         backend, bumped when a writer closes\n"
+	       "                         or unlocks (default on)\n"
 	       "  socket=PATH            control socket (default\n"
 	       "                         " DL_SOCKET_DEFAULT ";\n"
 	       "                         none: no socket)\n"
@@ -353,9 +358,12 @@ static int main_parse_seconds(const char *s, unsigned *out)
 	return 0;
 }
 
-/* -o cache=, cache_idle_ms= or their config keys; 0 or -EINVAL (said) */
+/* -o cache=, cache_idle_ms=, versions= or their config keys; 0 or
+ * -EINVAL (said) */
 static int main_cache_options(const struct main_args *a, struct dl_fs *fs)
 {
+	const char *v = a->versions ? a->versions
+				    : dl_config_get(&fs->config, "versions");
 	const char *c = a->cache ? a->cache
 				 : dl_config_get(&fs->config, "cache");
 	const char *idle = a->cache_idle_ms ? a->cache_idle_ms
@@ -370,6 +378,13 @@ static int main_cache_options(const struct main_args *a, struct dl_fs *fs)
 		return -EINVAL;
 	}
 	fs->opt.cache = c && strcmp(c, "on") == 0;
+	if (v && strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
+		main_error("bad versions '%s'%s%s: want on or off", v,
+			   a->versions ? "" : " in ",
+			   a->versions ? "" : fs->opt.config);
+		return -EINVAL;
+	}
+	fs->opt.versions = !v || strcmp(v, "on") == 0;
 	if (idle && (main_parse_seconds(idle, &fs->opt.cache_idle_ms) ||
 		     fs->opt.cache_idle_ms == 0)) {
 		main_error("bad cache_idle_ms '%s'%s%s: want a positive number "
@@ -843,6 +858,7 @@ static void main_free(struct dl_fs *fs, struct main_args *a)
 	free(a->lock_timeout);
 	free(a->cache);
 	free(a->cache_idle_ms);
+	free(a->versions);
 	free(a->socket);
 	free(a->log_level);
 	free(a->metrics);

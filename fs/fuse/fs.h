@@ -22,6 +22,7 @@
 struct lockmgr;
 struct pt_inode_table;
 struct grantq;
+struct ver_state;
 
 /* Command line and config-file options (see README "Options"). */
 struct dl_options {
@@ -37,6 +38,7 @@ struct dl_options {
 	bool allow_other;	/* -o allow_other was given */
 	bool cache;		/* -o cache=on|off (issue 12) */
 	unsigned cache_idle_ms; /* -o cache_idle_ms=N */
+	bool versions;		/* -o versions=on|off (issue 14) */
 };
 
 struct dl_fs {
@@ -48,6 +50,7 @@ struct dl_fs {
 	struct lockmgr *lm;	       /* lockops.c's */
 	struct grantq *grantq;	       /* lockops.c's; NULL on local: */
 	char *backend_redacted;	       /* backend URI without secrets */
+	struct ver_state *ver;	       /* versions.c's; NULL: versions off */
 };
 
 /* fi->fh of an open regular file or directory. */
@@ -57,6 +60,8 @@ struct dl_file {
 	uint64_t owner; /* of its flock locks (lockmgr_owner_new) */
 	/* the lock manager's fence of writes through this file */
 	struct lockmgr_file lk;
+	/* changed since its last bump (fs/fuse/versions.h) */
+	atomic_bool wrote;
 };
 
 static inline struct dl_fs *dl_fs_of(fuse_req_t req)

@@ -317,6 +317,23 @@ out_close:
 }
 
 /* the resource name of an inode: fs/naming.h, through the backing store */
+fuse_ino_t pt_known(struct dl_fs *fs, int fd)
+{
+	struct pt_inode_table *t = fs->inodes;
+	struct pt_inode *in;
+	fuse_ino_t ino = 0;
+	struct stat st;
+
+	if (fstat(fd, &st) == -1)
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	in = pt_find(t, st.st_dev, st.st_ino);
+	if (in && in->nlookup)
+		ino = pt_ino_of(t, in);
+	pthread_mutex_unlock(&t->lock);
+	return ino;
+}
+
 int dl_fs_resource(struct dl_fs *fs, fuse_ino_t ino, char **out)
 {
 	int err;

@@ -93,6 +93,9 @@ void pt_forget_one(struct dl_fs *fs, fuse_ino_t ino, uint64_t n);
 int pt_do_lookup(struct dl_fs *fs, fuse_ino_t parent, const char *name,
 		 struct fuse_entry_param *e);
 void pt_proc_path(int fd, char *buf, size_t len);
+/* the inode number the kernel knows the file behind @fd by, or 0 when it
+ * knows none (a hint: the kernel may forget it at any time) */
+fuse_ino_t pt_known(struct dl_fs *fs, int fd);
 int pt_creds_enter(fuse_req_t req, struct pt_creds *old);
 int pt_change_enter(fuse_req_t req, struct pt_creds *old);
 void pt_creds_leave(const struct pt_creds *old);

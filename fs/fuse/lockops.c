@@ -28,6 +28,7 @@
 
 #include "backend/util/log.h"
 #include "fs/grantq.h"
+#include "fs/fuse/versions.h"
 #include "fs/lock/lockmgr.h"
 
 #define XATTR_PREFIX "user.dlock."
@@ -172,8 +173,10 @@ static void lo_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	if (r.type != DL_WRLCK)
-		lk_flush(dl_file_of(fi)); /* an unlock or a downgrade */
+	if (r.type != DL_WRLCK) { /* an unlock or a downgrade */
+		lk_flush(dl_file_of(fi));
+		ver_session_end(dl_fs_of(req), ino, dl_file_of(fi));
+	}
 	if (r.type == DL_UNLCK) {
 		fuse_reply_err(req, -lockmgr_unlock(lm_of(req), &r));
 		return;
@@ -205,6 +208,7 @@ static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	switch (op & ~LOCK_NB) {
 	case LOCK_SH:
 		lk_flush(dl_file_of(fi)); /* a downgrade, maybe */
+		ver_session_end(dl_fs_of(req), ino, dl_file_of(fi));
 		r.type = DL_RDLCK;
 		break;
 	case LOCK_EX:
@@ -212,6 +216,7 @@ static void lo_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		break;
 	case LOCK_UN:
 		lk_flush(dl_file_of(fi));
+		ver_session_end(dl_fs_of(req), ino, dl_file_of(fi));
 		fuse_reply_err(req, -lockmgr_unlock(lm_of(req), &r));
 		return;
 	default:
@@ -391,7 +396,7 @@ void lockops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	} else if (strcmp(attr, "status") == 0 && ino == FUSE_ROOT_ID) {
 		ret = lockmgr_status(fs->lm, fs->backend_redacted, &text);
 	} else {
-		ret = -ENODATA;
+		ret = ver_getxattr(fs, ino, attr, &text);
 	}
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
@@ -452,6 +457,13 @@ int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 			return ret;
 		}
 	}
+	ret = ver_init(fs);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot start a thread: %s",
+			 strerror(-ret));
+		lockops_destroy(fs);
+		return ret;
+	}
 	dl_log(DL_LOG_INFO, "host %s, backend %s, lock_timeout %us",
 	       fs->opt.host_id, fs->backend_redacted, fs->opt.lock_timeout);
 	return 0;
@@ -461,7 +473,9 @@ void lockops_destroy(struct dl_fs *fs)
 {
 	if (!fs->lm)
 		return;
+	ver_stop(fs); /* replaces under way end first */
 	lockmgr_destroy(fs->lm);
+	ver_destroy(fs);
 	fs->lm = NULL;
 	if (fs->grantq) {
 		grantq_stop(fs->grantq);

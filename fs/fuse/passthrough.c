@@ -46,6 +46,7 @@
 #include "backend/util/log.h"
 #include "fs/fuse/internal.h"
 #include "fs/fuse/lockops.h"
+#include "fs/fuse/versions.h"
 
 static struct dl_file *pt_file_new(struct dl_fs *fs, int fd, fuse_ino_t ino)
 {
@@ -57,6 +58,7 @@ static struct dl_file *pt_file_new(struct dl_fs *fs, int fd, fuse_ino_t ino)
 	f->ino = ino;
 	f->owner = lockmgr_owner_new(fs->lm);
 	lockmgr_file_init(&f->lk);
+	atomic_init(&f->wrote, false);
 	return f;
 }
 
@@ -123,8 +125,9 @@ static void pt_getattr(fuse_req_t req, fuse_ino_t ino,
 }
 
 /* the changes of setattr, in the order chmod, chown, truncate, utimens */
-static int pt_do_setattr(struct dl_fs *fs, int ifd, const struct stat *attr,
-			 int valid, struct fuse_file_info *fi)
+static int pt_do_setattr(struct dl_fs *fs, fuse_ino_t ino, int ifd,
+			 const struct stat *attr, int valid,
+			 struct fuse_file_info *fi)
 {
 	int fd = fi ? dl_file_of(fi)->fd : -1;
 	char proc[64];
@@ -154,6 +157,12 @@ static int pt_do_setattr(struct dl_fs *fs, int ifd, const struct stat *attr,
 		if ((fd != -1 ? ftruncate(fd, attr->st_size)
 			      : truncate(proc, attr->st_size)) == -1)
 			return -errno;
+		/* a change: through a file it ends with the session, by
+		 * path it is visible now */
+		if (fi)
+			ver_wrote(dl_file_of(fi));
+		else
+			ver_bump_ino(fs, ino);
 	}
 	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec tv[2] = {
@@ -219,7 +228,7 @@ static void pt_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		valid &= ~FUSE_SET_ATTR_MODE;
 	err = pt_change_enter(req, &cr);
 	if (!err)
-		err = pt_do_setattr(dl_fs_of(req), ifd, attr, valid, fi);
+		err = pt_do_setattr(dl_fs_of(req), ino, ifd, attr, valid, fi);
 	pt_creds_leave(&cr);
 	if (err) {
 		fuse_reply_err(req, -err);
@@ -345,6 +354,8 @@ static void pt_remove_name(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!err && unlinkat(pt_fd(dl_fs_of(req), parent), name, flags) == -1)
 		err = -errno;
 	pt_creds_leave(&cr);
+	if (!err && !(flags & AT_REMOVEDIR))
+		ver_bump_name(dl_fs_of(req), parent, name);
 	fuse_reply_err(req, -err);
 }
 
@@ -375,6 +386,11 @@ static void pt_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			      newname, flags) == -1)
 		err = -errno;
 	pt_creds_leave(&cr);
+	/* both names changed: one lost its file, one has another */
+	if (!err) {
+		ver_bump_name(fs, parent, name);
+		ver_bump_name(fs, newparent, newname);
+	}
 	fuse_reply_err(req, -err);
 }
 
@@ -536,7 +552,7 @@ static void pt_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 /* hand @fd to the kernel as a new open file of @ino; replies */
 static void pt_reply_open(fuse_req_t req, int fd, fuse_ino_t ino,
 			  struct fuse_file_info *fi,
-			  const struct fuse_entry_param *e)
+			  const struct fuse_entry_param *e, bool changed)
 {
 	struct dl_file *f = pt_file_new(dl_fs_of(req), fd, ino);
 	int res;
@@ -549,6 +565,8 @@ static void pt_reply_open(fuse_req_t req, int fd, fuse_ino_t ino,
 		return;
 	}
 	fi->fh = (uintptr_t)f;
+	if (changed)
+		ver_wrote(f); /* created or truncated */
 	res = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
 	if (res == -ENOENT) {
 		/* interrupted: the kernel will send no release */
@@ -566,12 +584,17 @@ static void pt_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	struct pt_creds cr;
 	int err, fd = -1;
+	bool created = false;
 
 	err = pt_change_enter(req, &cr);
 	if (!err) {
-		fd = openat(pt_fd(fs, parent), name,
-			    (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW,
-			    mode);
+		int flags = (fi->flags | O_CREAT | O_CLOEXEC) & ~O_NOFOLLOW;
+
+		/* whether we create it decides whether its version moves */
+		fd = openat(pt_fd(fs, parent), name, flags | O_EXCL, mode);
+		created = fd != -1;
+		if (fd == -1 && errno == EEXIST && !(flags & O_EXCL))
+			fd = openat(pt_fd(fs, parent), name, flags, mode);
 		if (fd == -1)
 			err = -pt_fd_errno(errno);
 	}
@@ -585,7 +608,7 @@ static void pt_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -err);
 		return;
 	}
-	pt_reply_open(req, fd, e.ino, fi, &e);
+	pt_reply_open(req, fd, e.ino, fi, &e, created || (fi->flags & O_TRUNC));
 }
 
 static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -608,7 +631,7 @@ static void pt_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -err);
 		return;
 	}
-	pt_reply_open(req, fd, ino, fi, NULL);
+	pt_reply_open(req, fd, ino, fi, NULL, fi->flags & O_TRUNC);
 }
 
 static void pt_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -676,6 +699,8 @@ static void pt_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	out.buf[0].pos = off;
 	res = fuse_buf_copy(&out, in, 0);
 	pt_creds_leave(&cr);
+	if (res > 0)
+		ver_wrote(f);
 	if (res < 0)
 		fuse_reply_err(req, (int)-res);
 	else
@@ -718,6 +743,9 @@ static void pt_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * (DESIGN §3).
 	 */
 	err = pt_flush_data(f->fd);
+	/* then the version, before the locks go (and the close returns) */
+	if (ver_session_end(dl_fs_of(req), ino, f) < 0 && !err)
+		err = EIO;
 	lockops_flush(dl_fs_of(req), ino, f, fi->lock_owner);
 	fuse_reply_err(req, err);
 }
@@ -729,6 +757,7 @@ static void pt_release(fuse_req_t req, fuse_ino_t ino,
 
 	/* the close flushes (NFS) before the flock/OFD locks go */
 	close(f->fd);
+	ver_session_end(dl_fs_of(req), ino, f);
 	lockops_release(dl_fs_of(req), ino, f, fi);
 	free(f);
 	fuse_reply_err(req, 0);
@@ -770,6 +799,8 @@ static void pt_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 	if (!err && fallocate(f->fd, mode, offset, length) == -1)
 		err = -errno;
 	pt_creds_leave(&cr);
+	if (!err)
+		ver_wrote(f);
 	fuse_reply_err(req, -err);
 }
 
@@ -876,6 +907,10 @@ static void pt_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	char proc[64];
 	int err;
 
+	if (strcmp(name, "user.dlock.replace") == 0) {
+		ver_replace(req, ino, value, size);
+		return;
+	}
 	/* the lock xattrs are views, not data */
 	if (lockops_is_virtual_xattr(name)) {
 		fuse_reply_err(req, EPERM);

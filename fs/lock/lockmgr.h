@@ -224,6 +224,17 @@ int lockmgr_list(struct lockmgr *lm, const char *resource, dl_lock_info_fn fn,
 int lockmgr_break(struct lockmgr *lm, const char *resource);
 
 /*
+ * Versions (fs/lock/versions.c): lockmgr_version() reads @resource's
+ * version from the store, lockmgr_bump() adds one to it there.  0,
+ * -EOPNOTSUPP when the backend keeps none, or the backend's error (a
+ * failed bump is logged).  One round trip each, no lock taken.
+ */
+int lockmgr_version(struct lockmgr *lm, const char *resource,
+		    struct dl_version *out);
+int lockmgr_bump(struct lockmgr *lm, const char *resource,
+		 struct dl_version *out);
+
+/*
  * lockmgr_set_lost_hook() - also tell @fn (after the manager has marked
  * the hold lost, without its mutex held) about every lost lock.  One hook;
  * set it before locks are taken through the front-end that wants it.
