@@ -11,10 +11,11 @@
  * request whose deadline passed, and connects by it.
  *
  * Every statement is idempotent (a lock asked again by its owner finds
- * its own grant, an unlock or cancel done twice is done once), so a
- * statement whose connection died before its answer came - a
- * pg_terminate_backend, a server restart, a network blip - is sent once
- * more on a fresh connection; only when that fails too does the caller
+ * its own grant, an unlock or cancel done twice is done once, a bump
+ * carries an id its second try finds), so a statement whose connection
+ * died before its answer came - a pg_terminate_backend, a server
+ * restart, a network blip - is sent once more on a fresh connection;
+ * only when that fails too does the caller
  * get -ENOLCK, with "in doubt" set if either attempt may have run.
  *
  * Locking: the queue (pb->qhead, qtail) and each call's done flag are

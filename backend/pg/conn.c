@@ -50,6 +50,7 @@ static const char *const sql_names[PG_SQL_N] = {
 	[PG_SQL_LIST] = "dl_list",	 [PG_SQL_BREAK] = "dl_break",
 	[PG_SQL_REG] = "dl_reg",	 [PG_SQL_RENEW] = "dl_renew",
 	[PG_SQL_DROP] = "dl_drop",	 [PG_SQL_POKE] = "dl_poke",
+	[PG_SQL_VERSION] = "dl_version", [PG_SQL_BUMP] = "dl_bump",
 };
 
 /* the statements; @S@ is the schema */
@@ -73,6 +74,10 @@ static const char *const sql_fmt[PG_SQL_N] = {
 			 "FROM @S@.renew($1, $2)",
 	[PG_SQL_DROP] = "SELECT @S@.drop_lease($1)",
 	[PG_SQL_POKE] = "SELECT @S@.poke($1::text, $2::bytea)",
+	[PG_SQL_VERSION] = "SELECT o_version, o_host, o_changed "
+			   "FROM @S@.version_of($1::bytea)",
+	[PG_SQL_BUMP] = "SELECT o_version, o_host, o_changed "
+			"FROM @S@.bump($1::text, $2::bytea, $3::text)",
 };
 
 /* @text with every @from replaced by @to, malloc'd; NULL on -ENOMEM */

@@ -14,7 +14,7 @@
  *             re-check of queued requests
  *   listen.c  the listener thread: LISTEN on this daemon's channel (grants,
  *             breaks, pokes of what this daemon holds)
- *   ops.c     the backend ops (open, close, lock, ..., poke)
+ *   ops.c     the backend ops (open, close, lock, ..., poke, version, bump)
  *   schema.sql  every lock decision, in PL/pgSQL (built in as a string)
  *
  * Threads and connections.  libpq connections are not thread-safe, so each
@@ -55,7 +55,7 @@
 #include "backend/pg/uri.h"
 #include "backend/util/jobgate.h"
 
-#define PG_SCHEMA_VERSION     2	   /* schema.sql's sections */
+#define PG_SCHEMA_VERSION     3	   /* schema.sql's sections */
 #define PG_WORKERS	      4	   /* request connections */
 #define PG_RECHECK_MS	      1000 /* safety re-check of queued waits */
 #define PG_BACKOFF_MIN_MS     100
@@ -84,6 +84,8 @@ enum pg_sql {
 	PG_SQL_RENEW,
 	PG_SQL_DROP,
 	PG_SQL_POKE,
+	PG_SQL_VERSION,
+	PG_SQL_BUMP,
 	PG_SQL_N,
 };
 
@@ -233,6 +235,9 @@ struct pg_backend {
 	bool keeper_started, watchdog_started, listener_started;
 	int wake_fd; /* eventfd: wakes the listener */
 	bool opened; /* open() succeeded (set before the threads start) */
+	/* the last bump's number (any thread; from a random start): with
+	 * inc_hex, its id */
+	atomic_uint_fast64_t bump_seq;
 
 	pthread_mutex_t mutex;
 	pthread_cond_t cond;  /* CLOCK_MONOTONIC */

@@ -29,6 +29,10 @@
  *  - poke(): one statement that NOTIFYs the other holders' daemons; their
  *    listeners call cb->revoke (listen.c).  Nothing is tracked: a poke
  *    lost with a connection is repeated by the waiter.
+ *  - version(), bump(): a resource's content version (schema.sql's
+ *    res_versions), apart from the locks: no lease needed, nothing
+ *    tracked.  A bump carries an id of its own, so one asked again after
+ *    its answer was lost (call.c) is counted once.
  *
  * Threads and locking: see internal.h.  No callback runs with pb->mutex
  * held; lock() may call back (a loss it saw) before it returns.
@@ -39,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "backend/pg/internal.h"
@@ -657,6 +662,94 @@ static int pg_poke(struct dl_backend *be, const char *resource)
 	return 0;
 }
 
+/* ---- versions ------------------------------------------------------------ */
+
+/* a (version, host, changed) row into @out; no row: never bumped */
+static int version_fill(const PGresult *r, struct dl_version *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (PQntuples(r) == 0)
+		return 0;
+	if (PQntuples(r) != 1 || PQnfields(r) != 3 || PQgetisnull(r, 0, 0))
+		return -EIO;
+	out->version = val_u64(r, 0, 0);
+	snprintf(out->host, sizeof(out->host), "%s", PQgetvalue(r, 0, 1));
+	out->changed_ms = val_i64(r, 0, 2);
+	return 0;
+}
+
+/*
+ * The version of @resource (schema.sql's version_of()): the last committed
+ * bump, read without a lock.  0, -EINVAL without a resource, or -ENOLCK
+ * when the server did not answer.
+ */
+static int pg_version(struct dl_backend *be, const char *resource,
+		      struct dl_version *out)
+{
+	struct pg_backend *pb = pg_of(be);
+	struct pg_call call = { 0 };
+	int ret;
+
+	if (!resource)
+		return -EINVAL;
+	call.sql = PG_SQL_VERSION;
+	call.nparams = 1;
+	call_resource(&call, 0, resource);
+	if (pg_call_run(pb, &call) < 0)
+		return -ENOLCK;
+	ret = version_fill(call.res, out);
+	PQclear(call.res);
+	if (ret < 0) {
+		dl_log(DL_LOG_ERR, "postgresql: version of %s: a bad answer",
+		       resource);
+		return -ENOLCK;
+	}
+	return 0;
+}
+
+/*
+ * Add one to the version of @resource (schema.sql's bump(), under the
+ * resource's advisory lock: two daemons bumping at once get two
+ * versions).  Its id (incarnation:number) makes the retry of a bump
+ * whose answer was lost (call.c) find it done instead of bumping again.
+ * 0 with *out the version after it, -EINVAL without a resource, or
+ * -ENOLCK when the server did not answer (the bump may have run).
+ */
+static int pg_bump(struct dl_backend *be, const char *resource,
+		   struct dl_version *out)
+{
+	struct pg_backend *pb = pg_of(be);
+	struct pg_call call = { 0 };
+	char id[48];
+	int ret;
+
+	if (!resource)
+		return -EINVAL;
+	snprintf(id, sizeof(id), "%s:%016" PRIxFAST64, pb->inc_hex,
+		 atomic_fetch_add(&pb->bump_seq, 1) + 1);
+	call.sql = PG_SQL_BUMP;
+	call.nparams = 3;
+	call.values[0] = pb->host_id;
+	call_resource(&call, 1, resource);
+	call.values[2] = id;
+	if (pg_call_run(pb, &call) < 0) {
+		dl_log(DL_LOG_DEBUG, "postgresql: bump %s: %s", resource,
+		       call.indoubt ? "no answer (it may have run)"
+				    : "server unreachable");
+		return -ENOLCK;
+	}
+	ret = version_fill(call.res, out);
+	if (ret == 0 && !out->version)
+		ret = -EIO; /* bump() always returns a row */
+	PQclear(call.res);
+	if (ret < 0) {
+		dl_log(DL_LOG_ERR, "postgresql: bump %s: a bad answer",
+		       resource);
+		return -ENOLCK;
+	}
+	return 0;
+}
+
 static int pg_status(struct dl_backend *be, char *buf, size_t len)
 {
 	struct pg_backend *pb = pg_of(be);
@@ -706,7 +799,7 @@ static int pg_open(const struct dl_backend_conf *conf,
 	char why[512] = "";
 	const char *pw;
 	int64_t id;
-	uint64_t gen;
+	uint64_t gen, seq;
 	int ret;
 
 	pb = calloc(1, sizeof(*pb));
@@ -731,6 +824,11 @@ static int pg_open(const struct dl_backend_conf *conf,
 	pb->margin_ms = pb->uri.ttl_ms / 10 > 500 ? pb->uri.ttl_ms / 10 : 500;
 	pb->lease = conf->lease;
 	pb->epoch = 1;
+	/* bump ids count from a random start: a backend opened again with
+	 * the same incarnation (tests do) never repeats an earlier id */
+	if (getrandom(&seq, sizeof(seq), 0) != (ssize_t)sizeof(seq))
+		seq = (uint64_t)dl_mono_ms() << 20 ^ (uint64_t)getpid();
+	atomic_init(&pb->bump_seq, seq);
 	/* no trusted lease until one is registered */
 	atomic_store(&pb->lease->gen, pb->epoch);
 	atomic_store(&pb->lease->until_ms, 0);
@@ -905,6 +1003,7 @@ static void pg_close(struct dl_backend *be)
 		.release_owner = pg_release_owner, .getlk = pg_getlk,          \
 		.list = pg_list, .status = pg_status,                          \
 		.break_lock = pg_break_lock, .poke = pg_poke,                  \
+		.version = pg_version, .bump = pg_bump,                        \
 	}
 
 const struct dl_backend_ops dl_pg_ops = PG_OPS("postgresql");

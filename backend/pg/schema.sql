@@ -44,6 +44,9 @@
 --   poke()  (version 2) asks the other daemons holding a lock on a
 --           resource to give it back: 'P RESOURCE(base64)' on each
 --           one's channel (the same-host cache, backend/cache.c).
+--   res_versions  (version 3) the version of each resource's content
+--           (optimistic concurrency): bump() adds one; no lease, never
+--           purged, untouched by everything above.
 --
 -- Every operation on a resource is one function call, one statement, one
 -- transaction: it first takes pg_advisory_xact_lock(res_key(resource)),
@@ -58,7 +61,8 @@
 -- increasing cluster-wide (hence per resource), never reused, across
 -- restarts too.
 --
--- Operator interface: the views locks and waiters, and break_lock(path).
+-- Operator interface: the views locks, waiters and versions, and
+-- break_lock(path).
 
 CREATE TABLE @SCHEMA@.meta (
 	version integer NOT NULL,
@@ -793,3 +797,87 @@ BEGIN
 	RETURN v_n;
 END
 $$;
+
+-- @@ version 3
+
+-- The version of a resource's content (optimistic concurrency, README
+-- "Optimistic updates"), kept next to its locks but apart from them: a
+-- row has no lease, and nothing that purges (purge(), gc(), break_lock(),
+-- drop_lease()) touches this table, so a version outlives every daemon.
+-- One row per resource ever bumped (none: version 0), found as the lock
+-- tables find theirs: res_key() for the index, then the bytes compared.
+-- bump_id is the id of the last bump (its daemon's incarnation and a
+-- number; NULL from SQL): a bump asked again after its answer was lost
+-- finds itself there and is not counted twice (unless another bump came
+-- in between: then it counts again, one too many but never one lost).
+CREATE TABLE @SCHEMA@.res_versions (
+	rkey bigint NOT NULL,
+	res bytea NOT NULL,
+	version bigint NOT NULL CHECK (version > 0),
+	host text NOT NULL,
+	changed timestamptz NOT NULL,
+	bump_id text
+);
+CREATE INDEX res_versions_rkey ON @SCHEMA@.res_versions (rkey);
+
+-- Add one to the version of p_res, recording the host and the server's
+-- time -> the version after it.  Not INSERT ... ON CONFLICT: that needs a
+-- unique btree index, and a btree entry cannot hold a whole path (at most
+-- about 2700 bytes, a path may have 4095), while a unique index on the
+-- hash alone would let two names share a version.  Instead, as every
+-- other operation on a resource, it first takes the resource's advisory
+-- lock: two bumps of one resource run one after the other, the second
+-- sees the first's row (each statement of a PL/pgSQL function takes a
+-- new snapshot), so no bump is lost and there is one row per resource.
+--   SELECT * FROM dlock.bump('operator', 'path/relative/to/the/mount');
+CREATE FUNCTION @SCHEMA@.bump(p_host text, p_res bytea,
+			      p_id text DEFAULT NULL,
+			      OUT o_version bigint, OUT o_host text,
+			      OUT o_changed bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+	v_key bigint := @SCHEMA@.res_key(p_res);
+	v_now timestamptz := clock_timestamp();
+BEGIN
+	PERFORM pg_advisory_xact_lock(v_key);
+	SELECT v.version, v.host, @SCHEMA@.ms(v.changed)
+	INTO o_version, o_host, o_changed
+	FROM @SCHEMA@.res_versions v
+	WHERE v.rkey = v_key AND v.res = p_res AND v.bump_id = p_id;
+	IF FOUND THEN
+		RETURN; -- this bump, asked again: it ran already
+	END IF;
+	UPDATE @SCHEMA@.res_versions v
+	SET version = v.version + 1, host = p_host, changed = v_now,
+	    bump_id = p_id
+	WHERE v.rkey = v_key AND v.res = p_res
+	RETURNING v.version, v.host, @SCHEMA@.ms(v.changed)
+	INTO o_version, o_host, o_changed;
+	IF NOT FOUND THEN
+		INSERT INTO @SCHEMA@.res_versions
+		VALUES (v_key, p_res, 1, p_host, v_now, p_id)
+		RETURNING version, host, @SCHEMA@.ms(changed)
+		INTO o_version, o_host, o_changed;
+	END IF;
+END
+$$;
+
+-- the version of one resource (no row: never bumped).  Read only, no
+-- lock taken: the last committed bump.
+CREATE FUNCTION @SCHEMA@.version_of(p_res bytea,
+				    OUT o_version bigint, OUT o_host text,
+				    OUT o_changed bigint)
+RETURNS SETOF record LANGUAGE sql STABLE AS $$
+	SELECT v.version, v.host, @SCHEMA@.ms(v.changed)
+	FROM @SCHEMA@.res_versions v
+	WHERE v.rkey = @SCHEMA@.res_key(p_res) AND v.res = p_res
+$$;
+
+CREATE VIEW @SCHEMA@.versions AS
+	SELECT @SCHEMA@.res_text(v.res) AS resource, v.version, v.host,
+	       v.changed, v.res AS resource_bytes
+	FROM @SCHEMA@.res_versions v;
+
+COMMENT ON VIEW @SCHEMA@.versions IS
+	'dlockfs: the version of each file''s content, bumped by one each '
+	'time a change through a mount becomes visible (never bumped: no row)';

@@ -7,12 +7,12 @@
  * Owns: struct redis_conn (REDIS_POOL connections per node), a node's
  * reachability and reconnect backoff (up, retry_at, backoff_ms),
  * rb->fcall, rb->sha, rb->fname and rb->fn_text, and the calling
- * convention of redis.lua (KEYS P:g:R P:w:R P:d:R; ARGV op, prefix,
- * lease, ttl, lock-delay, then the op's own).  Does not: decide anything
- * from an answer beyond its shape (the callers do), keep a table, or
- * retry later (a failed call is reported; the keeper runs jobs).  The
- * subscriber's connection is made here (redis_connect()) but owned by
- * sub.c.
+ * convention of redis.lua (KEYS P:g:R P:w:R P:d:R, or P:v:R alone for
+ * the version ops; ARGV op, prefix, lease, ttl, lock-delay, then the
+ * op's own).  Does not: decide anything from an answer beyond its shape
+ * (the callers do), keep a table, or retry later (a failed call is
+ * reported; the keeper runs jobs).  The subscriber's connection is made
+ * here (redis_connect()) but owned by sub.c.
  *
  * Locking:
  *  - a pooled connection is used only by the thread holding its mutex:
@@ -36,6 +36,7 @@
  *    on another connection) may send an empty or partial SHA, which the
  *    server answers NOSCRIPT, and that reloads the script and retries.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -374,7 +375,7 @@ static bool redis_reply_no_code(const redisReply *r)
 }
 
 #define REDIS_ARGV_STACK 24  /* arguments built without malloc */
-#define REDIS_KEYS_STACK 768 /* bytes of the three key names */
+#define REDIS_KEYS_STACK 768 /* bytes of the key names */
 
 /*
  * Run script op @op on node @n for @resource ("" for none) as lease
@@ -389,15 +390,32 @@ int redis_node_script(struct redis_backend *rb, struct redis_node *n,
 		      int nextra, const char *const *extra,
 		      const size_t *extralen, redisReply **out, bool *indoubt)
 {
+	return redis_node_call(rb, n, op, "gwd", resource, lease, nextra, extra,
+			       extralen, out, indoubt);
+}
+
+/*
+ * redis_node_script() with the keys P:K:R for each kind letter K of
+ * @kinds (1 to 3 of them, in that order) instead of P:g:R P:w:R P:d:R:
+ * the version ops declare their own key only.
+ */
+int redis_node_call(struct redis_backend *rb, struct redis_node *n,
+		    const char *op, const char *kinds, const char *resource,
+		    const char *lease, int nextra, const char *const *extra,
+		    const size_t *extralen, redisReply **out, bool *indoubt)
+{
 	const char *argv_stack[REDIS_ARGV_STACK], **argv = argv_stack;
 	size_t lens_stack[REDIS_ARGV_STACK], *lens = lens_stack;
 	char keys_stack[REDIS_KEYS_STACK], *keys = keys_stack;
 	size_t plen = strlen(rb->uri.prefix), rlen = strlen(resource);
-	size_t klen = plen + 3 + rlen, nargs = (size_t)nextra + 11;
+	size_t nkeys = strlen(kinds), klen = plen + 3 + rlen;
+	size_t base = 3 + nkeys, nargs = (size_t)nextra + base + 5;
+	static const char *const numkeys[] = { "0", "1", "2", "3" };
 	struct redis_conn *c;
 	redisReply *r = NULL;
 	int argc = 0, ret = -ENOLCK;
 
+	assert(nkeys >= 1 && nkeys <= 3);
 	*out = NULL;
 	if (indoubt)
 		*indoubt = false;
@@ -407,30 +425,30 @@ int redis_node_script(struct redis_backend *rb, struct redis_node *n,
 		argv = calloc(nargs, sizeof(*argv));
 		lens = calloc(nargs, sizeof(*lens));
 	}
-	if (3 * klen > sizeof(keys_stack))
-		keys = malloc(3 * klen);
+	if (nkeys * klen > sizeof(keys_stack))
+		keys = malloc(nkeys * klen);
 	if (!keys || !argv || !lens) {
 		ret = -ENOMEM;
 		goto out_free;
 	}
-	for (int k = 0; k < 3; k++) {
+	for (size_t k = 0; k < nkeys; k++) {
 		char *key = keys + k * klen;
 
 		memcpy(key, rb->uri.prefix, plen);
 		key[plen] = ':';
-		key[plen + 1] = "gwd"[k];
+		key[plen + 1] = kinds[k];
 		key[plen + 2] = ':';
 		memcpy(key + plen + 3, resource, rlen);
 		argv[3 + k] = key;
 		lens[3 + k] = klen;
 	}
-	argv[2] = "3";
-	argv[6] = op;
-	argv[7] = rb->uri.prefix;
-	argv[8] = lease;
-	argv[9] = rb->ttl;
-	argv[10] = rb->delay;
-	argc = 11;
+	argv[2] = numkeys[nkeys];
+	argv[base] = op;
+	argv[base + 1] = rb->uri.prefix;
+	argv[base + 2] = lease;
+	argv[base + 3] = rb->ttl;
+	argv[base + 4] = rb->delay;
+	argc = (int)base + 5;
 	for (int i = 0; i < nextra; i++) {
 		argv[argc] = extra[i];
 		lens[argc++] = extralen ? extralen[i] : strlen(extra[i]);
@@ -450,8 +468,8 @@ int redis_node_script(struct redis_backend *rb, struct redis_node *n,
 			argv[0] = "EVALSHA";
 			argv[1] = rb->sha;
 		}
-		for (int i = 0; i < 11; i++)
-			if (i < 3 || i > 5)
+		for (size_t i = 0; i < base + 5; i++)
+			if (i < 3 || i >= base)
 				lens[i] = strlen(argv[i]);
 		r = redisCommandArgv(c->c, argc, argv, lens);
 		if (!r)

@@ -64,13 +64,19 @@
  * later still is delivered again: harmless, see sub.c).  Nothing is kept
  * or retried: the poker pokes again while it waits.
  *
+ * Versions (ops->version, ops->bump; optimistic concurrency): one hash
+ * P:v:R per resource, apart from its locks, read and bumped by one
+ * script call each (the bump's time is the server's).  No lease, no
+ * purge, no break touches it.  Single node only: Redlock answers
+ * -EOPNOTSUPP (independent nodes cannot count without losing a bump).
+ *
  * What it deliberately does not do: Redis Cluster (keys of a script span
  * slots), TLS, or any decision outside the script.
  *
  * The files (each one's comment says what it owns and its own rules):
  *   ops.c      the dl_backend_ops table, single-node lock(), unlock(),
  *              cancel(), release_owner(), getlk(), list(), status(),
- *              break_lock(), poke()
+ *              break_lock(), poke(), version(), bump()
  *   open.c     open() and close(): setup, first contact, threads
  *   conn.c     one node's wire: connection pool, connect/AUTH, loading
  *              redis.lua, running one script op, encoding and decoding
@@ -132,8 +138,9 @@
  *               finds the lease gone; lost of that lock when a request's
  *               outcome is unknown (these may come before lock() returns)
  *   cancel()    granted, for the wait being cancelled (then -ENOENT)
- * unlock(), release_owner(), getlk(), list(), status(), break_lock() and
- * poke() make no callback (poke() never calls this daemon's revoke) (list()'s @fn is called with no mutex held).
+ * unlock(), release_owner(), getlk(), list(), status(), break_lock(),
+ * poke(), version() and bump() make no callback (poke() never calls this
+ * daemon's revoke; list()'s @fn is called with no mutex held).
  */
 #ifndef DL_REDIS_INTERNAL_H
 #define DL_REDIS_INTERNAL_H
@@ -381,6 +388,10 @@ int redis_node_script(struct redis_backend *rb, struct redis_node *n,
 		      const char *op, const char *resource, const char *lease,
 		      int nextra, const char *const *extra,
 		      const size_t *extralen, redisReply **out, bool *indoubt);
+int redis_node_call(struct redis_backend *rb, struct redis_node *n,
+		    const char *op, const char *kinds, const char *resource,
+		    const char *lease, int nextra, const char *const *extra,
+		    const size_t *extralen, redisReply **out, bool *indoubt);
 enum redis_outcome redis_node_lock(struct redis_backend *rb,
 				   struct redis_node *n, const char *lease,
 				   const struct dl_lock_req *req,

@@ -1,8 +1,8 @@
 /*
  * ops.c - the "redis" dl_backend_ops table and the ops callers make:
  * lock() (a single node here; several nodes in redlock.c), unlock(),
- * cancel(), release_owner(), break_lock(), poke(), getlk(), list(),
- * status().
+ * cancel(), release_owner(), break_lock(), poke(), version(), bump(),
+ * getlk(), list(), status().
  *
  * Owns: argument checks; the single-node lock protocol (a wait is
  * registered under the gen and lease name it is sent with, so whichever
@@ -448,6 +448,73 @@ static int redis_poke(struct dl_backend *be, const char *resource)
 	return redis_popcount(ok) >= rb->majority ? 0 : -ENOLCK;
 }
 
+/* ---- versions ------------------------------------------------------------ */
+
+/*
+ * Run version op @op ("version" or "bump") for @resource on the single
+ * node and read its answer {n, host, ms} into @out.  The record is
+ * P:v:R, apart from the locks: it needs no lease (a daemon whose lease is
+ * being replaced still bumps what it changed) and nothing that purges
+ * lock records touches it (redis.lua).
+ *
+ * Redlock: not offered (-EOPNOTSUPP).  Independent nodes cannot add one
+ * atomically: each node would order two concurrent bumps its own way, so
+ * both bumpers could read the same number from their majorities, and a
+ * node that restarted empty would count from 0 again.
+ *
+ * 0, -EOPNOTSUPP, -EINVAL, -ENOMEM, or -ENOLCK: the node is unreachable
+ * or answered an error (a bump may then have happened or not).
+ */
+static int redis_version_op(struct redis_backend *rb, const char *op,
+			    const char *resource, struct dl_version *out)
+{
+	const char *extra[1] = { rb->host_id };
+	bool bump = strcmp(op, "bump") == 0;
+	redisReply *r, **e;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	if (!resource)
+		return -EINVAL;
+	if (rb->uri.nnodes > 1)
+		return -EOPNOTSUPP;
+	ret = redis_node_call(rb, &rb->nodes[0], op, "v", resource, "",
+			      bump ? 1 : 0, extra, NULL, &r, NULL);
+	if (ret < 0) {
+		dl_log(DL_LOG_DEBUG, "redis: %s of %s: %s", op, resource,
+		       strerror(-ret));
+		return ret;
+	}
+	e = r->element;
+	if (r->elements != 3 || !redis_reply_u64(e[0], &out->version) ||
+	    e[1]->type != REDIS_REPLY_STRING || e[1]->len >= DL_HOST_MAX ||
+	    (e[2]->type != REDIS_REPLY_STRING &&
+	     e[2]->type != REDIS_REPLY_INTEGER)) {
+		dl_log(DL_LOG_ERR, "redis: %s of %s: unexpected answer", op,
+		       resource);
+		memset(out, 0, sizeof(*out));
+		freeReplyObject(r);
+		return -ENOLCK;
+	}
+	memcpy(out->host, e[1]->str, e[1]->len);
+	out->host[e[1]->len] = '\0';
+	out->changed_ms = redis_reply_int(e[2]);
+	freeReplyObject(r);
+	return 0;
+}
+
+static int redis_version(struct dl_backend *be, const char *resource,
+			 struct dl_version *out)
+{
+	return redis_version_op(redis_of(be), "version", resource, out);
+}
+
+static int redis_bump(struct dl_backend *be, const char *resource,
+		      struct dl_version *out)
+{
+	return redis_version_op(redis_of(be), "bump", resource, out);
+}
+
 /* ---- inspection ---------------------------------------------------------- */
 
 static bool redis_reply_hex(const redisReply *r, uint64_t *v)
@@ -605,7 +672,8 @@ static int redis_list(struct dl_backend *be, const char *resource,
 		return redis_list_one(rb, resource, fn, arg, &stop);
 	/* every resource with holders: SCAN the granted hashes of the
 	 * prefix (a resource with waiters only has holders elsewhere, or
-	 * gets them at the next re-check) */
+	 * gets them at the next re-check); a resource's version (P:v:R)
+	 * is no lock and never matches */
 	for (const char *kind = "g"; *kind && !stop; kind++) {
 		snprintf(pattern, sizeof(pattern), "%s:%c:*", rb->uri.prefix,
 			 *kind);
@@ -702,4 +770,6 @@ const struct dl_backend_ops dl_redis_ops = {
 	.status = redis_status,
 	.break_lock = redis_break_lock,
 	.poke = redis_poke,
+	.version = redis_version,
+	.bump = redis_bump,
 };

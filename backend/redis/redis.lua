@@ -35,6 +35,13 @@
 --                    administrator, until its next renewal reads them
 --   P:x:LEASE        hash WAITID -> token: grants made to a queued request
 --                    (read by the safety re-check and by cancel)
+--   P:v:R            hash: the resource's content version (optimistic
+--                    concurrency), apart from its locks: n = version (from
+--                    1; no key: never bumped, 0), h = host id of the last
+--                    bump, t = its server time (ms).  Only version and
+--                    bump touch it (their KEYS[1]); no purge, break, drop
+--                    or lease expiry ever does, and list() SCANs P:g:*
+--                    only
 --   channel P:inc:LEASE  'G WAITID TOKEN' (granted), 'W WAITID' (retry),
 --                    'L SPACE OWNER RESOURCE' (broken by an administrator)
 --                    or 'P SRC SEQ RESOURCE' (poked: another daemon asks
@@ -46,8 +53,9 @@
 -- order and every uint64 (DL_RANGE_EOF = ffff...) is exact, which Lua's
 -- doubles are not.  The range rules are those of backend/range.c.
 --
--- Common ARGV: [1] op, [2] P, [3] caller's LEASE (16 hex), [4] ttl ms,
--- [5] lock-delay ms.  Replies are arrays; see each op.
+-- Common ARGV: [1] op, [2] P, [3] caller's LEASE (16 hex; version and
+-- bump need none), [4] ttl ms, [5] lock-delay ms.  Replies are arrays;
+-- see each op.
 --
 -- Cost: a request reads its resource's holders and queue hashes (one
 -- field per holder and per waiter, never a list of ranges), the leases of
@@ -723,11 +731,28 @@ local function op_drop()
 	return { 0 }
 end
 
+-- version: KEYS[1] = P:v:R -> {n, host, ms}, {'0', '', '0'} never bumped.
+-- Any lease or none: a version outlives every daemon.
+local function op_version()
+	local v = redis.call('HMGET', KEYS[1], 'n', 'h', 't')
+	return { v[1] or '0', v[2] or '', v[3] or '0' }
+end
+
+-- bump: KEYS[1] = P:v:R, [6] host id -> {n, host, ms} after adding one.
+-- One call, so two daemons bumping at once get two versions; the time is
+-- the server's (NOW), so hosts with skewed clocks agree on it.
+local function op_bump()
+	local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+	local ms = string.format('%d', NOW)
+	redis.call('HSET', KEYS[1], 'h', ARGV[6], 't', ms)
+	return { n, ARGV[6], ms }
+end
+
 local ops = { lock = op_lock, unlock = op_unlock, release = op_release,
 	      undo = op_undo, cancel = op_cancel, poll = op_poll,
 	      getlk = op_getlk, list = op_list, reg = op_reg,
 	      renew = op_renew, drop = op_drop, ['break'] = op_break,
-	      poke = op_poke }
+	      poke = op_poke, version = op_version, bump = op_bump }
 
 -- one request: reset every piece of per-call state, then run its op
 local function dispatch(keys, argv)

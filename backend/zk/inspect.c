@@ -1,7 +1,7 @@
 /*
  * inspect.c - getlk, list, break_lock and poke: reading (and, for a
  * break, deleting; for a poke, rewriting unchanged) everybody's request
- * nodes of a resource.
+ * nodes of a resource.  And version and bump, on the version nodes.
  *
  * Inspection.  list() reads a resource's children in one call and their
  * data in pipelined gets (grant.c, zk_snapshot); our own nodes are
@@ -26,8 +26,28 @@
  * vanished node (released) gives way to that daemon's next one.  No node
  * is created: nothing to clean up (internal.h, "Pokes").
  *
- * Owns: the reports (struct dl_lock_info), the break and the poke.  Does
- * not: the rule (grant.c: zk_classify_snap), nor report anything to
+ * Versions (backend.h's version and bump).  A resource's version lives
+ * in its own PERSISTENT node CHROOT/v/NAME (NAME: names.c, as for
+ * CHROOT/r/NAME), outside CHROOT/r, so no lock operation, break, listing,
+ * cleanup or session end ever touches it.  A bump is one unconditional
+ * set of the node's data to our host id: the server adds one to the
+ * node's stat.version atomically and answers with the new stat, so
+ * concurrent bumps, from any hosts, each get their own version; version =
+ * stat.version + 1 (the create that is the first bump leaves 0, so it
+ * reads 1), changed_ms = stat.mtime (the server's clock, the same for
+ * every reader).  stat.version is a 32-bit int: read as unsigned, a
+ * file's versions increase for 2^32 bumps (then they would start over).
+ * A read syncs first (sent together with the get, so no extra round trip
+ * of our own), so that it is at least as new as every bump that
+ * completed anywhere before it began: a
+ * lockless reader that reads the version, the file, then the version
+ * again sees every bump made meanwhile.  A hashed NAME is not checked
+ * against the full name (a version node's data is the host id alone, the
+ * full name would be rewritten by every bump): two names share a version
+ * only through a SHA-256 collision.
+ *
+ * Owns: the reports (struct dl_lock_info), the break, the poke, CHROOT/v.
+ * Does not: the rule (grant.c: zk_classify_snap), nor report anything to
  * backend.h's callbacks (the holders' workers do).
  *
  * Locking.  Caller's thread, no owner's busy flag: these only read
@@ -35,10 +55,14 @@
  * them, as ZooKeeper lets anybody), holding a session reference,
  * zb->mutex dropped.  zk_mark_local reads our owners' node lists under
  * zb->mutex, in one critical section per snapshot, with no ZooKeeper call
- * in it.  Callbacks of list() (@fn) run with no mutex held.
+ * in it.  Callbacks of list() (@fn) run with no mutex held.  version
+ * waits (on its own mutex and condition, on the caller's thread) for the
+ * completion of its sync, which only records and signals.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,4 +490,177 @@ int zk_poke(struct dl_backend *be, const char *resource)
 	free(poked);
 	zk_snap_free(&snap);
 	return ret;
+}
+
+/* ---- versions -------------------------------------------------------- */
+
+/* bump's tries when the node vanishes between a failed set and a create */
+#define ZK_BUMP_TRIES 4
+
+/* one pipelined sync (version()): its completion only records and signals */
+struct zk_sync_wait {
+	pthread_mutex_t mutex;
+	pthread_cond_t cond;
+	bool done;
+	int rc;
+};
+
+/* completion thread: record the answer, wake the caller (see the file
+ * comment of internal.h: nothing else may happen here) */
+static void zk_sync_done(int rc, const char *value, const void *data)
+{
+	struct zk_sync_wait *w = (struct zk_sync_wait *)data;
+
+	(void)value;
+	pthread_mutex_lock(&w->mutex);
+	w->rc = rc;
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->mutex);
+}
+
+/* @resource's version node, CHROOT/v/NAME (names.c's encoding) */
+static void zk_version_path(const struct zk_backend *zb, const char *resource,
+			    char *buf, size_t len)
+{
+	char enc[ZK_NAME_BUF];
+
+	zk_name_encode(resource, strlen(resource), enc);
+	snprintf(buf, len, "%s/%s", zb->vbase_path, enc);
+}
+
+/* a ZooKeeper error of version() or bump() in backend.h's words, which
+ * are 0, -ENOLCK or -ENOMEM only: a refusal (rights, a node gone wrong)
+ * is the store being unusable too, so it is logged, then -ENOLCK */
+static int zk_version_errno(const char *op, const char *path, int rc)
+{
+	if (rc == ZOK)
+		return 0;
+	if (rc == ZSYSTEMERROR || rc == ZMARSHALLINGERROR)
+		return -ENOMEM;
+	dl_log(zk_errno(rc) == -ENOLCK ? DL_LOG_NOTICE : DL_LOG_WARNING,
+	       "zk: %s %s: %s", op, path, zerror(rc));
+	return -ENOLCK;
+}
+
+/* the version a node's stat tells (see the file comment: versions) */
+static void zk_version_fill(const struct Stat *st, const char *host, int len,
+			    struct dl_version *out)
+{
+	if (len < 0)
+		len = 0;
+	if (len > DL_HOST_MAX - 1)
+		len = DL_HOST_MAX - 1;
+	*out = (struct dl_version){
+		.version = (uint64_t)(uint32_t)st->version + 1,
+		.changed_ms = st->mtime,
+	};
+	memcpy(out->host, host, (size_t)len);
+	out->host[len] = '\0';
+}
+
+/*
+ * version(): read @resource's version node after a sync, so that the
+ * answer is at least as new as every bump that completed, on any host,
+ * before the call (a ZooKeeper read alone may come from a follower that
+ * lags).  A missing node is version 0, host "", ms 0.  0, -ENOLCK (no
+ * connection within zk_connect_wait, or the request failed), -ENOMEM.
+ */
+int zk_version(struct dl_backend *be, const char *resource,
+	       struct dl_version *out)
+{
+	struct zk_backend *zb = zk_of(be);
+	struct zk_sync_wait w = { .done = false };
+	char path[ZK_PATH_MAX], host[DL_HOST_MAX];
+	int len = (int)sizeof(host) - 1, rc, src;
+	struct zk_sess *s;
+	struct Stat st;
+	int ret;
+
+	zk_version_path(zb, resource, path, sizeof(path));
+	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
+	if (ret < 0) {
+		dl_log(DL_LOG_NOTICE,
+		       "zk: version %s: no connection to ZooKeeper "
+		       "within %" PRId64 " ms",
+		       resource, zk_connect_wait(zb));
+		return ret;
+	}
+	pthread_mutex_init(&w.mutex, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	/* the sync and the get are pipelined: one session's requests are
+	 * answered in order, so the get sees what the sync waited for */
+	src = zoo_async(s->zh, zb->base_path, zk_sync_done, &w);
+	rc = zoo_get(s->zh, path, 0, host, &len, &st);
+	if (src == ZOK) {
+		pthread_mutex_lock(&w.mutex);
+		while (!w.done)
+			pthread_cond_wait(&w.cond, &w.mutex);
+		src = w.rc;
+		pthread_mutex_unlock(&w.mutex);
+	}
+	pthread_cond_destroy(&w.cond);
+	pthread_mutex_destroy(&w.mutex);
+	zk_sess_put(zb, s);
+	if (src != ZOK)
+		return zk_version_errno("version (sync)", path, src);
+	if (rc == ZNONODE) {
+		*out = (struct dl_version){ .version = 0 };
+		return 0;
+	}
+	if (rc != ZOK)
+		return zk_version_errno("version", path, rc);
+	zk_version_fill(&st, host, len, out);
+	return 0;
+}
+
+/*
+ * bump(): one unconditional set of @resource's version node with our host
+ * id: the server adds one to the node's version atomically, so two hosts
+ * bumping at once get two versions.  The first bump creates the node (and
+ * CHROOT/v); a create that loses a race to another host's sets instead.
+ * 0 with *out the version after our bump, -ENOLCK (on a lost connection
+ * the bump may or may not have happened: never retried), -ENOMEM.
+ */
+int zk_bump(struct dl_backend *be, const char *resource, struct dl_version *out)
+{
+	struct zk_backend *zb = zk_of(be);
+	int hlen = (int)strlen(zb->host), rc = ZNONODE;
+	char path[ZK_PATH_MAX];
+	struct zk_sess *s;
+	struct Stat st;
+	int ret;
+
+	zk_version_path(zb, resource, path, sizeof(path));
+	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
+	if (ret < 0) {
+		dl_log(DL_LOG_NOTICE,
+		       "zk: bump %s: no connection to ZooKeeper "
+		       "within %" PRId64 " ms",
+		       resource, zk_connect_wait(zb));
+		return ret;
+	}
+	for (int tries = 0; tries < ZK_BUMP_TRIES && rc == ZNONODE; tries++) {
+		rc = zoo_set2(s->zh, path, zb->host, hlen, -1, &st);
+		if (rc != ZNONODE)
+			break;
+		/* never bumped: ours is the first (stat.version 0) */
+		rc = zoo_create2(s->zh, path, zb->host, hlen, zb->acl,
+				 ZOO_PERSISTENT, NULL, 0, &st);
+		if (rc == ZNONODE) {
+			/* no CHROOT/v yet */
+			rc = zk_make_path(zb, s->zh, zb->vbase_path);
+			if (rc == ZOK)
+				rc = zoo_create2(s->zh, path, zb->host, hlen,
+						 zb->acl, ZOO_PERSISTENT, NULL,
+						 0, &st);
+		}
+		if (rc == ZNODEEXISTS)
+			rc = ZNONODE; /* another host's first bump: set it */
+	}
+	zk_sess_put(zb, s);
+	if (rc != ZOK)
+		return zk_version_errno("bump", path, rc);
+	zk_version_fill(&st, zb->host, hlen, out);
+	return 0;
 }

@@ -18,7 +18,7 @@
  *              liveness nodes, abandoning a session
  *   worker.c   the worker thread: waiters, watches, reconnection work
  *   inspect.c  getlk, list, break and poke (anybody's nodes,
- *              read-mostly)
+ *              read-mostly); version and bump (CHROOT/v)
  *   ops.c      the dl_backend_ops table: open, close, lock, unlock,
  *              cancel, release_owner, status
  *
@@ -31,6 +31,13 @@
  *                          number (so a create lost to a connection drop can
  *                          be found and deleted), S = the sequence number.
  *   CHROOT/s/SESSIONID     one EPHEMERAL node per live session (lock-delay).
+ *   CHROOT/v/NAME          one PERSISTENT node per resource ever bumped:
+ *                          its version (backend.h's dl_version) is the
+ *                          node's stat.version + 1, its data the host id
+ *                          of the last bump, its mtime the time of it.
+ *                          Apart from CHROOT/r so that nothing that walks
+ *                          or cleans the lock nodes (list, break, the empty
+ *                          parent cleanup, sessions ending) ever sees it.
  * A node's data (codec.c) carries the full resource name, the space, the
  * owner, host, pid, wait id, enqueue time, an optional "jumped" mark and
  * the ranges it covers.
@@ -64,10 +71,10 @@
  *    our code only through zk_log_cb (which any library call may reach);
  *  - the library's completion thread (one per handle): every watcher and
  *    async completion of the handle (zk_global_watcher, zk_node_watcher,
- *    zk_held_watcher, zk_get_done, zk_hb_done).  These only record, queue
- *    and signal: a sync call there waits for a completion that only this
- *    thread can deliver (deadlock), and zookeeper_close() there would
- *    join the thread itself.  Sync calls run on callers, the worker and
+ *    zk_held_watcher, zk_get_done, zk_hb_done, zk_sync_done).  These only
+ *    record, queue and signal: a sync call there waits for a completion
+ *    that only this thread can deliver (deadlock), and zookeeper_close()
+ *    there would join the thread itself.  Sync calls run on callers, the worker and
  *    the lease thread only.
  * backend.h callbacks: cb->granted from the worker; cb->failed from the
  * worker and from zk_abandon (worker or lease thread); cb->lost from the
@@ -108,7 +115,8 @@
  *    read by the daemon without any lock (session.c).
  *  - Set by zk_open before any session or thread exists and read-only
  *    after: cb, host, host_hex, incarnation, hosts, root, base_path,
- *    timeout_ms, lock_delay_ms, auth, acl, lfence, the test hooks.
+ *    vbase_path, timeout_ms, lock_delay_ms, auth, acl, lfence, the test
+ *    hooks.
  *
  * Test hooks (inert unless set): DLOCKFS_TEST_ZK_ABANDON_DELAY_MS delays
  * zk_abandon (a daemon slow to notice a lost session); DLOCKFS_TEST_ZK_
@@ -216,10 +224,11 @@ struct zk_backend {
 	uint64_t incarnation;
 	char *hosts; /* connect string */
 	char root[ZK_ROOT_MAX];
-	char base_path[ZK_ROOT_MAX + 2]; /* root + "/r" */
-	int timeout_ms;			 /* asked for */
-	int lock_delay_ms;		 /* see zk_check_freed() */
-	char *auth;			 /* "user:password", never logged */
+	char base_path[ZK_ROOT_MAX + 2];  /* root + "/r" */
+	char vbase_path[ZK_ROOT_MAX + 2]; /* root + "/v": versions */
+	int timeout_ms;			  /* asked for */
+	int lock_delay_ms;		  /* see zk_check_freed() */
+	char *auth;			  /* "user:password", never logged */
 	struct ACL_vector *acl;
 	struct dl_lease *lfence; /* conf->lease; see zk_lease_publish_locked() */
 	/* test hook, 0 unless DLOCKFS_TEST_ZK_ABANDON_DELAY_MS is set: how
@@ -406,5 +415,9 @@ int zk_list(struct dl_backend *be, const char *resource, dl_lock_info_fn fn,
 	    void *arg);
 int zk_break_lock(struct dl_backend *be, const char *resource);
 int zk_poke(struct dl_backend *be, const char *resource);
+int zk_version(struct dl_backend *be, const char *resource,
+	       struct dl_version *out);
+int zk_bump(struct dl_backend *be, const char *resource,
+	    struct dl_version *out);
 
 #endif /* DL_ZK_INTERNAL_H */

@@ -11,11 +11,13 @@
  * with "h-", and the empty name is "%".  An encoding longer than
  * ZK_NAME_MAX becomes "h-" + the hex SHA-256 of the name: such names can
  * collide only through SHA-256, and the backend stores the full name in
- * every node's data and ignores nodes of a different full name anyway.
+ * every request node's data and ignores nodes of a different full name
+ * anyway (a version node, CHROOT/v/NAME, keeps only a host id: two
+ * names would share a version only through a SHA-256 collision).
  *
  * Pure: no I/O, no allocation, no ZooKeeper, no shared state, so no
  * locking: callable from any thread.  Does not know paths (the backend
- * prefixes CHROOT/r/, internal.h) nor node data (codec.c).
+ * prefixes CHROOT/r/ or CHROOT/v/, internal.h) nor node data (codec.c).
  */
 #ifndef DL_ZK_NAMES_H
 #define DL_ZK_NAMES_H

@@ -1,7 +1,7 @@
 /*
  * ops.c - the "zk://" backend's dl_backend_ops: open and close, and the
  * requests of one owner (lock, unlock, cancel, release_owner) and status.
- * inspect.c has getlk, list, break_lock and poke.
+ * inspect.c has getlk, list, break_lock, poke, version and bump.
  *
  * lock() takes the owner's entry (busy), waits at most min(timeout, 5 s)
  * for a connection, then answers from the owner's cached nodes when it
@@ -167,6 +167,7 @@ static int zk_open(const struct dl_backend_conf *conf,
 	zb->hosts = u.hosts;
 	snprintf(zb->root, sizeof(zb->root), "%s", u.root);
 	snprintf(zb->base_path, sizeof(zb->base_path), "%s/r", u.root);
+	snprintf(zb->vbase_path, sizeof(zb->vbase_path), "%s/v", u.root);
 	free(u.root);
 	zb->timeout_ms = u.timeout_ms;
 	zb->lock_delay_ms = u.lock_delay_ms;
@@ -767,4 +768,6 @@ const struct dl_backend_ops dl_zk_ops = {
 	.status = zk_status,
 	.break_lock = zk_break_lock,
 	.poke = zk_poke,
+	.version = zk_version,
+	.bump = zk_bump,
 };

@@ -36,9 +36,9 @@
  *    else here that writes ZooKeeper runs with the busy flag held and the
  *    mutex dropped, on a caller's or the worker's thread, with a session
  *    reference: ZooKeeper calls never under zb->mutex.  (zk_make_path also
- *    serves open and zk_register, for CHROOT/r and CHROOT/s: no owner.)
- *    zb->containers, zb->next_req and zb->orphans are read and written in
- *    short critical sections between the calls.
+ *    serves open, zk_register and bump, for CHROOT/r, CHROOT/s and
+ *    CHROOT/v: no owner.)  zb->containers, zb->next_req and zb->orphans
+ *    are read and written in short critical sections between the calls.
  *  - The busy holder changes the node list and, once a node is linked,
  *    its ranges only under zb->mutex, so that readers holding only the
  *    mutex (zk_abandon, zk_status, zk_mark_local, zk_held_find) see a

@@ -124,7 +124,9 @@ static void on_revoke(void *ctx, const char *res)
 	pthread_mutex_unlock(&h->mutex);
 }
 
-static void host_open(struct host *h, const char *name, const char *fault)
+/* open host @name of @h; 0 or the backend's error, with @err */
+static int host_try_open(struct host *h, const char *name, const char *fault,
+			 char *err, size_t errlen)
 {
 	struct dl_backend_cb cb = { .ctx = h,
 				    .granted = on_granted,
@@ -132,7 +134,6 @@ static void host_open(struct host *h, const char *name, const char *fault)
 				    .lost = on_lost,
 				    .revoke = on_revoke };
 	struct dl_backend_conf conf = { 0 };
-	char err[512];
 	int ret;
 
 	memset(h, 0, sizeof(*h));
@@ -147,9 +148,20 @@ static void host_open(struct host *h, const char *name, const char *fault)
 	conf.lease = &h->lease;
 	if (fault)
 		setenv("DLOCKFS_TEST_PG_FAULT", fault, 1);
-	ret = dl_backend_open(&conf, &cb, &h->be, err, sizeof(err));
+	ret = dl_backend_open(&conf, &cb, &h->be, err, errlen);
 	unsetenv("DLOCKFS_TEST_PG_FAULT");
-	if (ret < 0)
+	if (ret < 0) {
+		pthread_cond_destroy(&h->cond);
+		pthread_mutex_destroy(&h->mutex);
+	}
+	return ret;
+}
+
+static void host_open(struct host *h, const char *name, const char *fault)
+{
+	char err[512];
+
+	if (host_try_open(h, name, fault, err, sizeof(err)) < 0)
 		fail("open %s: %s", name, err);
 }
 
@@ -745,38 +757,376 @@ static void sc_poke(void)
 	free(big);
 }
 
-/*
- * The schema (URI's, made at version 1 by pg_be.sh as a dlockfs without
- * poke did) is upgraded by the first open: version 2 in meta, poke() there,
- * and a poke reaches the holder.
- */
-static void sc_poke_upgrade(void)
+/* the schema the URI names, in @buf */
+static const char *uri_schema(char *buf, size_t len)
 {
 	const char *sch = strstr(uri, "schema=");
-	char sql[256];
-	struct host a, b;
-	int len;
 
 	if (!sch)
 		fail("URI names no schema");
 	sch += strlen("schema=");
-	len = (int)strcspn(sch, "&");
+	snprintf(buf, len, "%.*s", (int)strcspn(sch, "&"), sch);
+	return buf;
+}
+
+/* the schema's meta table as max(version) * 10 + its rows */
+static long meta_of(const char *sch)
+{
+	char sql[256];
+
 	snprintf(sql, sizeof(sql),
-		 "SELECT max(version) * 10 + count(*) FROM %.*s.meta", len,
-		 sch);
-	if (sql_long(sql) != 11)
+		 "SELECT max(version) * 10 + count(*) FROM %s.meta", sch);
+	return sql_long(sql);
+}
+
+/*
+ * The schema (URI's, made at version 1 by pg_be.sh as a dlockfs without
+ * poke did) is upgraded by the first open, in one go to version 3: one
+ * row more in meta, a poke reaches the holder, a bump counts.
+ */
+static void sc_poke_upgrade(void)
+{
+	struct dl_version v;
+	struct host a, b;
+	char sch[64];
+
+	uri_schema(sch, sizeof(sch));
+	if (meta_of(sch) != 11)
 		fail("the schema is not at version 1 before the test: %ld",
-		     sql_long(sql));
+		     meta_of(sch));
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
-	if (sql_long(sql) != 22)
+	if (meta_of(sch) != 32)
 		fail("meta after the upgrade: %ld (max version * 10 + rows)",
-		     sql_long(sql));
+		     meta_of(sch));
 	lock_in(&a, "u", DL_SPACE_FLOCK, DL_WRLCK, 1);
 	poke_reaches(&b, "u", &a, 1);
 	release_in(&a, "u", DL_SPACE_FLOCK, 1);
+	expect(dl_backend_bump(b.be, "u", &v), 0, "b bumps");
+	expect(dl_backend_version(a.be, "u", &v), 0, "a reads the version");
+	if (v.version != 1 || strcmp(v.host, "b") != 0)
+		fail("version after the upgrade: %" PRIu64 " by \"%s\"",
+		     v.version, v.host);
 	host_close(&a);
 	host_close(&b);
+}
+
+/* ---- versions --------------------------------------------------------- */
+
+static void clear_versions(void)
+{
+	sql_run("DELETE FROM be.res_versions");
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* @h reads @res: version @want, last bumped by @host ("" never) */
+static void version_is(struct host *h, const char *res, uint64_t want,
+		       const char *host)
+{
+	struct dl_version v;
+
+	expect(dl_backend_version(h->be, res, &v), 0, "version");
+	if (v.version != want || strcmp(v.host, host) != 0 ||
+	    (!want && v.changed_ms))
+		fail("%s reads \"%.40s\" (%zu bytes): %" PRIu64 " by \"%s\"",
+		     h->name, res, strlen(res), v.version, v.host);
+}
+
+/* @h bumps @res: the version after it is @want */
+static void bump_to(struct host *h, const char *res, uint64_t want)
+{
+	struct dl_version v;
+
+	expect(dl_backend_bump(h->be, res, &v), 0, "bump");
+	if (v.version != want || strcmp(v.host, h->name) != 0)
+		fail("%s bumps \"%.40s\" (%zu bytes) to %" PRIu64, h->name, res,
+		     strlen(res), v.version);
+}
+
+/*
+ * Never bumped: 0, "", 0.  Bumps count from 1 with the host and the
+ * server's time, read back the same from the other host and after both
+ * closed; a bump whose answer is lost is asked again and counted once,
+ * and so is one that gets no answer at all (-ENOLCK, but it ran).
+ */
+static void sc_version(void)
+{
+	struct dl_version v1, v2, v;
+	struct host a, b, c;
+	int64_t t0, t1;
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	clear_versions();
+	version_is(&a, "v", 0, "");
+	version_is(&b, "v", 0, "");
+	t0 = wall_ms();
+	expect(dl_backend_bump(a.be, "v", &v1), 0, "a bumps");
+	expect(dl_backend_bump(a.be, "v", &v2), 0, "a bumps again");
+	t1 = wall_ms();
+	if (v1.version != 1 || v2.version != 2 || strcmp(v2.host, "a") != 0)
+		fail("two bumps gave %" PRIu64 ", %" PRIu64 " by \"%s\"",
+		     v1.version, v2.version, v2.host);
+	/* the server's clock is this machine's */
+	if (v1.changed_ms < t0 - 2000 || v2.changed_ms > t1 + 2000 ||
+	    v2.changed_ms < v1.changed_ms)
+		fail("bumped at %" PRId64 ", %" PRId64 " ms; now %" PRId64,
+		     v1.changed_ms, v2.changed_ms, t1);
+	expect(dl_backend_version(b.be, "v", &v), 0, "b reads");
+	if (v.version != 2 || strcmp(v.host, "a") != 0 ||
+	    v.changed_ms != v2.changed_ms)
+		fail("b reads %" PRIu64 " by \"%s\" at %" PRId64, v.version,
+		     v.host, v.changed_ms);
+	version_is(&a, "v2", 0, "");
+	bump_to(&b, "v", 3);
+	if (sql_long("SELECT count(*) FROM be.versions WHERE resource = 'v' "
+		     "AND version = 3 AND host = 'b'") != 1)
+		fail("be.versions does not show v at 3 by b");
+	host_close(&a);
+	host_close(&b);
+
+	/* no daemon left: the version stays */
+	host_open(&a, "a", "drop_result:1");
+	version_is(&a, "v", 3, "b"); /* its answer lost once: read again */
+	bump_to(&a, "v", 4);	     /* not lost: the fault is spent */
+	host_close(&a);
+	host_open(&a, "a", "drop_result:1");
+	bump_to(&a, "v", 5); /* answer lost, asked again: counted once */
+	host_open(&c, "c", "drop_result:2");
+	expect(dl_backend_bump(c.be, "v", &v), -ENOLCK,
+	       "c bumps, both answers lost");
+	version_is(&a, "v", 6, "c"); /* it ran, once */
+	bump_to(&c, "v", 7);
+	host_close(&a);
+	host_close(&c);
+}
+
+struct bumper {
+	struct host *h;
+	pthread_barrier_t *start;
+	uint64_t got[25];
+	int err;
+};
+
+static void *bumper_main(void *arg)
+{
+	struct bumper *bu = arg;
+
+	pthread_barrier_wait(bu->start);
+	for (size_t i = 0; i < 25; i++) {
+		struct dl_version v;
+		int ret = dl_backend_bump(bu->h->be, "race", &v);
+
+		if (ret < 0 && !bu->err)
+			bu->err = ret;
+		bu->got[i] = ret < 0 ? 0 : v.version;
+	}
+	return NULL;
+}
+
+/*
+ * Two hosts bump one resource at once, from two threads each (50 bumps
+ * per host, on several connections): every bump gets its own version,
+ * 1 to 100 with none twice, and the version ends at 100.
+ */
+static void sc_version_race(void)
+{
+	struct bumper bu[4];
+	pthread_barrier_t start;
+	pthread_t t[4];
+	bool seen[101] = { false };
+	struct host a, b;
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	clear_versions();
+	pthread_barrier_init(&start, NULL, 4);
+	for (int i = 0; i < 4; i++) {
+		bu[i] = (struct bumper){ .h = i % 2 ? &b : &a,
+					 .start = &start };
+		if (pthread_create(&t[i], NULL, bumper_main, &bu[i]))
+			fail("pthread_create");
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&start);
+	for (int i = 0; i < 4; i++) {
+		expect(bu[i].err, 0, "a bump of the race");
+		for (size_t j = 0; j < 25; j++) {
+			uint64_t g = bu[i].got[j];
+
+			if (g < 1 || g > 100 || seen[g])
+				fail("bump %zu of thread %d got version "
+				     "%" PRIu64 " (twice, or out of 1..100)",
+				     j, i, g);
+			seen[g] = true;
+			if (j && g <= bu[i].got[j - 1])
+				fail("thread %d's versions went back", i);
+		}
+	}
+	expect(dl_backend_version(a.be, "race", &(struct dl_version){ 0 }), 0,
+	       "a reads");
+	if (sql_long("SELECT version FROM be.res_versions WHERE res = "
+		     "'race'") != 100 ||
+	    sql_long("SELECT count(*) FROM be.res_versions") != 1)
+		fail("after the race: version %ld in %ld rows",
+		     sql_long("SELECT max(version) FROM be.res_versions"),
+		     sql_long("SELECT count(*) FROM be.res_versions"));
+	host_close(&a);
+	host_close(&b);
+}
+
+/*
+ * Names of awkward bytes (new line, '%', quotes, backslash, invalid
+ * UTF-8, 255 bytes, a whole path's 4095 bytes and its twin) each have
+ * their own version: name i bumped i + 1 times, by both hosts in turn,
+ * reads i + 1.  The view shows valid UTF-8 as text and the rest escaped.
+ */
+static void sc_version_names(void)
+{
+	static char n255[256], n254y[256], path[4096], twin[4096];
+	const char *names[] = {
+		n255,	    n254y,	   "new\nline",	  "100%",    "%25",
+		"quote'",   "dq\"",	   "back\\slash", "\xff",    "\xfe",
+		"\xff\xfe", "caf\xc3\xa9", "caf\xe9",	  "\x01ctl", " ",
+		path,	    twin,
+	};
+	size_t n = sizeof(names) / sizeof(names[0]);
+	struct host a, b;
+
+	memset(n255, 'x', 255);
+	memset(n254y, 'x', 254);
+	n254y[254] = 'y';
+	for (size_t i = 0; i < 4095; i++)
+		path[i] = (char)(1 + i % 255); /* every byte but NUL */
+	memcpy(twin, path, sizeof(path));
+	twin[4094] = 'z';
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	clear_versions();
+	for (size_t i = 0; i < n; i++)
+		for (uint64_t k = 1; k <= i + 1; k++)
+			bump_to(k % 2 ? &a : &b, names[i], k);
+	for (size_t i = 0; i < n; i++)
+		version_is(i % 2 ? &a : &b, names[i], i + 1,
+			   (i + 1) % 2 ? "a" : "b");
+	if (sql_long("SELECT count(*) FROM be.res_versions") != (long)n)
+		fail("%ld version rows for %zu names",
+		     sql_long("SELECT count(*) FROM be.res_versions"), n);
+	if (sql_long("SELECT count(*) FROM be.versions WHERE resource IN "
+		     "('café', 'caf\\351', '\\377\\376', E'new\\nline')") != 4)
+		fail("be.versions shows the names wrong");
+	version_is(&a, "never", 0, "");
+	host_close(&a);
+	host_close(&b);
+}
+
+/*
+ * Versions are not locks: a break, a lease that died (purged by the next
+ * lock, its records collected by gc()) and a clean close leave them be.
+ */
+static void sc_version_keep(void)
+{
+	struct dl_lock_req r;
+	struct dl_grant g;
+	struct host a, b;
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	clear_versions();
+	bump_to(&a, "k", 1);
+	bump_to(&a, "k", 2);
+	lock_in(&a, "k", DL_SPACE_POSIX, DL_WRLCK, 1);
+	expect(dl_backend_break_lock(b.be, "k"), 0, "b breaks a's lock");
+	version_is(&b, "k", 2, "a");
+	lock_in(&a, "k", DL_SPACE_FLOCK, DL_WRLCK, 2);
+	if (sql_long("SELECT be.break_lock('k')") != 1)
+		fail("the operator's break_lock found no holder");
+	version_is(&b, "k", 2, "a");
+
+	lock_in(&a, "k2", DL_SPACE_POSIX, DL_WRLCK, 3);
+	bump_to(&a, "k2", 1);
+	/* a's lease died long ago: b's lock purges it, gc() forgets it */
+	sql_run("UPDATE be.leases SET expires = clock_timestamp() - "
+		"interval '2 hours' WHERE host = 'a'");
+	r = req("k2", DL_WRLCK, 4, 0);
+	(void)dl_backend_lock(b.be, &r, &g); /* granted, or in a lock-delay */
+	sql_run("SELECT be.gc()");
+	if (sql_long("SELECT count(*) FROM be.held h WHERE NOT EXISTS "
+		     "(SELECT 1 FROM be.leases l WHERE l.id = h.lease)"))
+		fail("gc() left locks of a dead lease");
+	version_is(&b, "k2", 1, "a");
+	version_is(&b, "k", 2, "a");
+	bump_to(&b, "k2", 2);
+	release_in(&b, "k2", DL_SPACE_POSIX, 4);
+	host_close(&a);
+	host_close(&b);
+	if (sql_long("SELECT sum(version) FROM be.res_versions") != 4)
+		fail("versions after both closed: %ld in all",
+		     sql_long("SELECT sum(version) FROM be.res_versions"));
+}
+
+/*
+ * The schema (URI's, made at version 2 by pg_be.sh as a dlockfs before
+ * versions did, with a lock in it) is upgraded by the first open: version
+ * 3 in meta, the lock kept, versions work; a schema newer than the daemon
+ * is refused.
+ */
+static void sc_version_upgrade(void)
+{
+	char sch[64], sql[512], err[512];
+	struct host a;
+	int ret;
+
+	uri_schema(sch, sizeof(sch));
+	if (meta_of(sch) != 21)
+		fail("the schema is not at version 2 before the test: %ld",
+		     meta_of(sch));
+	snprintf(sql, sizeof(sql),
+		 "SELECT r FROM %s.lock(%s.reg('old', 1, '00000000000000aa', "
+		 "600000, 0), 'kept'::bytea, 1::smallint, 2::smallint, 0, 9, "
+		 "7, 42, NULL)",
+		 sch, sch);
+	if (sql_long(sql) != 1)
+		fail("no lock in the version 2 schema");
+	host_open(&a, "a", NULL);
+	if (meta_of(sch) != 32)
+		fail("meta after the upgrade: %ld (max version * 10 + rows)",
+		     meta_of(sch));
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM %s.locks WHERE resource = 'kept' AND "
+		 "host = 'old' AND range = '0-9'",
+		 sch);
+	if (sql_long(sql) != 1)
+		fail("the lock did not survive the upgrade");
+	version_is(&a, "kept", 0, "");
+	bump_to(&a, "kept", 1);
+	snprintf(sql, sizeof(sql),
+		 "SELECT version FROM %s.versions WHERE resource = 'kept'",
+		 sch);
+	if (sql_long(sql) != 1)
+		fail("%s.versions does not show the bump", sch);
+	host_close(&a);
+
+	/* a newer dlockfs upgraded it meanwhile: refused by name */
+	snprintf(sql, sizeof(sql), "INSERT INTO %s.meta (version) VALUES (4)",
+		 sch);
+	sql_run(sql);
+	ret = host_try_open(&a, "a", NULL, err, sizeof(err));
+	if (ret == 0)
+		host_close(&a);
+	if (ret != -EINVAL || !strstr(err, "version 4"))
+		fail("open of a version 4 schema: %d (%s)", ret, err);
+	snprintf(sql, sizeof(sql), "DELETE FROM %s.meta WHERE version = 4",
+		 sch);
+	sql_run(sql);
 }
 
 int main(int argc, char **argv)
@@ -793,6 +1143,11 @@ int main(int argc, char **argv)
 		{ "indoubt_relock", sc_indoubt_relock },
 		{ "poke", sc_poke },
 		{ "poke_upgrade", sc_poke_upgrade },
+		{ "version", sc_version },
+		{ "version_race", sc_version_race },
+		{ "version_names", sc_version_names },
+		{ "version_keep", sc_version_keep },
+		{ "version_upgrade", sc_version_upgrade },
 	};
 
 	if (argc != 4) {

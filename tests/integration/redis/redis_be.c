@@ -1041,6 +1041,261 @@ static void sc_poke(void)
 	host_close(&b);
 }
 
+/* ---- versions ---------------------------------------------------------- */
+
+#define BUMPERS	    4	/* threads per host */
+#define BUMPS	    250 /* per thread: N = BUMPERS * BUMPS per host */
+#define TOTAL_BUMPS (2 * BUMPERS * BUMPS)
+
+static struct dl_version get_version(struct host *h, const char *res)
+{
+	struct dl_version v;
+	char buf[128];
+	int ret = dl_backend_version(h->be, res, &v);
+
+	if (ret != 0)
+		fail("%s: version of \"%s\" gave %d", h->name,
+		     shown(res, buf, sizeof(buf)), ret);
+	return v;
+}
+
+static struct dl_version do_bump(struct host *h, const char *res)
+{
+	struct dl_version v;
+	char buf[128];
+	int ret = dl_backend_bump(h->be, res, &v);
+
+	if (ret != 0)
+		fail("%s: bump of \"%s\" gave %d", h->name,
+		     shown(res, buf, sizeof(buf)), ret);
+	return v;
+}
+
+/* @res is at @version, last bumped by @host ("" and 0 ms: never) */
+static void expect_version(struct host *h, const char *res, uint64_t version,
+			   const char *host, const char *what)
+{
+	struct dl_version v = get_version(h, res);
+	char buf[128];
+
+	if (v.version != version || strcmp(v.host, host) != 0 ||
+	    (version == 0) != (v.changed_ms == 0))
+		fail("%s: \"%s\" read by %s is %" PRIu64 " by \"%s\" at "
+		     "%" PRId64 ", expected %" PRIu64 " by \"%s\"",
+		     what, shown(res, buf, sizeof(buf)), h->name, v.version,
+		     v.host, v.changed_ms, version, host);
+}
+
+/* dl_backend_list() callback: counts what is listed on another resource
+ * than @arg */
+static int count_other_fn(const struct dl_lock_info *info, void *arg)
+{
+	struct find_arg *f = arg;
+
+	if (!info->resource || strcmp(info->resource, "v") != 0)
+		f->found++;
+	return 0;
+}
+
+struct bump_thread {
+	pthread_t t;
+	struct host *h;
+	const char *res;
+	uint64_t got[BUMPS];
+	const char *err; /* NULL: every bump answered 0 */
+};
+
+static void *bump_main(void *arg)
+{
+	struct bump_thread *bt = arg;
+
+	for (int i = 0; i < BUMPS && !bt->err; i++) {
+		struct dl_version v;
+
+		if (dl_backend_bump(bt->h->be, bt->res, &v) != 0)
+			bt->err = "a bump failed";
+		else if (strcmp(v.host, bt->h->name) != 0)
+			bt->err = "a bump names another host";
+		bt->got[i] = v.version;
+	}
+	return NULL;
+}
+
+/*
+ * Optimistic concurrency (issue 14): a resource's version, P:v:R, counted
+ * on the server apart from its locks.  Never bumped reads 0; each bump
+ * adds exactly one, also when two hosts bump at once from several
+ * threads; odd names have versions of their own; breaking, losing and
+ * purging locks, listing them, reopening the backend and a server that
+ * stops answering for a while leave it alone.  Redlock: not offered.
+ */
+static void sc_version(void)
+{
+	static char longname[256], hugename[4001];
+	static const char *const odd[] = {
+		"dir/new\nline", "100% %s %n", "\xff\xfe\xc3(bad utf-8",
+		longname,	 hugename,     "g:v",
+		":v:",
+	};
+	static const unsigned odd_bumps[] = { 1, 2, 3, 4, 5, 6, 7 };
+	struct bump_thread bt[2 * BUMPERS];
+	static bool seen[TOTAL_BUMPS + 1];
+	struct find_arg f = { 0 };
+	const char *last = NULL; /* the host that bumped "hot" last */
+	struct dl_version v, w;
+	struct host a, b;
+	redisContext *c;
+	redisReply *r;
+	int64_t t0, t1;
+	int ret, failed = 0;
+
+	host_open(&a, "a", NULL);
+	if (nports > 1) {
+		if (dl_backend_version(a.be, "v", &v) != -EOPNOTSUPP ||
+		    dl_backend_bump(a.be, "v", &v) != -EOPNOTSUPP)
+			fail("Redlock offers versions it cannot count");
+		host_close(&a);
+		return;
+	}
+	host_open(&b, "b", NULL);
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[0] = '\x01';
+	memset(hugename, 'h', sizeof(hugename) - 1);
+
+	expect_version(&a, "v", 0, "", "never bumped");
+	t0 = dl_now_ms();
+	v = do_bump(&a, "v");
+	w = do_bump(&a, "v");
+	t1 = dl_now_ms();
+	if (v.version != 1 || w.version != 2 || strcmp(w.host, "a") != 0)
+		fail("two bumps gave %" PRIu64 ", %" PRIu64 " by \"%s\"",
+		     v.version, w.version, w.host);
+	/* the server's clock: this machine's, here */
+	if (v.changed_ms < t0 - 2000 || w.changed_ms > t1 + 2000 ||
+	    w.changed_ms < v.changed_ms)
+		fail("bumped at %" PRId64 " and %" PRId64 ", not within "
+		     "[%" PRId64 ", %" PRId64 "]",
+		     v.changed_ms, w.changed_ms, t0, t1);
+	v = get_version(&b, "v");
+	if (v.version != 2 || strcmp(v.host, "a") != 0 ||
+	    v.changed_ms != w.changed_ms)
+		fail("b reads %" PRIu64 " by \"%s\" at %" PRId64, v.version,
+		     v.host, v.changed_ms);
+
+	/* two daemons, several threads each: no bump lost, none doubled */
+	t0 = mono();
+	for (int i = 0; i < 2 * BUMPERS; i++) {
+		bt[i] = (struct bump_thread){ .h = i % 2 ? &b : &a,
+					      .res = "hot" };
+		pthread_create(&bt[i].t, NULL, bump_main, &bt[i]);
+	}
+	for (int i = 0; i < 2 * BUMPERS; i++) {
+		pthread_join(bt[i].t, NULL);
+		if (bt[i].err)
+			fail("concurrent bumps: %s", bt[i].err);
+		for (int j = 0; j < BUMPS; j++) {
+			uint64_t x = bt[i].got[j];
+
+			if (x == 0 || x > TOTAL_BUMPS || seen[x])
+				fail("concurrent bumps: version %" PRIu64
+				     " given twice or out of range",
+				     x);
+			seen[x] = true;
+			if (x == TOTAL_BUMPS)
+				last = bt[i].h->name;
+		}
+	}
+	expect_version(&a, "hot", TOTAL_BUMPS, last, "concurrent bumps");
+	printf("  %d concurrent bumps by 2 hosts in %" PRId64 " ms\n",
+	       TOTAL_BUMPS, mono() - t0);
+
+	/* odd names: each its own record, its bytes intact */
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		expect_version(&b, odd[i], 0, "", "odd name, never bumped");
+		for (unsigned j = 0; j < odd_bumps[i]; j++)
+			do_bump(i % 2 ? &a : &b, odd[i]);
+	}
+	c = raw(0);
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		char buf[128];
+
+		expect_version(&a, odd[i], odd_bumps[i], i % 2 ? "a" : "b",
+			       "odd name");
+		r = redisCommand(c, "HGET %s:v:%b n", prefix, odd[i],
+				 strlen(odd[i]));
+		if (!r || r->type != REDIS_REPLY_STRING ||
+		    strtoull(r->str, NULL, 10) != odd_bumps[i])
+			fail("no record %s:v:%s of %u", prefix,
+			     shown(odd[i], buf, sizeof(buf)), odd_bumps[i]);
+		freeReplyObject(r);
+	}
+
+	/* locks come and go around it: a break, a lease lost and purged */
+	if (do_lock(&a, "v", 1, 0, NULL) != 0)
+		fail("a lock v");
+	ret = dl_backend_break_lock(b.be, "v");
+	if (ret != 0)
+		fail("break gave %d", ret);
+	if (!wait_lost(&a, 1, BOUND_MS))
+		fail("the broken lock was not reported lost");
+	expect_version(&b, "v", 2, "a", "after a break");
+	if (do_lock(&a, "v", 1, 0, NULL) != 0)
+		fail("a lock v again");
+	kill_leases(0, "a");
+	if (!wait_lost(&a, 2, BOUND_MS))
+		fail("the lock of the vanished lease was not reported lost");
+	ret = do_lock(&b, "v", 2, 0, NULL); /* purges a's dead record */
+	if (ret != 0 && ret != -EAGAIN)
+		fail("b lock v gave %d", ret);
+	expect_version(&b, "v", 2, "a", "after a lease loss and purge");
+	/* "v" is the only resource with locks left: no version record is
+	 * listed as one */
+	if (dl_backend_list(a.be, NULL, count_other_fn, &f) < 0)
+		fail("list of every resource");
+	if (f.found)
+		fail("list of every resource shows %d lock(s) on resources "
+		     "that only have a version",
+		     f.found);
+
+	/* an error answer, then a server that stops answering for a while:
+	 * -ENOLCK, and the backend reconnects */
+	r = redisCommand(c, "SET %s:v:wrongtype x", prefix);
+	freeReplyObject(r);
+	if (dl_backend_version(a.be, "wrongtype", &v) != -ENOLCK ||
+	    dl_backend_bump(a.be, "wrongtype", &v) != -ENOLCK)
+		fail("an error answer did not give -ENOLCK");
+	r = redisCommand(c, "CLIENT PAUSE 1200");
+	freeReplyObject(r);
+	ret = dl_backend_bump(a.be, "v", &v);
+	if (ret != -ENOLCK)
+		fail("a bump while the server does not answer gave %d", ret);
+	t0 = mono();
+	while ((ret = dl_backend_bump(a.be, "v", &v)) == -ENOLCK &&
+	       mono() < t0 + BOUND_MS) {
+		failed++;
+		usleep(20000);
+	}
+	if (ret != 0)
+		fail("no bump within %d ms of the pause: %d", BOUND_MS, ret);
+	/* each unanswered bump may have run once the pause ended */
+	if (v.version < 3 || v.version > 3 + 1 + (uint64_t)failed)
+		fail("%d bump(s) unanswered, then one more: %" PRIu64,
+		     1 + failed, v.version);
+	w = v;
+	redisFree(c);
+
+	/* versions outlive their daemons */
+	host_close(&a);
+	host_close(&b);
+	host_open(&a, "a", NULL);
+	expect_version(&a, "v", w.version, "a", "after reopen");
+	expect_version(&a, "hot", TOTAL_BUMPS, last, "after reopen");
+	v = do_bump(&a, "hot");
+	if (v.version != TOTAL_BUMPS + 1)
+		fail("bump after reopen gave %" PRIu64, v.version);
+	host_close(&a);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -1058,6 +1313,7 @@ int main(int argc, char **argv)
 		{ "mine_waiting", sc_mine_waiting },
 		{ "indoubt_relock", sc_indoubt_relock },
 		{ "poke", sc_poke },
+		{ "version", sc_version },
 	};
 	char *p;
 

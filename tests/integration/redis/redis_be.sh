@@ -15,15 +15,17 @@ if [[ $mode == single ]]; then
 	rd_start p1
 	ports=$p1
 	scenarios=(lease relock_race cancel_race unlock_retry nomem
-		cancel_orphan mine_waiting indoubt_relock poke)
+		cancel_orphan mine_waiting indoubt_relock poke version)
 else
 	rd_start p1
 	rd_start p2
 	rd_start p3
 	ports=$p1,$p2,$p3
 	scenarios=(lease relock_race redlock_revive unlock_retry
-		cancel_orphan since indoubt_relock poke)
+		cancel_orphan since indoubt_relock poke version)
 fi
+# REDIS_BE_SCENARIOS="a b": only those (a developer's quick run)
+[[ -z ${REDIS_BE_SCENARIOS:-} ]] || read -ra scenarios <<<"$REDIS_BE_SCENARIOS"
 failed=()
 for sc in "${scenarios[@]}"; do
 	dl_log "scenario $sc"
