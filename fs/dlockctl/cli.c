@@ -25,6 +25,9 @@ void cli_usage_line(FILE *f)
 	      " [-r | -J] [PATH | name:NAME]\n"
 	      "       dlockctl [--socket PATH] break PATH | name:NAME\n"
 	      "       dlockctl [--socket PATH] metrics\n"
+	      "       dlockctl [--json] version [-J] FILE\n"
+	      "       dlockctl replace --if-version N NEWFILE TARGET\n"
+	      "       dlockctl read [--retries N] FILE\n"
 	      "       dlockctl --version | --help\n"
 	      "       dlockctl [--socket PATH] run --lock NAME [--lock NAME...]"
 	      " [--shared] [--timeout SECONDS] -- COMMAND [ARG...]\n",

@@ -5,8 +5,10 @@
  * Exit status: 0 done; 1 the lock or the lock record was not there (a
  * timeout, a conflict, nothing to break); 2 usage error; 3 the daemon
  * cannot be reached or spoke nonsense; 4 the daemon refused (permission,
- * a file it will not name, a backend error).  `run` exits with the
- * command's status (128+N for a signal, 126/127 when it cannot be run).
+ * a file it will not name, a backend error); 5 the file changed (replace:
+ * its version was not the one given; read: it changed during every
+ * attempt).  `run` exits with the command's status (128+N for a signal,
+ * 126/127 when it cannot be run).
  */
 #ifndef DLOCKCTL_CLI_H
 #define DLOCKCTL_CLI_H
@@ -18,6 +20,7 @@
 #define EX_USAGE   2
 #define EX_DAEMON  3
 #define EX_REFUSED 4
+#define EX_CHANGED 5
 
 /*
  * The process-wide settings, set once by main() before a command runs and

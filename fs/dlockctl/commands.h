@@ -13,6 +13,9 @@ int cmd_metrics(int argc, char **argv); /* metrics.c */
 int cmd_locks(int argc, char **argv);	/* locks.c */
 int cmd_break(int argc, char **argv);	/* locks.c */
 int cmd_run(int argc, char **argv);	/* run.c */
+int cmd_version(int argc, char **argv); /* version.c */
+int cmd_replace(int argc, char **argv); /* version.c */
+int cmd_read(int argc, char **argv);	/* version.c */
 
 /*
  * The host id of the daemon on connection @c (status.c), malloc'd; NULL

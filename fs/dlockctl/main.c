@@ -2,7 +2,8 @@
  * main.c - dlockctl, the administrator's view of dlockfs through a
  * daemon's control socket: status, the locks of the cluster, breaking a
  * stuck lock, and running a command under named locks taken in one
- * canonical order.
+ * canonical order; and, through the xattrs of a mount's files rather than
+ * the socket, the files' versions (version, replace, read: version.c).
  *
  * This file reads the global options (--socket, --json, --help,
  * --version), sets the process-wide settings of cli.h, and hands the rest
@@ -36,6 +37,12 @@ static void help(void)
 	      " (root)\n"
 	      "  run             run COMMAND under named locks\n"
 	      "  metrics         the daemon's metrics, Prometheus text format\n"
+	      "  version         FILE's version and its last change (no"
+	      " socket)\n"
+	      "  replace         rename NEWFILE over TARGET if TARGET's"
+	      " version is N\n"
+	      "  read            FILE to stdout, read while no writer was"
+	      " at work\n"
 	      "\n"
 	      "Options:\n"
 	      "  -S, --socket PATH     the daemon's control socket (default"
@@ -56,12 +63,23 @@ static void help(void)
 	      "  -J, --json            a JSON array (every column without"
 	      " -o)\n"
 	      "\n"
+	      "version options:\n"
+	      "  -J, --json            a JSON object\n"
+	      "\n"
+	      "replace options:\n"
+	      "  --if-version N        replace only if TARGET's version is"
+	      " N (required)\n"
+	      "\n"
+	      "read options:\n"
+	      "  --retries N           read again at most N times (default"
+	      " 5)\n"
+	      "\n"
 	      "Columns:\n",
 	      stdout);
 	table_help_columns();
 	fputs("\nExit status: 0 done, 1 no lock (held, timeout, nothing to"
-	      " break), 2 usage,\n3 daemon unreachable, 4 refused; run: the"
-	      " command's.\n",
+	      " break), 2 usage,\n3 daemon unreachable, 4 refused, 5 the file"
+	      " changed (replace, read);\nrun: the command's.\n",
 	      stdout);
 }
 
@@ -116,5 +134,11 @@ int main(int argc, char **argv)
 		return cmd_run(argc, argv);
 	if (strcmp(cmd, "metrics") == 0)
 		return cmd_metrics(argc, argv);
+	if (strcmp(cmd, "version") == 0)
+		return cmd_version(argc, argv);
+	if (strcmp(cmd, "replace") == 0)
+		return cmd_replace(argc, argv);
+	if (strcmp(cmd, "read") == 0)
+		return cmd_read(argc, argv);
 	return cli_usage("unknown command '%s'", cmd);
 }

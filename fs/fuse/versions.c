@@ -141,19 +141,83 @@ void ver_bump_name(struct dl_fs *fs, fuse_ino_t parent, const char *name)
 	free(path);
 }
 
+/*
+ * Is an exclusive lock held on @ino, by anyone, in either space?  A test
+ * for a shared whole-file lock of an owner of nobody's (F_GETLK): no lock
+ * is taken, no record written.  1, 0 or a negative errno.
+ */
+static int ver_writer(struct dl_fs *fs, fuse_ino_t ino)
+{
+	for (int s = DL_SPACE_FLOCK; s <= DL_SPACE_POSIX; s++) {
+		struct lockmgr_req r = {
+			.obj = ino,
+			.space = (enum dl_space)s,
+			.type = DL_RDLCK,
+			.start = 0,
+			.end = DL_RANGE_EOF,
+			.owner = lockmgr_owner_new(fs->lm),
+		};
+		struct dl_lock_info info;
+		int ret = lockmgr_getlk(fs->lm, &r, &info);
+
+		if (ret != 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* "version:NAME" on a directory: NAME in it, which may not exist */
+static const char *ver_child(const char *attr, const char *what)
+{
+	size_t len = strlen(what);
+	const char *name = attr + len + 1;
+
+	if (strncmp(attr, what, len) != 0 || attr[len] != ':' || !*name ||
+	    strchr(name, '/') || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
+		return NULL;
+	return name;
+}
+
 int ver_getxattr(struct dl_fs *fs, fuse_ino_t ino, const char *attr,
 		 char **text)
 {
+	const char *child = ver_child(attr, "version");
+	bool all = strcmp(attr, "lastchange") == 0;
 	struct dl_version v;
 	char *name;
 	int ret;
-	bool all = strcmp(attr, "lastchange") == 0;
 
-	if (!fs->ver || (!all && strcmp(attr, "version") != 0))
+	if (!child && (child = ver_child(attr, "lastchange")))
+		all = true;
+	if (!fs->ver)
+		return -ENODATA;
+	if (strcmp(attr, "writer") == 0) {
+		ret = ver_writer(fs, ino);
+		if (ret < 0)
+			return ret;
+		return asprintf(text, "%d", ret) < 0 ? -ENOMEM : 0;
+	}
+	if (!all && !child && strcmp(attr, "version") != 0)
 		return -ENODATA;
 	ret = dl_fs_resource(fs, ino, &name);
 	if (ret < 0)
 		return ret;
+	if (child) {
+		struct stat st;
+		char *path;
+
+		if (fstat(pt_fd(fs, ino), &st) == -1 || !S_ISDIR(st.st_mode)) {
+			free(name);
+			return -ENODATA;
+		}
+		path = ver_join(name, child);
+
+		free(name);
+		if (!path)
+			return -ENOMEM;
+		name = path;
+	}
 	ret = lockmgr_version(fs->lm, name, &v);
 	free(name);
 	if (ret < 0)

@@ -49,6 +49,12 @@ done
 expect path,TYPE _dlockctl dlockctl locks -o path,T
 expect +HOST _dlockctl dlockctl locks --output +H
 expect --lock _dlockctl dlockctl run --l
+for c in metrics version replace read; do
+	expect "$c" _dlockctl dlockctl ""
+done
+expect --if-version _dlockctl dlockctl replace --if
+expect --retries _dlockctl dlockctl read --r
+expect --json _dlockctl dlockctl version --j
 expect backend= _dlockfs dlockfs -o ""
 expect backend=local:,paths= _dlockfs dlockfs -o backend=local:,pa
 expect max_locks_per_uid= _dlockfs dlockfs -o max_l
