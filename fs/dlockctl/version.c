@@ -225,6 +225,19 @@ static int existing(const char *file, struct stat *st)
  */
 static int xa_get(const char *path, int fd, const char *name, char **out)
 {
+	char small[256];
+	ssize_t n0 = fd >= 0 ? fgetxattr(fd, name, small, sizeof(small) - 1)
+			     : getxattr(path, name, small, sizeof(small) - 1);
+
+	/* the values of ours are short: one call, not a size probe first
+	 * (each call is a round trip to the backend) */
+	if (n0 >= 0) {
+		small[n0] = '\0';
+		*out = strdup(small);
+		return *out ? 0 : -ENOMEM;
+	}
+	if (errno != ERANGE)
+		return -errno;
 	for (;;) {
 		ssize_t n = fd >= 0 ? fgetxattr(fd, name, NULL, 0)
 				    : getxattr(path, name, NULL, 0);
@@ -628,12 +641,16 @@ int cmd_replace(int argc, char **argv)
 				      : xa_fail(target, errno);
 		goto out_close;
 	}
-	/* the descriptor is TARGET's file now: its new version */
-	ret = get_version(target, fd, &v);
-	if (ret == 0)
-		printf("%" PRIu64 "\n", v);
-	else
-		fprintf(stderr, "dlockctl: %s was replaced\n", target);
+	/*
+	 * The daemon found version n under its exclusive lock and bumped it
+	 * once: n + 1 (reading it back could see another host's replace
+	 * that came right after, or nothing once that one unlinked our
+	 * file).  Only a writer that changed the file without a lock in
+	 * that instant can have made it more; then the caller's next
+	 * replace meets a conflict and retries, which is safe.
+	 */
+	v = n + 1;
+	printf("%" PRIu64 "\n", v);
 	ret = 0;
 out_close:
 	close(fd);
@@ -801,15 +818,21 @@ int cmd_read(int argc, char **argv)
 		ret = read_all(file, &b);
 		if (ret)
 			break;
-		ret = get_version(file, -1, &v2);
-		if (ret)
-			break;
-		if (v1 != v2)
-			continue;
+		/*
+		 * The writer check before the version: a writer bumps the
+		 * version before it lets its lock go, so one that was at
+		 * work during the read either still holds it now or has
+		 * moved the version already.
+		 */
 		ret = writer_held(file, &held);
 		if (ret)
 			break;
 		if (held)
+			continue;
+		ret = get_version(file, -1, &v2);
+		if (ret)
+			break;
+		if (v1 != v2)
 			continue;
 		ret = write_out(&b);
 		break;
