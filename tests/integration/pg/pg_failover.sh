@@ -22,7 +22,7 @@ PG_DIRS+=("$sdir")
 chmod 755 "$sdir"
 chown "$PG_OSUSER" "$sdir"
 S_PORT=$(pg_free_port)
-runuser -u "$PG_OSUSER" -- "$PG_BIN/pg_basebackup" -h "$P_SOCK" -p "$P_PORT" \
+runuser -u "$PG_OSUSER" -- "$PG_BIN/pg_basebackup" -c fast -h "$P_SOCK" -p "$P_PORT" \
 	-U postgres -D "$sdir/data" -R -X stream >"$sdir/basebackup.log" 2>&1 ||
 	dl_fail "pg_basebackup failed: $(tail -3 "$sdir/basebackup.log")"
 runuser -u "$PG_OSUSER" -- "$PG_BIN/pg_ctl" -D "$sdir/data" -l "$sdir/log" -w -t 30 \
