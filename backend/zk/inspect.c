@@ -560,6 +560,27 @@ static void zk_version_fill(const struct Stat *st, const char *host, int len,
 }
 
 /*
+ * The version node of @resource into @path (ZK_PATH_MAX) and a session to
+ * ask on, into *s (zk_sess_put() it); 0 or -ENOLCK after a log line
+ * naming @what.
+ */
+static int zk_version_start(struct zk_backend *zb, const char *what,
+			    const char *resource, char *path,
+			    struct zk_sess **s)
+{
+	int ret;
+
+	zk_version_path(zb, resource, path, ZK_PATH_MAX);
+	ret = zk_sess_get(zb, zk_connect_wait(zb), s);
+	if (ret < 0)
+		dl_log(DL_LOG_NOTICE,
+		       "zk: %s %s: no connection to ZooKeeper within %" PRId64
+		       " ms",
+		       what, resource, zk_connect_wait(zb));
+	return ret;
+}
+
+/*
  * version(): read @resource's version node after a sync, so that the
  * answer is at least as new as every bump that completed, on any host,
  * before the call (a ZooKeeper read alone may come from a follower that
@@ -577,15 +598,9 @@ int zk_version(struct dl_backend *be, const char *resource,
 	struct Stat st;
 	int ret;
 
-	zk_version_path(zb, resource, path, sizeof(path));
-	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
-	if (ret < 0) {
-		dl_log(DL_LOG_NOTICE,
-		       "zk: version %s: no connection to ZooKeeper "
-		       "within %" PRId64 " ms",
-		       resource, zk_connect_wait(zb));
+	ret = zk_version_start(zb, "version", resource, path, &s);
+	if (ret < 0)
 		return ret;
-	}
 	pthread_mutex_init(&w.mutex, NULL);
 	pthread_cond_init(&w.cond, NULL);
 	/* the sync and the get are pipelined: one session's requests are
@@ -631,15 +646,9 @@ int zk_bump(struct dl_backend *be, const char *resource, struct dl_version *out)
 	struct Stat st;
 	int ret;
 
-	zk_version_path(zb, resource, path, sizeof(path));
-	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
-	if (ret < 0) {
-		dl_log(DL_LOG_NOTICE,
-		       "zk: bump %s: no connection to ZooKeeper "
-		       "within %" PRId64 " ms",
-		       resource, zk_connect_wait(zb));
+	ret = zk_version_start(zb, "bump", resource, path, &s);
+	if (ret < 0)
 		return ret;
-	}
 	for (int tries = 0; tries < ZK_BUMP_TRIES && rc == ZNONODE; tries++) {
 		rc = zoo_set2(s->zh, path, zb->host, hlen, -1, &st);
 		if (rc != ZNONODE)

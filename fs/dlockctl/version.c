@@ -763,6 +763,51 @@ static int write_out(const struct rd_buf *b)
 	return 0;
 }
 
+/*
+ * No writer at work on @file, into *same: its version is still @v1 and no
+ * exclusive lock is held.  The writer check comes first: a writer bumps
+ * the version before it lets its lock go, so one that was at work during
+ * the read either still holds it or has moved the version already.
+ * Returns 0, or an exit status after a message.
+ */
+static int read_settled(const char *file, uint64_t v1, bool *same)
+{
+	uint64_t v2;
+	bool held;
+	int ret = writer_held(file, &held);
+
+	*same = false;
+	if (ret || held)
+		return ret;
+	ret = get_version(file, -1, &v2);
+	*same = ret == 0 && v1 == v2;
+	return ret;
+}
+
+/*
+ * One attempt of `read`: the version and no writer, the content, then
+ * no writer and the same version.  0 with the copy in @b, -1 when a writer was at work
+ * (try again), or an exit status after a message.
+ */
+static int read_once(const char *file, struct rd_buf *b)
+{
+	uint64_t v1;
+	bool held, same;
+	int ret = get_version(file, -1, &v1);
+
+	if (ret == 0)
+		ret = writer_held(file, &held);
+	if (ret == 0 && held)
+		return -1;
+	if (ret == 0)
+		ret = read_all(file, b);
+	if (ret == 0)
+		ret = read_settled(file, v1, &same);
+	if (ret == 0 && !same)
+		return -1;
+	return ret;
+}
+
 /* dlockctl read [--retries N] FILE */
 int cmd_read(int argc, char **argv)
 {
@@ -770,12 +815,11 @@ int cmd_read(int argc, char **argv)
 		{ "retries", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
-	uint64_t retries = READ_RETRIES, v1, v2;
+	uint64_t retries = READ_RETRIES;
 	struct rd_buf b = { NULL, 0, 0 };
 	const char *file;
 	unsigned long retry;
 	struct stat st;
-	bool held;
 	int opt, ret;
 
 	optind = 0;
@@ -807,34 +851,11 @@ int cmd_read(int argc, char **argv)
 		}
 		if (retry)
 			backoff(retry);
-		ret = get_version(file, -1, &v1);
-		if (ret)
-			break;
-		ret = writer_held(file, &held);
-		if (ret)
-			break;
-		if (held)
+		ret = read_once(file, &b);
+		if (ret < 0)
 			continue;
-		ret = read_all(file, &b);
-		if (ret)
-			break;
-		/*
-		 * The writer check before the version: a writer bumps the
-		 * version before it lets its lock go, so one that was at
-		 * work during the read either still holds it now or has
-		 * moved the version already.
-		 */
-		ret = writer_held(file, &held);
-		if (ret)
-			break;
-		if (held)
-			continue;
-		ret = get_version(file, -1, &v2);
-		if (ret)
-			break;
-		if (v1 != v2)
-			continue;
-		ret = write_out(&b);
+		if (ret == 0)
+			ret = write_out(&b);
 		break;
 	}
 	free(b.p);
