@@ -20,8 +20,7 @@
 #      daemon's errno for malformed user.dlock.replace values.
 # Servers (redis, zk, pg) come from the backend's own test library, on
 # 127.0.0.1 only, and go with everything else in lib.sh's EXIT trap.
-# Counts: VERSION_ITER successful replaces per host (default 200 on
-# local/redis, 100 on zk/pg).
+# Counts: VERSION_ITER successful replaces per host (default 200).
 # dl_tmpdir and the libraries assign; A && B || fail is meant
 # shellcheck disable=SC2154,SC2015
 set -euo pipefail
@@ -92,14 +91,14 @@ zk)
 	zk_mount "$B" "$MA" a
 	zk_mount "$B" "$MB" b
 	MO=$MB HA=a HB=b
-	ITER=${VERSION_ITER:-100}
+	ITER=${VERSION_ITER:-200}
 	;;
 pg)
 	pg_start
 	pg_conf "$base/dlock.conf"
 	pg_mount2 "$B" "$(pg_uri "schema=v&ttl_ms=3000")" "$base/dlock.conf"
 	MO=$MB HA=a HB=b
-	ITER=${VERSION_ITER:-100}
+	ITER=${VERSION_ITER:-200}
 	;;
 esac
 dl_log "set up in ${SECONDS}s: A=$MA B=$MB (hosts $HA, $HB)"
