@@ -591,9 +591,12 @@ int cmd_replace(int argc, char **argv)
 		return cli_usage("replace takes NEWFILE and TARGET");
 	newfile = argv[optind];
 	target = argv[optind + 1];
+	/* a bad value is one line, as every bad input here */
 	if (parse_dec(nv, UINT64_MAX, &n) < 0)
-		return cli_usage("--if-version: '%s' is not a decimal number",
-				 nv);
+		return cli_fail(EX_USAGE,
+				"--if-version: '%s' is not a decimal number"
+				" (0 to 18446744073709551615)",
+				nv);
 	ret = replace_target(target, &tdev, &rel);
 	if (ret)
 		return ret;
