@@ -1,17 +1,22 @@
+# shellcheck shell=bash
 # bench_lib.sh - what the benchmark scripts share (bash, sourced under
 # `set -euo pipefail` with BENCH_NAME set): the build, a temporary
-# directory, dlockfs daemons and servers started in the background, and one
-# EXIT trap that unmounts what was mounted, stops what was started (by PID,
-# never by name) and removes the temporary directory, whatever happens.
+# directory, dlockfs daemons and servers (redis-server, ZooKeeper,
+# PostgreSQL) started in the background, and one EXIT trap that unmounts
+# what was mounted, then stops what was started (by PID, never by name)
+# and removes the temporary directory, whatever happens.
 # It never recurses into a live mount: that would empty a backing dir.
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit
 repo=$PWD
 build=${BUILD:-$repo/build}
 tmp=""
 pids=()	   # our dlockfs daemons: unmounting ends them; killed if they linger
 servers=() # our backend servers: killed
+pg_pid=""  # our PostgreSQL postmaster: fast shutdown, killed if it lingers
 mounts=()
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_OSUSER=${PG_OSUSER:-postgres}
 
 log() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; }
 
@@ -20,9 +25,19 @@ is_mounted() {
 	awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo
 }
 
+# alive and not a zombie (a server is our child until we wait for it)
+running() {
+	local s
+	s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[ -n "$s" ] && [ "${s#Z}" = "$s" ]
+}
+
+# the one cleanup chain: unmount, wait for our daemons, stop our servers
+# (PostgreSQL first, by a fast shutdown), remove the temporary directory
 # shellcheck disable=SC2317  # reached through the traps
 bench_cleanup() {
 	local rc=$? m p _
+	set +e # every step runs, whatever an earlier one did
 	trap - EXIT INT TERM HUP
 	for m in "${mounts[@]}"; do
 		is_mounted "$m" || continue
@@ -36,6 +51,7 @@ bench_cleanup() {
 		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null || true
 	done
+	bench_pg_stop
 	for p in "${servers[@]}"; do
 		kill -KILL "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
@@ -55,6 +71,16 @@ trap bench_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+
+# bench_arg OPTION DEFAULT ARG... - the value after OPTION when the
+# arguments start with OPTION VALUE, else DEFAULT
+bench_arg() {
+	if [ "${3:-}" = "$1" ] && [ -n "${4:-}" ]; then
+		echo "$4"
+	else
+		echo "$2"
+	fi
+}
 
 # bench_build PROGRAM... - build (configure first if needed); each PROGRAM,
 # a path below the build directory, must then exist
@@ -116,6 +142,110 @@ bench_redis() {
 	redis-cli -p "$port" ping | grep -q PONG ||
 		{ log "redis-server did not start"; exit 1; }
 	log "redis-server (pid ${servers[-1]}) on 127.0.0.1:$port"
+}
+
+# bench_need_zk, bench_need_pg - fail before anything is started when
+# ZooKeeper or PostgreSQL ($PG_BIN) is not installed
+bench_need_zk() {
+	if ! command -v java >/dev/null || [ ! -r /usr/share/java/zookeeper.jar ]; then
+		log "ZooKeeper is missing (contrib/deps.sh: zookeeperd)"
+		exit 1
+	fi
+}
+
+bench_need_pg() {
+	[ -x "$PG_BIN/initdb" ] || { log "no PostgreSQL in $PG_BIN (contrib/deps.sh)"; exit 1; }
+}
+
+# bench_zk_ask WORD - send a four-letter word to our ZooKeeper, print the answer
+bench_zk_ask() {
+	timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$zk_port"' && printf %s "'"$1"'" >&3 && cat <&3' 2>/dev/null
+}
+
+# bench_zk_start - start a standalone ZooKeeper on a free loopback port in
+# $tmp/zk and wait, at most 30 s, until it serves; sets $zk_port and
+# $zk_pid (a server: SIGKILLed by bench_cleanup)
+bench_zk_start() {
+	local _
+	mkdir -p "$tmp/zk/data"
+	zk_port=$(bench_free_port)
+	cat >"$tmp/zk/zoo.cfg" <<CFG
+tickTime=500
+dataDir=$tmp/zk/data
+clientPort=$zk_port
+clientPortAddress=127.0.0.1
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr
+CFG
+	printf '%s\n' 'log4j.rootLogger=WARN, C' \
+		'log4j.appender.C=org.apache.log4j.ConsoleAppender' \
+		'log4j.appender.C.layout=org.apache.log4j.PatternLayout' >"$tmp/zk/log4j.properties"
+	java -Xmx512m -Dzookeeper.admin.enableServer=false \
+		-Dlog4j.configuration="file:$tmp/zk/log4j.properties" \
+		-cp "$tmp/zk:/usr/share/java/zookeeper.jar:/usr/share/java/*" \
+		org.apache.zookeeper.server.quorum.QuorumPeerMain "$tmp/zk/zoo.cfg" \
+		>"$tmp/zk/log" 2>&1 &
+	zk_pid=$!
+	servers+=("$zk_pid")
+	for _ in $(seq 300); do
+		bench_zk_ask srvr | grep -q Mode: && break
+		kill -0 "$zk_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	bench_zk_ask srvr | grep -q Mode: || { log "ZooKeeper did not start:"; tail "$tmp/zk/log" >&2; exit 1; }
+	log "ZooKeeper (pid $zk_pid) on 127.0.0.1:$zk_port"
+}
+
+# bench_pg_start - initdb into $tmp/pg/data (as $PG_OSUSER when we are
+# root) and start PostgreSQL on a free loopback port, its Unix socket in
+# $tmp/pg, with an ordinary role bench owning a database bench; sets
+# $pg_port, $pg_pid and $pg_uri (dlockfs's backend=, through the socket)
+bench_pg_start() {
+	local as=() sock _
+	mkdir "$tmp/pg"
+	chmod 755 "$tmp"
+	if [ "$(id -u)" -eq 0 ]; then
+		chown "$PG_OSUSER" "$tmp/pg"
+		as=(setpriv --reuid="$PG_OSUSER" --regid="$(id -g "$PG_OSUSER")" --init-groups)
+	fi
+	"${as[@]}" "$PG_BIN/initdb" -D "$tmp/pg/data" -U postgres -A trust --no-sync >"$tmp/pg/initdb.log" 2>&1 ||
+		{ log "initdb failed"; cat "$tmp/pg/initdb.log" >&2; exit 1; }
+	pg_port=$(bench_free_port)
+	# a simple command (not a function: that would fork a subshell) and
+	# setpriv execs: $! is the postmaster itself
+	"${as[@]}" "$PG_BIN/postgres" -D "$tmp/pg/data" -p "$pg_port" -k "$tmp/pg" \
+		-c listen_addresses=127.0.0.1 >"$tmp/pg/log" 2>&1 &
+	pg_pid=$!
+	for _ in $(seq 100); do
+		"$PG_BIN/pg_isready" -q -h "$tmp/pg" -p "$pg_port" && break
+		sleep 0.1
+	done
+	"$PG_BIN/pg_isready" -q -h "$tmp/pg" -p "$pg_port" || { log "PostgreSQL did not start"; exit 1; }
+	psql -X -q -h "$tmp/pg" -p "$pg_port" -U postgres -c "CREATE ROLE bench LOGIN" \
+		-c "CREATE DATABASE bench OWNER bench" postgres
+	log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (pid $pg_pid) on 127.0.0.1:$pg_port"
+	sock=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$tmp/pg")
+	# shellcheck disable=SC2034  # for the scripts
+	pg_uri="postgresql://bench@$sock:$pg_port/bench?schema=bench"
+}
+
+# bench_pg_stop - stop our PostgreSQL if it runs: a fast shutdown (SIGINT
+# to the postmaster, which ends its backends), SIGKILL after 10 s
+# shellcheck disable=SC2317  # reached through the traps
+bench_pg_stop() {
+	local _
+	[ -n "$pg_pid" ] || return 0
+	if running "$pg_pid"; then
+		kill -INT "$pg_pid" 2>/dev/null || true
+		for _ in $(seq 100); do
+			running "$pg_pid" || break
+			sleep 0.1
+		done
+		running "$pg_pid" && kill -KILL "$pg_pid" 2>/dev/null
+	fi
+	wait "$pg_pid" 2>/dev/null || true
+	pg_pid=""
 }
 
 # bench_two_hosts URI SECONDS - mount hosts a and b on URI over

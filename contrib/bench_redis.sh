@@ -23,12 +23,9 @@
 
 set -euo pipefail
 BENCH_NAME=bench_redis
-# shellcheck source=bench_lib.sh
+# shellcheck source-path=SCRIPTDIR source=bench_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
-seconds=3
-if [ "${1:-}" = "--seconds" ] && [ -n "${2:-}" ]; then
-	seconds=$2
-fi
+seconds=$(bench_arg --seconds 3 "$@")
 
 bench_build fs/dlockfs tests/bench/lockbench tests/bench/redisfloor
 bench_tmp

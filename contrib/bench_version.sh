@@ -32,122 +32,27 @@
 
 set -euo pipefail
 BENCH_NAME=bench_version
-# shellcheck source=bench_lib.sh
+# shellcheck source-path=SCRIPTDIR source=bench_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
-n=200
-if [ "${1:-}" = "--n" ] && [ -n "${2:-}" ]; then
-	n=$2
-fi
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-PG_OSUSER=${PG_OSUSER:-postgres}
-pgpid=""
-
-# alive and not a zombie (the server is our child until we wait for it)
-running() {
-	local s
-	s=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-	[ -n "$s" ] && [ "${s#Z}" = "$s" ]
-}
-
-# as bench_pg.sh: unmount first, stop our PostgreSQL (fast shutdown, then
-# SIGKILL of its pid), then bench_lib's cleanup
-# shellcheck disable=SC2317  # reached through the trap
-version_bench_exit() {
-	local rc=$? _ m
-	set +e # (exit RC) below must not end the trap under errexit
-	if [ -n "$pgpid" ] && running "$pgpid"; then
-		for m in "${mounts[@]}"; do
-			is_mounted "$m" && { fusermount3 -u "$m" 2>/dev/null || true; }
-		done
-		kill -INT "$pgpid" 2>/dev/null || true
-		for _ in $(seq 100); do
-			running "$pgpid" || break
-			sleep 0.1
-		done
-		running "$pgpid" && kill -KILL "$pgpid" 2>/dev/null
-		wait "$pgpid" 2>/dev/null || true
-	fi
-	(exit "$rc")
-	bench_cleanup
-}
-trap version_bench_exit EXIT
+n=$(bench_arg --n 200 "$@")
 
 bench_build fs/dlockfs fs/dlockctl
-if ! command -v java >/dev/null || [ ! -r /usr/share/java/zookeeper.jar ]; then
-	log "ZooKeeper is missing (contrib/deps.sh: zookeeperd)"
-	exit 1
-fi
-[ -x "$PG_BIN/initdb" ] || { log "no PostgreSQL in $PG_BIN (contrib/deps.sh)"; exit 1; }
+bench_need_zk
+bench_need_pg
 bench_tmp
-chmod 755 "$tmp"
 
 # ---- servers --------------------------------------------------------
 bench_redis
 redis_port=$port
-
-# ZooKeeper, as bench_zk.sh starts it
-mkdir -p "$tmp/zk/data"
-zk_port=$(bench_free_port)
-cat >"$tmp/zk/zoo.cfg" <<CFG
-tickTime=500
-dataDir=$tmp/zk/data
-clientPort=$zk_port
-clientPortAddress=127.0.0.1
-maxClientCnxns=0
-admin.enableServer=false
-4lw.commands.whitelist=ruok,srvr
-CFG
-printf '%s\n' 'log4j.rootLogger=WARN, C' \
-	'log4j.appender.C=org.apache.log4j.ConsoleAppender' \
-	'log4j.appender.C.layout=org.apache.log4j.PatternLayout' >"$tmp/zk/log4j.properties"
-java -Xmx512m -Dzookeeper.admin.enableServer=false \
-	-Dlog4j.configuration="file:$tmp/zk/log4j.properties" \
-	-cp "$tmp/zk:/usr/share/java/zookeeper.jar:/usr/share/java/*" \
-	org.apache.zookeeper.server.quorum.QuorumPeerMain "$tmp/zk/zoo.cfg" \
-	>"$tmp/zk/log" 2>&1 &
-zk_pid=$!
-servers+=("$zk_pid")
-zk_ask() {
-	timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$zk_port"' && printf %s "'"$1"'" >&3 && cat <&3' 2>/dev/null
-}
-for _ in $(seq 300); do
-	zk_ask srvr | grep -q Mode: && break
-	kill -0 "$zk_pid" 2>/dev/null || break
-	sleep 0.1
-done
-zk_ask srvr | grep -q Mode: || { log "ZooKeeper did not start:"; tail "$tmp/zk/log" >&2; exit 1; }
-log "ZooKeeper (pid $zk_pid) on 127.0.0.1:$zk_port"
-
-# PostgreSQL, as bench_pg.sh starts it
-mkdir "$tmp/pg"
-run_pg() { "$@"; }
-if [ "$(id -u)" -eq 0 ]; then
-	chown "$PG_OSUSER" "$tmp/pg"
-	run_pg() { setpriv --reuid="$PG_OSUSER" --regid="$(id -g "$PG_OSUSER")" --init-groups "$@"; }
-fi
-run_pg "$PG_BIN/initdb" -D "$tmp/pg/data" -U postgres -A trust --no-sync >"$tmp/pg/initdb.log" 2>&1 ||
-	{ log "initdb failed"; cat "$tmp/pg/initdb.log" >&2; exit 1; }
-pg_port=$(bench_free_port)
-# setpriv execs: $! is the postmaster itself
-run_pg "$PG_BIN/postgres" -D "$tmp/pg/data" -p "$pg_port" -k "$tmp/pg" \
-	-c listen_addresses=127.0.0.1 >"$tmp/pg/log" 2>&1 &
-pgpid=$!
-for _ in $(seq 100); do
-	"$PG_BIN/pg_isready" -q -h "$tmp/pg" -p "$pg_port" && break
-	sleep 0.1
-done
-"$PG_BIN/pg_isready" -q -h "$tmp/pg" -p "$pg_port" || { log "PostgreSQL did not start"; exit 1; }
-psql -X -q -h "$tmp/pg" -p "$pg_port" -U postgres -c "CREATE ROLE bench LOGIN" \
-	-c "CREATE DATABASE bench OWNER bench" postgres
-log "PostgreSQL (pid $pgpid) on 127.0.0.1:$pg_port"
-sock=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$tmp/pg")
+bench_zk_start
+bench_pg_start
 
 # ---- one mount per backend ------------------------------------------
 declare -A uri=(
 	[local]="local:"
 	[redis]="redis://127.0.0.1:$redis_port/bench"
 	[zk]="zk://127.0.0.1:$zk_port/bench"
-	[pg]="postgresql://bench@$sock:$pg_port/bench?schema=bench"
+	[pg]="$pg_uri"
 )
 backends=(local redis zk pg)
 for b in "${backends[@]}"; do
