@@ -19,159 +19,38 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "backend/backend.h"
 #include "backend/util/log.h"
+#include "tests/integration/be_harness.h"
 
-#define TTL_MS	   3000
-#define BOUND_MS   8000 /* every awaited event */
-#define QUIET_MS   1000 /* "nothing more comes" */
-#define MAX_EVENTS 64
-#define MAX_REVOKE 16
+#define TTL_MS	 3000
+#define QUIET_MS 1000 /* "nothing more comes" */
 
-struct event {
-	uint64_t wait_id;
-	int kind; /* 'g' granted, 'f' failed */
-	struct dl_grant grant;
-	int err;
-};
-
-struct host {
-	const char *name;
-	struct dl_backend *be;
-	struct dl_lease lease;
-	pthread_mutex_t mutex;
-	pthread_cond_t cond;
-	struct event ev[MAX_EVENTS];
-	int nev;
-	int nlost;
-	int lost_err;
-	char *revoked[MAX_REVOKE]; /* cb->revoke's resources, in order */
-	int nrevoke;
-};
-
-static const char *scenario, *uri, *conninfo;
+static const char *uri, *conninfo;
 static PGconn *op; /* the operator's connection */
 
-static void fail(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2), noreturn));
-
-static void fail(const char *fmt, ...)
+/* how host @name opens, with the fault points @fault armed */
+static struct be_open open_as(const char *name, const char *fault)
 {
-	va_list ap;
-
-	printf("FAIL %s: ", scenario);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	_exit(1);
+	return (struct be_open){ .uri = uri,
+				 .incarnation = (uint64_t)getpid() * 1000 +
+						(uint64_t)name[0],
+				 .fault_var = "DLOCKFS_TEST_PG_FAULT",
+				 .fault = fault };
 }
 
-static void on_granted(void *ctx, uint64_t id, const struct dl_grant *g)
+static void host_open(struct be_host *h, const char *name, const char *fault)
 {
-	struct host *h = ctx;
+	struct be_open o = open_as(name, fault);
 
-	pthread_mutex_lock(&h->mutex);
-	if (h->nev < MAX_EVENTS)
-		h->ev[h->nev++] = (struct event){ id, 'g', *g, 0 };
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->mutex);
-}
-
-static void on_failed(void *ctx, uint64_t id, int err)
-{
-	struct host *h = ctx;
-
-	pthread_mutex_lock(&h->mutex);
-	if (h->nev < MAX_EVENTS)
-		h->ev[h->nev++] = (struct event){ id, 'f', { 0 }, err };
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->mutex);
-}
-
-static void on_lost(void *ctx, const char *res, enum dl_space space,
-		    uint64_t owner, int err)
-{
-	struct host *h = ctx;
-
-	pthread_mutex_lock(&h->mutex);
-	h->nlost++;
-	h->lost_err = err;
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->mutex);
-}
-
-static void on_revoke(void *ctx, const char *res)
-{
-	struct host *h = ctx;
-
-	pthread_mutex_lock(&h->mutex);
-	if (h->nrevoke < MAX_REVOKE)
-		h->revoked[h->nrevoke] = strdup(res);
-	h->nrevoke++;
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->mutex);
-}
-
-/* open host @name of @h; 0 or the backend's error, with @err */
-static int host_try_open(struct host *h, const char *name, const char *fault,
-			 char *err, size_t errlen)
-{
-	struct dl_backend_cb cb = { .ctx = h,
-				    .granted = on_granted,
-				    .failed = on_failed,
-				    .lost = on_lost,
-				    .revoke = on_revoke };
-	struct dl_backend_conf conf = { 0 };
-	int ret;
-
-	memset(h, 0, sizeof(*h));
-	h->name = name;
-	pthread_mutex_init(&h->mutex, NULL);
-	pthread_cond_init(&h->cond, NULL);
-	atomic_init(&h->lease.gen, 0);
-	atomic_init(&h->lease.until_ms, INT64_MAX);
-	conf.uri = uri;
-	conf.host_id = name;
-	conf.incarnation = (uint64_t)getpid() * 1000 + (uint64_t)name[0];
-	conf.lease = &h->lease;
-	if (fault)
-		setenv("DLOCKFS_TEST_PG_FAULT", fault, 1);
-	ret = dl_backend_open(&conf, &cb, &h->be, err, errlen);
-	unsetenv("DLOCKFS_TEST_PG_FAULT");
-	if (ret < 0) {
-		pthread_cond_destroy(&h->cond);
-		pthread_mutex_destroy(&h->mutex);
-	}
-	return ret;
-}
-
-static void host_open(struct host *h, const char *name, const char *fault)
-{
-	char err[512];
-
-	if (host_try_open(h, name, fault, err, sizeof(err)) < 0)
-		fail("open %s: %s", name, err);
-}
-
-static void host_close(struct host *h)
-{
-	dl_backend_close(h->be);
-	for (int i = 0; i < h->nrevoke && i < MAX_REVOKE; i++)
-		free(h->revoked[i]);
-	pthread_cond_destroy(&h->cond);
-	pthread_mutex_destroy(&h->mutex);
+	be_host_open(h, name, &o);
 }
 
 static struct dl_lock_req req(const char *res, enum dl_lock_type t,
@@ -187,57 +66,6 @@ static struct dl_lock_req req(const char *res, enum dl_lock_type t,
 				     .wait_id = wait_id };
 }
 
-/* the number of events of @h for @wait_id (kind @kind, 0: any) */
-static int events(struct host *h, uint64_t wait_id, int kind)
-{
-	int n = 0;
-
-	for (int i = 0; i < h->nev; i++)
-		if (h->ev[i].wait_id == wait_id &&
-		    (!kind || h->ev[i].kind == kind))
-			n++;
-	return n;
-}
-
-/* wait (bounded) until @h has an event for @wait_id; returns it */
-static struct event await_event(struct host *h, uint64_t wait_id, int ms)
-{
-	int64_t until = dl_mono_ms() + ms;
-	struct event e = { 0 };
-
-	pthread_mutex_lock(&h->mutex);
-	while (!events(h, wait_id, 0) && dl_mono_ms() < until) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&h->cond, &h->mutex, &ts);
-	}
-	for (int i = 0; i < h->nev; i++)
-		if (h->ev[i].wait_id == wait_id) {
-			e = h->ev[i];
-			break;
-		}
-	pthread_mutex_unlock(&h->mutex);
-	return e;
-}
-
-/* no (further) event for @wait_id over the quiet period: its count */
-static int quiet_count(struct host *h, uint64_t wait_id)
-{
-	int n;
-
-	usleep(QUIET_MS * 1000);
-	pthread_mutex_lock(&h->mutex);
-	n = events(h, wait_id, 0);
-	pthread_mutex_unlock(&h->mutex);
-	return n;
-}
-
 /* one number from the operator's SQL */
 static long sql_long(const char *sql)
 {
@@ -245,7 +73,7 @@ static long sql_long(const char *sql)
 	long v;
 
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-		fail("%s: %s", sql, PQresultErrorMessage(r));
+		be_fail("%s: %s", sql, PQresultErrorMessage(r));
 	v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
 	return v;
@@ -257,7 +85,7 @@ static void sql_run(const char *sql)
 
 	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
 	    PQresultStatus(r) != PGRES_TUPLES_OK)
-		fail("%s: %s", sql, PQresultErrorMessage(r));
+		be_fail("%s: %s", sql, PQresultErrorMessage(r));
 	PQclear(r);
 }
 
@@ -270,8 +98,8 @@ static long rows(void)
 static void expect(int got, int want, const char *what)
 {
 	if (got != want)
-		fail("%s: %d (%s), expected %d", what, got,
-		     got < 0 ? strerror(-got) : "", want);
+		be_fail("%s: %d (%s), expected %d", what, got,
+			got < 0 ? strerror(-got) : "", want);
 }
 
 /* ---- scenarios ------------------------------------------------------- */
@@ -283,20 +111,20 @@ static void sc_handoff(void)
 	struct dl_lock_req ra = req("h", DL_WRLCK, 1, 0), rb;
 	struct dl_grant ga, gb;
 	struct dl_lock_info info;
-	struct host a, b;
-	struct event e;
+	struct be_host a, b;
+	struct be_event e;
 	int64_t now = dl_mono_ms();
 
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
 	if (atomic_load(&a.lease.until_ms) <= now ||
 	    atomic_load(&a.lease.until_ms) > now + TTL_MS)
-		fail("fence after open: until %" PRId64 ", now %" PRId64,
-		     atomic_load(&a.lease.until_ms), now);
+		be_fail("fence after open: until %" PRId64 ", now %" PRId64,
+			atomic_load(&a.lease.until_ms), now);
 	expect(dl_backend_lock(a.be, &ra, &ga), 0, "a locks");
 	if (ga.lease != atomic_load(&a.lease.gen) || !ga.token)
-		fail("grant of a: token %" PRIu64 " lease %" PRIu64, ga.token,
-		     ga.lease);
+		be_fail("grant of a: token %" PRIu64 " lease %" PRIu64,
+			ga.token, ga.lease);
 	rb = req("h", DL_WRLCK, 2, 0);
 	expect(dl_backend_lock(b.be, &rb, &gb), -EAGAIN, "b without waiting");
 	rb.wait_id = 11;
@@ -304,26 +132,26 @@ static void sc_handoff(void)
 	expect(dl_backend_getlk(b.be, &rb, &info), 1, "b's getlk");
 	if (strcmp(info.host, "a") || info.owner != 1 || info.mine ||
 	    info.pid != 42 || info.token != ga.token)
-		fail("getlk from b: host %s owner %" PRIu64 " mine %d",
-		     info.host, info.owner, info.mine);
-	if (quiet_count(&b, 11))
-		fail("b was answered while a holds the lock");
+		be_fail("getlk from b: host %s owner %" PRIu64 " mine %d",
+			info.host, info.owner, info.mine);
+	if (be_quiet_count(&b, 11))
+		be_fail("b was answered while a holds the lock");
 	ra.type = DL_UNLCK;
 	expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks");
-	e = await_event(&b, 11, BOUND_MS);
+	e = be_await_event(&b, 11, BE_BOUND_MS);
 	if (e.kind != 'g' || e.grant.token <= ga.token ||
 	    e.grant.lease != atomic_load(&b.lease.gen))
-		fail("b's wait ended with '%c' token %" PRIu64, e.kind,
-		     e.grant.token);
-	if (quiet_count(&b, 11) != 1)
-		fail("b's wait was answered twice");
+		be_fail("b's wait ended with '%c' token %" PRIu64, e.kind,
+			e.grant.token);
+	if (be_quiet_count(&b, 11) != 1)
+		be_fail("b's wait was answered twice");
 	expect(dl_backend_release_owner(b.be, "h", DL_SPACE_POSIX, 2,
 					DL_TOKEN_ALL),
 	       0, "b releases");
 	if (rows())
-		fail("%ld rows left", rows());
-	host_close(&a);
-	host_close(&b);
+		be_fail("%ld rows left", rows());
+	be_host_close(&a);
+	be_host_close(&b);
 }
 
 /*
@@ -336,7 +164,7 @@ static void sc_cancel_race(void)
 {
 	struct dl_lock_req ra = req("c", DL_WRLCK, 1, 0), rb;
 	struct dl_grant g;
-	struct host a, b;
+	struct be_host a, b;
 	int ret;
 
 	host_open(&a, "a", NULL);
@@ -348,12 +176,13 @@ static void sc_cancel_race(void)
 	expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks");
 	ret = dl_backend_cancel(b.be, 21); /* sleeps 400 ms first */
 	expect(ret, -ENOENT, "the late cancel");
-	if (quiet_count(&b, 21) != 1 || events(&b, 21, 'g') != 1)
-		fail("the granted wait has %d answers", events(&b, 21, 0));
+	if (be_quiet_count(&b, 21) != 1 || be_events(&b, 21, 'g') != 1)
+		be_fail("the granted wait has %d answers",
+			be_events(&b, 21, 0));
 	expect(dl_backend_release_owner(b.be, "c", DL_SPACE_POSIX, 2,
 					DL_TOKEN_ALL),
 	       0, "b releases");
-	host_close(&b);
+	be_host_close(&b);
 
 	host_open(&b, "b", NULL);
 	for (uint64_t i = 1; i <= 15; i++) {
@@ -366,27 +195,28 @@ static void sc_cancel_race(void)
 		expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks again");
 		ret = dl_backend_cancel(b.be, 100 + i);
 		if (ret == 0) {
-			if (quiet_count(&b, 100 + i) != 0)
-				fail("a cancelled wait was answered too");
+			if (be_quiet_count(&b, 100 + i) != 0)
+				be_fail("a cancelled wait was answered too");
 		} else if (ret == -ENOENT) {
-			struct event e = await_event(&b, 100 + i, BOUND_MS);
+			struct be_event e =
+				be_await_event(&b, 100 + i, BE_BOUND_MS);
 
-			if (e.kind != 'g' || quiet_count(&b, 100 + i) != 1)
-				fail("wait %" PRIu64 " answered %d times", i,
-				     events(&b, 100 + i, 0));
+			if (e.kind != 'g' || be_quiet_count(&b, 100 + i) != 1)
+				be_fail("wait %" PRIu64 " answered %d times", i,
+					be_events(&b, 100 + i, 0));
 		} else {
-			fail("cancel: %s", strerror(-ret));
+			be_fail("cancel: %s", strerror(-ret));
 		}
 		expect(dl_backend_release_owner(b.be, "c", DL_SPACE_POSIX, 2,
 						DL_TOKEN_ALL),
 		       0, "b releases");
 		if (rows())
-			fail("round %" PRIu64 ": %ld rows left after the "
-			     "cancel or release",
-			     i, rows());
+			be_fail("round %" PRIu64 ": %ld rows left after the "
+				"cancel or release",
+				i, rows());
 	}
-	host_close(&a);
-	host_close(&b);
+	be_host_close(&a);
+	be_host_close(&b);
 }
 
 /*
@@ -398,36 +228,33 @@ static void sc_indoubt(void)
 {
 	struct dl_lock_req ra = req("d", DL_WRLCK, 1, 0), rb;
 	struct dl_grant g;
-	struct host a, b;
+	struct be_host a, b;
+	long n;
 
 	host_open(&a, "a", "drop_result:1");
 	expect(dl_backend_lock(a.be, &ra, &g), 0, "a locks, answer lost once");
-	if (sql_long("SELECT count(*) FROM be.held WHERE res = 'd'") != 1)
-		fail("the retried lock made %ld rows", sql_long("SELECT "
-								"count(*) FROM "
-								"be.held"));
+	n = sql_long("SELECT count(*) FROM be.held WHERE res = 'd'");
+	if (n != 1)
+		be_fail("the retried lock made %ld rows", n);
 	host_open(&b, "b", "drop_result:1");
 	rb = req("d", DL_WRLCK, 2, 31);
 	expect(dl_backend_lock(b.be, &rb, &g), -EINPROGRESS,
 	       "b queues, answer lost once");
-	if (sql_long("SELECT count(*) FROM be.queue") != 1)
-		fail("the retried wait made %ld queue rows", sql_long("SELECT "
-								      "count(*)"
-								      " FROM "
-								      "be."
-								      "queue"));
+	n = sql_long("SELECT count(*) FROM be.queue");
+	if (n != 1)
+		be_fail("the retried wait made %ld queue rows", n);
 	ra.type = DL_UNLCK;
 	expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks");
-	if (await_event(&b, 31, BOUND_MS).kind != 'g' ||
-	    quiet_count(&b, 31) != 1)
-		fail("b's wait answered %d times", events(&b, 31, 0));
+	if (be_await_event(&b, 31, BE_BOUND_MS).kind != 'g' ||
+	    be_quiet_count(&b, 31) != 1)
+		be_fail("b's wait answered %d times", be_events(&b, 31, 0));
 	expect(dl_backend_release_owner(b.be, "d", DL_SPACE_POSIX, 2,
 					DL_TOKEN_ALL),
 	       0, "b releases");
 	if (rows())
-		fail("%ld rows left", rows());
-	host_close(&a);
-	host_close(&b);
+		be_fail("%ld rows left", rows());
+	be_host_close(&a);
+	be_host_close(&b);
 }
 
 /*
@@ -440,9 +267,10 @@ static void sc_lease_lost(void)
 {
 	struct dl_lock_req rb = req("l", DL_WRLCK, 2, 0), rw, ra;
 	struct dl_grant g;
-	struct host a, b;
+	struct be_host a, b;
 	uint64_t gen;
-	struct event e;
+	struct be_event e;
+	int nlost, lost_err;
 
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
@@ -454,35 +282,26 @@ static void sc_lease_lost(void)
 	gen = atomic_load(&b.lease.gen);
 	sql_run("UPDATE be.leases SET expires = clock_timestamp() - "
 		"interval '1 ms' WHERE host = 'b'");
-	e = await_event(&b, 41, TTL_MS + BOUND_MS);
+	e = be_await_event(&b, 41, TTL_MS + BE_BOUND_MS);
 	if (e.kind != 'f' || e.err != -ENOLCK)
-		fail("b's wait ended with '%c' %d", e.kind, e.err);
+		be_fail("b's wait ended with '%c' %d", e.kind, e.err);
 	/* the loss is reported by the renewal that finds the lease gone,
 	 * which may come after the safety re-check failed the wait */
-	pthread_mutex_lock(&b.mutex);
-	{
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += (TTL_MS + BOUND_MS) / 1000;
-		while (b.nlost < 1 &&
-		       pthread_cond_timedwait(&b.cond, &b.mutex, &ts) == 0)
-			;
-	}
-	if (b.nlost != 1 || b.lost_err != -ENOLCK)
-		fail("b reported %d lost locks (%d)", b.nlost, b.lost_err);
-	pthread_mutex_unlock(&b.mutex);
+	be_wait_lost(&b, 1, TTL_MS + BE_BOUND_MS);
+	nlost = be_nlost(&b, &lost_err);
+	if (nlost != 1 || lost_err != -ENOLCK)
+		be_fail("b reported %d lost locks (%d)", nlost, lost_err);
 	if (atomic_load(&b.lease.gen) == gen)
-		fail("b's gen did not change");
+		be_fail("b's gen did not change");
 	ra = req("l", DL_WRLCK, 1, 51);
 	if (dl_backend_lock(a.be, &ra, &g) != 0 &&
-	    await_event(&a, 51, BOUND_MS).kind != 'g')
-		fail("a never got the lock of b's dead lease");
+	    be_await_event(&a, 51, BE_BOUND_MS).kind != 'g')
+		be_fail("a never got the lock of b's dead lease");
 	/* b works again, under a new lease */
 	rb = req("l3", DL_WRLCK, 2, 0);
 	expect(dl_backend_lock(b.be, &rb, &g), 0, "b locks under a new lease");
 	if (g.lease != atomic_load(&b.lease.gen) || g.lease == gen)
-		fail("b's new grant names lease %" PRIu64, g.lease);
+		be_fail("b's new grant names lease %" PRIu64, g.lease);
 	expect(dl_backend_release_owner(b.be, "l3", DL_SPACE_POSIX, 2,
 					DL_TOKEN_ALL),
 	       0, "b releases l3");
@@ -492,10 +311,10 @@ static void sc_lease_lost(void)
 	expect(dl_backend_release_owner(a.be, "l2", DL_SPACE_POSIX, 1,
 					DL_TOKEN_ALL),
 	       0, "a releases l2");
-	host_close(&a);
-	host_close(&b);
+	be_host_close(&a);
+	be_host_close(&b);
 	if (rows())
-		fail("%ld rows left after both closed", rows());
+		be_fail("%ld rows left after both closed", rows());
 }
 
 /* cancelled waits (interrupted F_SETLKW) leave no row behind */
@@ -503,7 +322,8 @@ static void sc_eintr(void)
 {
 	struct dl_lock_req ra = req("e", DL_WRLCK, 1, 0), rb;
 	struct dl_grant g;
-	struct host a, b;
+	struct be_host a, b;
+	long n;
 
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
@@ -513,33 +333,22 @@ static void sc_eintr(void)
 		expect(dl_backend_lock(b.be, &rb, &g), -EINPROGRESS,
 		       "b queues");
 	}
-	if (sql_long("SELECT count(*) FROM be.queue") != 10)
-		fail("%ld queued", sql_long("SELECT count(*) FROM be.queue"));
+	n = sql_long("SELECT count(*) FROM be.queue");
+	if (n != 10)
+		be_fail("%ld queued", n);
 	for (uint64_t i = 1; i <= 10; i++)
 		expect(dl_backend_cancel(b.be, 60 + i), 0, "b cancels");
 	if (sql_long("SELECT count(*) FROM be.queue"))
-		fail("queue rows left after the cancels");
+		be_fail("queue rows left after the cancels");
 	ra.type = DL_UNLCK;
 	expect(dl_backend_unlock(a.be, &ra), 0, "a unlocks");
 	for (uint64_t i = 1; i <= 10; i++)
-		if (quiet_count(&b, 60 + i))
-			fail("a cancelled wait was granted");
+		if (be_quiet_count(&b, 60 + i))
+			be_fail("a cancelled wait was granted");
 	if (rows())
-		fail("%ld rows left", rows());
-	host_close(&a);
-	host_close(&b);
-}
-
-/* the backend's jobs left to retry, from its status line */
-static size_t retrying(struct host *h)
-{
-	char buf[512];
-	const char *p;
-
-	if (dl_backend_status(h->be, buf, sizeof(buf)) < 0 ||
-	    !(p = strstr(buf, "retrying=")))
-		fail("status of %s has no retrying=: %s", h->name, buf);
-	return (size_t)strtoul(p + strlen("retrying="), NULL, 10);
+		be_fail("%ld rows left", rows());
+	be_host_close(&a);
+	be_host_close(&b);
 }
 
 /*
@@ -554,7 +363,7 @@ static void sc_indoubt_relock(void)
 	struct dl_lock_req ra = req("i", DL_WRLCK, 1, 0),
 			   rb = req("i", DL_WRLCK, 2, 0);
 	struct dl_grant g;
-	struct host a, b;
+	struct be_host a, b;
 	int64_t end;
 	int ret;
 
@@ -563,15 +372,15 @@ static void sc_indoubt_relock(void)
 	expect(dl_backend_lock(a.be, &ra, &g), -ENOLCK,
 	       "a locks, both answers lost");
 	/* refused (-ENOLCK) while the take-back has not reached the server */
-	end = dl_mono_ms() + BOUND_MS;
+	end = dl_mono_ms() + BE_BOUND_MS;
 	while ((ret = dl_backend_lock(a.be, &ra, &g)) == -ENOLCK &&
 	       dl_mono_ms() < end)
 		usleep(10000);
 	expect(ret, 0, "a locks again");
-	while (retrying(&a) > 0) {
+	while (be_retrying(&a) > 0) {
 		if (dl_mono_ms() > end)
-			fail("the take-back is still not done after %d ms",
-			     BOUND_MS);
+			be_fail("the take-back is still not done after %d ms",
+				BE_BOUND_MS);
 		usleep(10000);
 	}
 	expect(dl_backend_lock(b.be, &rb, &g), -EAGAIN,
@@ -581,68 +390,43 @@ static void sc_indoubt_relock(void)
 					DL_TOKEN_ALL),
 	       0, "a releases");
 	if (rows())
-		fail("%ld rows left", rows());
-	host_close(&a);
-	host_close(&b);
+		be_fail("%ld rows left", rows());
+	be_host_close(&a);
+	be_host_close(&b);
 }
 
 /* ---- poke / revoke ---------------------------------------------------- */
 
-/* wait (bounded, on the condition) until @h has had @n revokes; the
- * number it has had */
-static int await_revokes(struct host *h, int n, int ms)
-{
-	struct timespec ts;
-	int got;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&h->mutex);
-	while (h->nrevoke < n &&
-	       pthread_cond_timedwait(&h->cond, &h->mutex, &ts) == 0)
-		;
-	got = h->nrevoke;
-	pthread_mutex_unlock(&h->mutex);
-	return got;
-}
-
 /* @h's revoke number @i (from 1) named @res */
-static void check_revoke(struct host *h, int i, const char *res)
+static void check_revoke(struct be_host *h, int i, const char *res)
 {
 	const char *got;
 
-	pthread_mutex_lock(&h->mutex);
-	got = i <= h->nrevoke && i <= MAX_REVOKE ? h->revoked[i - 1] : NULL;
-	pthread_mutex_unlock(&h->mutex);
+	got = be_revoked(h, i - 1);
 	if (!got || strcmp(got, res) != 0)
-		fail("revoke %d of %s names %zu bytes \"%.40s\", expected %zu "
-		     "bytes \"%.40s\"",
-		     i, h->name, got ? strlen(got) : 0, got ? got : "(none)",
-		     strlen(res), res);
+		be_fail("revoke %d of %s names %zu bytes \"%.40s\", expected "
+			"%zu bytes \"%.40s\"",
+			i, h->name, got ? strlen(got) : 0, got ? got : "(none)",
+			strlen(res), res);
 }
 
 /* @from pokes @res: @h's cb->revoke is called, as its number @n, with
  * @res, within the bound */
-static void poke_reaches(struct host *from, const char *res, struct host *h,
-			 int n)
+static void poke_reaches(struct be_host *from, const char *res,
+			 struct be_host *h, int n)
 {
 	int got;
 
 	expect(dl_backend_poke(from->be, res), 0, "poke");
-	got = await_revokes(h, n, BOUND_MS);
+	got = be_wait_revoked(h, n, BE_BOUND_MS);
 	if (got != n)
-		fail("%s poked a lock of %s: %s has had %d revokes, expected "
-		     "%d",
-		     from->name, h->name, h->name, got, n);
+		be_fail("%s poked a lock of %s: %s has had %d revokes, "
+			"expected %d",
+			from->name, h->name, h->name, got, n);
 	check_revoke(h, n, res);
 }
 
-static void lock_in(struct host *h, const char *res, enum dl_space space,
+static void lock_in(struct be_host *h, const char *res, enum dl_space space,
 		    enum dl_lock_type t, uint64_t owner)
 {
 	struct dl_lock_req r = req(res, t, owner, 0);
@@ -652,22 +436,11 @@ static void lock_in(struct host *h, const char *res, enum dl_space space,
 	expect(dl_backend_lock(h->be, &r, &g), 0, "lock");
 }
 
-static void release_in(struct host *h, const char *res, enum dl_space space,
+static void release_in(struct be_host *h, const char *res, enum dl_space space,
 		       uint64_t owner)
 {
 	expect(dl_backend_release_owner(h->be, res, space, owner, DL_TOKEN_ALL),
 	       0, "release");
-}
-
-/* @h's revokes so far */
-static int revokes(struct host *h)
-{
-	int n;
-
-	pthread_mutex_lock(&h->mutex);
-	n = h->nrevoke;
-	pthread_mutex_unlock(&h->mutex);
-	return n;
 }
 
 /*
@@ -683,14 +456,14 @@ static void sc_poke(void)
 {
 	static const char odd[] = "with space\nnew line\xff\x01 end";
 	char longname[1001], *big = malloc(5999);
-	struct host a, b, c;
+	struct be_host a, b, c;
 	int64_t t0;
 
 	for (size_t i = 0; i < 1000; i++)
 		longname[i] = (char)(1 + i % 255); /* every byte but NUL */
 	longname[1000] = '\0';
 	if (!big)
-		fail("out of memory");
+		be_fail("out of memory");
 	memset(big, 'n', 5998); /* longest a poke can name (PG_POKE_MAX) */
 	big[5997] = '\0';
 	host_open(&a, "a", NULL);
@@ -743,17 +516,18 @@ static void sc_poke(void)
 	poke_reaches(&a, "t", &b, 3);
 
 	/* and nothing more comes, to anyone */
-	quiet_count(&a, 0);
-	if (revokes(&a) != 6 || revokes(&b) != 3 || revokes(&c) != 0)
-		fail("revokes after the quiet period: a %d b %d c %d",
-		     revokes(&a), revokes(&b), revokes(&c));
+	be_quiet_count(&a, 0);
+	if (be_nrevoked(&a) != 6 || be_nrevoked(&b) != 3 ||
+	    be_nrevoked(&c) != 0)
+		be_fail("revokes after the quiet period: a %d b %d c %d",
+			be_nrevoked(&a), be_nrevoked(&b), be_nrevoked(&c));
 	release_in(&a, "s", DL_SPACE_POSIX, 6);
 	release_in(&b, "t", DL_SPACE_FLOCK, 7);
 	if (rows())
-		fail("%ld rows left", rows());
-	host_close(&a);
-	host_close(&b);
-	host_close(&c);
+		be_fail("%ld rows left", rows());
+	be_host_close(&a);
+	be_host_close(&b);
+	be_host_close(&c);
 	free(big);
 }
 
@@ -763,7 +537,7 @@ static const char *uri_schema(char *buf, size_t len)
 	const char *sch = strstr(uri, "schema=");
 
 	if (!sch)
-		fail("URI names no schema");
+		be_fail("URI names no schema");
 	sch += strlen("schema=");
 	snprintf(buf, len, "%.*s", (int)strcspn(sch, "&"), sch);
 	return buf;
@@ -787,28 +561,28 @@ static long meta_of(const char *sch)
 static void sc_poke_upgrade(void)
 {
 	struct dl_version v;
-	struct host a, b;
+	struct be_host a, b;
 	char sch[64];
 
 	uri_schema(sch, sizeof(sch));
 	if (meta_of(sch) != 11)
-		fail("the schema is not at version 1 before the test: %ld",
-		     meta_of(sch));
+		be_fail("the schema is not at version 1 before the test: %ld",
+			meta_of(sch));
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
 	if (meta_of(sch) != 32)
-		fail("meta after the upgrade: %ld (max version * 10 + rows)",
-		     meta_of(sch));
+		be_fail("meta after the upgrade: %ld (max version * 10 + rows)",
+			meta_of(sch));
 	lock_in(&a, "u", DL_SPACE_FLOCK, DL_WRLCK, 1);
 	poke_reaches(&b, "u", &a, 1);
 	release_in(&a, "u", DL_SPACE_FLOCK, 1);
 	expect(dl_backend_bump(b.be, "u", &v), 0, "b bumps");
 	expect(dl_backend_version(a.be, "u", &v), 0, "a reads the version");
 	if (v.version != 1 || strcmp(v.host, "b") != 0)
-		fail("version after the upgrade: %" PRIu64 " by \"%s\"",
-		     v.version, v.host);
-	host_close(&a);
-	host_close(&b);
+		be_fail("version after the upgrade: %" PRIu64 " by \"%s\"",
+			v.version, v.host);
+	be_host_close(&a);
+	be_host_close(&b);
 }
 
 /* ---- versions --------------------------------------------------------- */
@@ -818,36 +592,26 @@ static void clear_versions(void)
 	sql_run("DELETE FROM be.res_versions");
 }
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* @h reads @res: version @want, last bumped by @host ("" never) */
-static void version_is(struct host *h, const char *res, uint64_t want,
+static void version_is(struct be_host *h, const char *res, uint64_t want,
 		       const char *host)
 {
-	struct dl_version v;
+	struct dl_version v = be_version(h, res);
 
-	expect(dl_backend_version(h->be, res, &v), 0, "version");
 	if (v.version != want || strcmp(v.host, host) != 0 ||
 	    (!want && v.changed_ms))
-		fail("%s reads \"%.40s\" (%zu bytes): %" PRIu64 " by \"%s\"",
-		     h->name, res, strlen(res), v.version, v.host);
+		be_fail("%s reads \"%.40s\" (%zu bytes): %" PRIu64 " by \"%s\"",
+			h->name, res, strlen(res), v.version, v.host);
 }
 
 /* @h bumps @res: the version after it is @want */
-static void bump_to(struct host *h, const char *res, uint64_t want)
+static void bump_to(struct be_host *h, const char *res, uint64_t want)
 {
-	struct dl_version v;
+	struct dl_version v = be_bump(h, res);
 
-	expect(dl_backend_bump(h->be, res, &v), 0, "bump");
 	if (v.version != want || strcmp(v.host, h->name) != 0)
-		fail("%s bumps \"%.40s\" (%zu bytes) to %" PRIu64, h->name, res,
-		     strlen(res), v.version);
+		be_fail("%s bumps \"%.40s\" (%zu bytes) to %" PRIu64, h->name,
+			res, strlen(res), v.version);
 }
 
 /*
@@ -858,45 +622,28 @@ static void bump_to(struct host *h, const char *res, uint64_t want)
  */
 static void sc_version(void)
 {
-	struct dl_version v1, v2, v;
-	struct host a, b, c;
-	int64_t t0, t1;
+	struct dl_version v;
+	struct be_host a, b, c;
 
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
 	clear_versions();
 	version_is(&a, "v", 0, "");
 	version_is(&b, "v", 0, "");
-	t0 = wall_ms();
-	expect(dl_backend_bump(a.be, "v", &v1), 0, "a bumps");
-	expect(dl_backend_bump(a.be, "v", &v2), 0, "a bumps again");
-	t1 = wall_ms();
-	if (v1.version != 1 || v2.version != 2 || strcmp(v2.host, "a") != 0)
-		fail("two bumps gave %" PRIu64 ", %" PRIu64 " by \"%s\"",
-		     v1.version, v2.version, v2.host);
-	/* the server's clock is this machine's */
-	if (v1.changed_ms < t0 - 2000 || v2.changed_ms > t1 + 2000 ||
-	    v2.changed_ms < v1.changed_ms)
-		fail("bumped at %" PRId64 ", %" PRId64 " ms; now %" PRId64,
-		     v1.changed_ms, v2.changed_ms, t1);
-	expect(dl_backend_version(b.be, "v", &v), 0, "b reads");
-	if (v.version != 2 || strcmp(v.host, "a") != 0 ||
-	    v.changed_ms != v2.changed_ms)
-		fail("b reads %" PRIu64 " by \"%s\" at %" PRId64, v.version,
-		     v.host, v.changed_ms);
+	be_two_bumps(&a, &b, "v");
 	version_is(&a, "v2", 0, "");
 	bump_to(&b, "v", 3);
 	if (sql_long("SELECT count(*) FROM be.versions WHERE resource = 'v' "
 		     "AND version = 3 AND host = 'b'") != 1)
-		fail("be.versions does not show v at 3 by b");
-	host_close(&a);
-	host_close(&b);
+		be_fail("be.versions does not show v at 3 by b");
+	be_host_close(&a);
+	be_host_close(&b);
 
 	/* no daemon left: the version stays */
 	host_open(&a, "a", "drop_result:1");
 	version_is(&a, "v", 3, "b"); /* its answer lost once: read again */
 	bump_to(&a, "v", 4);	     /* not lost: the fault is spent */
-	host_close(&a);
+	be_host_close(&a);
 	host_open(&a, "a", "drop_result:1");
 	bump_to(&a, "v", 5); /* answer lost, asked again: counted once */
 	host_open(&c, "c", "drop_result:2");
@@ -904,31 +651,8 @@ static void sc_version(void)
 	       "c bumps, both answers lost");
 	version_is(&a, "v", 6, "c"); /* it ran, once */
 	bump_to(&c, "v", 7);
-	host_close(&a);
-	host_close(&c);
-}
-
-struct bumper {
-	struct host *h;
-	pthread_barrier_t *start;
-	uint64_t got[25];
-	int err;
-};
-
-static void *bumper_main(void *arg)
-{
-	struct bumper *bu = arg;
-
-	pthread_barrier_wait(bu->start);
-	for (size_t i = 0; i < 25; i++) {
-		struct dl_version v;
-		int ret = dl_backend_bump(bu->h->be, "race", &v);
-
-		if (ret < 0 && !bu->err)
-			bu->err = ret;
-		bu->got[i] = ret < 0 ? 0 : v.version;
-	}
-	return NULL;
+	be_host_close(&a);
+	be_host_close(&c);
 }
 
 /*
@@ -938,49 +662,20 @@ static void *bumper_main(void *arg)
  */
 static void sc_version_race(void)
 {
-	struct bumper bu[4];
-	pthread_barrier_t start;
-	pthread_t t[4];
-	bool seen[101] = { false };
-	struct host a, b;
+	struct be_host a, b;
 
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
 	clear_versions();
-	pthread_barrier_init(&start, NULL, 4);
-	for (int i = 0; i < 4; i++) {
-		bu[i] = (struct bumper){ .h = i % 2 ? &b : &a,
-					 .start = &start };
-		if (pthread_create(&t[i], NULL, bumper_main, &bu[i]))
-			fail("pthread_create");
-	}
-	for (int i = 0; i < 4; i++)
-		pthread_join(t[i], NULL);
-	pthread_barrier_destroy(&start);
-	for (int i = 0; i < 4; i++) {
-		expect(bu[i].err, 0, "a bump of the race");
-		for (size_t j = 0; j < 25; j++) {
-			uint64_t g = bu[i].got[j];
-
-			if (g < 1 || g > 100 || seen[g])
-				fail("bump %zu of thread %d got version "
-				     "%" PRIu64 " (twice, or out of 1..100)",
-				     j, i, g);
-			seen[g] = true;
-			if (j && g <= bu[i].got[j - 1])
-				fail("thread %d's versions went back", i);
-		}
-	}
-	expect(dl_backend_version(a.be, "race", &(struct dl_version){ 0 }), 0,
-	       "a reads");
+	be_bump_race(&a, &b, "race", 2, 25);
 	if (sql_long("SELECT version FROM be.res_versions WHERE res = "
 		     "'race'") != 100 ||
 	    sql_long("SELECT count(*) FROM be.res_versions") != 1)
-		fail("after the race: version %ld in %ld rows",
-		     sql_long("SELECT max(version) FROM be.res_versions"),
-		     sql_long("SELECT count(*) FROM be.res_versions"));
-	host_close(&a);
-	host_close(&b);
+		be_fail("after the race: version %ld in %ld rows",
+			sql_long("SELECT max(version) FROM be.res_versions"),
+			sql_long("SELECT count(*) FROM be.res_versions"));
+	be_host_close(&a);
+	be_host_close(&b);
 }
 
 /*
@@ -999,7 +694,7 @@ static void sc_version_names(void)
 		path,	    twin,
 	};
 	size_t n = sizeof(names) / sizeof(names[0]);
-	struct host a, b;
+	struct be_host a, b;
 
 	memset(n255, 'x', 255);
 	memset(n254y, 'x', 254);
@@ -1018,14 +713,14 @@ static void sc_version_names(void)
 		version_is(i % 2 ? &a : &b, names[i], i + 1,
 			   (i + 1) % 2 ? "a" : "b");
 	if (sql_long("SELECT count(*) FROM be.res_versions") != (long)n)
-		fail("%ld version rows for %zu names",
-		     sql_long("SELECT count(*) FROM be.res_versions"), n);
+		be_fail("%ld version rows for %zu names",
+			sql_long("SELECT count(*) FROM be.res_versions"), n);
 	if (sql_long("SELECT count(*) FROM be.versions WHERE resource IN "
 		     "('café', 'caf\\351', '\\377\\376', E'new\\nline')") != 4)
-		fail("be.versions shows the names wrong");
+		be_fail("be.versions shows the names wrong");
 	version_is(&a, "never", 0, "");
-	host_close(&a);
-	host_close(&b);
+	be_host_close(&a);
+	be_host_close(&b);
 }
 
 /*
@@ -1036,7 +731,7 @@ static void sc_version_keep(void)
 {
 	struct dl_lock_req r;
 	struct dl_grant g;
-	struct host a, b;
+	struct be_host a, b;
 
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
@@ -1048,7 +743,7 @@ static void sc_version_keep(void)
 	version_is(&b, "k", 2, "a");
 	lock_in(&a, "k", DL_SPACE_FLOCK, DL_WRLCK, 2);
 	if (sql_long("SELECT be.break_lock('k')") != 1)
-		fail("the operator's break_lock found no holder");
+		be_fail("the operator's break_lock found no holder");
 	version_is(&b, "k", 2, "a");
 
 	lock_in(&a, "k2", DL_SPACE_POSIX, DL_WRLCK, 3);
@@ -1061,16 +756,16 @@ static void sc_version_keep(void)
 	sql_run("SELECT be.gc()");
 	if (sql_long("SELECT count(*) FROM be.held h WHERE NOT EXISTS "
 		     "(SELECT 1 FROM be.leases l WHERE l.id = h.lease)"))
-		fail("gc() left locks of a dead lease");
+		be_fail("gc() left locks of a dead lease");
 	version_is(&b, "k2", 1, "a");
 	version_is(&b, "k", 2, "a");
 	bump_to(&b, "k2", 2);
 	release_in(&b, "k2", DL_SPACE_POSIX, 4);
-	host_close(&a);
-	host_close(&b);
+	be_host_close(&a);
+	be_host_close(&b);
 	if (sql_long("SELECT sum(version) FROM be.res_versions") != 4)
-		fail("versions after both closed: %ld in all",
-		     sql_long("SELECT sum(version) FROM be.res_versions"));
+		be_fail("versions after both closed: %ld in all",
+			sql_long("SELECT sum(version) FROM be.res_versions"));
 }
 
 /*
@@ -1082,48 +777,50 @@ static void sc_version_keep(void)
 static void sc_version_upgrade(void)
 {
 	char sch[64], sql[512], err[512];
-	struct host a;
+	struct be_host a;
+	struct be_open o;
 	int ret;
 
 	uri_schema(sch, sizeof(sch));
 	if (meta_of(sch) != 21)
-		fail("the schema is not at version 2 before the test: %ld",
-		     meta_of(sch));
+		be_fail("the schema is not at version 2 before the test: %ld",
+			meta_of(sch));
 	snprintf(sql, sizeof(sql),
 		 "SELECT r FROM %s.lock(%s.reg('old', 1, '00000000000000aa', "
 		 "600000, 0), 'kept'::bytea, 1::smallint, 2::smallint, 0, 9, "
 		 "7, 42, NULL)",
 		 sch, sch);
 	if (sql_long(sql) != 1)
-		fail("no lock in the version 2 schema");
+		be_fail("no lock in the version 2 schema");
 	host_open(&a, "a", NULL);
 	if (meta_of(sch) != 32)
-		fail("meta after the upgrade: %ld (max version * 10 + rows)",
-		     meta_of(sch));
+		be_fail("meta after the upgrade: %ld (max version * 10 + rows)",
+			meta_of(sch));
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM %s.locks WHERE resource = 'kept' AND "
 		 "host = 'old' AND range = '0-9'",
 		 sch);
 	if (sql_long(sql) != 1)
-		fail("the lock did not survive the upgrade");
+		be_fail("the lock did not survive the upgrade");
 	version_is(&a, "kept", 0, "");
 	bump_to(&a, "kept", 1);
 	snprintf(sql, sizeof(sql),
 		 "SELECT version FROM %s.versions WHERE resource = 'kept'",
 		 sch);
 	if (sql_long(sql) != 1)
-		fail("%s.versions does not show the bump", sch);
-	host_close(&a);
+		be_fail("%s.versions does not show the bump", sch);
+	be_host_close(&a);
 
 	/* a newer dlockfs upgraded it meanwhile: refused by name */
 	snprintf(sql, sizeof(sql), "INSERT INTO %s.meta (version) VALUES (4)",
 		 sch);
 	sql_run(sql);
-	ret = host_try_open(&a, "a", NULL, err, sizeof(err));
+	o = open_as("a", NULL);
+	ret = be_host_try_open(&a, "a", &o, err, sizeof(err));
 	if (ret == 0)
-		host_close(&a);
+		be_host_close(&a);
 	if (ret != -EINVAL || !strstr(err, "version 4"))
-		fail("open of a version 4 schema: %d (%s)", ret, err);
+		be_fail("open of a version 4 schema: %d (%s)", ret, err);
 	snprintf(sql, sizeof(sql), "DELETE FROM %s.meta WHERE version = 4",
 		 sch);
 	sql_run(sql);
@@ -1154,23 +851,24 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: pg_be SCENARIO URI CONNINFO\n");
 		return 2;
 	}
-	scenario = argv[1];
+	be_case = argv[1];
+	be_quiet_ms = QUIET_MS;
 	uri = argv[2];
 	conninfo = argv[3];
 	dl_log_init("pg_be", DL_LOG_WARNING, false);
 	op = PQconnectdb(conninfo);
 	if (PQstatus(op) != CONNECTION_OK)
-		fail("operator connection: %s", PQerrorMessage(op));
+		be_fail("operator connection: %s", PQerrorMessage(op));
 	/* what a failed scenario left must not fail the next one */
 	sql_run("DO $$ BEGIN IF to_regclass('be.held') IS NOT NULL THEN "
 		"DELETE FROM be.held; DELETE FROM be.queue; END IF; END $$");
 	for (size_t i = 0; i < sizeof(scs) / sizeof(scs[0]); i++) {
-		if (strcmp(scs[i].name, scenario) == 0) {
+		if (strcmp(scs[i].name, be_case) == 0) {
 			scs[i].fn();
-			printf("ok %s\n", scenario);
+			be_ok();
 			PQfinish(op);
 			return 0;
 		}
 	}
-	fail("unknown scenario");
+	be_fail("unknown scenario");
 }

@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +30,7 @@
 
 #include "backend/backend.h"
 #include "backend/util/log.h"
+#include "tests/integration/be_harness.h"
 
 #define TTL_MS	  10000
 #define MAX_NODES 3
@@ -39,69 +39,46 @@
 static int ports[MAX_NODES], nports, nopen;
 static char prefix[64];
 
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("FAIL scale: ");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	_exit(1);
-}
-
 static void on_granted(void *ctx, uint64_t id, const struct dl_grant *g)
 {
-	(void)ctx;
-	(void)g;
-	fail("unexpected grant callback for wait %" PRIu64, id);
+	be_fail("unexpected grant callback for wait %" PRIu64, id);
 }
 
 static void on_failed(void *ctx, uint64_t id, int err)
 {
-	(void)ctx;
-	fail("unexpected failure callback for wait %" PRIu64 ": %s", id,
-	     strerror(-err));
+	be_fail("unexpected failure callback for wait %" PRIu64 ": %s", id,
+		strerror(-err));
 }
 
 static void on_lost(void *ctx, const char *res, enum dl_space space,
 		    uint64_t owner, int err)
 {
-	(void)ctx;
-	(void)space;
-	fail("lock of owner %" PRIu64 " on %s lost: %s", owner, res,
-	     strerror(-err));
+	be_fail("lock of owner %" PRIu64 " on %s lost: %s", owner, res,
+		strerror(-err));
 }
 
-/* a backend on nodes [first, first + n) of the servers */
-static struct dl_backend *open_backend(struct dl_lease *lease, int first, int n)
+/* no lock here ever waits, or is lost: every callback fails the test */
+static const struct dl_backend_cb no_callbacks = { .granted = on_granted,
+						   .failed = on_failed,
+						   .lost = on_lost };
+
+/* host @h: a backend on nodes [first, first + n) of the servers */
+static void host_open(struct be_host *h, int first, int n)
 {
-	struct dl_backend_cb cb = { .ctx = NULL,
-				    .granted = on_granted,
-				    .failed = on_failed,
-				    .lost = on_lost };
-	struct dl_backend_conf conf = { 0 };
-	struct dl_backend *be;
-	char uri[512], err[256];
+	char uri[512];
+	struct be_open o = { .uri = uri,
+			     .incarnation = (uint64_t)getpid() * 10 +
+					    (uint64_t)nopen++,
+			     .cb = &no_callbacks };
 	size_t len;
 
-	atomic_init(&lease->gen, 0);
-	atomic_init(&lease->until_ms, INT64_MAX);
 	len = (size_t)snprintf(uri, sizeof(uri), "redis://");
 	for (int i = first; i < first + n; i++)
 		len += (size_t)snprintf(uri + len, sizeof(uri) - len,
 					"%s127.0.0.1:%d", i > first ? "," : "",
 					ports[i]);
 	snprintf(uri + len, sizeof(uri) - len, "/%s?ttl_ms=%d", prefix, TTL_MS);
-	conf.uri = uri;
-	conf.host_id = "scale";
-	conf.incarnation = (uint64_t)getpid() * 10 + (uint64_t)nopen++;
-	conf.lease = lease;
-	if (dl_backend_open(&conf, &cb, &be, err, sizeof(err)) < 0)
-		fail("open: %s", err);
-	return be;
+	be_host_open(h, "scale", &o);
 }
 
 static int64_t now_us(void)
@@ -152,7 +129,7 @@ static int snap_one(const struct dl_lock_info *info, void *arg)
 		s->cap = s->cap ? 2 * s->cap : 1024;
 		s->v = realloc(s->v, s->cap * sizeof(*s->v));
 		if (!s->v)
-			fail("out of memory");
+			be_fail("out of memory");
 	}
 	s->v[s->n] = *info;
 	s->v[s->n].resource = NULL;
@@ -179,7 +156,7 @@ static struct snap snapshot(struct dl_backend *on_node)
 	struct snap s = { 0 };
 
 	if (dl_backend_list(on_node, RES, snap_one, &s) < 0)
-		fail("list on one node");
+		be_fail("list on one node");
 	qsort(s.v, s.n, sizeof(*s.v), info_cmp);
 	return s;
 }
@@ -208,53 +185,58 @@ static bool snap_equal(const struct snap *a, const struct snap *b)
  */
 static void redlock_undo(struct dl_backend *be, long n1)
 {
-	struct dl_lease lb, lc;
-	struct dl_backend *b = open_backend(&lb, 1, 2);
-	struct dl_backend *c = open_backend(&lc, 0, 1);
+	static struct be_host hb, hc;
+	struct dl_backend *b, *c;
 	struct dl_lock_req r;
 	struct dl_grant g;
 	struct snap before, after;
 	int64_t t0;
 
 	if (n1 < 100)
-		fail("redlock undo needs N1 >= 100");
+		be_fail("redlock undo needs N1 >= 100");
+	host_open(&hb, 1, 2);
+	host_open(&hc, 0, 1);
+	b = hb.be;
+	c = hc.be;
 	r = posix(7, DL_WRLCK, 5, 5);
 	if (dl_backend_lock(b, &r, &g) != 0)
-		fail("the second host could not lock byte 5");
+		be_fail("the second host could not lock byte 5");
 	r = posix(7, DL_WRLCK, 131, 131);
 	if (dl_backend_lock(b, &r, &g) != 0)
-		fail("the second host could not lock byte 131");
+		be_fail("the second host could not lock byte 131");
 	before = snapshot(c);
 	t0 = now_us();
 	r = posix(1, DL_WRLCK, 0, 20);
 	if (dl_backend_lock(be, &r, &g) != -EAGAIN)
-		fail("a lock that one node of three granted was not refused");
+		be_fail("a lock that one node of three granted was not "
+			"refused");
 	r = posix(1, DL_RDLCK, 110, 131);
 	if (dl_backend_lock(be, &r, &g) != -EAGAIN)
-		fail("a lock that one node of three granted was not refused");
+		be_fail("a lock that one node of three granted was not "
+			"refused");
 	printf("two undone Redlock locks: %.1f ms\n",
 	       (double)(now_us() - t0) / 1000);
 	after = snapshot(c);
 	if (!snap_equal(&before, &after))
-		fail("node 0 holds %zu ranges after the undo, %zu before, or "
-		     "other ones",
-		     after.n, before.n);
+		be_fail("node 0 holds %zu ranges after the undo, %zu before, "
+			"or other ones",
+			after.n, before.n);
 	for (long i = 0; i < 2; i++) {
 		r = posix(7, DL_UNLCK, i ? 131 : 5, i ? 131 : 5);
 		if (dl_backend_unlock(b, &r) != 0)
-			fail("the second host could not unlock");
+			be_fail("the second host could not unlock");
 	}
 	free(before.v);
 	free(after.v);
-	dl_backend_close(c);
-	dl_backend_close(b);
+	be_host_close(&hc);
+	be_host_close(&hb);
 }
 
 int main(int argc, char **argv)
 {
 	long n1 = 10000, n2 = 2000, owners = 5, block = 1000, nblocks, done = 0;
 	double *us, first, last;
-	struct dl_lease lease;
+	static struct be_host host;
 	struct dl_backend *be;
 	struct dl_lock_info info;
 	struct dl_lock_req r;
@@ -264,6 +246,7 @@ int main(int argc, char **argv)
 	char *p;
 	int ret;
 
+	be_case = "scale";
 	if (argc != 2 && argc != 6) {
 		fprintf(stderr, "usage: redis_scale PORT[,PORT...] [N1 N2 "
 				"OWNERS "
@@ -283,16 +266,17 @@ int main(int argc, char **argv)
 	}
 	if (n1 < block || block < 1 || owners < 0 || owners > 14 ||
 	    (n1 + n2 * owners) % block)
-		fail("bad sizes");
+		be_fail("bad sizes");
 	nblocks = (n1 + n2 * owners) / block;
 	us = calloc((size_t)nblocks, sizeof(*us));
 	if (!us)
-		fail("out of memory");
+		be_fail("out of memory");
 	dl_log_init("redis_scale",
 		    getenv("REDIS_BE_DEBUG") ? DL_LOG_DEBUG : DL_LOG_WARNING,
 		    false);
 	snprintf(prefix, sizeof(prefix), "scale%d", (int)getpid());
-	be = open_backend(&lease, 0, nports);
+	host_open(&host, 0, nports);
+	be = host.be;
 
 	/* owner 1: even bytes 0 .. 2 (n1 - 1); owner k: byte 2 (n1 + j
 	 * owners + k - 2) for its j-th lock, so the owners interleave */
@@ -305,8 +289,8 @@ int main(int argc, char **argv)
 		r = posix(owner, type, 2 * (uint64_t)i, 2 * (uint64_t)i);
 		ret = dl_backend_lock(be, &r, &g);
 		if (ret != 0)
-			fail("lock %ld (owner %" PRIu64 "): %s", i, owner,
-			     strerror(-ret));
+			be_fail("lock %ld (owner %" PRIu64 "): %s", i, owner,
+				strerror(-ret));
 		if (++done % block == 0) {
 			int64_t t1 = now_us();
 
@@ -332,65 +316,65 @@ int main(int argc, char **argv)
 	printf("list of %ld ranges: %.1f ms\n", t.n,
 	       (double)(now_us() - t0) / 1000);
 	if (ret < 0 || t.n != n1 + n2 * owners || t.bad)
-		fail("list: ret %d, %ld entries (%ld bad), expected %ld", ret,
-		     t.n, t.bad, n1 + n2 * owners);
+		be_fail("list: ret %d, %ld entries (%ld bad), expected %ld",
+			ret, t.n, t.bad, n1 + n2 * owners);
 
 	/* getlk over the last range of owner 1 and the first of owner 2 */
 	r = posix(99, DL_WRLCK, 2 * (uint64_t)(n1 - 1), 2 * (uint64_t)n1 + 1);
 	if (dl_backend_getlk(be, &r, &info) != 1 || info.owner != 1 ||
 	    info.start != 2 * (uint64_t)(n1 - 1) || info.type != DL_WRLCK)
-		fail("getlk did not report owner 1's last range");
+		be_fail("getlk did not report owner 1's last range");
 	r.start = 2 * (uint64_t)n1 - 1;
 	if (owners && (dl_backend_getlk(be, &r, &info) != 1 ||
 		       info.owner != 2 || info.start != 2 * (uint64_t)n1))
-		fail("getlk did not report owner 2's first range");
+		be_fail("getlk did not report owner 2's first range");
 	/* a gap is free; a byte held is not, even to a read lock of a
 	 * write-locked byte */
 	r = posix(99, DL_WRLCK, 1, 1);
 	if (dl_backend_lock(be, &r, &g) != 0)
-		fail("a free byte between two ranges was refused");
+		be_fail("a free byte between two ranges was refused");
 	r = posix(99, DL_RDLCK, 2 * (uint64_t)(n1 / 2), 2 * (uint64_t)(n1 / 2));
 	if (dl_backend_lock(be, &r, &g) != -EAGAIN)
-		fail("a read lock on a write-locked byte was granted");
+		be_fail("a read lock on a write-locked byte was granted");
 	/* owner 1 merges its first 100 ranges and the gaps into one, then
 	 * unlocks a byte in the middle: two ranges */
 	r = posix(1, DL_WRLCK, 0, 198);
 	if (dl_backend_lock(be, &r, &g) == 0)
-		fail("owner 1 was granted byte 1, held by owner 99");
+		be_fail("owner 1 was granted byte 1, held by owner 99");
 	r = posix(1, DL_WRLCK, 2, 198);
 	if (dl_backend_lock(be, &r, &g) != 0)
-		fail("owner 1 could not merge its own ranges");
+		be_fail("owner 1 could not merge its own ranges");
 	r = posix(1, DL_UNLCK, 100, 100);
 	if (dl_backend_unlock(be, &r) != 0)
-		fail("owner 1 could not unlock byte 100");
+		be_fail("owner 1 could not unlock byte 100");
 	r = posix(99, DL_WRLCK, 100, 100);
 	if (dl_backend_lock(be, &r, &g) != 0)
-		fail("byte 100, unlocked from a merged range, is not free");
+		be_fail("byte 100, unlocked from a merged range, is not free");
 	r = posix(99, DL_WRLCK, 101, 101);
 	if (dl_backend_lock(be, &r, &g) != -EAGAIN)
-		fail("byte 101 of owner 1's merged range is free");
+		be_fail("byte 101 of owner 1's merged range is free");
 
 	/* release everything */
 	t0 = now_us();
 	for (uint64_t o = 1; o < 2 + (uint64_t)owners; o++)
 		if (dl_backend_release_owner(be, RES, DL_SPACE_POSIX, o,
 					     DL_TOKEN_ALL) < 0)
-			fail("release of owner %" PRIu64, o);
+			be_fail("release of owner %" PRIu64, o);
 	printf("release of %ld owners: %.1f ms\n", owners + 1,
 	       (double)(now_us() - t0) / 1000);
 	if (dl_backend_release_owner(be, RES, DL_SPACE_POSIX, 99,
 				     DL_TOKEN_ALL) < 0)
-		fail("release of owner 99");
+		be_fail("release of owner 99");
 	memset(&t, 0, sizeof(t));
 	if (dl_backend_list(be, RES, count_one, &t) < 0 || t.n)
-		fail("%ld ranges left after every owner released", t.n);
-	dl_backend_close(be);
+		be_fail("%ld ranges left after every owner released", t.n);
+	be_host_close(&host);
 
 	if (last > 3 * first + 1000)
-		fail("the last block took %.1f us per lock, the first %.1f: "
-		     "the cost grows with the ranges on the file",
-		     last, first);
+		be_fail("the last block took %.1f us per lock, the first %.1f: "
+			"the cost grows with the ranges on the file",
+			last, first);
 	free(us);
-	printf("ok scale\n");
+	be_ok();
 	return 0;
 }

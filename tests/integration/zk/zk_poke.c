@@ -17,39 +17,18 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-#define THREADED 1
-#include <zookeeper/zookeeper.h>
 
 #include "backend/backend.h"
 #include "backend/util/log.h"
+#include "tests/integration/be_harness.h"
+#include "tests/integration/zk/zk_handle.h"
 
-#define BOUND_MS    8000 /* every awaited callback */
-#define QUIET_MS    700	 /* "nothing more comes" */
-#define MAX_REVOKES 64
-#define MAX_EVENTS  16
-#define MAX_TREE    256
-
-struct host {
-	const char *name;
-	struct dl_backend *be;
-	struct dl_lease lease;
-	pthread_mutex_t mutex;
-	pthread_cond_t cond; /* CLOCK_MONOTONIC */
-	char *revoked[MAX_REVOKES];
-	int nrevoked;
-	uint64_t granted[MAX_EVENTS];
-	int ngranted;
-	int nfailed;
-	int nlost;
-};
+#define QUIET_MS 700 /* "nothing more comes" */
+#define MAX_TREE 256
 
 /* one znode as the test's own handle saw it */
 struct znode {
@@ -63,127 +42,20 @@ struct tree {
 	int n;
 };
 
-static const char *what = "setup";
 static char root[64];
 static zhandle_t *zh;
 
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("FAIL %s: ", what);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	_exit(1);
-}
-
-/* a CLOCK_MONOTONIC deadline @ms from now */
-static void deadline_ts(int64_t ms, struct timespec *ts)
-{
-	int64_t end = dl_mono_ms() + ms;
-
-	ts->tv_sec = end / 1000;
-	ts->tv_nsec = (end % 1000) * 1000000L;
-}
-
-/* ---- the callbacks --------------------------------------------------- */
-
-static void on_granted(void *ctx, uint64_t id, const struct dl_grant *g)
-{
-	struct host *h = ctx;
-
-	(void)g;
-	pthread_mutex_lock(&h->mutex);
-	if (h->ngranted < MAX_EVENTS)
-		h->granted[h->ngranted++] = id;
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->mutex);
-}
-
-static void on_failed(void *ctx, uint64_t id, int err)
-{
-	struct host *h = ctx;
-
-	(void)id;
-	(void)err;
-	pthread_mutex_lock(&h->mutex);
-	h->nfailed++;
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->mutex);
-}
-
-static void on_lost(void *ctx, const char *res, enum dl_space space,
-		    uint64_t owner, int err)
-{
-	struct host *h = ctx;
-
-	(void)res;
-	(void)space;
-	(void)owner;
-	(void)err;
-	pthread_mutex_lock(&h->mutex);
-	h->nlost++;
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->mutex);
-}
-
-static void on_revoke(void *ctx, const char *res)
-{
-	struct host *h = ctx;
-	char *copy = strdup(res);
-
-	pthread_mutex_lock(&h->mutex);
-	if (h->nrevoked < MAX_REVOKES)
-		h->revoked[h->nrevoked++] = copy;
-	else
-		free(copy);
-	pthread_cond_broadcast(&h->cond);
-	pthread_mutex_unlock(&h->mutex);
-}
-
 /* ---- hosts ----------------------------------------------------------- */
 
-static void host_open(struct host *h, const char *name, const char *hosts,
+static void host_open(struct be_host *h, const char *name, const char *hosts,
 		      uint64_t incarnation)
 {
-	struct dl_backend_cb cb = { .ctx = h,
-				    .granted = on_granted,
-				    .failed = on_failed,
-				    .lost = on_lost,
-				    .revoke = on_revoke };
-	struct dl_backend_conf conf = { 0 };
-	pthread_condattr_t ca;
-	char uri[512], err[256];
+	char uri[512];
+	struct be_open o = { .uri = uri, .incarnation = incarnation };
 
-	memset(h, 0, sizeof(*h));
-	h->name = name;
-	pthread_mutex_init(&h->mutex, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&h->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	atomic_init(&h->lease.gen, 0);
-	atomic_init(&h->lease.until_ms, INT64_MAX);
 	snprintf(uri, sizeof(uri), "zk://%s%s?session_timeout_ms=4000", hosts,
 		 root);
-	conf.uri = uri;
-	conf.host_id = name;
-	conf.incarnation = incarnation;
-	conf.lease = &h->lease;
-	if (dl_backend_open(&conf, &cb, &h->be, err, sizeof(err)) < 0)
-		fail("open %s: %s", name, err);
-}
-
-static void host_close(struct host *h)
-{
-	dl_backend_close(h->be);
-	h->be = NULL;
-	for (int i = 0; i < h->nrevoked; i++)
-		free(h->revoked[i]);
-	h->nrevoked = 0;
+	be_host_open(h, name, &o);
 }
 
 static struct dl_lock_req req_of(const char *res, enum dl_space space,
@@ -203,7 +75,7 @@ static struct dl_lock_req req_of(const char *res, enum dl_space space,
 }
 
 /* lock, expecting @want (0 granted, -EINPROGRESS queued) */
-static void do_lock(struct host *h, const char *res, enum dl_space space,
+static void do_lock(struct be_host *h, const char *res, enum dl_space space,
 		    enum dl_lock_type type, uint64_t owner, uint64_t wait_id,
 		    int want)
 {
@@ -212,12 +84,12 @@ static void do_lock(struct host *h, const char *res, enum dl_space space,
 	int ret = dl_backend_lock(h->be, &r, &g);
 
 	if (ret != want)
-		fail("%s: lock %s owner %" PRIu64 ": %d (%s), expected %d",
-		     h->name, res, owner, ret, strerror(-ret), want);
+		be_fail("%s: lock %s owner %" PRIu64 ": %d (%s), expected %d",
+			h->name, res, owner, ret, strerror(-ret), want);
 }
 
 /* lock [start, end] of a POSIX owner, expecting a grant */
-static void do_lock_range(struct host *h, const char *res,
+static void do_lock_range(struct be_host *h, const char *res,
 			  enum dl_lock_type type, uint64_t owner,
 			  uint64_t start, uint64_t end)
 {
@@ -229,11 +101,11 @@ static void do_lock_range(struct host *h, const char *res,
 	r.end = end;
 	ret = dl_backend_lock(h->be, &r, &g);
 	if (ret != 0)
-		fail("%s: lock %s [%" PRIu64 ", %" PRIu64 "]: %s", h->name, res,
-		     start, end, strerror(-ret));
+		be_fail("%s: lock %s [%" PRIu64 ", %" PRIu64 "]: %s", h->name,
+			res, start, end, strerror(-ret));
 }
 
-static void do_unlock_range(struct host *h, const char *res,
+static void do_unlock_range(struct be_host *h, const char *res,
 			    enum dl_space space, uint64_t owner, uint64_t start,
 			    uint64_t end)
 {
@@ -244,145 +116,48 @@ static void do_unlock_range(struct host *h, const char *res,
 	r.end = end;
 	ret = dl_backend_unlock(h->be, &r);
 	if (ret < 0)
-		fail("%s: unlock %s: %s", h->name, res, strerror(-ret));
+		be_fail("%s: unlock %s: %s", h->name, res, strerror(-ret));
 }
 
-static void do_unlock(struct host *h, const char *res, enum dl_space space,
+static void do_unlock(struct be_host *h, const char *res, enum dl_space space,
 		      uint64_t owner)
 {
 	do_unlock_range(h, res, space, owner, 0, DL_RANGE_EOF);
 }
 
-/* the number of revokes @h has had once it has @n, or after @ms */
-static int wait_revoked(struct host *h, int n, int64_t ms)
-{
-	struct timespec ts;
-	int got;
-
-	deadline_ts(ms, &ts);
-	pthread_mutex_lock(&h->mutex);
-	while (h->nrevoked < n &&
-	       pthread_cond_timedwait(&h->cond, &h->mutex, &ts) == 0)
-		;
-	got = h->nrevoked;
-	pthread_mutex_unlock(&h->mutex);
-	return got;
-}
-
-/* whether @h's wait @id was granted within @ms */
-static bool wait_granted(struct host *h, uint64_t id, int64_t ms)
-{
-	struct timespec ts;
-	bool found = false;
-
-	deadline_ts(ms, &ts);
-	pthread_mutex_lock(&h->mutex);
-	for (;;) {
-		for (int i = 0; i < h->ngranted; i++)
-			found = found || h->granted[i] == id;
-		if (found ||
-		    pthread_cond_timedwait(&h->cond, &h->mutex, &ts) != 0)
-			break;
-	}
-	pthread_mutex_unlock(&h->mutex);
-	return found;
-}
-
-/* @res, printable: odd bytes as \xNN, long names cut */
-static const char *shown(const char *res, char *buf, size_t len)
-{
-	size_t o = 0;
-
-	for (const unsigned char *p = (const unsigned char *)res;
-	     *p && o + 8 < len; p++)
-		o += (size_t)snprintf(
-			buf + o, len - o,
-			*p < 0x20 || *p >= 0x7f ? "\\x%02x" : "%c", *p);
-	buf[o < len ? o : len - 1] = '\0';
-	return buf;
-}
-
 /* @h got exactly the revokes @names[0..n) since it had @base, and none
  * comes after them over a quiet period */
-static void expect_revokes(struct host *h, int base, const char *const *names,
-			   int n)
+static void expect_revokes(struct be_host *h, int base,
+			   const char *const *names, int n)
 {
 	char b1[128], b2[128];
-	int got = wait_revoked(h, base + n, BOUND_MS);
+	int got = be_wait_revoked(h, base + n, BE_BOUND_MS);
 
 	if (got < base + n)
-		fail("%s: %d revoke(s) within %d ms, expected %d", h->name,
-		     got - base, BOUND_MS, n);
-	got = wait_revoked(h, base + n + 1, QUIET_MS);
+		be_fail("%s: %d revoke(s) within %d ms, expected %d", h->name,
+			got - base, BE_BOUND_MS, n);
+	got = be_wait_revoked(h, base + n + 1, QUIET_MS);
 	if (got != base + n)
-		fail("%s: %d revokes, expected %d (the last: %s)", h->name,
-		     got - base, n, shown(h->revoked[got - 1], b1, sizeof(b1)));
+		be_fail("%s: %d revokes, expected %d (the last: %s)", h->name,
+			got - base, n,
+			be_shown(be_revoked(h, got - 1), b1, sizeof(b1)));
 	for (int i = 0; i < n; i++) {
 		bool found = false;
 
-		pthread_mutex_lock(&h->mutex);
-		for (int k = base; k < base + n && !found; k++)
-			found = strcmp(h->revoked[k], names[i]) == 0;
+		for (int k = base; k < base + n && !found; k++) {
+			const char *res = be_revoked(h, k);
+
+			found = res && strcmp(res, names[i]) == 0;
+		}
 		if (!found)
-			fail("%s: no revoke of \"%s\" (got \"%s\")", h->name,
-			     shown(names[i], b1, sizeof(b1)),
-			     shown(h->revoked[base + i], b2, sizeof(b2)));
-		pthread_mutex_unlock(&h->mutex);
+			be_fail("%s: no revoke of \"%s\" (got \"%s\")", h->name,
+				be_shown(names[i], b1, sizeof(b1)),
+				be_shown(be_revoked(h, base + i), b2,
+					 sizeof(b2)));
 	}
 }
 
-static int nrevoked(struct host *h)
-{
-	int n;
-
-	pthread_mutex_lock(&h->mutex);
-	n = h->nrevoked;
-	pthread_mutex_unlock(&h->mutex);
-	return n;
-}
-
 /* ---- the tree, through the test's own handle ------------------------- */
-
-struct conn {
-	pthread_mutex_t mutex;
-	pthread_cond_t cond;
-	bool connected;
-};
-
-static struct conn conn = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-			    false };
-
-static void conn_watcher(zhandle_t *z, int type, int state, const char *path,
-			 void *ctx)
-{
-	(void)z;
-	(void)path;
-	(void)ctx;
-	if (type != ZOO_SESSION_EVENT)
-		return;
-	pthread_mutex_lock(&conn.mutex);
-	conn.connected = state == ZOO_CONNECTED_STATE;
-	pthread_cond_broadcast(&conn.cond);
-	pthread_mutex_unlock(&conn.mutex);
-}
-
-static void zk_connect(const char *hosts)
-{
-	struct timespec ts;
-
-	zh = zookeeper_init(hosts, conn_watcher, 10000, NULL, NULL, 0);
-	if (!zh)
-		fail("zookeeper_init %s: %s", hosts, strerror(errno));
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += BOUND_MS / 1000;
-	pthread_mutex_lock(&conn.mutex);
-	while (!conn.connected &&
-	       pthread_cond_timedwait(&conn.cond, &conn.mutex, &ts) == 0)
-		;
-	pthread_mutex_unlock(&conn.mutex);
-	if (!conn.connected)
-		fail("no connection to %s within %d ms", hosts, BOUND_MS);
-}
 
 static void tree_free(struct tree *t)
 {
@@ -400,7 +175,7 @@ static void tree_walk(const char *path, struct tree *t)
 	int rc;
 
 	if (t->n == MAX_TREE)
-		fail("more than %d nodes under %s", MAX_TREE, root);
+		be_fail("more than %d nodes under %s", MAX_TREE, root);
 	z = &t->v[t->n];
 	snprintf(z->path, sizeof(z->path), "%s", path);
 	z->data = malloc(65536);
@@ -412,13 +187,13 @@ static void tree_walk(const char *path, struct tree *t)
 		return;
 	}
 	if (rc != ZOK)
-		fail("get %s: %s", path, zerror(rc));
+		be_fail("get %s: %s", path, zerror(rc));
 	t->n++;
 	rc = zoo_get_children(zh, path, 0, &kids);
 	if (rc == ZNONODE)
 		return;
 	if (rc != ZOK)
-		fail("children of %s: %s", path, zerror(rc));
+		be_fail("children of %s: %s", path, zerror(rc));
 	for (int i = 0; i < kids.count; i++) {
 		char sub[1024];
 
@@ -456,17 +231,17 @@ static void tree_same(const struct tree *before, const struct tree *after)
 {
 	for (int i = 0; i < after->n; i++)
 		if (!tree_find(before, after->v[i].path))
-			fail("the poke left %s behind", after->v[i].path);
+			be_fail("the poke left %s behind", after->v[i].path);
 	for (int i = 0; i < before->n; i++) {
 		const struct znode *x = &before->v[i];
 		const struct znode *y = tree_find(after, x->path);
 
 		if (!y && is_request(x->path))
-			fail("%s is gone after the poke", x->path);
+			be_fail("%s is gone after the poke", x->path);
 		if (y && (x->len != y->len ||
 			  (x->len > 0 &&
 			   memcmp(x->data, y->data, (size_t)x->len) != 0)))
-			fail("the poke changed the data of %s", x->path);
+			be_fail("the poke changed the data of %s", x->path);
 	}
 }
 
@@ -481,7 +256,7 @@ static int tree_requests(const struct tree *t)
 }
 
 /* @poker pokes @res: 0, and no node more, less or rewritten */
-static void poke(struct host *poker, const char *res)
+static void poke(struct be_host *poker, const char *res)
 {
 	static struct tree before, after;
 	char b[128];
@@ -490,147 +265,144 @@ static void poke(struct host *poker, const char *res)
 	tree_read(&before);
 	ret = dl_backend_poke(poker->be, res);
 	if (ret != 0)
-		fail("%s: poke \"%s\": %d (%s)", poker->name,
-		     shown(res, b, sizeof(b)), ret, strerror(-ret));
+		be_fail("%s: poke \"%s\": %d (%s)", poker->name,
+			be_shown(res, b, sizeof(b)), ret, strerror(-ret));
 	tree_read(&after);
 	tree_same(&before, &after);
 	tree_free(&before);
 	tree_free(&after);
 }
 
-static void ok(void)
-{
-	printf("ok %s\n", what);
-	fflush(stdout);
-}
-
 /* ---- the cases ------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
-	static struct host a, b, c;
+	static struct be_host a, b, c;
 	static struct tree t;
 	char odd[] = "dir/odd name\nwith\xff bytes %2F";
 	char longname[400];
 	uint64_t inc = (uint64_t)getpid() << 8;
 	int64_t t0;
-	int ra, rb, rc;
+	int ra, rb, rc, nlost, nfailed;
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: zk_poke HOST:PORT\n");
 		return 2;
 	}
+	be_quiet_ms = QUIET_MS;
 	zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR);
 	snprintf(root, sizeof(root), "/dlock-poke-%d", (int)getpid());
 	/* a name too long for a znode component: stored hashed (names.h) */
 	for (size_t i = 0; i < sizeof(longname) - 1; i++)
 		longname[i] = (char)("abc \t\x80\xfe/"[i % 9]);
 	longname[sizeof(longname) - 1] = '\0';
-	zk_connect(argv[1]);
+	zh = zk_handle_open(argv[1]);
 	host_open(&a, "hosta", argv[1], inc + 1);
 	host_open(&b, "hostb", argv[1], inc + 2);
 	host_open(&c, "hostc", argv[1], inc + 3);
 
-	what = "posix";
+	be_case = "posix";
 	do_lock(&a, "x", DL_SPACE_POSIX, DL_WRLCK, 1, 0, 0);
 	t0 = dl_mono_ms();
 	poke(&b, "x");
-	if (wait_revoked(&a, 1, BOUND_MS) == 1)
+	if (be_wait_revoked(&a, 1, BE_BOUND_MS) == 1)
 		printf("# revoke %" PRId64 " ms after the poke began (it "
 		       "lists the tree twice)\n",
 		       dl_mono_ms() - t0);
 	expect_revokes(&a, 0, (const char *[]){ "x" }, 1);
-	ok();
+	be_ok();
 
-	what = "flock";
+	be_case = "flock";
 	do_lock(&a, "y", DL_SPACE_FLOCK, DL_WRLCK, 2, 0, 0);
 	poke(&b, "y");
 	expect_revokes(&a, 1, (const char *[]){ "y" }, 1);
-	ok();
+	be_ok();
 
-	what = "nobody";
+	be_case = "nobody";
 	poke(&b, "nobody holds this");
 	poke(&a, "nobody holds this");
-	ok();
+	be_ok();
 
-	what = "self";
+	be_case = "self";
 	poke(&a, "x");
 	poke(&a, "y");
-	if (wait_revoked(&a, 3, QUIET_MS) != 2)
-		fail("hosta was asked by itself");
-	ok();
+	if (be_wait_revoked(&a, 3, QUIET_MS) != 2)
+		be_fail("hosta was asked by itself");
+	be_ok();
 
-	what = "again"; /* each poke is one more revoke */
+	be_case = "again"; /* each poke is one more revoke */
 	poke(&b, "x");
 	poke(&c, "x");
 	expect_revokes(&a, 2, (const char *[]){ "x", "x" }, 2);
-	ok();
+	be_ok();
 
-	what = "odd names";
+	be_case = "odd names";
 	do_lock(&a, odd, DL_SPACE_POSIX, DL_RDLCK, 3, 0, 0);
 	do_lock(&a, longname, DL_SPACE_FLOCK, DL_WRLCK, 4, 0, 0);
 	poke(&b, odd);
 	poke(&b, longname);
 	expect_revokes(&a, 4, (const char *[]){ odd, longname }, 2);
-	ok();
+	be_ok();
 
-	what = "own writes"; /* our rewrites of our nodes are no pokes */
+	be_case = "own writes"; /* our rewrites of our nodes are no pokes */
 	do_lock_range(&a, "o", DL_WRLCK, 11, 0, 99);
 	do_unlock_range(&a, "o", DL_SPACE_POSIX, 11, 10, 19);
 	do_lock_range(&a, "o", DL_WRLCK, 11, 200, 299);
 	do_lock_range(&a, "o", DL_RDLCK, 11, 50, 59);
-	if (wait_revoked(&a, 7, QUIET_MS) != 6)
-		fail("hosta took its own writes for a poke");
+	if (be_wait_revoked(&a, 7, QUIET_MS) != 6)
+		be_fail("hosta took its own writes for a poke");
 	poke(&b, "o");
 	expect_revokes(&a, 6, (const char *[]){ "o" }, 1);
 	do_unlock(&a, "o", DL_SPACE_POSIX, 11);
-	ok();
+	be_ok();
 
-	what = "two spaces, two owners"; /* one revoke per daemon */
+	be_case = "two spaces, two owners"; /* one revoke per daemon */
 	do_lock(&a, "m", DL_SPACE_FLOCK, DL_RDLCK, 5, 0, 0);
 	do_lock(&a, "m", DL_SPACE_POSIX, DL_RDLCK, 6, 0, 0);
 	do_lock(&a, "m", DL_SPACE_POSIX, DL_RDLCK, 7, 0, 0);
 	poke(&b, "m");
 	expect_revokes(&a, 7, (const char *[]){ "m" }, 1);
-	ok();
+	be_ok();
 
-	what = "shared"; /* every other holder, never the poker */
+	be_case = "shared"; /* every other holder, never the poker */
 	do_lock(&a, "r", DL_SPACE_POSIX, DL_RDLCK, 8, 0, 0);
 	do_lock(&b, "r", DL_SPACE_POSIX, DL_RDLCK, 8, 0, 0);
 	do_lock(&c, "r", DL_SPACE_FLOCK, DL_RDLCK, 8, 0, 0);
 	poke(&b, "r");
 	expect_revokes(&a, 8, (const char *[]){ "r" }, 1);
 	expect_revokes(&c, 0, (const char *[]){ "r" }, 1);
-	ok();
+	be_ok();
 
-	what = "waiter"; /* a host that only waits is not asked */
+	be_case = "waiter"; /* a host that only waits is not asked */
 	do_lock(&c, "w", DL_SPACE_POSIX, DL_WRLCK, 9, 0, 0);
 	do_lock(&a, "w", DL_SPACE_POSIX, DL_WRLCK, 10, 77, -EINPROGRESS);
 	poke(&b, "w");
 	expect_revokes(&c, 1, (const char *[]){ "w" }, 1);
-	if (nrevoked(&a) != 9)
-		fail("hosta was asked for a lock it only waits for");
+	if (be_nrevoked(&a) != 9)
+		be_fail("hosta was asked for a lock it only waits for");
 	do_unlock(&c, "w", DL_SPACE_POSIX, 9);
-	if (!wait_granted(&a, 77, BOUND_MS))
-		fail("hosta's wait was not granted within %d ms", BOUND_MS);
+	if (be_await_event(&a, 77, BE_BOUND_MS).kind != 'g')
+		be_fail("hosta's wait was not granted within %d ms",
+			BE_BOUND_MS);
 	/* granted now: a poke reaches it */
 	poke(&c, "w");
 	expect_revokes(&a, 9, (const char *[]){ "w" }, 1);
-	ok();
+	be_ok();
 
-	what = "released"; /* once given back, nothing to ask for */
+	be_case = "released"; /* once given back, nothing to ask for */
 	do_unlock(&a, "x", DL_SPACE_POSIX, 1);
 	poke(&b, "x");
-	if (wait_revoked(&a, 11, QUIET_MS) != 10)
-		fail("hosta was asked for a lock it gave back");
-	ok();
+	if (be_wait_revoked(&a, 11, QUIET_MS) != 10)
+		be_fail("hosta was asked for a lock it gave back");
+	be_ok();
 
-	what = "tidy";
-	ra = nrevoked(&a);
-	rb = nrevoked(&b);
-	rc = nrevoked(&c);
+	be_case = "tidy";
+	ra = be_nrevoked(&a);
+	rb = be_nrevoked(&b);
+	rc = be_nrevoked(&c);
 	if (rb != 0)
-		fail("hostb was asked %d times for what it poked itself", rb);
+		be_fail("hostb was asked %d times for what it poked itself",
+			rb);
 	do_unlock(&a, "y", DL_SPACE_FLOCK, 2);
 	do_unlock(&a, odd, DL_SPACE_POSIX, 3);
 	do_unlock(&a, longname, DL_SPACE_FLOCK, 4);
@@ -643,21 +415,23 @@ int main(int argc, char **argv)
 	do_unlock(&a, "w", DL_SPACE_POSIX, 10);
 	tree_read(&t);
 	if (tree_requests(&t))
-		fail("%d request node(s) left after every unlock",
-		     tree_requests(&t));
+		be_fail("%d request node(s) left after every unlock",
+			tree_requests(&t));
 	tree_free(&t);
-	if (nrevoked(&a) != ra || nrevoked(&c) != rc ||
-	    a.nlost + b.nlost + c.nlost || a.nfailed + b.nfailed + c.nfailed)
-		fail("unexpected callbacks: revokes a %d c %d, lost %d, "
-		     "failed %d",
-		     nrevoked(&a) - ra, nrevoked(&c) - rc,
-		     a.nlost + b.nlost + c.nlost,
-		     a.nfailed + b.nfailed + c.nfailed);
-	ok();
+	nlost = be_nlost(&a, NULL) + be_nlost(&b, NULL) + be_nlost(&c, NULL);
+	nfailed = be_events(&a, BE_ANY_WAIT, 'f') +
+		  be_events(&b, BE_ANY_WAIT, 'f') +
+		  be_events(&c, BE_ANY_WAIT, 'f');
+	if (be_nrevoked(&a) != ra || be_nrevoked(&c) != rc || nlost || nfailed)
+		be_fail("unexpected callbacks: revokes a %d c %d, lost %d, "
+			"failed %d",
+			be_nrevoked(&a) - ra, be_nrevoked(&c) - rc, nlost,
+			nfailed);
+	be_ok();
 
-	host_close(&a);
-	host_close(&b);
-	host_close(&c);
+	be_host_close(&a);
+	be_host_close(&b);
+	be_host_close(&c);
 	zookeeper_close(zh);
 	return 0;
 }
