@@ -307,21 +307,26 @@ PY
 # the store), three hosts each on its own file at once
 bench_cache() {
 	local uri=$1 seconds=$2 h bench=$build/tests/bench/lockbench
-	mkdir -p "$tmp/lbacking" "$tmp/l" "$tmp/c" "$tmp/d" "$tmp/e"
+	mkdir -p "$tmp/lbacking" "$tmp/l" "$tmp/c" "$tmp/d" "$tmp/e" "$tmp/v"
 	bench_mount "$tmp/lbacking" "$tmp/l" "backend=local:,host_id=l"
 	for h in c d e; do
 		bench_mount "$tmp/backing" "$tmp/$h" \
 			"backend=$uri,host_id=$h,cache=on,socket=none"
 	done
-	log "cache=on hosts c, d, e mounted; local: on $tmp/l"
+	# what the file versions cost a cached host: no bump at all
+	bench_mount "$tmp/backing" "$tmp/v" \
+		"backend=$uri,host_id=v,cache=on,versions=off,socket=none"
+	log "cache=on hosts c, d, e (and v, versions=off) mounted; local: on $tmp/l"
 
 	echo "== same-host caching: local: [1], cache off [2], cache on [3]"
 	"$bench" --seconds "$seconds" "$tmp/l" "$tmp/a" "$tmp/c"
 	echo
-	echo "== SQLite, one INSERT per transaction, one host"
+	echo "== SQLite, one INSERT per transaction, one host: local:, cache"
+	echo "   off, cache on, cache on with versions=off"
 	bench_sqlite "$tmp/l" "$seconds"
 	bench_sqlite "$tmp/a" "$seconds"
 	bench_sqlite "$tmp/c" "$seconds"
+	bench_sqlite "$tmp/v" "$seconds"
 	echo
 	echo "== cross-host ping-pong with cache=on (C <-> D): revocations"
 	"$bench" --pair --seconds "$seconds" "$tmp/c" "$tmp/d"
