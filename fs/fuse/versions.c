@@ -100,18 +100,45 @@ static int ver_bump_resource(struct dl_fs *fs, const char *resource)
 	return lockmgr_bump(fs->lm, resource, &v);
 }
 
-int ver_session_end(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f)
+/* bump the name of @ino now; 0 or a negative errno (logged) */
+static int ver_bump_of(struct dl_fs *fs, fuse_ino_t ino)
 {
 	char *name;
-	int ret;
+	int ret = dl_fs_resource(fs, ino, &name);
 
-	if (!fs->ver || !atomic_exchange(&f->wrote, false))
-		return 0;
-	ret = dl_fs_resource(fs, ino, &name);
 	if (ret == 0) {
 		ret = ver_bump_resource(fs, name);
 		free(name);
 	}
+	return ret;
+}
+
+/* the resource name of @child in the directory @dir; 0, -ENOTDIR, or a
+ * negative errno */
+static int ver_name_in(struct dl_fs *fs, fuse_ino_t dir, const char *child,
+		       char **out)
+{
+	struct stat st;
+	char *name;
+	int ret;
+
+	if (fstat(pt_fd(fs, dir), &st) == -1 || !S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	ret = dl_fs_resource(fs, dir, &name);
+	if (ret < 0)
+		return ret;
+	*out = ver_join(name, child);
+	free(name);
+	return *out ? 0 : -ENOMEM;
+}
+
+int ver_session_end(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f)
+{
+	int ret;
+
+	if (!fs->ver || !atomic_exchange(&f->wrote, false))
+		return 0;
+	ret = ver_bump_of(fs, ino);
 	if (ret == 0 || ret == -EOPNOTSUPP || ret == -ESTALE)
 		return 0;
 	atomic_store(&f->wrote, true);
@@ -120,24 +147,17 @@ int ver_session_end(struct dl_fs *fs, fuse_ino_t ino, struct dl_file *f)
 
 void ver_bump_ino(struct dl_fs *fs, fuse_ino_t ino)
 {
-	char *name;
-
-	if (!fs->ver || dl_fs_resource(fs, ino, &name) < 0)
-		return;
-	ver_bump_resource(fs, name);
-	free(name);
+	if (fs->ver)
+		ver_bump_of(fs, ino);
 }
 
 void ver_bump_name(struct dl_fs *fs, fuse_ino_t parent, const char *name)
 {
-	char *dir, *path;
+	char *path;
 
-	if (!fs->ver || dl_fs_resource(fs, parent, &dir) < 0)
+	if (!fs->ver || ver_name_in(fs, parent, name, &path) < 0)
 		return;
-	path = ver_join(dir, name);
-	free(dir);
-	if (path)
-		ver_bump_resource(fs, path);
+	ver_bump_resource(fs, path);
 	free(path);
 }
 
@@ -182,14 +202,12 @@ static const char *ver_child(const char *attr, const char *what)
 int ver_getxattr(struct dl_fs *fs, fuse_ino_t ino, const char *attr,
 		 char **text)
 {
-	const char *child = ver_child(attr, "version");
-	bool all = strcmp(attr, "lastchange") == 0;
+	const char *child = NULL;
 	struct dl_version v;
 	char *name;
+	bool all;
 	int ret;
 
-	if (!child && (child = ver_child(attr, "lastchange")))
-		all = true;
 	if (!fs->ver)
 		return -ENODATA;
 	if (strcmp(attr, "writer") == 0) {
@@ -198,26 +216,20 @@ int ver_getxattr(struct dl_fs *fs, fuse_ino_t ino, const char *attr,
 			return ret;
 		return asprintf(text, "%d", ret) < 0 ? -ENOMEM : 0;
 	}
-	if (!all && !child && strcmp(attr, "version") != 0)
+	if (strcmp(attr, "version") == 0 || (child = ver_child(attr, "versio"
+								     "n")))
+		all = false;
+	else if (strcmp(attr, "lastchange") == 0 ||
+		 (child = ver_child(attr, "lastchange")))
+		all = true;
+	else
 		return -ENODATA;
-	ret = dl_fs_resource(fs, ino, &name);
+	ret = child ? ver_name_in(fs, ino, child, &name)
+		    : dl_fs_resource(fs, ino, &name);
+	if (ret == -ENOTDIR)
+		return -ENODATA; /* NAME: only on a directory */
 	if (ret < 0)
 		return ret;
-	if (child) {
-		struct stat st;
-		char *path;
-
-		if (fstat(pt_fd(fs, ino), &st) == -1 || !S_ISDIR(st.st_mode)) {
-			free(name);
-			return -ENODATA;
-		}
-		path = ver_join(name, child);
-
-		free(name);
-		if (!path)
-			return -ENOMEM;
-		name = path;
-	}
 	ret = lockmgr_version(fs->lm, name, &v);
 	free(name);
 	if (ret < 0)
@@ -333,54 +345,62 @@ static void rp_interrupt(fuse_req_t req, void *data)
 }
 
 /*
- * Drop the kernel's entry for the name @path (relative to the backing
- * directory) when it knows the directory: the rename happened behind its
- * back, and on "local:" entries are cached for a second.
+ * The directory of @path (relative to the backing directory), opened for
+ * reading, with the last component of @path in *base; -1 with errno.
  */
-static void rp_inval(struct dl_fs *fs, const char *path)
+static int rp_dir_open(struct dl_fs *fs, const char *path, const char **base)
 {
 	const char *slash = strrchr(path, '/');
-	const char *base = slash ? slash + 1 : path;
+	char *dir;
+	int dfd;
+
+	*base = slash ? slash + 1 : path;
+	dir = slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+	if (!dir)
+		return -1;
+	dfd = openat(fs->backing_fd, dir,
+		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	free(dir);
+	return dfd;
+}
+
+/*
+ * The rename changed the name @path behind the kernel's back: make the
+ * change of its directory durable, and drop the kernel's entry for it when
+ * the kernel knows the directory (on "local:" entries live a second).
+ */
+static void rp_publish(struct dl_fs *fs, const char *path)
+{
+	const char *base;
 	fuse_ino_t parent;
-	int dfd = fs->backing_fd;
+	int dfd = rp_dir_open(fs, path, &base);
 
-	if (slash) {
-		char *dir = strndup(path, (size_t)(slash - path));
-
-		dfd = dir ? openat(fs->backing_fd, dir,
-				   O_PATH | O_DIRECTORY | O_NOFOLLOW |
-					   O_CLOEXEC)
-			  : -1;
-		free(dir);
-		if (dfd < 0)
-			return;
-	}
+	if (dfd < 0 || fsync(dfd) == -1)
+		dl_log(DL_LOG_WARNING,
+		       "replace: fsync of the directory of %s: %s", path,
+		       strerror(errno));
+	if (dfd < 0)
+		return;
 	parent = pt_known(fs, dfd);
 	if (parent)
 		fuse_lowlevel_notify_inval_entry(fs->se, parent, base,
 						 strlen(base));
-	if (dfd != fs->backing_fd)
-		close(dfd);
+	close(dfd);
 }
 
-/* fsync the file or directory @path under the backing directory */
-static int rp_sync(struct dl_fs *fs, int fd_or_neg, const char *dir)
+/* fsync the file behind the O_PATH descriptor @fd; 0 or a negative errno */
+static int rp_sync_file(int fd)
 {
 	char proc[64];
-	int fd, ret = 0;
+	int rfd, ret = 0;
 
-	if (fd_or_neg >= 0) {
-		pt_proc_path(fd_or_neg, proc, sizeof(proc));
-		fd = open(proc, O_RDONLY | O_CLOEXEC);
-	} else {
-		fd = openat(fs->backing_fd, *dir ? dir : ".",
-			    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	}
-	if (fd < 0)
+	pt_proc_path(fd, proc, sizeof(proc));
+	rfd = open(proc, O_RDONLY | O_CLOEXEC);
+	if (rfd < 0)
 		return -errno;
-	if (fsync(fd) == -1 && errno != EINVAL)
+	if (fsync(rfd) == -1 && errno != EINVAL)
 		ret = -errno;
-	close(fd);
+	close(rfd);
 	return ret;
 }
 
@@ -392,7 +412,7 @@ static int rp_apply(struct rp_call *c)
 	struct dl_version v;
 	struct stat a, b;
 	struct pt_creds cr;
-	char *src = NULL, *dir;
+	char *src = NULL;
 	int ret;
 
 	ret = lockmgr_version(fs->lm, c->target, &v);
@@ -410,7 +430,7 @@ static int rp_apply(struct rp_call *c)
 		ret = -ENOENT;
 		goto out;
 	}
-	ret = rp_sync(fs, fd, NULL);
+	ret = rp_sync_file(fd);
 	if (ret < 0)
 		goto out;
 	ret = pt_change_enter(c->req, &cr);
@@ -420,20 +440,8 @@ static int rp_apply(struct rp_call *c)
 	pt_creds_leave(&cr);
 	if (ret < 0)
 		goto out;
-	dir = strdup(c->target);
-	if (dir) {
-		char *slash = strrchr(dir, '/');
-
-		*(slash ? slash : dir) = '\0';
-		if (rp_sync(fs, -1, dir) < 0)
-			dl_log(DL_LOG_WARNING,
-			       "replace %s: fsync of its "
-			       "directory failed",
-			       c->target);
-		free(dir);
-	}
-	rp_inval(fs, src);
-	rp_inval(fs, c->target);
+	rp_publish(fs, src);
+	rp_publish(fs, c->target);
 	/* the rename happened: a version that cannot be published is an
 	 * error the caller must see (EIO), not a conflict */
 	if (lockmgr_bump(fs->lm, c->target, &v) < 0)
