@@ -170,8 +170,8 @@ void ctl_release(struct ctlsock *cs, uint64_t obj, enum dl_space space,
 {
 	struct ctl_job *j = ctl_job_new(cs, JOB_RELEASE);
 
-	if (!j) {
-		ctl_release(cs, obj, space, owner);
+	if (!j) { /* out of memory: release here rather than leak it */
+		lockmgr_release_owner(cs->lm, obj, space, owner);
 		return;
 	}
 	j->obj = obj;

@@ -570,7 +570,9 @@ static void *ctl_main(void *arg)
 		}
 		if (n == 1)
 			ctl_event(cs, &ev);
-		if (cs->self_woken) {
+		/* a drain can complete work that queues more (a release
+		 * that grants a waiter, inline on local:): drain until none */
+		while (cs->self_woken) {
 			cs->self_woken = false;
 			ctl_drain(cs);
 		}

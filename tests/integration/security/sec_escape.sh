@@ -14,18 +14,12 @@ sec_dir base
 mkdir -m 1777 "$base/pub"
 S=$base/d.sock
 pl_agent a local: "$S" "pub=$base/pub"
-fifo=$base/fifo
-mkfifo -m 0666 "$fifo"
 evil=$'x\nfake 0-EOF host=root pid=1\e[2J\x7f'
 
-as_eve "$DLOCKCTL" --socket "$S" run --lock "$evil" -- sh -c 'echo held >"$1"; exec sleep 60' _ "$fifo" &
-dl_job "$!"
-read -r -t 10 _ <"$fifo" || dl_fail "eve's named holder did not start"
+sec_hold "$base" as_eve "$DLOCKCTL" --socket "$S" run --lock "$evil" --
 as_eve touch "$base/pub/$evil"
-as_eve env LD_PRELOAD="$DLOCK_PRELOAD" DLOCK_SOCKET="$S" DLOCK_PATHS="$base/pub" DLOCK_KERNEL_LOCK=0 \
-	flock "$base/pub/$evil" sh -c 'echo held >"$1"; exec sleep 60' _ "$fifo" &
-dl_job "$!"
-read -r -t 10 _ <"$fifo" || dl_fail "eve's file holder did not start"
+sec_hold "$base" as_eve env LD_PRELOAD="$DLOCK_PRELOAD" DLOCK_SOCKET="$S" DLOCK_PATHS="$base/pub" \
+	DLOCK_KERNEL_LOCK=0 flock "$base/pub/$evil"
 
 timeout 10 "$DLOCKCTL" --socket "$S" locks -n >"$base/out"
 [[ $(wc -l <"$base/out") -eq 2 ]] || dl_fail "not one line per lock: $(cat -A "$base/out")"

@@ -8,6 +8,8 @@
 #   sec_raw ARGS...             sec_raw.py (the raw-protocol attacker)
 #   sec_shim SOCK PATHS CMD...  CMD with the shim, at most 20 s
 #   sec_dir VAR                 a temporary directory others can search
+#   sec_hold DIR CMD...         run CMD... sh -c 'report; sleep 60' in the
+#                               background; return once it reported
 
 SEC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SEC_CREATED=()
@@ -76,4 +78,17 @@ sec_dir() {
 	dl_tmpdir _d
 	chmod 0755 "$_d"
 	printf -v "$1" '%s' "$_d"
+}
+
+# A fresh fifo per holder: a reused one could pair our read with the
+# previous holder's writer, still open after its line, and read its EOF.
+SEC_NHOLD=0
+sec_hold() {
+	local dir=$1 fifo
+	shift
+	fifo=$dir/held.$((++SEC_NHOLD))
+	mkfifo -m 0666 "$fifo"
+	"$@" sh -c 'echo held >"$1"; exec sleep 60' _ "$fifo" &
+	dl_job "$!"
+	read -r -t 10 _ <"$fifo" || dl_fail "holder did not start: $*"
 }

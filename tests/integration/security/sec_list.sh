@@ -16,14 +16,7 @@ mkdir -m 0700 "$base/private"
 mkdir -m 1777 "$base/pub"
 S=$base/d.sock
 pl_agent a local: "$S" "private=$base/private:pub=$base/pub"
-fifo=$base/fifo
-mkfifo -m 0666 "$fifo"
-
-hold() { # USER-RUNNER FILE: hold a flock on FILE through the shim
-	"$@" sh -c 'echo held >"$1"; exec sleep 60' _ "$fifo" &
-	dl_job "$!"
-	read -r -t 10 _ <"$fifo" || dl_fail "holder did not start: $*"
-}
+hold() { sec_hold "$base" "$@"; }
 
 touch "$base/private/secret.db"
 hold env LD_PRELOAD="$DLOCK_PRELOAD" DLOCK_SOCKET="$S" DLOCK_PATHS="$base/private" DLOCK_KERNEL_LOCK=0 \

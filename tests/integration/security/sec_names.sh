@@ -49,20 +49,14 @@ as_eve env LD_PRELOAD="$DLOCK_PRELOAD" DLOCK_SOCKET="$S" DLOCK_PATHS="bogus=$bas
 grep -q "^pub/e.lock " "$base/l.out" || dl_fail "not named pub/e.lock: $(cat "$base/l.out")"
 
 dl_log "named locks: eve's 'backup' does not block root's or bob's"
-fifo=$base/fifo
-mkfifo -m 0666 "$fifo"
-as_eve "$DLOCKCTL" --socket "$S" run --lock backup -- sh -c 'echo held >"$1"; exec sleep 60' _ "$fifo" &
-dl_job "$!"
-read -r -t 10 _ <"$fifo" || dl_fail "eve's holder did not start"
+sec_hold "$base" as_eve "$DLOCKCTL" --socket "$S" run --lock backup --
 timeout 10 $DL run --lock backup --timeout 2 -- true ||
 	dl_fail "root's run --lock backup blocked behind eve's"
 as_bob "$DLOCKCTL" --socket "$S" run --lock backup --timeout 2 -- true ||
 	dl_fail "bob's run --lock backup blocked behind eve's"
 
 dl_log "shared_names: team* is one lock for dlf_team, private to others"
-as_bob "$DLOCKCTL" --socket "$S" run --lock team1 -- sh -c 'echo held >"$1"; exec sleep 60' _ "$fifo" &
-dl_job "$!"
-read -r -t 10 _ <"$fifo" || dl_fail "bob's holder did not start"
+sec_hold "$base" as_bob "$DLOCKCTL" --socket "$S" run --lock team1 --
 rc=0
 as_bob "$DLOCKCTL" --socket "$S" run --lock team1 --timeout 0 -- true || rc=$?
 [[ $rc -eq 1 ]] || dl_fail "a second team member got the shared lock team1 (status $rc)"
