@@ -71,7 +71,9 @@ int dl_backend_open(const struct dl_backend_conf *conf,
 	if (ret < 0)
 		return ret;
 	ops = dl_backend_find(conf->uri);
-	if (conf->cache && ops->shared)
+	/* a store that cannot poke has no cache (cache=on is refused) */
+	if (conf->cache == DL_CACHE_ON ||
+	    (conf->cache == DL_CACHE_AWARE && ops->shared && ops->poke))
 		return dl_cache_open(conf, ops, cb, out, err, errlen);
 	return ops->open(conf, cb, out, err, errlen);
 }

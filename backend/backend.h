@@ -153,9 +153,20 @@ struct dl_backend_conf {
 	uint64_t incarnation;
 	const struct dl_config *config; /* options and secrets; may be NULL */
 	struct dl_lease *lease;		/* see struct dl_lease; never NULL */
-	/* decide the locks of a file locally while no other host uses it
-	 * (backend/cache.c); ignored by a backend that is not shared */
-	bool cache;
+	/* same-host caching (backend/cache.c); ignored by a backend that
+	 * is not shared */
+	enum dl_cache_mode {
+		/* the store alone: no rights are taken or honoured (the
+		 * backend-level tests); never for a mount of a cluster */
+		DL_CACHE_NONE = 0,
+		/* cache=off: the cache's shared right on every file in use,
+		 * so a file cached by another host is asked back first, but
+		 * nothing is cached here */
+		DL_CACHE_AWARE,
+		/* cache=on: decide a file's locks here while no other host
+		 * uses it */
+		DL_CACHE_ON,
+	} cache;
 	unsigned cache_idle_ms; /* give an unused file back after; 0: 1000 */
 	/* after a revocation, do not cache the file again for; 0: 2000
 	 * (the model test makes it short, so that rights come and go) */

@@ -40,9 +40,10 @@
  * a right the backend reports lost (lease, break) loses every local lock
  * under it (cb->lost) before anyone else can be granted it.
  *
- * All hosts of a cluster must use the same cache setting: a host without
- * the cache does not take the shared right and would not see locks cached
- * elsewhere.
+ * cache=off is this layer too, taking only shared rights (cb->caching
+ * false): a file another host caches is asked back before this host's
+ * first request on it, so hosts with either setting can share a cluster.
+ * Only the backend-level tests open a store without it (DL_CACHE_NONE).
  *
  * Locking: one mutex, cache.mutex, guards every table here and is held
  * across every call into the engine (in-process, never waits); it is never
@@ -118,6 +119,7 @@ struct cache_res {
 	uint64_t rd_id;	   /* wait id of the queued shared request */
 	unsigned users;	   /* threads inside a call on it */
 	unsigned inflight; /* backend calls on R in flight (direct) */
+	unsigned ewaiters; /* its routes of kind RT_ENGINE */
 	int64_t last_use_ms, nocache_until_ms, poked_ms, revoke_t0_ms;
 	struct cache_epoch *epochs; /* newest first */
 	struct cache_pend *pend, **pend_tail;
@@ -158,6 +160,7 @@ struct cache_backend {
 	char host[DL_HOST_MAX];
 	unsigned idle_ms;
 	unsigned nocache_ms; /* no new right after a revocation for */
+	bool caching;	     /* cache=on; off: shared rights only */
 	pthread_mutex_t mutex;
 	pthread_cond_t cond;	  /* state changes */
 	pthread_cond_t work_cond; /* the worker's wake-up */
@@ -322,6 +325,16 @@ static struct cache_route **route_slot(struct cache_backend *cb, uint64_t id)
 	return p;
 }
 
+/* every kind change goes here: r->ewaiters counts the engine's waiters */
+static void route_kind(struct cache_route *rt, enum route_kind kind)
+{
+	if (rt->kind == RT_ENGINE)
+		rt->res->ewaiters--;
+	rt->kind = kind;
+	if (kind == RT_ENGINE)
+		rt->res->ewaiters++;
+}
+
 static struct cache_route *route_add(struct cache_backend *cb, uint64_t id,
 				     enum route_kind kind, struct cache_res *r,
 				     const struct dl_lock_req *req)
@@ -334,14 +347,17 @@ static struct cache_route *route_add(struct cache_backend *cb, uint64_t id,
 		if (!rt)
 			return NULL;
 		rt->id = id;
+		rt->kind = RT_PENDING;
+		rt->res = r;
 		*p = rt;
 		r->users++; /* a route pins its resource */
 	} else if (rt->res != r) {
+		route_kind(rt, RT_PENDING);
 		rt->res->users--;
+		rt->res = r;
 		r->users++;
 	}
-	rt->kind = kind;
-	rt->res = r;
+	route_kind(rt, kind);
 	if (req)
 		rt->req = *req;
 	return rt;
@@ -355,6 +371,7 @@ static void route_del(struct cache_backend *cb, uint64_t id)
 	if (!rt)
 		return;
 	*p = rt->next;
+	route_kind(rt, RT_PENDING);
 	rt->res->users--;
 	free(rt);
 }
@@ -430,20 +447,42 @@ static uint64_t tok_local(const struct cache_res *r, uint64_t etok)
 	return (e->right << TOK_SHIFT) + lo + 1;
 }
 
+/*
+ * Room in the current epoch for every grant the engine can make next: one
+ * at once and one per waiter queued there.  Called before every engine
+ * call that may grant, so that a grant is never made that epoch_grant()
+ * could not record (the engine would hold a lock nobody reported).
+ * 0 or -ENOMEM (then make no such call).
+ */
+static int epoch_room(struct cache_res *r)
+{
+	struct cache_epoch *e = r->epochs;
+	size_t need = e->n + r->ewaiters + 1, nc = e->cap ? e->cap : 16;
+	uint64_t *v;
+
+	if (e->cap >= need)
+		return 0;
+	while (nc < need)
+		nc *= 2;
+	v = realloc(e->etok, nc * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	e->etok = v;
+	e->cap = nc;
+	return 0;
+}
+
 /* a local grant of engine token @etok: its reported grant */
 static int epoch_grant(struct cache_backend *cb, struct cache_res *r,
 		       uint64_t etok, struct dl_grant *out)
 {
 	struct cache_epoch *e = r->epochs;
 
-	if (e->n == e->cap) {
-		size_t nc = e->cap ? e->cap * 2 : 16;
-		uint64_t *v = realloc(e->etok, nc * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		e->etok = v;
-		e->cap = nc;
+	if (e->n == e->cap && epoch_room(r) < 0) {
+		/* cannot happen: epoch_room() ran before the engine call */
+		dl_log(DL_LOG_ERR, "cache: %s: a local grant not recorded",
+		       r->name);
+		return -ENOMEM;
 	}
 	e->etok[e->n++] = etok;
 	out->token = (e->right << TOK_SHIFT) + e->n;
@@ -669,7 +708,7 @@ static int right_take(struct cache_backend *cb, struct cache_res *r)
 {
 	struct dl_lock_req q;
 	struct dl_grant g = { .token = 0, .lease = 0 };
-	bool excl = dl_mono_ms() >= r->nocache_until_ms;
+	bool excl = cb->caching && dl_mono_ms() >= r->nocache_until_ms;
 	uint64_t id;
 	int ret;
 
@@ -923,7 +962,7 @@ static void revoke_right(struct cache_backend *cb, struct cache_res *r)
 		qsort(moving, nmove, sizeof(*moving), route_cmp);
 	for (size_t i = 0; i < nmove; i++) {
 		if (dl_backend_cancel(cb->engine, moving[i]->id) == 0)
-			moving[i]->kind = RT_MOVING;
+			route_kind(moving[i], RT_MOVING);
 		else
 			moving[i] = NULL; /* granted: a holder now */
 	}
@@ -970,8 +1009,10 @@ static void revoke_right(struct cache_backend *cb, struct cache_res *r)
 
 			if (!rt)
 				continue;
-			rt->kind = RT_ENGINE;
-			er = dl_backend_lock(cb->engine, &rt->req, &eg);
+			route_kind(rt, RT_ENGINE);
+			er = epoch_room(r);
+			if (er == 0)
+				er = dl_backend_lock(cb->engine, &rt->req, &eg);
 			if (er == 0)
 				engine_granted(cb, rt->id, &eg);
 			else if (er != -EINPROGRESS)
@@ -1130,7 +1171,9 @@ static int lock_locked(struct cache_backend *cb, struct cache_res *r,
 			    !route_add(cb, q.wait_id, RT_ENGINE, r, &q))
 				return -ENOMEM;
 			r->last_use_ms = dl_mono_ms();
-			ret = dl_backend_lock(cb->engine, &q, &eg);
+			ret = epoch_room(r);
+			if (ret == 0)
+				ret = dl_backend_lock(cb->engine, &q, &eg);
 			if (ret == 0) {
 				if (q.wait_id)
 					route_del(cb, q.wait_id);
@@ -1571,14 +1614,14 @@ static int cache_status(struct dl_backend *be, char *buf, size_t len)
 		snprintf(inner, sizeof(inner), "error: %s", strerror(-ret));
 	pthread_mutex_lock(&cb->mutex);
 	snprintf(buf, len,
-		 "%s cache=on cached=%zu direct=%zu local_grants=%" PRIu64
+		 "%s cache=%s cached=%zu direct=%zu local_grants=%" PRIu64
 		 " rights_taken=%" PRIu64 " revocations=%" PRIu64 " revoke_"
 		 "wait_ms_"
 		 "total="
 		 "%" PRIu64 " revoke_wait_ms_max=%" PRIu64 " cache_idle_ms=%u",
-		 inner, cb->ncached, cb->ndirect, cb->local_grants,
-		 cb->rights_taken, cb->revocations, cb->revoke_ms_total,
-		 cb->revoke_ms_max, cb->idle_ms);
+		 inner, cb->caching ? "on" : "off", cb->ncached, cb->ndirect,
+		 cb->local_grants, cb->rights_taken, cb->revocations,
+		 cb->revoke_ms_total, cb->revoke_ms_max, cb->idle_ms);
 	pthread_mutex_unlock(&cb->mutex);
 	return 0;
 }
@@ -1937,7 +1980,7 @@ int dl_cache_open(const struct dl_backend_conf *conf,
 	pthread_condattr_t ca;
 	int ret;
 
-	if (!remote_ops->poke) {
+	if (!remote_ops->poke) { /* backend.c opens cache=off without us */
 		snprintf(err, errlen,
 			 "cache=on: the %s backend cannot ask another host "
 			 "for a lock back",
@@ -1955,6 +1998,7 @@ int dl_cache_open(const struct dl_backend_conf *conf,
 	cb->base.ops = &cb->ops;
 	cb->up = *up;
 	cb->lease = conf->lease;
+	cb->caching = conf->cache == DL_CACHE_ON;
 	cb->idle_ms = conf->cache_idle_ms ? conf->cache_idle_ms : 1000;
 	cb->nocache_ms = conf->cache_nocache_ms ? conf->cache_nocache_ms
 						: CACHE_NOCACHE_MS;

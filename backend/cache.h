@@ -1,8 +1,9 @@
 /*
  * cache.h - same-host lock caching over a remote backend (cache.c).
  *
- * dl_backend_open() wraps a remote backend in it when conf->cache is set:
- * the daemon sees one more struct dl_backend, with the same contract.
+ * dl_backend_open() wraps a remote backend in it for cache=on and for
+ * cache=off (shared rights only, see cache.c): the daemon sees one more
+ * struct dl_backend, with the same contract.
  */
 #ifndef DL_CACHE_H
 #define DL_CACHE_H

@@ -26,19 +26,19 @@ struct ver_state;
 
 /* Command line and config-file options (see README "Options"). */
 struct dl_options {
-	char *backend;		/* -o backend=URI, default "local:" */
-	char *host_id;		/* -o host_id=NAME, default the hostname */
-	char *config;		/* -o config=FILE */
-	unsigned lock_timeout;	/* -o lock_timeout=SECONDS, 0 = forever */
-	char *backing;		/* BACKING_DIR, made absolute */
-	char *mountpoint;	/* MOUNTPOINT, made absolute */
-	bool foreground;	/* -f */
-	bool debug;		/* -d */
-	int log_level;		/* -o log_level=: enum dl_log_level */
-	bool allow_other;	/* -o allow_other was given */
-	bool cache;		/* -o cache=on|off (issue 12) */
-	unsigned cache_idle_ms; /* -o cache_idle_ms=N */
-	bool versions;		/* -o versions=on|off (issue 14) */
+	char *backend;		  /* -o backend=URI, default "local:" */
+	char *host_id;		  /* -o host_id=NAME, default the hostname */
+	char *config;		  /* -o config=FILE */
+	unsigned lock_timeout;	  /* -o lock_timeout=SECONDS, 0 = forever */
+	char *backing;		  /* BACKING_DIR, made absolute */
+	char *mountpoint;	  /* MOUNTPOINT, made absolute */
+	bool foreground;	  /* -f */
+	bool debug;		  /* -d */
+	int log_level;		  /* -o log_level=: enum dl_log_level */
+	bool allow_other;	  /* -o allow_other was given */
+	enum dl_cache_mode cache; /* -o cache=on|off (issue 12) */
+	unsigned cache_idle_ms;	  /* -o cache_idle_ms=N */
+	bool versions;		  /* -o versions=on|off (issue 14) */
 };
 
 struct dl_fs {

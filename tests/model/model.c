@@ -86,6 +86,7 @@ struct opts {
 	bool single_pass; /* --known=single-pass */
 	bool late_grant;  /* --known=late-grant */
 	bool cache;	  /* --cache: every host under backend/cache.c */
+	bool mixed;	  /* --mixed: as --cache, odd hosts with cache=off */
 };
 
 static struct opts opt = {
@@ -549,13 +550,17 @@ static int run_open(struct run *r)
 	r->nbe = opt.kind == BE_LOCAL ? 1 : opt.hosts;
 	for (int i = 0; i < r->nbe; i++) {
 		struct host *h = &r->hosts[i];
-		struct dl_backend_conf conf = { .uri = uri,
-						.lease = &h->lease,
-						.cache = opt.cache,
-						/* short: rights go and come
+		struct dl_backend_conf conf = {
+			.uri = uri,
+			.lease = &h->lease,
+			.cache = !opt.cache	      ? DL_CACHE_NONE
+				 : opt.mixed && i % 2 ? DL_CACHE_AWARE
+						      : DL_CACHE_ON,
+			/* short: rights go and come
 						 * back during a run */
-						.cache_idle_ms = 50,
-						.cache_nocache_ms = 1 };
+			.cache_idle_ms = 50,
+			.cache_nocache_ms = 1
+		};
 		int ret;
 
 		h->idx = i;
@@ -1566,7 +1571,7 @@ static void usage(void)
 			"             [--no-shrink] [--shrink-secs S] "
 			"[--edges daemon|full]\n"
 			"             [--known ID[,ID]] [--replay FILE] "
-			"[--verbose] [--cache]\n"
+			"[--verbose] [--cache|--mixed]\n"
 			"             [--policy linux|fifo]  (force the "
 			"model's "
 			"queueing rule:\n"
@@ -1663,6 +1668,7 @@ int main(int argc, char **argv)
 		{ "policy", required_argument, NULL, 'P' },
 		{ "no-busy-owners", no_argument, NULL, 'B' },
 		{ "cache", no_argument, NULL, 'C' },
+		{ "mixed", no_argument, NULL, 'X' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *known = NULL, *replay = NULL;
@@ -1740,6 +1746,9 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			opt.cache = true;
+			break;
+		case 'X':
+			opt.cache = opt.mixed = true;
 			break;
 		case 'P':
 			opt.policy = strcmp(optarg, "fifo") == 0

@@ -63,6 +63,8 @@ for seed in 1 "$RANDOM_SEED"; do
 	# exit, so that rights are taken, decided under and revoked
 	# mid-sequence, with held locks and waiters
 	model_run redis 3 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT" --cache
+	# a mixed cluster: hosts 0 and 2 with cache=on, host 1 cache=off
+	model_run redis 3 "$seed" "$STEPS" --server "127.0.0.1:$RD_PORT" --mixed
 done
 
 # a test server: no fsync per transaction (the runs are 5x faster)
@@ -71,6 +73,7 @@ for seed in 1 "$RANDOM_SEED"; do
 	model_run zk 2 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
 	model_run zk 3 "$seed" "$((STEPS / 2))" --server "$ZK_URI_HOSTS"
 	model_run zk 3 "$seed" "$((STEPS / 8))" --server "$ZK_URI_HOSTS" --cache
+	model_run zk 3 "$seed" "$((STEPS / 8))" --server "$ZK_URI_HOSTS" --mixed
 done
 
 # over the server's socket (trust): a schema per run
@@ -81,6 +84,7 @@ for seed in 1 "$RANDOM_SEED"; do
 	model_run pg 2 "$seed" "$((STEPS / 2))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB"
 	model_run pg 3 "$seed" "$((STEPS / 2))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB"
 	model_run pg 3 "$seed" "$((STEPS / 8))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB" --cache
+	model_run pg 3 "$seed" "$((STEPS / 8))" --server "$PG_ROLE@$sockdir:$PG_PORT/$PG_DB" --mixed
 done
 
 dl_log "all runs in $((SECONDS - t0)) s"

@@ -16,7 +16,11 @@
 #    (ttl_ms=6000, lock-delay 1000 ms);
 #  - the status and the metrics count the revocations;
 #  - a listing (user.dlock.locks) on b of a file a caches shows a's exact
-#    locks (the listing takes the file back first).
+#    locks (the listing takes the file back first);
+#  - a third host c with cache=off shares the cluster safely: it takes a
+#    file a caches back before its first request there (EAGAIN on a's
+#    bytes, a grant on others, a wait only for a's range), and caches
+#    nothing itself.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/redis_lib.sh"
@@ -33,6 +37,9 @@ mport=$(rd_free_port)
 dl_mount "$base/backing" "$MA" "backend=$uri,host_id=a,cache=on,socket=none,metrics=127.0.0.1:$mport"
 PA=$DL_LAST_PID
 dl_mount "$base/backing" "$MB" "backend=$uri,host_id=b,cache=on,socket=none"
+MC=$base/mnt-c
+mkdir "$MC"
+dl_mount "$base/backing" "$MC" "backend=$uri,host_id=c,cache=off,socket=none"
 
 status() { getfattr --absolute-names --only-values -n user.dlock.status "$1"; }
 
@@ -108,6 +115,26 @@ dl_wait_for 2 test -e "$base/got" && dl_fail "b was granted a range a holds"
 touch "$base/stop1"
 dl_wait_for 10 test -e "$base/got" || dl_fail "b was not granted after a unlocked"
 wait "$waiter"
+
+dl_log "c (cache=off) asks a file a caches back before it decides"
+hold "$MA/m" 0 10 "$base/ready3" "$base/stop3"
+dl_wait_for 10 test -e "$base/ready3" || dl_fail "a's holder did not lock m"
+[[ $(status "$MA") =~ \ cached=[1-9] ]] || dl_fail "a does not cache m: $(status "$MA")"
+out=$(try "$MC/m" 5 10)
+[[ $out == EAGAIN || $out == EACCES ]] || dl_fail "c (cache=off) got bytes a holds under its right: $out"
+out=$(try "$MC/m" 20 10)
+[[ $out == ok ]] || dl_fail "c's lock on bytes a does not hold: $out"
+timeout 20 bash -c "$(declare -f try); try '$MC/m' 5 10 wait" >"$base/c.out" 2>&1 &
+cw=$!
+dl_job "$cw"
+dl_wait_for 2 test -s "$base/c.out" && dl_fail "c was granted a range a holds: $(cat "$base/c.out")"
+touch "$base/stop3"
+dl_wait_for 10 test -s "$base/c.out" || dl_fail "c was not granted after a unlocked"
+[[ $(cat "$base/c.out") == ok ]] || dl_fail "c's blocking request: $(cat "$base/c.out")"
+st=$(status "$MC")
+[[ $st == *" cache=off cached=0 "* ]] || dl_fail "c's status: $st"
+out=$(try "$MC/m2" 0 0)
+[[ $out == ok && $(status "$MC") == *" cached=0 "* ]] || dl_fail "c (cache=off) cached m2: $(status "$MC")"
 
 dl_log "a killed -9 while caching a file it holds nothing on"
 out=$(try "$MA/g" 0 0) # a caches g, then holds nothing there
