@@ -49,6 +49,7 @@ struct dl_fs {
 	struct pt_inode_table *inodes; /* passthrough.c's */
 	struct lockmgr *lm;	       /* lockops.c's */
 	struct grantq *grantq;	       /* lockops.c's; NULL on local: */
+	struct workq *slowq;	       /* lockops.c's; NULL on local: */
 	char *backend_redacted;	       /* backend URI without secrets */
 	struct ver_state *ver;	       /* versions.c's; NULL: versions off */
 };

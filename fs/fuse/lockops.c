@@ -13,6 +13,11 @@
  * thread waits for a lock.  A signal to the waiting process arrives as a
  * FUSE interrupt and ends the wait with EINTR (the kernel restarts the
  * call when the handler asked for SA_RESTART, as it does on ext4).
+ *
+ * F_GETLK and the user.dlock.* xattrs ask the backend and, under the
+ * cache, may first take the file back from another host (a second at
+ * most): on a shared backend they run on a pool of their own (fs->slowq)
+ * and answer from there, so they never hold a FUSE worker either.
  */
 #include "fs/fuse/lockops.h"
 
@@ -30,6 +35,9 @@
 #include "fs/grantq.h"
 #include "fs/fuse/versions.h"
 #include "fs/lock/lockmgr.h"
+#include "fs/workq.h"
+
+#define LK_SLOW_THREADS 4
 
 #define XATTR_PREFIX "user.dlock."
 /* the kernel's XATTR_SIZE_MAX: getxattr(2) asks for no more than this and
@@ -280,27 +288,15 @@ static int lo_getlk_own(struct dl_fs *fs, fuse_ino_t ino,
 	return 1;
 }
 
-static void lo_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		     struct flock *lock)
+/* F_GETLK of @r (parsed from @lock), answered */
+static void getlk_answer(fuse_req_t req, fuse_ino_t ino,
+			 const struct lockmgr_req *r, struct flock *lock)
 {
-	struct lockmgr_req r = {
-		.obj = ino,
-		.file = &dl_file_of(fi)->lk,
-		.space = DL_SPACE_POSIX,
-		.owner = fi->lock_owner,
-		.pid = (uint32_t)lock->l_pid,
-	};
 	struct dl_lock_info info;
-	int ret;
+	int ret = r->type == DL_UNLCK
+			  ? lo_getlk_own(dl_fs_of(req), ino, r, &info)
+			  : lockmgr_getlk(lm_of(req), r, &info);
 
-	ret = type_from_flock(lock->l_type, &r.type);
-	if (ret == 0)
-		ret = range_from_flock(lock->l_start, lock->l_len, &r.start,
-				       &r.end);
-	if (ret == 0)
-		ret = r.type == DL_UNLCK
-			      ? lo_getlk_own(dl_fs_of(req), ino, &r, &info)
-			      : lockmgr_getlk(lm_of(req), &r, &info);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -318,6 +314,63 @@ static void lo_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		lock->l_pid = (pid_t)info.pid;
 	}
 	fuse_reply_lock(req, lock);
+}
+
+/* a request answered on fs->slowq */
+struct lk_slow {
+	struct workq_item item;
+	fuse_req_t req;
+	fuse_ino_t ino;
+	struct lockmgr_req r; /* F_GETLK */
+	struct flock lock;
+	size_t size; /* getxattr: the caller's buffer */
+	char attr[]; /* getxattr: the name after "user.dlock." */
+};
+
+static void getlk_run(struct workq_item *it)
+{
+	struct lk_slow *s = (struct lk_slow *)it;
+
+	getlk_answer(s->req, s->ino, &s->r, &s->lock);
+	free(s);
+}
+
+static void lo_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct flock *lock)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+	struct lockmgr_req r = {
+		.obj = ino,
+		.space = DL_SPACE_POSIX,
+		.owner = fi->lock_owner,
+		.pid = (uint32_t)lock->l_pid,
+	};
+	struct lk_slow *s;
+	int ret;
+
+	ret = type_from_flock(lock->l_type, &r.type);
+	if (ret == 0)
+		ret = range_from_flock(lock->l_start, lock->l_len, &r.start,
+				       &r.end);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (!fs->slowq) {
+		getlk_answer(req, ino, &r, lock);
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	*s = (struct lk_slow){ .item.run = getlk_run,
+			       .req = req,
+			       .ino = ino,
+			       .r = r,
+			       .lock = *lock };
+	workq_push(fs->slowq, &s->item);
 }
 
 void lockops_fill(struct fuse_lowlevel_ops *ops)
@@ -375,11 +428,11 @@ static size_t lo_xattr_fit(char *text)
 	return keep + (size_t)sprintf(text + keep, "\u2026 %zu more\n", more);
 }
 
-void lockops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-		      size_t size)
+/* the value of user.dlock.@attr, answered */
+static void xattr_answer(fuse_req_t req, fuse_ino_t ino, const char *attr,
+			 size_t size)
 {
 	struct dl_fs *fs = dl_fs_of(req);
-	const char *attr = name + strlen(XATTR_PREFIX);
 	char *text = NULL;
 	size_t len;
 	int ret;
@@ -410,6 +463,39 @@ void lockops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	else
 		fuse_reply_buf(req, text, len);
 	free(text);
+}
+
+static void xattr_run(struct workq_item *it)
+{
+	struct lk_slow *s = (struct lk_slow *)it;
+
+	xattr_answer(s->req, s->ino, s->attr, s->size);
+	free(s);
+}
+
+void lockops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+		      size_t size)
+{
+	struct dl_fs *fs = dl_fs_of(req);
+	const char *attr = name + strlen(XATTR_PREFIX);
+	size_t n = strlen(attr) + 1;
+	struct lk_slow *s;
+
+	if (!fs->slowq) {
+		xattr_answer(req, ino, attr, size);
+		return;
+	}
+	s = calloc(1, sizeof(*s) + n);
+	if (!s) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	s->item.run = xattr_run;
+	s->req = req;
+	s->ino = ino;
+	s->size = size;
+	memcpy(s->attr, attr, n);
+	workq_push(fs->slowq, &s->item);
 }
 
 static int lockops_name(void *ctx, uint64_t obj, char **out)
@@ -449,6 +535,18 @@ int lockops_init(struct dl_fs *fs, char *err, size_t errlen)
 	 */
 	if (lockmgr_shared(fs->lm)) {
 		ret = grantq_start(fs->se, &fs->grantq);
+		if (ret == 0) {
+			fs->slowq = calloc(1, sizeof(*fs->slowq));
+			ret = !fs->slowq
+				      ? -ENOMEM
+				      : workq_start(fs->slowq, LK_SLOW_THREADS);
+			if (ret < 0) {
+				free(fs->slowq);
+				fs->slowq = NULL;
+				grantq_stop(fs->grantq);
+				fs->grantq = NULL;
+			}
+		}
 		if (ret < 0) {
 			snprintf(err, errlen, "cannot start a thread: %s",
 				 strerror(-ret));
@@ -473,6 +571,11 @@ void lockops_destroy(struct dl_fs *fs)
 {
 	if (!fs->lm)
 		return;
+	if (fs->slowq) { /* what is queued is answered first */
+		workq_stop(fs->slowq);
+		free(fs->slowq);
+		fs->slowq = NULL;
+	}
 	ver_stop(fs); /* replaces under way end first */
 	lockmgr_destroy(fs->lm);
 	ver_destroy(fs);

@@ -12,6 +12,13 @@
  *  - with --clients N: N processes, each with its own connection and
  *    row, run the locks-table cycle at once (the floor of N lockers on N
  *    files through one daemon);
+ *  - a bare handoff: two processes, each with its own connection
+ *    LISTENing on its own channel, pass one locks-table row back and
+ *    forth: one autocommit statement moves the row to the other and
+ *    NOTIFYs it (delivered at the durable commit), the other waits for
+ *    the notification and hands the row back.  The floor of any
+ *    cross-host handoff that tells the next holder only after the grant
+ *    is durable, without FUSE or a daemon;
  *  - with SCHEMA: dlockfs's own lock() + release() functions called
  *    directly (the server's share of a dlockfs lock + unlock).
  * Every statement is prepared once.  Prints cycles/s and p50/p99 per
@@ -20,6 +27,8 @@
  * usage: pgfloor [--seconds S] [--iters N] [--clients N] CONNINFO [SCHEMA]
  */
 #include <getopt.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,6 +164,90 @@ static uint64_t client_run(unsigned i, void *arg)
 	return n;
 }
 
+/* wait (at most 5 s) for one notification on conn; 0 or -1 */
+static int wait_notify(void)
+{
+	for (;;) {
+		struct pollfd p = { .fd = PQsocket(conn), .events = POLLIN };
+		PGnotify *n = PQnotifies(conn);
+
+		if (n) {
+			PQfreemem(n);
+			return 0;
+		}
+		if (poll(&p, 1, 5000) != 1 || !PQconsumeInput(conn))
+			return -1;
+	}
+}
+
+/* hand the row to @to (then NOTIFYed), on conn; exits on an error */
+static void hand(const char *res, const char *to)
+{
+	const char *v[] = { res, to };
+
+	exec("hand", 2, v);
+}
+
+static void handoff_prepare(const char *me)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "LISTEN pgfloor_%s", me);
+	run(sql);
+	prepare("hand", "WITH u AS (UPDATE pgfloor_locks SET owner = $2 "
+			"WHERE res = $1 RETURNING owner) "
+			"SELECT pg_notify('pgfloor_' || owner, '') FROM u");
+}
+
+/*
+ * The bare handoff: a child on its own connection hands the row back each
+ * time it gets it; we time the round trip (two handoffs).
+ */
+static void handoff_bench(const char *info, const char *res, double seconds,
+			  size_t iters, uint64_t *lat)
+{
+	uint64_t start, t0;
+	size_t n;
+	pid_t child;
+
+	run("INSERT INTO pgfloor_locks (res, owner) VALUES ('hand', 'a')");
+	handoff_prepare("a");
+	fflush(NULL);
+	child = fork();
+	if (child < 0) {
+		perror("pgfloor: fork");
+		exit(1);
+	}
+	if (child == 0) {
+		conn = PQconnectdb(info); /* the parent's is left alone */
+		if (PQstatus(conn) != CONNECTION_OK)
+			_exit(1);
+		handoff_prepare("b");
+		hand(res, "a"); /* ready: the first round trip starts */
+		while (wait_notify() == 0)
+			hand(res, "a");
+		_exit(0);
+	}
+	if (wait_notify() < 0) {
+		fprintf(stderr, "pgfloor: the handoff partner did not start\n");
+		exit(1);
+	}
+	start = now_ns();
+	for (n = 0; n < iters && now_ns() - start < seconds * 1e9; n++) {
+		t0 = now_ns();
+		hand(res, "b");
+		if (wait_notify() < 0) {
+			fprintf(stderr, "pgfloor: no handoff back\n");
+			exit(1);
+		}
+		lat[n] = (now_ns() - t0) / 2;
+	}
+	report("bare handoff via NOTIFY, 2 connections", lat, n,
+	       (now_ns() - start) / 2);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -246,6 +339,7 @@ int main(int argc, char **argv)
 		if (bench_clients(what, nclients, client_run, &ca))
 			return 1;
 	}
+	handoff_bench(argv[optind], "hand", seconds, iters, lat);
 	run("DROP TABLE pgfloor_locks");
 
 	if (schema) {
