@@ -346,7 +346,7 @@ int pg_connect(struct pg_backend *pb, struct pg_conn *pc, int64_t deadline,
 	struct pg_conninfo ci;
 	char appname[64], tl[9] = "";
 	size_t first;
-	bool wait;
+	int64_t retry_at, now;
 	PGconn *c;
 	int ret;
 
@@ -356,12 +356,20 @@ int pg_connect(struct pg_backend *pb, struct pg_conn *pc, int64_t deadline,
 		pg_disconnect(pc);
 	}
 	pthread_mutex_lock(&pb->mutex);
-	wait = !pb->up && dl_mono_ms() < pb->retry_at;
+	retry_at = pb->up ? 0 : pb->retry_at;
 	first = pb->first_host;
 	pthread_mutex_unlock(&pb->mutex);
-	if (wait) {
-		snprintf(err, errlen, "server unreachable (reconnecting)");
-		return -ENOLCK;
+	/* the server was just unreachable: not before the next try is due
+	 * (no pile of attempts), but then try, if our deadline allows: a
+	 * server back meanwhile answers (a restart is not an outage) */
+	now = dl_mono_ms();
+	if (now < retry_at) {
+		if (retry_at >= deadline) {
+			snprintf(err, errlen,
+				 "server unreachable (reconnecting)");
+			return -ENOLCK;
+		}
+		usleep((useconds_t)(retry_at - now) * 1000);
 	}
 	snprintf(appname, sizeof(appname), "dlockfs %.40s %s", pb->host_id,
 		 pc->role);

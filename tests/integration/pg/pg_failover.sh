@@ -46,7 +46,7 @@ dl_job "$HOLD_PID"
 line=""
 read -r -t 15 line <&"${HOLD[0]}" || true
 [[ $line == held ]] || dl_fail "holder did not lock: '$line'"
-replicated() { [[ $(s_sql "SELECT count(*) FROM fo.held") == 1 ]]; }
+replicated() { [[ $(s_sql "SELECT count(*) FROM fo.locks WHERE resource NOT LIKE '//right/%'") == 1 ]]; }
 dl_wait_for 10 replicated || dl_fail "the lock row did not reach the standby"
 hold_write() {
 	local l=""

@@ -160,7 +160,7 @@ r=$(try "$MA/h" wait 15)
 # nothing was granted while the server was down: no rows left (with
 # cache=on, a file's right is given back once unused: wait for it)
 no_rows() { left=$(pg_rows f) && [[ $left == 0 ]]; }
-dl_wait_for 10 no_rows || dl_fail "$left lock/queue rows left: $(PG_SQL_DB=$PG_DB pg_sql 'SELECT * FROM f.locks')"
+dl_wait_for 10 no_rows || dl_fail "$left lock/queue rows left: $(PG_SQL_DB=$PG_DB pg_sql "SELECT f.res_text(res), space, lease, owner, type FROM f.held; SELECT f.res_text(res), lease, wait_id FROM f.queue; SELECT id, host, expires FROM f.leases")"
 
 dl_umount "$MA"
 dl_umount "$MB"
