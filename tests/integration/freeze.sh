@@ -22,8 +22,6 @@ rd_start RPORT
 zk_start
 
 exists() { [[ -e $1 ]]; }
-stopped() { [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == T ]]; }
-
 for b in redis zk; do
 	if [[ $b == redis ]]; then
 		uri="redis://127.0.0.1:$RPORT/f$$?ttl_ms=2000"
@@ -42,7 +40,7 @@ for b in redis zk; do
 	dl_job "$holder"
 	dl_wait_for 20 exists "$sig/ready" || dl_fail "$b: the holder did not lock"
 	kill -STOP "$pa"
-	dl_wait_for 5 stopped "$pa" || dl_fail "$b: daemon a did not stop"
+	dl_wait_for 5 dl_stopped "$pa" || dl_fail "$b: daemon a did not stop"
 	touch "$sig/go" # the holder's write now waits in a's queue
 	t0=$(date +%s%N)
 	out=$(timeout 60 python3 "$here/freeze.py" take "$T/$b-b/f" 0.5) ||
@@ -73,6 +71,7 @@ if [[ -n ${DLOCK_PRELOAD:-} && -f ${DLOCK_PRELOAD:-} ]]; then
 	dl_job "$holder"
 	dl_wait_for 20 exists "$T/ssig/ready" || dl_fail "shim: the holder did not lock"
 	kill -STOP "${PL_PID[a]}"
+	dl_wait_for 5 dl_stopped "${PL_PID[a]}" || dl_fail "shim: daemon a did not stop"
 	sleep 2.5 # past the lease by the clock: nothing else to wait for
 	touch "$T/ssig/go"
 	dl_wait_for 10 exists "$T/ssig/result" || { kill -CONT "${PL_PID[a]}"; dl_fail "shim: the write never returned"; }

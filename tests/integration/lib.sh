@@ -92,6 +92,18 @@ dl_wait_for() {
 
 dl_pid_alive() { kill -0 "$1" 2>/dev/null; }
 
+# dl_stopped PID - is every thread of PID stopped (SIGSTOP)?  kill returns
+# before the threads of a busy process have all stopped: a test that
+# freezes a daemon waits for this before it counts on the freeze
+dl_stopped() {
+	local st n=0
+	for st in /proc/"$1"/task/*/stat; do
+		[[ $(sed 's/.*) //' "$st" 2>/dev/null | cut -d' ' -f1) == [Tt] ]] || return 1
+		n=$((n + 1))
+	done
+	((n > 0))
+}
+
 # dl_mount BACKING MNT [OPTS] - start dlockfs in the foreground and wait
 # (at most 10 s) until MNT is mounted.  OPTS is a -o list added to
 # "backend=local:,host_id=$DL_HOST_ID" (either may be overridden in OPTS).

@@ -26,6 +26,7 @@ mkfifo -m 0666 "$base/go" "$base/held"
 attempt() {
 	local epid bpid n
 	kill -STOP "${PL_PID[a]}"
+	dl_wait_for 5 dl_stopped "${PL_PID[a]}" || dl_fail "the daemon did not stop"
 	# eve: connect (queued, not accepted), fork, the parent exits
 	setpriv --reuid=dlf_eve --regid=dlf_eve --init-groups -- \
 		"$SEC_PY" "$SEC_DIR/sec_raw.py" closed_after "$S" "$dev" "$ino" "$base/go" \

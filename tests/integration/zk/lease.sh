@@ -46,6 +46,7 @@ dl_job "$holder"
 dl_wait_for 15 test -s "$base/ctl/state" || dl_fail "holder did not get its lock"
 
 kill -STOP "$pid_a"
+dl_wait_for 5 dl_stopped "$pid_a" || dl_fail "daemon a did not stop"
 echo go >"$base/ctl/go" # the write now waits for the frozen daemon
 # the session expires: host b gets the lock (bounded)
 flock -w 30 "$base/b/f" true || { kill -CONT "$pid_a"; dl_fail "host b never got the lock while host a was frozen"; }
