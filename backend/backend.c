@@ -71,9 +71,13 @@ int dl_backend_open(const struct dl_backend_conf *conf,
 	if (ret < 0)
 		return ret;
 	ops = dl_backend_find(conf->uri);
-	/* a store that cannot poke has no cache (cache=on is refused) */
-	if (conf->cache == DL_CACHE_ON ||
-	    (conf->cache == DL_CACHE_AWARE && ops->shared && ops->poke))
+	/*
+	 * Only a shared store has something to cache: on local: every lock
+	 * is decided on this host already, and cache=on changes nothing.
+	 * A shared store that cannot poke refuses cache=on (dl_cache_open).
+	 */
+	if (ops->shared && (conf->cache == DL_CACHE_ON ||
+			    (conf->cache == DL_CACHE_AWARE && ops->poke)))
 		return dl_cache_open(conf, ops, cb, out, err, errlen);
 	return ops->open(conf, cb, out, err, errlen);
 }

@@ -248,18 +248,19 @@ bench_pg_stop() {
 	pg_pid=""
 }
 
-# bench_two_hosts URI SECONDS - mount hosts a and b on URI over
-# $tmp/backing at $tmp/a and $tmp/b, then measure: lockbench on mount A
+# bench_two_hosts URI SECONDS - mount hosts a and b on URI with cache=off
+# (every lock a round trip: the backend's own numbers) over $tmp/backing
+# at $tmp/a and $tmp/b, then measure: lockbench on mount A
 # (uncontended cycles, same-host ping-pong, FUSE round trip), the
 # cross-host ping-pong A <-> B, and 8-process throughput on mount A
 bench_two_hosts() {
 	local uri=$1 seconds=$2 h bench=$build/tests/bench/lockbench
 	for h in a b; do
-		bench_mount "$tmp/backing" "$tmp/$h" "backend=$uri,host_id=$h"
+		bench_mount "$tmp/backing" "$tmp/$h" "backend=$uri,host_id=$h,cache=off"
 	done
-	log "hosts a and b mounted on $tmp/a and $tmp/b"
+	log "hosts a and b (cache=off) mounted on $tmp/a and $tmp/b"
 
-	echo "== lockbench on mount A (backend $uri)"
+	echo "== lockbench on mount A (backend $uri, cache=off)"
 	"$bench" --seconds "$seconds" "$tmp/a"
 	echo
 	echo "== cross-host ping-pong (A <-> B)"

@@ -307,7 +307,7 @@ static void main_usage(const char *prog)
 	       "                         after SECONDS (0 = wait forever)\n"
 	       "  cache=on|off           decide a file's locks on this host\n"
 	       "                         while no other host uses it (remote\n"
-	       "                         backends; default off; hosts may\n"
+	       "                         backends; default on; hosts may\n"
 	       "                         differ: off still asks a file\n"
 	       "                         another host caches back first)\n"
 	       "  cache_idle_ms=N        give an unused file back after N ms\n"
@@ -378,8 +378,8 @@ static int main_cache_options(const struct main_args *a, struct dl_fs *fs)
 			   a->cache ? "" : fs->opt.config);
 		return -EINVAL;
 	}
-	fs->opt.cache = c && strcmp(c, "on") == 0 ? DL_CACHE_ON
-						  : DL_CACHE_AWARE;
+	fs->opt.cache = !c || strcmp(c, "on") == 0 ? DL_CACHE_ON
+						   : DL_CACHE_AWARE;
 	if (v && strcmp(v, "on") != 0 && strcmp(v, "off") != 0) {
 		main_error("bad versions '%s'%s%s: want on or off", v,
 			   a->versions ? "" : " in ",

@@ -119,6 +119,9 @@ static int zk_read_resource(struct zk_backend *zb, const char *resource,
 	struct zk_sess *s;
 	int ret;
 
+	/* empty, so a caller may free it whatever happens (no session) */
+	snap->v = NULL;
+	snap->n = 0;
 	if (resource) {
 		size_t len = strlen(resource);
 

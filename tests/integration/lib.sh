@@ -114,7 +114,7 @@ dl_mount() {
 	[[ ,$opts, == *,host_id=* ]] || all="host_id=$DL_HOST_ID${all:+,$all}"
 	[[ ,$opts, == *,backend=* ]] || all="backend=local:,$all"
 	# DL_MOUNT_OPTS: options for every mount of a run (the suite runs
-	# once more with cache=on); an option the test gives itself wins
+	# once more with cache=off); an option the test gives itself wins
 	[[ -z ${DL_MOUNT_OPTS:-} || ,$opts, == *,cache=* ]] || all="$all,$DL_MOUNT_OPTS"
 	log=$(mktemp "${TMPDIR:-/tmp}/dlockfs-it-log.XXXXXX")
 	DL_LOGS+=("$log")

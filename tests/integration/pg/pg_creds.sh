@@ -79,7 +79,9 @@ flock -n "$base/mnt/f" true || dl_fail "no lock through a mount that read PGPASS
 	# blocking (bounded): the release of the flock above is asynchronous
 	# (FUSE_RELEASE follows the close), as in xhost.py's handoff
 	flock -w 10 9 || exit 1
-	[[ $(pg_rows creds) == 1 ]] || exit 2
+	# a row of this host's on the server: the lock's, or with the cache
+	# on the file's right it was granted under
+	[[ $(PG_SQL_DB=$PG_DB pg_sql "SELECT count(*) FROM creds.locks WHERE host = 'a'") -ge 1 ]] || exit 2
 ) 9>"$base/mnt/f" || dl_fail "the lock is not a row on the server (status $?)"
 ssl_rows=$(pg_sql "SELECT count(*) FILTER (WHERE s.ssl), count(*)
 	FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)

@@ -46,7 +46,10 @@ dl_job "$HOLD_PID"
 line=""
 read -r -t 15 line <&"${HOLD[0]}" || true
 [[ $line == held ]] || dl_fail "holder did not lock: '$line'"
-replicated() { [[ $(s_sql "SELECT count(*) FROM fo.locks WHERE resource NOT LIKE '//right/%'") == 1 ]]; }
+# the lock is on the standby: its row (cache=off: the file's shared right
+# is a row too), or, with the cache on, host b's exclusive right under
+# which it was granted
+replicated() { [[ $(s_sql "SELECT count(*) FROM fo.locks WHERE resource NOT LIKE '//right/%' OR mode = 'exclusive'") == 1 ]]; }
 dl_wait_for 10 replicated || dl_fail "the lock row did not reach the standby"
 hold_write() {
 	local l=""

@@ -1,7 +1,7 @@
 #!/bin/bash
 # redis_cache.sh - same-host lock caching (-o cache=on) across two hosts on
-# Redis: what the cache itself must get right, beyond the suite that runs
-# with DL_MOUNT_OPTS=cache=on.
+# Redis: what the cache itself must get right, beyond the suite (which runs
+# with the cache on by default, and once more with cache=off).
 #
 #  - a file locked on host a is cached there (no record of its locks in
 #    Redis, one right); host b's non-blocking request on bytes a does not
