@@ -160,6 +160,16 @@ static int type_from_flock(short l_type, enum dl_lock_type *t)
 	}
 }
 
+/* the type and byte range of @lock into @r; 0 or -EINVAL */
+static int req_from_flock(const struct flock *lock, struct lockmgr_req *r)
+{
+	int ret = type_from_flock(lock->l_type, &r->type);
+
+	return ret ? ret
+		   : range_from_flock(lock->l_start, lock->l_len, &r->start,
+				      &r->end);
+}
+
 static void lo_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct flock *lock, int sleep)
 {
@@ -173,10 +183,7 @@ static void lo_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	};
 	int ret;
 
-	ret = type_from_flock(lock->l_type, &r.type);
-	if (ret == 0)
-		ret = range_from_flock(lock->l_start, lock->l_len, &r.start,
-				       &r.end);
+	ret = req_from_flock(lock, &r);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -348,10 +355,7 @@ static void lo_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	struct lk_slow *s;
 	int ret;
 
-	ret = type_from_flock(lock->l_type, &r.type);
-	if (ret == 0)
-		ret = range_from_flock(lock->l_start, lock->l_len, &r.start,
-				       &r.end);
+	ret = req_from_flock(lock, &r);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
