@@ -595,48 +595,98 @@ static int redis_getlk(struct dl_backend *be, const struct dl_lock_req *req,
 	return ret;
 }
 
+/* the same record as another node's (Redlock): same kind, owner, range */
+static struct dl_lock_info *redis_info_same(struct dl_lock_info *v, size_t n,
+					    const struct dl_lock_info *x)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].waiting == x->waiting && v[i].space == x->space &&
+		    v[i].owner == x->owner && v[i].type == x->type &&
+		    v[i].start == x->start && v[i].end == x->end &&
+		    strcmp(v[i].host, x->host) == 0)
+			return &v[i];
+	return NULL;
+}
+
+/* add node @node's records of @resource to @v (*n of them): 0, or -ENOLCK
+ * when the node does not answer */
+static int redis_list_node(struct redis_backend *rb, unsigned node,
+			   const char *resource, struct dl_lock_info **v,
+			   size_t *n)
+{
+	struct dl_lock_info *nv, x;
+	redisReply *r = NULL;
+	char mine[17] = "";
+	uint64_t gen, name;
+
+	if (redis_node_lease(rb, &rb->nodes[node], mine, &gen, &name) < 0 ||
+	    redis_node_script(rb, &rb->nodes[node], "list", resource, mine, 0,
+			      NULL, NULL, &r, NULL) < 0)
+		return -ENOLCK;
+	nv = realloc(*v, (*n + r->elements / 11 + 1) * sizeof(**v));
+	if (!nv) {
+		freeReplyObject(r);
+		return -ENOMEM;
+	}
+	*v = nv;
+	for (size_t i = 0; i + 11 <= r->elements; i += 11) {
+		redisReply **e = r->element + i;
+		struct dl_lock_info *same;
+
+		if (e[0]->type != REDIS_REPLY_STRING ||
+		    e[1]->type != REDIS_REPLY_STRING ||
+		    !redis_info_fill(e + 2, &x, e[1]->str, e[0]->str[0] == 'w',
+				     mine))
+			continue;
+		same = redis_info_same(*v, *n, &x);
+		if (!same) {
+			(*v)[(*n)++] = x;
+			continue;
+		}
+		/* node tokens differ: the grant reported the greatest */
+		if (x.token > same->token)
+			same->token = x.token;
+		if (x.since_ms < same->since_ms)
+			same->since_ms = x.since_ms;
+		same->mine |= x.mine;
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
 /*
- * Every holder and waiter of @resource, from the first node answering.
- * A waiter's since_ms is its enqueue time as stored on the server (in
- * Redlock the time sent with it to every node), the same whoever lists
- * it.  A grant to one of our owners that this daemon has not processed
- * yet (its token is newer than any we reported) is listed as a wait:
- * the lock manager still waits for it.
+ * Every holder and waiter of @resource.  One node: its records.  Redlock:
+ * the union of every node's records (a grant or a queued request may be
+ * missing on a minority: a node that answered a retry before the others,
+ * or one that was down), from a majority of nodes at least, so a lock
+ * this host holds or waits for is never missed (the cache's idle check
+ * relies on it).  A waiter's since_ms is its enqueue time as stored on
+ * the server (in Redlock the time sent with it to every node), the same
+ * whoever lists it.  A grant to one of our owners that this daemon has not
+ * processed yet (its token is newer than any we reported) is listed as a
+ * wait: the lock manager still waits for it.
  */
 static int redis_list_one(struct redis_backend *rb, const char *resource,
 			  dl_lock_info_fn fn, void *arg, bool *stop)
 {
 	struct dl_lock_info *v = NULL;
-	redisReply *r = NULL;
-	char mine[17] = "";
+	unsigned answered = 0;
 	size_t n = 0;
-	int ret = -ENOLCK;
+	int ret = 0;
 
-	for (unsigned i = 0; i < rb->uri.nnodes && !r; i++) {
-		uint64_t gen, name;
-
-		if (redis_node_lease(rb, &rb->nodes[i], mine, &gen, &name) == 0)
-			redis_node_script(rb, &rb->nodes[i], "list", resource,
-					  mine, 0, NULL, NULL, &r, NULL);
+	for (unsigned i = 0; i < rb->uri.nnodes && ret != -ENOMEM; i++) {
+		ret = redis_list_node(rb, i, resource, &v, &n);
+		if (ret == 0)
+			answered++;
 	}
-	if (!r)
-		return ret;
-	v = calloc(r->elements / 11 + 1, sizeof(*v));
-	if (!v) {
-		freeReplyObject(r);
-		return -ENOMEM;
+	if (ret == -ENOMEM || answered < rb->majority) {
+		free(v);
+		return ret == -ENOMEM ? ret : -ENOLCK;
 	}
 	pthread_mutex_lock(&rb->mutex);
-	for (size_t i = 0; i + 11 <= r->elements; i += 11) {
-		redisReply **e = r->element + i;
-		struct dl_lock_info *info = &v[n];
+	for (size_t i = 0; i < n; i++) {
+		struct dl_lock_info *info = &v[i];
 
-		if (e[0]->type != REDIS_REPLY_STRING ||
-		    e[1]->type != REDIS_REPLY_STRING)
-			continue;
-		if (!redis_info_fill(e + 2, info, e[1]->str,
-				     e[0]->str[0] == 'w', mine))
-			continue;
 		if (info->mine && !info->waiting) {
 			struct redis_held *h = *redis_held_slot(
 				rb, resource, info->space, info->owner);
@@ -647,10 +697,8 @@ static int redis_list_one(struct redis_backend *rb, const char *resource,
 			}
 		}
 		info->resource = resource;
-		n++;
 	}
 	pthread_mutex_unlock(&rb->mutex);
-	freeReplyObject(r);
 	for (size_t i = 0; i < n && !*stop; i++)
 		if (fn(&v[i], arg))
 			*stop = true;

@@ -712,6 +712,52 @@ static void sc_mine_waiting(void)
 }
 
 /*
+ * Redlock: a grant or a queued request may be missing on a minority of
+ * nodes (a node that answered a retry before the others, or was down).
+ * A listing is the union of the nodes' records, so a host never misses
+ * its own lock or wait there (the cache's idle check gave a file back
+ * while a lock and waiters were on the other two nodes, and the unlock of
+ * that lock was then never sent: seen as waiters stuck in redis_redlock).
+ */
+static void sc_list_union(void)
+{
+	struct be_host a, b;
+	struct find_arg f;
+	redisContext *c;
+	redisReply *r;
+
+	host_open(&a, "a", NULL);
+	host_open(&b, "b", NULL);
+	if (do_lock(&a, "r", 1, 0, NULL) != 0)
+		be_fail("a lock");
+	if (do_lock(&b, "r", 2, 95, NULL) != -EINPROGRESS)
+		be_fail("b not queued");
+	/* node 0 forgets both */
+	c = raw(0);
+	r = redisCommand(c, "DEL %s:g:r %s:w:r", prefix, prefix);
+	if (!r || r->type != REDIS_REPLY_INTEGER || r->integer != 2)
+		be_fail("node 0 did not have the lock and the wait");
+	freeReplyObject(r);
+	redisFree(c);
+	f = list_owner(&a, "r", 1);
+	if (f.found != 1 || f.info.waiting || !f.info.mine)
+		be_fail("a lists its lock as found=%d waiting=%d mine=%d",
+			f.found, f.info.waiting, f.info.mine);
+	f = list_owner(&b, "r", 2);
+	if (f.found != 1 || !f.info.waiting || !f.info.mine)
+		be_fail("b lists its wait as found=%d waiting=%d mine=%d",
+			f.found, f.info.waiting, f.info.mine);
+	f = list_owner(&b, "r", 1);
+	if (f.found != 1 || f.info.waiting || f.info.mine)
+		be_fail("b lists a's lock as found=%d waiting=%d mine=%d",
+			f.found, f.info.waiting, f.info.mine);
+	do_unlock(&a, "r", 1);
+	be_expect_one(&b, 95, "grant on two nodes of three");
+	be_host_close(&a);
+	be_host_close(&b);
+}
+
+/*
  * A lock whose answer is lost may have been granted: the backend takes it
  * back with an unlock of its whole range (the token is unknown).  That
  * unlock must reach the server before the owner's next lock there, or it
@@ -990,6 +1036,7 @@ int main(int argc, char **argv)
 		{ "cancel_orphan", sc_cancel_orphan },
 		{ "since", sc_since },
 		{ "mine_waiting", sc_mine_waiting },
+		{ "list_union", sc_list_union },
 		{ "indoubt_relock", sc_indoubt_relock },
 		{ "poke", sc_poke },
 		{ "version", sc_version },

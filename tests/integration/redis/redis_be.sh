@@ -22,7 +22,7 @@ else
 	rd_start p3
 	ports=$p1,$p2,$p3
 	scenarios=(lease relock_race redlock_revive unlock_retry
-		cancel_orphan since indoubt_relock poke version)
+		cancel_orphan since indoubt_relock poke version list_union)
 fi
 # REDIS_BE_SCENARIOS="a b": only those (a developer's quick run)
 [[ -z ${REDIS_BE_SCENARIOS:-} ]] || read -ra scenarios <<<"$REDIS_BE_SCENARIOS"
