@@ -364,7 +364,7 @@ fl_mount() {
 	FL_MOUNTN=$((FL_MOUNTN + 1))
 	log=$FL_BASE/log/daemon-$h-$FL_MOUNTN.log
 	mkdir -p "$mnt"
-	nsenter "$(fl_ns "${FL_NS[$h]}")" -- "$DLOCKFS" -f -o "backend=$FL_URI,host_id=$h,socket=none${DL_MOUNT_OPTS:+,$DL_MOUNT_OPTS}" \
+	nsenter "$(fl_ns "${FL_NS[$h]}")" -- "$DLOCKFS" -f -o "$(dl_mount_opts "backend=$FL_URI,host_id=$h,socket=none")" \
 		"$FL_BACKING" "$mnt" >"$log" 2>&1 &
 	pid=$!
 	DL_PIDS+=("$pid")

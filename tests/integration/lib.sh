@@ -104,6 +104,17 @@ dl_stopped() {
 	((n > 0))
 }
 
+# dl_mount_opts OPTS - OPTS and DL_MOUNT_OPTS, the options for every daemon
+# of a run (contrib/test.sh runs the suite once more with cache=off): a
+# mount, a shim's agent, a fault-suite host.  An option the test gives
+# itself (cache=) wins.
+dl_mount_opts() {
+	local opts=$1
+	[[ -z ${DL_MOUNT_OPTS:-} || ,$opts, == *,cache=* ]] ||
+		opts="${opts:+$opts,}$DL_MOUNT_OPTS"
+	printf '%s\n' "$opts"
+}
+
 # dl_mount BACKING MNT [OPTS] - start dlockfs in the foreground and wait
 # (at most 10 s) until MNT is mounted.  OPTS is a -o list added to
 # "backend=local:,host_id=$DL_HOST_ID" (either may be overridden in OPTS).
@@ -113,9 +124,7 @@ dl_mount() {
 	all=$opts
 	[[ ,$opts, == *,host_id=* ]] || all="host_id=$DL_HOST_ID${all:+,$all}"
 	[[ ,$opts, == *,backend=* ]] || all="backend=local:,$all"
-	# DL_MOUNT_OPTS: options for every mount of a run (the suite runs
-	# once more with cache=off); an option the test gives itself wins
-	[[ -z ${DL_MOUNT_OPTS:-} || ,$opts, == *,cache=* ]] || all="$all,$DL_MOUNT_OPTS"
+	all=$(dl_mount_opts "$all")
 	log=$(mktemp "${TMPDIR:-/tmp}/dlockfs-it-log.XXXXXX")
 	DL_LOGS+=("$log")
 	"$DLOCKFS" -f -o "$all" "$backing" "$mnt" >"$log" 2>&1 &

@@ -2,7 +2,7 @@
 # many_lockers.sh - issue 8: about 100 processes over two mounts of one
 # shared backend (Redis, then ZooKeeper) lock byte ranges of one file,
 # shared and exclusive, and read and write those bytes for
-# MANY_SECONDS (30; more for a soak): every process finishes (none stuck
+# MANY_SECONDS (15; more for a soak): every process finishes (none stuck
 # in the kernel, as when a grant's cache invalidation waited on a page
 # only a daemon thread could unlock), every read is consistent, no update
 # is lost.
@@ -15,7 +15,7 @@ dl_init many_lockers
 dl_require_fuse
 rd_require
 zk_require
-secs=${MANY_SECONDS:-30}
+secs=${MANY_SECONDS:-15}
 nproc=${MANY_PROCS:-100}
 
 dl_tmpdir T

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # safety.sh - the no-fault checks of issue 8 on every backend (local:,
 # Redis, ZooKeeper), through real mounts; safety.py does the work.
-#  - three hosts x one counter file for SAFETY_SECONDS (30; more for a
+#  - three hosts x one counter file for SAFETY_SECONDS (20; more for a
 #    soak): no EDEADLK, no lost increment (hosts of one backend share one
 #    backing directory;
 #    local: is one host, so there it is three processes on one mount);
@@ -18,7 +18,7 @@ dl_init safety
 dl_require_fuse
 rd_require
 zk_require
-secs=${SAFETY_SECONDS:-30}
+secs=${SAFETY_SECONDS:-20}
 py() { python3 "$here/safety.py" "$@"; }
 
 dl_tmpdir T

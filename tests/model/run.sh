@@ -24,7 +24,7 @@ pg_init model
 [[ -x $MODEL ]] || dl_fail "MODEL=$MODEL is not executable"
 dl_require_prog redis-server redis-cli python3 java timeout
 
-STEPS=${MODEL_STEPS:-3000}
+STEPS=${MODEL_STEPS:-2000}
 RANDOM_SEED=${MODEL_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 dl_log "random seed this run: $RANDOM_SEED (MODEL_SEED=$RANDOM_SEED replays it)"
 

@@ -27,8 +27,7 @@ pl_up() { "$DLOCKCTL" --socket "$1" status >/dev/null 2>&1; }
 
 pl_agent() {
 	local name=$1 uri=$2 sock=$3 paths=${4:-${TMPDIR:-/tmp}} opts=${5:-} log
-	# DL_MOUNT_OPTS as for a mount (dl_mount); the test's own option wins
-	[[ -z ${DL_MOUNT_OPTS:-} || ,$opts, == *,cache=* ]] || opts="${opts:+$opts,}$DL_MOUNT_OPTS"
+	opts=$(dl_mount_opts "$opts")
 	log=$(mktemp "${TMPDIR:-/tmp}/dlockfs-it-log.XXXXXX")
 	DL_LOGS+=("$log")
 	"$DLOCKFS" --agent -f -o "backend=$uri,host_id=$name,socket=$sock,paths=$paths${opts:+,$opts}" >"$log" 2>&1 &

@@ -1,5 +1,5 @@
 #!/bin/bash
-# counter.sh - 2 hosts x 3 processes x 300 increments of one counter file
+# counter.sh - 2 hosts x 3 processes x 150 increments of one counter file
 # in a shared backing directory, first under flock(1), then under fcntl
 # record locks (Python's fcntl.lockf): the count must be exact.
 set -euo pipefail
@@ -12,7 +12,7 @@ dl_require_prog flock python3
 zk_start
 
 PROCS=3
-ITER=${ZK_COUNTER_ITER:-300}
+ITER=${ZK_COUNTER_ITER:-150}
 dl_tmpdir base
 mkdir "$base/backing" "$base/a" "$base/b"
 zk_mount "$base/backing" "$base/a" a
