@@ -271,6 +271,35 @@ bench_two_hosts() {
 	echo
 }
 
+# bench_far SERVER_PORT - start a delayproxy in front of SERVER_PORT: the
+# server "on another machine", BENCH_FAR_US (default 250) each way, a
+# 0.5 ms round trip more, as on a LAN; sets $far_port.  Through it, the
+# callers are bound by the link and not by this box's cores: 8 processes
+# on 8 files through one daemon against 8 bare clients shows whether the
+# daemon keeps a request of every caller in flight
+bench_far() {
+	local out=$tmp/far-$1.out
+	far_port=$(bench_free_port)
+	"$build/tests/bench/delayproxy" "${BENCH_FAR_US:-250}" "$far_port" "$1" >"$out" 2>&1 &
+	servers+=("$!")
+	for _ in $(seq 50); do
+		grep -q ready "$out" 2>/dev/null && break
+		sleep 0.1
+	done
+	grep -q ready "$out" || { log "delayproxy did not start: $(cat "$out")"; exit 1; }
+	log "delayproxy (pid ${servers[-1]}) on 127.0.0.1:$far_port: ${BENCH_FAR_US:-250} us each way to port $1"
+}
+
+# bench_far_procs URI SECONDS - mount host f on URI (the delayproxy's
+# port, cache=off) at $tmp/f and run 8 processes on one file and on 8
+bench_far_procs() {
+	mkdir -p "$tmp/f"
+	bench_mount "$tmp/backing" "$tmp/f" "backend=$1,host_id=f,cache=off"
+	echo "== 8-process throughput through a ${BENCH_FAR_US:-250} us link each way (host f, cache=off)"
+	"$build/tests/bench/lockbench" --procs 8 --seconds "$2" "$tmp/f"
+	echo
+}
+
 # bench_sqlite DIR SECONDS - small SQLite transactions (one INSERT each,
 # default rollback journal) in DIR for SECONDS: prints tx/s and p50/p99 ms
 bench_sqlite() {

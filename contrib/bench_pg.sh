@@ -30,7 +30,8 @@ BENCH_NAME=bench_pg
 . "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 seconds=$(bench_arg --seconds 3 "$@")
 
-bench_build fs/dlockfs tests/bench/lockbench tests/bench/pgfloor
+bench_build fs/dlockfs tests/bench/lockbench tests/bench/pgfloor \
+	tests/bench/delayproxy
 bench_need_pg
 bench_tmp
 mkdir "$tmp/backing" "$tmp/a" "$tmp/b"
@@ -45,3 +46,9 @@ echo "== floor: bare libpq against the same server (Unix socket)"
 echo "== floor: bare libpq over TCP (127.0.0.1)"
 "$build/tests/bench/pgfloor" --seconds "$seconds" --clients 8 \
 	"host=127.0.0.1 port=$pg_port user=bench dbname=bench" bench
+echo
+bench_far "$pg_port"
+bench_far_procs "postgresql://bench@127.0.0.1:$far_port/bench?schema=far" "$seconds"
+echo "== floor through the same link: bare libpq"
+"$build/tests/bench/pgfloor" --seconds "$seconds" --clients 8 \
+	"host=127.0.0.1 port=$far_port user=bench dbname=bench" bench

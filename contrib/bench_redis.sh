@@ -27,7 +27,8 @@ BENCH_NAME=bench_redis
 . "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 seconds=$(bench_arg --seconds 3 "$@")
 
-bench_build fs/dlockfs tests/bench/lockbench tests/bench/redisfloor
+bench_build fs/dlockfs tests/bench/lockbench tests/bench/redisfloor \
+	tests/bench/delayproxy
 bench_tmp
 mkdir "$tmp/backing" "$tmp/a" "$tmp/b"
 bench_redis
@@ -37,3 +38,8 @@ bench_two_hosts "$uri" "$seconds"
 bench_cache "$uri" "$seconds"
 echo "== floor: bare hiredis against the same server"
 "$build/tests/bench/redisfloor" --seconds "$seconds" --clients 8 127.0.0.1 "$port"
+echo
+bench_far "$port"
+bench_far_procs "redis://127.0.0.1:$far_port/far" "$seconds"
+echo "== floor through the same link: bare hiredis"
+"$build/tests/bench/redisfloor" --seconds "$seconds" --clients 8 127.0.0.1 "$far_port"

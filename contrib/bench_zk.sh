@@ -24,7 +24,8 @@ BENCH_NAME=bench_zk
 . "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 seconds=$(bench_arg --seconds 3 "$@")
 
-bench_build fs/dlockfs tests/bench/lockbench tests/bench/zkfloor
+bench_build fs/dlockfs tests/bench/lockbench tests/bench/zkfloor \
+	tests/bench/delayproxy
 bench_need_zk
 bench_tmp
 mkdir "$tmp/backing" "$tmp/a" "$tmp/b"
@@ -35,3 +36,8 @@ bench_two_hosts "$uri" "$seconds"
 bench_cache "$uri" "$seconds"
 echo "== floor: bare libzookeeper_mt against the same server"
 "$build/tests/bench/zkfloor" --seconds "$seconds" --clients 8 "127.0.0.1:$zk_port"
+echo
+bench_far "$zk_port"
+bench_far_procs "zk://127.0.0.1:$far_port/far" "$seconds"
+echo "== floor through the same link: bare libzookeeper_mt"
+"$build/tests/bench/zkfloor" --seconds "$seconds" --clients 8 "127.0.0.1:$far_port"
