@@ -14,7 +14,8 @@
  * its own grant, an unlock or cancel done twice is done once, a bump
  * carries an id its second try finds), so a statement whose connection
  * died before its answer came - a pg_terminate_backend, a server
- * restart, a network blip - is sent once more on a fresh connection;
+ * restart, a network blip - is sent once more on a fresh connection,
+ * by the same deadline;
  * only when that fails too does the caller
  * get -ENOLCK, with "in doubt" set if either attempt may have run.
  *
@@ -54,14 +55,16 @@ static void call_exec(struct pg_backend *pb, struct pg_conn *pc,
 	}
 	if (call->prepare)
 		call->prepare(pb, call);
+	/* the second try keeps the call's deadline: when the server is
+	 * down, each worker's first call meets its dead connection, and a
+	 * fresh deadline for the try on a new one (waiting out the reconnect
+	 * backoff) made a caller wait for ENOLCK well past
+	 * connect_timeout_ms */
 	for (int attempt = 0; attempt < 2; attempt++) {
 		bool d = false;
-		int64_t deadline =
-			attempt ? dl_mono_ms() + pb->uri.connect_timeout_ms
-				: call->deadline;
 
 		ret = pg_exec(pb, pc, call->sql, call->nparams, call->values,
-			      call->lengths, call->formats, deadline,
+			      call->lengths, call->formats, call->deadline,
 			      &call->res, &d);
 		indoubt |= d;
 		if (ret != -ECONNRESET)
