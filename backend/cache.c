@@ -899,7 +899,13 @@ static void remote_revoke(void *ctx, const char *resource)
 		return;
 	pthread_mutex_lock(&cb->mutex);
 	r = res_find(cb, name);
-	if (r && r->state == CS_CACHED && !r->revoke) {
+	/* also while our right is on its way (busy, no state yet): a poke
+	 * sent as soon as the other host met our new right must not be lost
+	 * (it was: the other host's trylock waited for the next poke, a
+	 * second, and failed with EAGAIN); the right, once it is here, is
+	 * given back at once, and a shared one or none forgets the flag */
+	if (r && !r->revoke &&
+	    (r->state == CS_CACHED || (r->busy && r->state == CS_NONE))) {
 		dl_log(DL_LOG_DEBUG, "cache: %s: another host asks for it",
 		       name);
 		r->revoke = true;

@@ -135,8 +135,12 @@ def cmd_cycle(trials, path_a, path_b):
             open(n, "a").close()
         at = mp.Value("d", 0.0)
         qa, qb = mp.Queue(), mp.Queue()
-        pa = mp.Process(target=cycle_side, args=(name_a, 0, 1, at, qa))
-        pb = mp.Process(target=cycle_side, args=(name_b, 1, 0, at, qb))
+        # daemons: a trial that fails must not leave the run waiting
+        # for a side stuck before its instant
+        pa = mp.Process(target=cycle_side, args=(name_a, 0, 1, at, qa),
+                        daemon=True)
+        pb = mp.Process(target=cycle_side, args=(name_b, 1, 0, at, qb),
+                        daemon=True)
         pa.start()
         pb.start()
         qa.get(timeout=20)
