@@ -56,7 +56,7 @@
 #include "backend/util/jobgate.h"
 
 #define PG_SCHEMA_VERSION     3	   /* schema.sql's sections */
-#define PG_WORKERS	      4	   /* request connections */
+#define PG_WORKERS	      8	   /* request connections */
 #define PG_RECHECK_MS	      1000 /* safety re-check of queued waits */
 #define PG_BACKOFF_MIN_MS     100
 #define PG_BACKOFF_MAX_MS     1000
@@ -153,8 +153,9 @@ enum pg_job_kind {
 };
 
 struct pg_job {
-	struct pg_job *next;
+	struct pg_job *next; /* unchanged while in a keeper's pass */
 	enum pg_job_kind kind;
+	bool done; /* in a keeper's pass: done, freed when the pass ends */
 	int64_t lease_id;   /* the lease it must run under */
 	uint64_t max_token; /* what it may end: grants up to this token */
 	struct dl_lock_req req;
@@ -267,7 +268,8 @@ struct pg_backend {
 	struct pg_held *held[PG_BUCKETS];
 	struct pg_wait *waits[PG_BUCKETS];
 	struct pg_job *jobs;
-	size_t njobs;		   /* in jobs or taken out by the keeper */
+	struct pg_job *running;	   /* the keeper's pass: taken out of jobs */
+	size_t njobs;		   /* in jobs or running */
 	struct dl_jobgate gate;	   /* jobs before the owner's next lock */
 	int64_t acks[PG_MAX_ACKS]; /* delivered grants (wait ids) to forget */
 	size_t nacks;

@@ -526,31 +526,32 @@ static PGresult *job_exec(struct pg_backend *pb, const struct pg_job *j,
 	return r;
 }
 
-/* work left by failed calls; a job whose server is still down stays */
+/* work left by failed calls; a job whose server is still down stays.  The
+ * pass's jobs stay in pb->running, unchanged but for their done mark,
+ * until it ends: job_pending() sees them */
 static void keeper_jobs(struct pg_backend *pb)
 {
-	struct pg_job *todo, *keep = NULL;
+	struct pg_job *run;
 	size_t done = 0;
 
 	pthread_mutex_lock(&pb->mutex);
-	todo = pb->jobs;
+	run = pb->jobs;
 	pb->jobs = NULL;
+	pb->running = run;
 	dl_jobgate_begin(&pb->gate);
 	pthread_mutex_unlock(&pb->mutex);
-	while (todo) {
-		struct pg_job *j = todo;
+	for (struct pg_job *j = run; j; j = j->next) {
 		PGresult *r = NULL;
 		int64_t id;
 
-		todo = j->next;
 		pthread_mutex_lock(&pb->mutex);
 		id = pb->lease_id;
 		pthread_mutex_unlock(&pb->mutex);
 		if (j->lease_id != id) { /* that lease is given up anyway */
-			free(j);
-			done++;
+			j->done = true;
 			continue;
 		}
+	again:
 		switch (j->kind) {
 		case PJ_RELEASE:
 			r = job_exec(pb, j, PG_SQL_RELEASE);
@@ -565,9 +566,7 @@ static void keeper_jobs(struct pg_backend *pb)
 				j->kind = PJ_UNLOCK;
 				j->max_token = (uint64_t)val_i64(r, 0, 1);
 				PQclear(r);
-				j->next = todo;
-				todo = j;
-				continue;
+				goto again;
 			}
 			break;
 		}
@@ -580,21 +579,23 @@ static void keeper_jobs(struct pg_backend *pb)
 		}
 		if (r) {
 			PQclear(r);
-			free(j);
-			done++;
-		} else {
-			j->next = keep;
-			keep = j;
+			j->done = true;
 		}
 	}
 	pthread_mutex_lock(&pb->mutex);
-	while (keep) {
-		struct pg_job *j = keep;
+	while (run) {
+		struct pg_job *j = run;
 
-		keep = j->next;
+		run = j->next;
+		if (j->done) {
+			free(j);
+			done++;
+			continue;
+		}
 		j->next = pb->jobs;
 		pb->jobs = j;
 	}
+	pb->running = NULL;
 	pb->njobs -= done;
 	dl_jobgate_end(&pb->gate); /* wakes pg_jobs_settle() */
 	pthread_mutex_unlock(&pb->mutex);
@@ -605,16 +606,21 @@ struct job_key {
 	const struct dl_lock_req *req;
 };
 
+static bool job_in(const struct pg_job *j, const struct dl_lock_req *req)
+{
+	for (; j; j = j->next)
+		if (j->req.owner == req->owner && j->req.space == req->space &&
+		    strcmp(j->res, req->resource) == 0)
+			return true;
+	return false;
+}
+
+/* a job of the caller's owner there: waiting, or in the keeper's pass */
 static bool job_pending(void *arg)
 {
 	const struct job_key *k = arg;
 
-	for (const struct pg_job *j = k->pb->jobs; j; j = j->next)
-		if (j->req.owner == k->req->owner &&
-		    j->req.space == k->req->space &&
-		    strcmp(j->res, k->req->resource) == 0)
-			return true;
-	return false;
+	return job_in(k->pb->jobs, k->req) || job_in(k->pb->running, k->req);
 }
 
 /* before a lock of @req is sent: that owner's jobs on that resource are
@@ -624,7 +630,7 @@ int pg_jobs_settle(struct pg_backend *pb, const struct dl_lock_req *req)
 {
 	struct job_key k = { pb, req };
 
-	if (!pb->jobs && !pb->gate.running)
+	if (!pb->jobs && !pb->running)
 		return 0; /* the common case */
 	return dl_jobgate_settle(&pb->gate, pb->uri.ttl_ms, job_pending, &k);
 }

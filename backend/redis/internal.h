@@ -284,8 +284,9 @@ enum redis_job_kind {
 };
 
 struct redis_job {
-	struct redis_job *next;
+	struct redis_job *next; /* unchanged while in a keeper's pass */
 	enum redis_job_kind kind;
+	bool done; /* in a keeper's pass: done, freed when the pass ends */
 	unsigned node;
 	uint64_t name;	    /* the node's lease name it must run under */
 	uint64_t max_token; /* what it may end: grants up to this token */
@@ -330,8 +331,9 @@ struct redis_backend {
 	struct redis_held *held[REDIS_BUCKETS];
 	struct redis_wait *waits[REDIS_BUCKETS];
 	struct redis_job *jobs;
-	size_t njobs;		/* in rb->jobs or taken out by the keeper */
-	struct dl_jobgate gate; /* jobs before the owner's next lock */
+	struct redis_job *running; /* the keeper's pass: taken out of jobs */
+	size_t njobs;		   /* in rb->jobs or running */
+	struct dl_jobgate gate;	   /* jobs before the owner's next lock */
 	uint64_t acks[REDIS_MAX_ACKS]; /* delivered grants to forget */
 	size_t nacks;
 	/* the last pokes delivered (a ring, oldest overwritten) */

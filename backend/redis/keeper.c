@@ -15,10 +15,11 @@
  * re-check grouped by resource), works without it, and looks each wait up
  * again by id under the mutex before answering it (it may have been
  * answered, cancelled or failed meanwhile; one being cancelled is left to
- * cancel()).  The job list is taken out of rb->jobs as a whole, so only
- * the keeper runs jobs; unfinished ones are put back, and a lock call
- * that must wait for an owner's jobs (redis_jobs_settle()) waits for the
- * end of a pass (rb->gate).  Its callbacks
+ * cancel()).  The job list is taken out of rb->jobs as a whole into
+ * rb->running, so only the keeper runs jobs; unfinished ones are put back
+ * when the pass ends, and a lock call that must wait for its owner's jobs
+ * (redis_jobs_settle(), which sees both lists) waits for the end of a
+ * pass (rb->gate); a lock with no job of its own does not wait.  Its callbacks
  * (grants and failures of the re-check, what renewals and Redlock
  * retries decide) are made on this thread with no mutex held.  It is
  * woken by a first wait (redis_wait_insert()), a job (redis_job_add()), a
@@ -126,33 +127,34 @@ out_free:
 	redis_notes_run(rb, notes);
 }
 
-/* work left by failed calls; a job whose node is still down stays */
+/* work left by failed calls; a job whose node is still down stays.  The
+ * pass's jobs stay in rb->running, unchanged but for their done mark,
+ * until it ends: redis_job_pending() sees them */
 static void redis_keeper_jobs(struct redis_backend *rb)
 {
-	struct redis_job *todo, *keep = NULL;
+	struct redis_job *run;
 	size_t done = 0;
 
 	pthread_mutex_lock(&rb->mutex);
-	todo = rb->jobs;
+	run = rb->jobs;
 	rb->jobs = NULL;
+	rb->running = run;
 	dl_jobgate_begin(&rb->gate);
 	pthread_mutex_unlock(&rb->mutex);
-	while (todo) {
-		struct redis_job *j = todo;
+	for (struct redis_job *j = run; j; j = j->next) {
 		struct redis_node *n = &rb->nodes[j->node];
 		redisReply *r = NULL;
 		uint64_t name = 0;
 		char max[24];
 
-		todo = j->next;
 		pthread_mutex_lock(&rb->mutex);
 		name = n->name;
 		pthread_mutex_unlock(&rb->mutex);
 		if (j->name != name) { /* that lease is given up anyway */
-			free(j);
-			done++;
+			j->done = true;
 			continue;
 		}
+	again:
 		snprintf(max, sizeof(max), "%" PRIu64, j->max_token);
 		switch (j->kind) {
 		case RJ_RELEASE:
@@ -175,9 +177,7 @@ static void redis_keeper_jobs(struct redis_backend *rb)
 				freeReplyObject(r);
 				j->kind = RJ_UNLOCK;
 				j->max_token = tok;
-				j->next = todo;
-				todo = j;
-				continue;
+				goto again;
 			}
 			break;
 		}
@@ -192,21 +192,23 @@ static void redis_keeper_jobs(struct redis_backend *rb)
 		}
 		if (r) {
 			freeReplyObject(r);
-			free(j);
-			done++;
-		} else {
-			j->next = keep;
-			keep = j;
+			j->done = true;
 		}
 	}
 	pthread_mutex_lock(&rb->mutex);
-	while (keep) {
-		struct redis_job *j = keep;
+	while (run) {
+		struct redis_job *j = run;
 
-		keep = j->next;
+		run = j->next;
+		if (j->done) {
+			free(j);
+			done++;
+			continue;
+		}
 		j->next = rb->jobs;
 		rb->jobs = j;
 	}
+	rb->running = NULL;
 	rb->njobs -= done;
 	dl_jobgate_end(&rb->gate); /* wakes redis_jobs_settle() */
 	pthread_mutex_unlock(&rb->mutex);
@@ -218,16 +220,23 @@ struct redis_job_key {
 	const struct dl_lock_req *req;
 };
 
-static bool redis_job_pending(void *arg)
+static bool redis_job_in(const struct redis_job *j,
+			 const struct redis_job_key *k)
 {
-	const struct redis_job_key *k = arg;
-
-	for (const struct redis_job *j = k->rb->jobs; j; j = j->next)
+	for (; j; j = j->next)
 		if (j->node == k->node && j->req.owner == k->req->owner &&
 		    j->req.space == k->req->space &&
 		    strcmp(j->res, k->req->resource) == 0)
 			return true;
 	return false;
+}
+
+/* a job of the caller's owner there: waiting, or in the keeper's pass */
+static bool redis_job_pending(void *arg)
+{
+	const struct redis_job_key *k = arg;
+
+	return redis_job_in(k->rb->jobs, k) || redis_job_in(k->rb->running, k);
 }
 
 /* before a lock of @req is sent to node @node: that owner's jobs on that
@@ -238,7 +247,7 @@ int redis_jobs_settle(struct redis_backend *rb, unsigned node,
 {
 	struct redis_job_key k = { rb, node, req };
 
-	if (!rb->jobs && !rb->gate.running)
+	if (!rb->jobs && !rb->running)
 		return 0; /* the common case */
 	return dl_jobgate_settle(&rb->gate, rb->uri.ttl_ms, redis_job_pending,
 				 &k);

@@ -49,15 +49,14 @@ int dl_jobgate_settle(struct dl_jobgate *g, int64_t bound_ms,
 	if (g->keeper_started && pthread_equal(pthread_self(), g->keeper))
 		return pending(arg) ? -ENOLCK : 0;
 	/* a whole pass that starts after now: the one running may have
-	 * taken the job out already, and puts it back only when it ends */
+	 * passed the job already, and puts it back only when it ends */
 	full = g->pass + (g->running ? 2 : 1);
 	for (;;) {
 		bool mine = pending(arg);
 
-		if (!mine && !g->running)
+		if (!mine)
 			return 0;
-		if ((mine && g->pass >= full) || *g->stopping ||
-		    dl_mono_ms() >= until)
+		if (g->pass >= full || *g->stopping || dl_mono_ms() >= until)
 			return -ENOLCK;
 		if (mine && seen != g->pass) {
 			seen = g->pass; /* one kick per pass */

@@ -15,7 +15,12 @@
  * anyway).
  *
  * The gate counts the keeper's passes; the backend keeps its own job list
- * and tells the gate when a pass begins and ends.  Locking: every function
+ * and tells the gate when a pass begins and ends.  Its pending() must see
+ * the jobs of the pass running too (taken out of the list, put back if
+ * unfinished when it ends): a lock with no job of its own left then never
+ * waits for a pass (it did: with the server down a pass lasts a reconnect
+ * backoff per job, and every lock waited for it before its own try).
+ * Locking: every function
  * is called with the backend's mutex held (@mutex below, the one @cond
  * waits with); settle() waits on @cond, a CLOCK_MONOTONIC condition
  * variable the keeper's pass end broadcasts.
