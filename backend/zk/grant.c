@@ -107,16 +107,20 @@ static void zk_get_done(int rc, const char *value, int value_len,
 
 /*
  * Read the request nodes under @parent, sorted by sequence, skipping the
- * names in @skip (our own, already known).  Their data is fetched with
+ * names in @skip (our own, already known): the children are @given, when
+ * the caller read them already (in the round trip of its create), or
+ * read here.  Their data is fetched with
  * pipelined async gets, in sequence order (one session's requests are
  * answered in order, so a later read never sees an older state).  Nodes
  * gone meanwhile or of another full name stay !valid.
  * Returns 0, -ENOENT (no parent), -ENOLCK, -ENOMEM.
  */
 int zk_snapshot(zhandle_t *zh, const char *parent, const char *name_hex,
-		const char *const *skip, size_t nskip, struct zk_snap *out)
+		const char *const *skip, size_t nskip,
+		const struct String_vector *given, struct zk_snap *out)
 {
-	struct String_vector kids = { 0 };
+	struct String_vector read = { 0 };
+	const struct String_vector *kids = given ? given : &read;
 	struct zk_batch b = { .pending = 0 };
 	struct zk_get_ctx *ctx = NULL;
 	char path[ZK_PATH_MAX];
@@ -124,24 +128,26 @@ int zk_snapshot(zhandle_t *zh, const char *parent, const char *name_hex,
 
 	out->v = NULL;
 	out->n = 0;
-	rc = zoo_get_children(zh, parent, 0, &kids);
-	if (rc != ZOK)
-		return zk_errno(rc);
-	if (kids.count == 0)
+	if (!given) {
+		rc = zoo_get_children(zh, parent, 0, &read);
+		if (rc != ZOK)
+			return zk_errno(rc);
+	}
+	if (kids->count == 0)
 		goto out;
-	out->v = calloc((size_t)kids.count, sizeof(*out->v));
-	ctx = calloc((size_t)kids.count, sizeof(*ctx));
+	out->v = calloc((size_t)kids->count, sizeof(*out->v));
+	ctx = calloc((size_t)kids->count, sizeof(*ctx));
 	if (!out->v || !ctx) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (int i = 0; i < kids.count; i++) {
+	for (int i = 0; i < kids->count; i++) {
 		struct zk_child *c = &out->v[out->n];
 
-		if (strlen(kids.data[i]) >= sizeof(c->name) ||
-		    strncmp(kids.data[i], "q-", 2) != 0)
+		if (strlen(kids->data[i]) >= sizeof(c->name) ||
+		    strncmp(kids->data[i], "q-", 2) != 0)
 			continue;
-		snprintf(c->name, sizeof(c->name), "%s", kids.data[i]);
+		snprintf(c->name, sizeof(c->name), "%s", kids->data[i]);
 		c->seq = zk_seq_of(c->name);
 		c->rc = ZNONODE;
 		out->n++;
@@ -192,7 +198,7 @@ int zk_snapshot(zhandle_t *zh, const char *parent, const char *name_hex,
 	}
 out:
 	free(ctx);
-	deallocate_String_vector(&kids);
+	deallocate_String_vector(&read);
 	if (ret < 0)
 		zk_snap_free(out);
 	return ret;
@@ -224,12 +230,14 @@ static bool zk_ranges_conflict(const struct dl_range_set *a,
 }
 
 /*
- * Decide about our request node @n of @ow (busy held): 1 granted (with
+ * Decide about our request node @n of @ow (busy held), on the children
+ * @kids of its resource (NULL: read them now): 1 granted (with
  * *jumped when exception (2) was used), 0 blocked (*blk: the node to
  * watch), or a negative errno.
  */
 int zk_evaluate(struct zk_backend *zb, zhandle_t *zh, struct zk_owner *ow,
-		const struct zk_node *n, struct zk_blocker *blk, bool *jumped)
+		const struct zk_node *n, const struct String_vector *kids,
+		struct zk_blocker *blk, bool *jumped)
 {
 	const char *skip[64];
 	size_t nskip = 0;
@@ -241,7 +249,8 @@ int zk_evaluate(struct zk_backend *zb, zhandle_t *zh, struct zk_owner *ow,
 	skip[nskip++] = zk_base(n->path);
 	for (const struct zk_node *f = ow->nodes; f && nskip < 64; f = f->next)
 		skip[nskip++] = zk_base(f->path);
-	ret = zk_snapshot(zh, ow->parent, ow->name_hex, skip, nskip, &snap);
+	ret = zk_snapshot(zh, ow->parent, ow->name_hex, skip, nskip, kids,
+			  &snap);
 	if (ret == -ENOENT)
 		return -ENOLCK; /* our own node's parent vanished: confused */
 	if (ret < 0)

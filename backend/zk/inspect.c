@@ -135,7 +135,7 @@ static int zk_read_resource(struct zk_backend *zb, const char *resource,
 	snprintf(parent, sizeof(parent), "%s/%s", zb->base_path, enc);
 	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
 	if (ret == 0) {
-		ret = zk_snapshot(s->zh, parent, hex, NULL, 0, snap);
+		ret = zk_snapshot(s->zh, parent, hex, NULL, 0, NULL, snap);
 		zk_sess_put(zb, s);
 	}
 	free(hex);
@@ -352,7 +352,7 @@ int zk_break_lock(struct dl_backend *be, const char *resource)
 	ret = zk_sess_get(zb, zk_connect_wait(zb), &s);
 	if (ret < 0)
 		goto out_free;
-	ret = zk_snapshot(s->zh, parent, hex, NULL, 0, &snap);
+	ret = zk_snapshot(s->zh, parent, hex, NULL, 0, NULL, &snap);
 	if (ret == -ENOENT)
 		goto out_sess;
 	if (ret < 0)

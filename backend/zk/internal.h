@@ -348,10 +348,12 @@ uint64_t zk_seq_of(const char *name);
 /* ---- grant.c ----------------------------------------------------------- */
 
 int zk_snapshot(zhandle_t *zh, const char *parent, const char *name_hex,
-		const char *const *skip, size_t nskip, struct zk_snap *out);
+		const char *const *skip, size_t nskip,
+		const struct String_vector *given, struct zk_snap *out);
 void zk_snap_free(struct zk_snap *s);
 int zk_evaluate(struct zk_backend *zb, zhandle_t *zh, struct zk_owner *ow,
-		const struct zk_node *n, struct zk_blocker *blk, bool *jumped);
+		const struct zk_node *n, const struct String_vector *kids,
+		struct zk_blocker *blk, bool *jumped);
 void zk_classify_snap(struct zk_snap *snap);
 
 /* ---- session.c --------------------------------------------------------- */
@@ -387,7 +389,8 @@ void zk_parent_cleanup(struct zk_backend *zb, zhandle_t *zh,
 		       struct zk_owner *ow);
 int zk_make_path(struct zk_backend *zb, zhandle_t *zh, const char *path);
 int zk_create_node(struct zk_backend *zb, struct zk_sess *s,
-		   struct zk_owner *ow, struct zk_node *n);
+		   struct zk_owner *ow, struct zk_node *n,
+		   struct String_vector *kids, bool *listed);
 int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 		    struct zk_owner *ow, struct zk_node *n, bool jumped);
 struct zk_owner *zk_held_find(struct zk_backend *zb, const char *path,
@@ -401,6 +404,8 @@ bool zk_watch(zhandle_t *zh, const struct zk_blocker *blk, uint64_t wait_id);
 void zk_held_queue(struct zk_backend *zb, unsigned gen, const char *path,
 		   bool deleted, bool retry);
 int zk_held_arm(zhandle_t *zh, const char *path, int32_t *version);
+void zk_held_arm_async(struct zk_backend *zb, struct zk_sess *s,
+		       const char *path, int32_t version);
 void *zk_worker_main(void *arg);
 
 /* ---- ops.c ------------------------------------------------------------- */

@@ -402,7 +402,8 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 	struct zk_node *n = NULL;
 	struct zk_blocker blk;
 	struct dl_range_set set = { 0 };
-	bool jumped;
+	struct String_vector kids = { 0 };
+	bool jumped, listed;
 	int ret;
 
 	if (!zk_req_valid(req, false))
@@ -472,10 +473,12 @@ static int zk_lock_req(struct zk_backend *zb, const struct dl_lock_req *req,
 						       .type = req->type });
 	if (ret < 0)
 		goto out_node;
-	ret = zk_create_node(zb, s, ow, n);
+	ret = zk_create_node(zb, s, ow, n, &kids, &listed);
 	if (ret < 0)
 		goto out_node;
-	ret = zk_evaluate(zb, s->zh, ow, n, &blk, &jumped);
+	ret = zk_evaluate(zb, s->zh, ow, n, listed ? &kids : NULL, &blk,
+			  &jumped);
+	deallocate_String_vector(&kids);
 	if (ret == 1) {
 		uint64_t t = n->czxid;
 

@@ -382,13 +382,124 @@ int zk_make_path(struct zk_backend *zb, zhandle_t *zh, const char *path)
 	return rc;
 }
 
+/* a create and the read of its parent's children, sent together */
+struct zk_pair {
+	pthread_mutex_t mutex;
+	pthread_cond_t cond;
+	int pending;
+	int crc, krc; /* the create's and the read's ZooKeeper rc */
+	char *path;   /* the created node's */
+	size_t pathlen;
+	struct Stat st;
+	struct String_vector *kids;
+};
+
+static void zk_pair_done(struct zk_pair *p)
+{
+	if (--p->pending == 0)
+		pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->mutex);
+}
+
+/* completion thread: the answers, copied (they live for the call only) */
+static void zk_pair_created(int rc, const char *path, const struct Stat *st,
+			    const void *data)
+{
+	struct zk_pair *p = (struct zk_pair *)data;
+
+	pthread_mutex_lock(&p->mutex);
+	p->crc = rc;
+	if (rc == ZOK) {
+		snprintf(p->path, p->pathlen, "%s", path);
+		p->st = *st;
+	}
+	zk_pair_done(p);
+}
+
+static void zk_pair_listed(int rc, const struct String_vector *kids,
+			   const void *data)
+{
+	struct zk_pair *p = (struct zk_pair *)data;
+	struct String_vector *v = p->kids;
+
+	pthread_mutex_lock(&p->mutex);
+	p->krc = rc;
+	if (rc == ZOK && kids->count > 0) {
+		v->data = calloc((size_t)kids->count, sizeof(*v->data));
+		for (int i = 0; v->data && i < kids->count; i++) {
+			v->data[i] = strdup(kids->data[i]);
+			if (!v->data[i])
+				break;
+			v->count++;
+		}
+		if (v->count < kids->count) {
+			deallocate_String_vector(v);
+			p->krc = ZSYSTEMERROR;
+		}
+	}
+	zk_pair_done(p);
+}
+
+/*
+ * The create of zk_create_node with the read of @parent's children right
+ * behind it, in the same round trip: the session answers in order, so the
+ * children include the new node and whatever came before it.  Returns the
+ * create's rc; *@listed tells whether @kids was read (the caller frees it).
+ */
+static int zk_create_listed(struct zk_backend *zb, struct zk_sess *s,
+			    const char *parent, const char *prefix,
+			    const char *data, int len, struct zk_node *n,
+			    struct Stat *st, struct String_vector *kids,
+			    bool *listed)
+{
+	struct zk_pair p = {
+		.crc = ZSYSTEMERROR,
+		.krc = ZSYSTEMERROR,
+		.path = n->path,
+		.pathlen = sizeof(n->path),
+		.kids = kids,
+	};
+	int rc;
+
+	pthread_mutex_init(&p.mutex, NULL);
+	pthread_cond_init(&p.cond, NULL);
+	/* counted before the send: the completion may come first */
+	p.pending = 2;
+	rc = zoo_acreate2(s->zh, prefix, data, len, zb->acl,
+			  ZOO_EPHEMERAL_SEQUENTIAL, zk_pair_created, &p);
+	if (rc != ZOK) {
+		p.crc = rc;
+		p.pending = 0;
+	} else if (zoo_aget_children(s->zh, parent, 0, zk_pair_listed, &p) !=
+		   ZOK) {
+		pthread_mutex_lock(&p.mutex);
+		p.pending--;
+		pthread_mutex_unlock(&p.mutex);
+	}
+	pthread_mutex_lock(&p.mutex);
+	while (p.pending)
+		pthread_cond_wait(&p.cond, &p.mutex);
+	pthread_mutex_unlock(&p.mutex);
+	pthread_cond_destroy(&p.cond);
+	pthread_mutex_destroy(&p.mutex);
+	*st = p.st;
+	*listed = p.crc == ZOK && p.krc == ZOK;
+	if (!*listed)
+		deallocate_String_vector(kids);
+	return p.crc;
+}
+
 /*
  * Create the request node @n for @ow (n->ranges, pid, wait_id set).
- * Fills path, seq, czxid, ctime, gen.  On a connection problem the create
- * may have happened: it is remembered as an orphan and deleted later.
+ * Fills path, seq, czxid, ctime, gen.  With @kids, the children of the
+ * resource are read in the same round trip, and *@listed says whether
+ * they were (then the caller frees @kids).  On a connection problem the
+ * create may have happened: it is remembered as an orphan and deleted
+ * later.
  */
 int zk_create_node(struct zk_backend *zb, struct zk_sess *s,
-		   struct zk_owner *ow, struct zk_node *n)
+		   struct zk_owner *ow, struct zk_node *n,
+		   struct String_vector *kids, bool *listed)
 {
 	char prefix[ZK_PATH_MAX], *data;
 	struct Stat st;
@@ -404,10 +515,16 @@ int zk_create_node(struct zk_backend *zb, struct zk_sess *s,
 		return -ENOMEM;
 	snprintf(prefix, sizeof(prefix), "%s/q-%016" PRIx64 "-%016" PRIx64 "-",
 		 ow->parent, zb->incarnation, req);
+	if (listed)
+		*listed = false;
 	for (int tries = 0; tries < ZK_CREATE_TRIES; tries++) {
-		rc = zoo_create2(s->zh, prefix, data, len, zb->acl,
-				 ZOO_EPHEMERAL_SEQUENTIAL, n->path,
-				 sizeof(n->path), &st);
+		if (tries == 0 && kids)
+			rc = zk_create_listed(zb, s, ow->parent, prefix, data,
+					      len, n, &st, kids, listed);
+		else
+			rc = zoo_create2(s->zh, prefix, data, len, zb->acl,
+					 ZOO_EPHEMERAL_SEQUENTIAL, n->path,
+					 sizeof(n->path), &st);
 		if (rc != ZNONODE)
 			break;
 		/* no resource node yet (or a container just reaped) */
@@ -458,7 +575,6 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 {
 	struct dl_range_set merged = { 0 }, mine = { 0 };
 	bool alive, fold = false;
-	int32_t version;
 	int rc;
 
 	/*
@@ -529,11 +645,9 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 	zk_owner_flush(zb, s, ow);
 	/* so that a break of it, and a poke, from any host, reach us; a
 	 * version we did not write: poked while it waited (the poker saw it
-	 * granted first), the worker reports it */
-	rc = zk_held_arm(s->zh, n->path, &version);
-	if (rc != ZOK || version != n->version)
-		zk_held_queue(zb, s->gen, n->path, rc == ZNONODE,
-			      rc != ZOK && rc != ZNONODE);
+	 * granted first), the worker reports it (ow is still busy: n is
+	 * ours to read) */
+	zk_held_arm_async(zb, s, n->path, n->version);
 	return 0;
 }
 
