@@ -706,65 +706,106 @@ static int redis_list_one(struct redis_backend *rb, const char *resource,
 	return 0;
 }
 
+/* the names of the resources with holders on node @node, added to *@names
+ * (SCAN of the granted hashes of the prefix: a resource with waiters only
+ * has holders elsewhere, or gets them at the next re-check; a resource's
+ * version, P:v:R, is no lock and never matches).  0 or -ENOLCK, -EIO,
+ * -ENOMEM */
+static int redis_scan_node(struct redis_backend *rb, unsigned node,
+			   char ***names, size_t *n, size_t *cap)
+{
+	char pattern[REDIS_URI_PREFIX_MAX + 8], cursor[32] = "0";
+	size_t plen = strlen(rb->uri.prefix);
+
+	snprintf(pattern, sizeof(pattern), "%s:g:*", rb->uri.prefix);
+	do {
+		const char *argv[6] = { "SCAN",	 cursor,  "MATCH",
+					pattern, "COUNT", "500" };
+		struct redis_conn *c = redis_conn_get(rb, &rb->nodes[node]);
+		redisReply *r;
+
+		if (!c)
+			return -ENOLCK;
+		r = redisCommandArgv(c->c, 6, argv, NULL);
+		if (!r) {
+			redisFree(c->c);
+			c->c = NULL;
+			redis_conn_put(c);
+			return -ENOLCK;
+		}
+		redis_conn_put(c);
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+			freeReplyObject(r);
+			return -EIO;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		for (size_t i = 0; i < r->element[1]->elements; i++) {
+			const redisReply *k = r->element[1]->element[i];
+
+			if (k->len < plen + 3)
+				continue;
+			if (*n == *cap) {
+				size_t nc = *cap ? *cap * 2 : 64;
+				char **nv = realloc(*names, nc * sizeof(*nv));
+
+				if (!nv) {
+					freeReplyObject(r);
+					return -ENOMEM;
+				}
+				*names = nv;
+				*cap = nc;
+			}
+			(*names)[*n] =
+				strndup(k->str + plen + 3, k->len - plen - 3);
+			if (!(*names)[*n]) {
+				freeReplyObject(r);
+				return -ENOMEM;
+			}
+			(*n)++;
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	return 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static int redis_list(struct dl_backend *be, const char *resource,
 		      dl_lock_info_fn fn, void *arg)
 {
 	struct redis_backend *rb = redis_of(be);
-	struct redis_conn *c = NULL;
-	char pattern[REDIS_URI_PREFIX_MAX + 8], cursor[32] = "0";
-	size_t plen = strlen(rb->uri.prefix);
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	unsigned answered = 0;
 	bool stop = false;
 	int ret = 0;
 
 	if (resource)
 		return redis_list_one(rb, resource, fn, arg, &stop);
-	/* every resource with holders: SCAN the granted hashes of the
-	 * prefix (a resource with waiters only has holders elsewhere, or
-	 * gets them at the next re-check); a resource's version (P:v:R)
-	 * is no lock and never matches */
-	for (const char *kind = "g"; *kind && !stop; kind++) {
-		snprintf(pattern, sizeof(pattern), "%s:%c:*", rb->uri.prefix,
-			 *kind);
-		snprintf(cursor, sizeof(cursor), "0");
-		do {
-			const char *argv[6] = { "SCAN",	 cursor,  "MATCH",
-						pattern, "COUNT", "500" };
-			redisReply *r;
-
-			c = redis_conn_get(rb, &rb->nodes[0]);
-			if (!c)
-				return -ENOLCK;
-			r = redisCommandArgv(c->c, 6, argv, NULL);
-			if (!r) {
-				redisFree(c->c);
-				c->c = NULL;
-				redis_conn_put(c);
-				return -ENOLCK;
-			}
-			redis_conn_put(c);
-			if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-				freeReplyObject(r);
-				return -EIO;
-			}
-			snprintf(cursor, sizeof(cursor), "%s",
-				 r->element[0]->str);
-			for (size_t i = 0; i < r->element[1]->elements && !stop;
-			     i++) {
-				const redisReply *k = r->element[1]->element[i];
-				char *name;
-
-				if (k->len < plen + 3)
-					continue;
-				name = strndup(k->str + plen + 3,
-					       k->len - plen - 3);
-				if (!name)
-					continue;
-				ret = redis_list_one(rb, name, fn, arg, &stop);
-				free(name);
-			}
-			freeReplyObject(r);
-		} while (strcmp(cursor, "0") != 0 && !stop);
+	/* every resource with holders on any node that answers (in Redlock
+	 * mode a grant may be missing on a minority, node 0 included), each
+	 * listed once, from a majority's union (redis_list_one) */
+	for (unsigned i = 0; i < rb->uri.nnodes; i++) {
+		ret = redis_scan_node(rb, i, &names, &n, &cap);
+		if (ret == -ENOMEM)
+			goto out;
+		if (ret == 0)
+			answered++;
 	}
+	ret = answered >= rb->majority ? 0 : -ENOLCK;
+	if (ret < 0)
+		goto out;
+	qsort(names, n, sizeof(*names), name_cmp);
+	for (size_t i = 0; i < n && !stop && ret == 0; i++)
+		if (i == 0 || strcmp(names[i], names[i - 1]) != 0)
+			ret = redis_list_one(rb, names[i], fn, arg, &stop);
+out:
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
 	return ret;
 }
 

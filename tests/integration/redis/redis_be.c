@@ -616,6 +616,7 @@ static void sc_cancel_orphan(void)
 
 struct find_arg {
 	uint64_t owner;
+	const char *res; /* set: only its records */
 	int found;
 	struct dl_lock_info info;
 };
@@ -624,9 +625,11 @@ static int find_fn(const struct dl_lock_info *info, void *arg)
 {
 	struct find_arg *f = arg;
 
-	if (info->owner == f->owner) {
+	if (info->owner == f->owner &&
+	    (!f->res || strcmp(info->resource, f->res) == 0)) {
 		f->found++;
 		f->info = *info;
+		f->info.resource = NULL; /* valid during the call only */
 	}
 	return 0;
 }
@@ -750,6 +753,14 @@ static void sc_list_union(void)
 	f = list_owner(&b, "r", 1);
 	if (f.found != 1 || f.info.waiting || f.info.mine)
 		be_fail("b lists a's lock as found=%d waiting=%d mine=%d",
+			f.found, f.info.waiting, f.info.mine);
+	/* the overview (no file) finds r on the nodes that have it */
+	f = (struct find_arg){ .owner = 1, .res = "r" };
+	if (dl_backend_list(b.be, NULL, find_fn, &f) < 0)
+		be_fail("b's overview");
+	if (f.found != 1 || f.info.waiting || f.info.mine)
+		be_fail("b's overview shows a's lock as found=%d waiting=%d "
+			"mine=%d",
 			f.found, f.info.waiting, f.info.mine);
 	do_unlock(&a, "r", 1);
 	be_expect_one(&b, 95, "grant on two nodes of three");
