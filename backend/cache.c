@@ -64,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/util/hash.h"
 #include "backend/util/log.h"
@@ -161,6 +162,10 @@ struct cache_backend {
 	unsigned idle_ms;
 	unsigned nocache_ms; /* no new right after a revocation for */
 	bool caching;	     /* cache=on; off: shared rights only */
+	/* test fault (DLOCKFS_TEST_CACHE_RIGHT_DELAY_MS): an exclusive
+	 * right granted by the backend is taken in this much later, so a
+	 * poke can arrive while it is on its way */
+	unsigned test_right_delay_ms;
 	pthread_mutex_t mutex;
 	pthread_cond_t cond;	  /* state changes */
 	pthread_cond_t work_cond; /* the worker's wake-up */
@@ -717,6 +722,12 @@ static int right_take(struct cache_backend *cb, struct cache_res *r)
 		right_req(r, DL_WRLCK, 0, &q);
 		pthread_mutex_unlock(&cb->mutex);
 		ret = dl_backend_lock(cb->remote, &q, &g);
+		if (ret == 0 && cb->test_right_delay_ms) {
+			dl_log(DL_LOG_WARNING,
+			       "cache: test fault: %s: right %u ms late",
+			       r->name, cb->test_right_delay_ms);
+			usleep(cb->test_right_delay_ms * 1000u);
+		}
 		pthread_mutex_lock(&cb->mutex);
 		if (ret == 0) {
 			struct cache_epoch *e = calloc(1, sizeof(*e));
@@ -2009,6 +2020,9 @@ int dl_cache_open(const struct dl_backend_conf *conf,
 	cb->nocache_ms = conf->cache_nocache_ms ? conf->cache_nocache_ms
 						: CACHE_NOCACHE_MS;
 	snprintf(cb->host, sizeof(cb->host), "%s", conf->host_id);
+	if (getenv("DLOCKFS_TEST_CACHE_RIGHT_DELAY_MS"))
+		cb->test_right_delay_ms = (unsigned)strtoul(
+			getenv("DLOCKFS_TEST_CACHE_RIGHT_DELAY_MS"), NULL, 10);
 	cb->jobs_tail = &cb->jobs;
 	pthread_mutex_init(&cb->mutex, NULL);
 	pthread_condattr_init(&ca);

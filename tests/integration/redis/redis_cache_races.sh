@@ -11,7 +11,12 @@
 #     interrupted: no queued record is left in Redis;
 #  4. a revocation while a's connections to Redis are cut (CLIENT KILL): b's
 #     request is served once a is back (b asks again every second), and a's
-#     process still holds its lock.
+#     process still holds its lock;
+#  5. a poke that arrives while the right is on its way: host d takes in
+#     each exclusive right it is granted 400 ms late (a test fault), b's
+#     trylock of a free range, made in that window, is granted at once
+#     (the poke was dropped: b waited for the next one, a second, and got
+#     EAGAIN on a byte nobody held).
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/redis_lib.sh"
@@ -79,6 +84,14 @@ def range_wait(path, start, n):
     fcntl.lockf(fd, fcntl.LOCK_EX, n, start)
     print("ok")
 
+def range_try(path, start, n):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, n, start)
+        print("ok")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+
 cmd = sys.argv[1]
 if cmd == "counter":
     counter(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
@@ -90,6 +103,8 @@ elif cmd == "hold":
     hold(sys.argv[2], sys.argv[3], sys.argv[4])
 elif cmd == "range_wait":
     range_wait(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+elif cmd == "range_try":
+    range_try(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
 PY
 
 left_in_redis() { rd_cli "$port" --scan --pattern "$P:[gw]:*" | grep -v ':g://right/' | head -5; }
@@ -161,6 +176,25 @@ touch "$base/stop4"
 wait "$holder" || dl_fail "a's holder failed"
 [[ $(cat "$base/hold4.out") == wrote ]] ||
 	dl_fail "a's holder lost its lock across the cut: $(cat "$base/hold4.out")"
+
+dl_log "5. a poke while the right is on its way"
+mkdir "$base/md"
+DLOCKFS_TEST_CACHE_RIGHT_DELAY_MS=400 dl_mount "$base/backing" "$base/md" \
+	"backend=$uri,host_id=d,cache=on,socket=none"
+touch "$base/backing/way"
+python3 "$X" hold "$base/md/way" "$base/ready5" "$base/stop5" >"$base/hold5.out" &
+holder=$!
+dl_job "$holder"
+# granted in Redis, not yet taken in by d's cache
+right_granted() { [[ $(rd_cli "$port" EXISTS "$P:g://right/way") == 1 ]]; }
+dl_wait_for 10 right_granted || dl_fail "d's right was never granted"
+[[ -e $base/ready5 ]] && dl_log "(d's holder was granted before b's try: the window is missed)"
+out=$(timeout 20 python3 "$X" range_try "$base/mb/way" 100 10) || true
+[[ $out == ok ]] || dl_fail "b's trylock of a free range while d's right was on its way: '$out'"
+dl_wait_for 10 test -e "$base/ready5" || dl_fail "d's holder did not lock"
+touch "$base/stop5"
+wait "$holder" || dl_fail "d's holder failed"
+[[ $(cat "$base/hold5.out") == wrote ]] || dl_fail "d's holder could not write"
 
 dl_log "nothing left in Redis once everything ended"
 none_left() { [[ -z $(left_in_redis) ]]; }
