@@ -374,7 +374,8 @@ bool pg_deliver_grant(struct pg_backend *pb, int64_t lease_id, uint64_t wait_id,
 /* wake the keeper: @renew renews now, else re-check now (mutex held) */
 void pg_keeper_kick(struct pg_backend *pb, bool renew);
 void *pg_keeper_main(void *arg);
-int pg_jobs_settle(struct pg_backend *pb, const struct dl_lock_req *req);
+int pg_jobs_settle(struct pg_backend *pb, const struct dl_lock_req *req,
+		   int64_t deadline);
 void *pg_watchdog_main(void *arg);
 /* lease->until_ms from renewed_at (mutex held) */
 void pg_lease_publish(struct pg_backend *pb);

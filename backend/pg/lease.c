@@ -624,15 +624,22 @@ static bool job_pending(void *arg)
 }
 
 /* before a lock of @req is sent: that owner's jobs on that resource are
- * done first (backend/util/jobgate.h); mutex held.  0, or -ENOLCK: one
- * is left and the lock must not be sent */
-int pg_jobs_settle(struct pg_backend *pb, const struct dl_lock_req *req)
+ * done first (backend/util/jobgate.h), by @deadline; mutex held.  0, or
+ * -ENOLCK: one is left and the lock must not be sent.  With the server
+ * down, at once: no pass can do the job (each lasts a reconnect backoff),
+ * and the lock would fail too */
+int pg_jobs_settle(struct pg_backend *pb, const struct dl_lock_req *req,
+		   int64_t deadline)
 {
 	struct job_key k = { pb, req };
+	int64_t left = deadline - dl_mono_ms();
 
 	if (!pb->jobs && !pb->running)
 		return 0; /* the common case */
-	return dl_jobgate_settle(&pb->gate, pb->uri.ttl_ms, job_pending, &k);
+	if (!pb->up && job_pending(&k))
+		return -ENOLCK;
+	return dl_jobgate_settle(&pb->gate, left > 0 ? left : 0, job_pending,
+				 &k);
 }
 
 /* end the leases given up; those the server did not confirm are tried

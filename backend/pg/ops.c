@@ -165,6 +165,10 @@ static int pg_lock(struct dl_backend *be, const struct dl_lock_req *req,
 	uint64_t token = 0, gen = 0;
 	int64_t lease_id = 0;
 	bool indoubt = false, inserted = false;
+	/* one deadline for the whole request: waiting for the owner's
+	 * left-over jobs, then the statement (each with a deadline of its
+	 * own let a lock with the server down fail after twice the bound) */
+	int64_t deadline = pg_call_deadline(pb);
 	int ret;
 
 	if (!req_valid(req, false))
@@ -181,7 +185,7 @@ static int pg_lock(struct dl_backend *be, const struct dl_lock_req *req,
 			return -ENOMEM;
 	}
 	pthread_mutex_lock(&pb->mutex);
-	ret = pg_jobs_settle(pb, req);
+	ret = pg_jobs_settle(pb, req, deadline);
 	pthread_mutex_unlock(&pb->mutex);
 	if (ret < 0) {
 		pg_wait_free(w);
@@ -191,6 +195,7 @@ static int pg_lock(struct dl_backend *be, const struct dl_lock_req *req,
 	args_fill(&a, req);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		memset(&call, 0, sizeof(call));
+		call.deadline = deadline;
 		call.sql = PG_SQL_LOCK;
 		call.nparams = 9;
 		call.with_lease = true;
