@@ -19,8 +19,16 @@
  * only when that fails too does the caller
  * get -ENOLCK, with "in doubt" set if either attempt may have run.
  *
- * Locking: the queue (pb->qhead, qtail) and each call's done flag are
- * guarded by pb->mutex; a worker runs a call without it.
+ * A call goes to the worker that went idle last (a stack, pb->idle): its
+ * connection's server process is the one most recently busy, and calls
+ * made one at a time - a handoff between two hosts - all use the same
+ * one (handed round all eight, they cost a third more each: cold
+ * processes and threads).  When none is idle, the call is queued, and
+ * each worker takes queued calls before it goes idle.
+ *
+ * Locking: the queue (pb->qhead, qtail), the idle stack, each worker's
+ * handed call and each call's done flag are guarded by pb->mutex; a
+ * worker runs a call without it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -82,6 +90,25 @@ static void call_exec(struct pg_backend *pb, struct pg_conn *pc,
 	call->indoubt = indoubt;
 }
 
+/* the next call for @wk: its handed one, else the queue's first (mutex
+ * held); NULL: none */
+static struct pg_call *worker_next(struct pg_backend *pb, struct pg_worker *wk)
+{
+	struct pg_call *call = wk->call;
+
+	if (call) {
+		wk->call = NULL;
+		return call;
+	}
+	call = pb->qhead;
+	if (call) {
+		pb->qhead = call->next;
+		if (!pb->qhead)
+			pb->qtail = NULL;
+	}
+	return call;
+}
+
 static void *worker_main(void *arg)
 {
 	struct pg_worker *wk = arg;
@@ -91,14 +118,16 @@ static void *worker_main(void *arg)
 	for (;;) {
 		struct pg_call *call;
 
-		while (!pb->qhead && !pb->stopping)
-			pthread_cond_wait(&pb->qcond, &pb->mutex);
-		call = pb->qhead;
+		while (!(call = worker_next(pb, wk)) && !pb->stopping) {
+			if (!wk->idle) {
+				wk->idle = true;
+				wk->next_idle = pb->idle;
+				pb->idle = wk;
+			}
+			pthread_cond_wait(&wk->cond, &pb->mutex);
+		}
 		if (!call)
 			break; /* stopping, nothing left */
-		pb->qhead = call->next;
-		if (!pb->qhead)
-			pb->qtail = NULL;
 		pthread_mutex_unlock(&pb->mutex);
 
 		call_exec(pb, &wk->conn, call);
@@ -127,12 +156,20 @@ int pg_call_run(struct pg_backend *pb, struct pg_call *call)
 		pthread_cond_destroy(&call->cond);
 		return -ENOLCK;
 	}
-	if (pb->qtail)
-		pb->qtail->next = call;
-	else
-		pb->qhead = call;
-	pb->qtail = call;
-	pthread_cond_signal(&pb->qcond);
+	if (pb->idle) {
+		struct pg_worker *wk = pb->idle;
+
+		pb->idle = wk->next_idle;
+		wk->idle = false;
+		wk->call = call;
+		pthread_cond_signal(&wk->cond);
+	} else {
+		if (pb->qtail)
+			pb->qtail->next = call;
+		else
+			pb->qhead = call;
+		pb->qtail = call;
+	}
 	while (!call->done)
 		pthread_cond_wait(&call->cond, &pb->mutex);
 	pthread_mutex_unlock(&pb->mutex);
@@ -160,7 +197,8 @@ int pg_workers_start(struct pg_backend *pb)
 void pg_workers_stop(struct pg_backend *pb)
 {
 	pthread_mutex_lock(&pb->mutex);
-	pthread_cond_broadcast(&pb->qcond);
+	for (int i = 0; i < PG_WORKERS; i++)
+		pthread_cond_signal(&pb->workers[i].cond);
 	pthread_mutex_unlock(&pb->mutex);
 	for (int i = 0; i < PG_WORKERS; i++) {
 		struct pg_worker *wk = &pb->workers[i];

@@ -37,7 +37,9 @@
  * cb->revoke (a poke) needs no bookkeeping: the listener makes it
  * straight from the NOTIFY, without taking the mutex at all.
  * pb->cond (CLOCK_MONOTONIC) wakes the keeper, the watchdog and threads
- * waiting for a lease registration; pb->qcond the workers; each call has
+ * waiting for a lease registration; each worker has its own (a call is
+ * handed to the worker that went idle last, whose connection and server
+ * process are warm, so calls made one at a time use one); each call has
  * its own condition for its caller.
  */
 #ifndef DL_PG_INTERNAL_H
@@ -201,6 +203,11 @@ struct pg_worker {
 	pthread_t thread;
 	bool started;
 	struct pg_conn conn; /* this worker's only */
+	/* guarded by pb->mutex: */
+	pthread_cond_t cond;  /* a call for it, or stopping */
+	struct pg_call *call; /* handed to it, not started yet */
+	bool idle;	      /* on pb->idle */
+	struct pg_worker *next_idle;
 };
 
 /*
@@ -241,8 +248,8 @@ struct pg_backend {
 	atomic_uint_fast64_t bump_seq;
 
 	pthread_mutex_t mutex;
-	pthread_cond_t cond;  /* CLOCK_MONOTONIC */
-	pthread_cond_t qcond; /* workers: a call is queued, or stopping */
+	pthread_cond_t cond;	/* CLOCK_MONOTONIC */
+	struct pg_worker *idle; /* idle workers, the last one idle first */
 	/* guarded by mutex: */
 	bool stopping;
 	struct pg_call *qhead, *qtail; /* calls waiting for a worker */

@@ -846,7 +846,8 @@ static int pg_open(const struct dl_backend_conf *conf,
 	pthread_condattr_destroy(&ca);
 	dl_jobgate_init(&pb->gate, &pb->mutex, &pb->cond, &pb->kick,
 			&pb->stopping);
-	pthread_cond_init(&pb->qcond, NULL);
+	for (int i = 0; i < PG_WORKERS; i++)
+		pthread_cond_init(&pb->workers[i].cond, NULL);
 	pw = conf->config ? dl_config_get(conf->config, "pg_password") : NULL;
 	if (pw && *pw) {
 		pb->password = strdup(pw);
@@ -929,7 +930,6 @@ static void pg_close(struct dl_backend *be)
 	pthread_mutex_lock(&pb->mutex);
 	pb->stopping = true;
 	pthread_cond_broadcast(&pb->cond);
-	pthread_cond_broadcast(&pb->qcond);
 	pthread_mutex_unlock(&pb->mutex);
 	if (pb->wake_fd >= 0)
 		pg_listener_wake(pb);
@@ -987,7 +987,8 @@ static void pg_close(struct dl_backend *be)
 	pg_sql_free(pb);
 	if (pb->wake_fd >= 0)
 		close(pb->wake_fd);
-	pthread_cond_destroy(&pb->qcond);
+	for (int i = 0; i < PG_WORKERS; i++)
+		pthread_cond_destroy(&pb->workers[i].cond);
 	pthread_cond_destroy(&pb->cond);
 	pthread_mutex_destroy(&pb->mutex);
 	free(pb);
