@@ -404,8 +404,6 @@ bool zk_watch(zhandle_t *zh, const struct zk_blocker *blk, uint64_t wait_id);
 void zk_held_queue(struct zk_backend *zb, unsigned gen, const char *path,
 		   bool deleted, bool retry);
 int zk_held_arm(zhandle_t *zh, const char *path, int32_t *version);
-void zk_held_arm_async(struct zk_backend *zb, struct zk_sess *s,
-		       const char *path, int32_t version);
 void *zk_worker_main(void *arg);
 
 /* ---- ops.c ------------------------------------------------------------- */

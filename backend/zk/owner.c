@@ -575,6 +575,7 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 {
 	struct dl_range_set merged = { 0 }, mine = { 0 };
 	bool alive, fold = false;
+	int32_t version;
 	int rc;
 
 	/*
@@ -645,9 +646,11 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 	zk_owner_flush(zb, s, ow);
 	/* so that a break of it, and a poke, from any host, reach us; a
 	 * version we did not write: poked while it waited (the poker saw it
-	 * granted first), the worker reports it (ow is still busy: n is
-	 * ours to read) */
-	zk_held_arm_async(zb, s, n->path, n->version);
+	 * granted first), the worker reports it */
+	rc = zk_held_arm(s->zh, n->path, &version);
+	if (rc != ZOK || version != n->version)
+		zk_held_queue(zb, s->gen, n->path, rc == ZNONODE,
+			      rc != ZOK && rc != ZNONODE);
 	return 0;
 }
 

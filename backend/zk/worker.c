@@ -189,63 +189,6 @@ int zk_held_arm(zhandle_t *zh, const char *path, int32_t *version)
 	return rc;
 }
 
-struct zk_arm {
-	struct zk_backend *zb;
-	unsigned gen;
-	int32_t version; /* our last write of the node */
-	char path[ZK_PATH_MAX];
-};
-
-/* the answer to zk_held_arm_async (completion thread): a version we did
- * not write, a node gone, or no answer is looked at by the worker, as
- * after zk_held_arm */
-static void zk_held_armed(int rc, const char *value, int value_len,
-			  const struct Stat *stat, const void *data)
-{
-	struct zk_arm *a = (struct zk_arm *)data;
-
-	(void)value;
-	(void)value_len;
-	if (rc != ZCLOSING && (rc != ZOK || stat->version != a->version))
-		zk_held_queue(a->zb, a->gen, a->path, rc == ZNONODE,
-			      rc != ZOK && rc != ZNONODE);
-	free(a);
-}
-
-/*
- * zk_held_arm without waiting for the answer: the grant is reported while
- * the read that arms the watch is on its way, and the caller's next
- * request follows it in the same session (one round trip less per lock).
- * The session answers in order, so a poke or a break that the read missed
- * fires the watch, and one it saw shows in the answer (zk_held_armed):
- * either way the worker looks, as after a synchronous arm.
- */
-void zk_held_arm_async(struct zk_backend *zb, struct zk_sess *s,
-		       const char *path, int32_t version)
-{
-	struct zk_arm *a = malloc(sizeof(*a));
-	int rc;
-
-	if (!a) {
-		int32_t v;
-
-		rc = zk_held_arm(s->zh, path, &v);
-		if (rc != ZOK || v != version)
-			zk_held_queue(zb, s->gen, path, rc == ZNONODE,
-				      rc != ZOK && rc != ZNONODE);
-		return;
-	}
-	a->zb = zb;
-	a->gen = s->gen;
-	a->version = version;
-	snprintf(a->path, sizeof(a->path), "%s", path);
-	rc = zoo_awget(s->zh, path, zk_held_watcher, NULL, zk_held_armed, a);
-	if (rc != ZOK) {
-		free(a);
-		zk_held_queue(zb, s->gen, path, false, true);
-	}
-}
-
 /*
  * Worker: our granted node @path of session @gen is at data version
  * @version.  Newer than our last write of it: somebody poked it (see
