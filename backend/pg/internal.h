@@ -57,7 +57,7 @@
 #include "backend/pg/uri.h"
 #include "backend/util/jobgate.h"
 
-#define PG_SCHEMA_VERSION     3	   /* schema.sql's sections */
+#define PG_SCHEMA_VERSION     4	   /* schema.sql's sections */
 #define PG_WORKERS	      8	   /* request connections */
 #define PG_RECHECK_MS	      1000 /* safety re-check of queued waits */
 #define PG_BACKOFF_MIN_MS     100

@@ -543,6 +543,9 @@ static const char *uri_schema(char *buf, size_t len)
 	return buf;
 }
 
+/* the schema version this dlockfs makes (PG_SCHEMA_VERSION) */
+#define SCHEMA_NOW 4
+
 /* the schema's meta table as max(version) * 10 + its rows */
 static long meta_of(const char *sch)
 {
@@ -555,7 +558,7 @@ static long meta_of(const char *sch)
 
 /*
  * The schema (URI's, made at version 1 by pg_be.sh as a dlockfs without
- * poke did) is upgraded by the first open, in one go to version 3: one
+ * poke did) is upgraded by the first open, in one go to the current version: one
  * row more in meta, a poke reaches the holder, a bump counts.
  */
 static void sc_poke_upgrade(void)
@@ -570,7 +573,7 @@ static void sc_poke_upgrade(void)
 			meta_of(sch));
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
-	if (meta_of(sch) != 32)
+	if (meta_of(sch) != SCHEMA_NOW * 10 + 2)
 		be_fail("meta after the upgrade: %ld (max version * 10 + rows)",
 			meta_of(sch));
 	lock_in(&a, "u", DL_SPACE_FLOCK, DL_WRLCK, 1);
@@ -770,9 +773,9 @@ static void sc_version_keep(void)
 
 /*
  * The schema (URI's, made at version 2 by pg_be.sh as a dlockfs before
- * versions did, with a lock in it) is upgraded by the first open: version
- * 3 in meta, the lock kept, versions work; a schema newer than the daemon
- * is refused.
+ * versions did, with a lock in it) is upgraded by the first open: the
+ * current version in meta, the lock kept, versions work; a schema newer
+ * than the daemon is refused.
  */
 static void sc_version_upgrade(void)
 {
@@ -793,7 +796,7 @@ static void sc_version_upgrade(void)
 	if (sql_long(sql) != 1)
 		be_fail("no lock in the version 2 schema");
 	host_open(&a, "a", NULL);
-	if (meta_of(sch) != 32)
+	if (meta_of(sch) != SCHEMA_NOW * 10 + 2)
 		be_fail("meta after the upgrade: %ld (max version * 10 + rows)",
 			meta_of(sch));
 	snprintf(sql, sizeof(sql),
@@ -812,17 +815,19 @@ static void sc_version_upgrade(void)
 	be_host_close(&a);
 
 	/* a newer dlockfs upgraded it meanwhile: refused by name */
-	snprintf(sql, sizeof(sql), "INSERT INTO %s.meta (version) VALUES (4)",
-		 sch);
+	snprintf(sql, sizeof(sql), "INSERT INTO %s.meta (version) VALUES (%d)",
+		 sch, SCHEMA_NOW + 1);
 	sql_run(sql);
 	o = open_as("a", NULL);
 	ret = be_host_try_open(&a, "a", &o, err, sizeof(err));
 	if (ret == 0)
 		be_host_close(&a);
-	if (ret != -EINVAL || !strstr(err, "version 4"))
-		be_fail("open of a version 4 schema: %d (%s)", ret, err);
-	snprintf(sql, sizeof(sql), "DELETE FROM %s.meta WHERE version = 4",
-		 sch);
+	snprintf(sql, sizeof(sql), "version %d", SCHEMA_NOW + 1);
+	if (ret != -EINVAL || !strstr(err, sql))
+		be_fail("open of a version %d schema: %d (%s)", SCHEMA_NOW + 1,
+			ret, err);
+	snprintf(sql, sizeof(sql), "DELETE FROM %s.meta WHERE version = %d",
+		 sch, SCHEMA_NOW + 1);
 	sql_run(sql);
 }
 
