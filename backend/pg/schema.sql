@@ -886,18 +886,18 @@ COMMENT ON VIEW @SCHEMA@.versions IS
 -- @@ version 4
 
 -- Fast paths (the same arguments, results and effects; fewer statements
--- on the server).  The operations of version 1 are kept, renamed *_full,
--- and lock(), unlock(), release() and purge() first take one look at the
--- resource, then do the full work only when it can change the answer:
+-- on the server).  lock() and purge() of version 1 are kept, renamed
+-- lock_full() and purge_all(), behind new ones that first take one look
+-- at the resource and do the full work only when it can change the
+-- answer; unlock() and release() are replaced:
 --   purge()    one read when no record of a dead lease is there (nearly
 --              always), instead of two deletes;
 --   lock()     one read tells the caller's lease, whether a live lock
 --              blocks the request and whether the owner has locks there;
 --              a dead lease's record, a lock-delay or a flock conversion
 --              takes lock_full();
---   unlock(), release()  with nobody queued and no dead record there
---              nothing can be handed on: only the owner's own locks
---              change; else *_full() (purge, hand over).
+--   unlock(), release()  purge only when a dead lease's record is there,
+--              hand over only when someone is queued.
 -- A plan prepared before the upgrade calls the renamed function, which
 -- is still right.
 
@@ -905,17 +905,14 @@ ALTER FUNCTION @SCHEMA@.purge(bigint, bytea) RENAME TO purge_all;
 ALTER FUNCTION @SCHEMA@.lock(bigint, bytea, smallint, smallint, numeric,
 			     numeric, bigint, integer, bigint)
 	RENAME TO lock_full;
-ALTER FUNCTION @SCHEMA@.unlock(bigint, bytea, smallint, numeric, numeric,
-			       bigint, bigint)
-	RENAME TO unlock_full;
-ALTER FUNCTION @SCHEMA@.release(bigint, bytea, smallint, bigint, bigint)
-	RENAME TO release_full;
 
--- is there a record of a dead lease (expired, or gone) on the resource?
-CREATE FUNCTION @SCHEMA@.has_dead(p_key bigint, p_res bytea) RETURNS boolean
+-- one look at the resource: is there a record of a dead lease (expired,
+-- or gone), held or queued?  is anyone queued?
+CREATE FUNCTION @SCHEMA@.look(p_key bigint, p_res bytea,
+			      OUT o_dead boolean, OUT o_waiters boolean)
 LANGUAGE plpgsql AS $$
 BEGIN
-	RETURN EXISTS (
+	SELECT EXISTS (
 		SELECT 1 FROM @SCHEMA@.held h
 		LEFT JOIN @SCHEMA@.leases l ON l.id = h.lease
 		WHERE h.rkey = p_key AND h.res = p_res
@@ -924,14 +921,17 @@ BEGIN
 		SELECT 1 FROM @SCHEMA@.queue q
 		LEFT JOIN @SCHEMA@.leases l ON l.id = q.lease
 		WHERE q.rkey = p_key AND q.res = p_res
-		  AND (l.id IS NULL OR l.expires <= clock_timestamp()));
+		  AND (l.id IS NULL OR l.expires <= clock_timestamp())),
+	       EXISTS (SELECT 1 FROM @SCHEMA@.queue q
+		       WHERE q.rkey = p_key AND q.res = p_res)
+	INTO o_dead, o_waiters;
 END
 $$;
 
 CREATE FUNCTION @SCHEMA@.purge(p_key bigint, p_res bytea) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
-	IF @SCHEMA@.has_dead(p_key, p_res) THEN
+	IF (@SCHEMA@.look(p_key, p_res)).o_dead THEN
 		RETURN @SCHEMA@.purge_all(p_key, p_res);
 	END IF;
 	RETURN false;
@@ -1016,21 +1016,6 @@ BEGIN
 END
 $$;
 
--- is anyone queued on the resource, or a dead lease's record there?
--- (then an unlock or release may hand it on: the *_full path)
-CREATE FUNCTION @SCHEMA@.may_hand(p_key bigint, p_res bytea)
-RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN EXISTS (SELECT 1 FROM @SCHEMA@.queue q
-		       WHERE q.rkey = p_key AND q.res = p_res)
-	    OR EXISTS (
-		SELECT 1 FROM @SCHEMA@.held h
-		LEFT JOIN @SCHEMA@.leases l ON l.id = h.lease
-		WHERE h.rkey = p_key AND h.res = p_res
-		  AND (l.id IS NULL OR l.expires <= clock_timestamp()));
-END
-$$;
-
 -- does the owner still hold something on the resource in the space?
 CREATE FUNCTION @SCHEMA@.holds(p_key bigint, p_res bytea, p_space smallint,
 			       p_lease bigint, p_owner bigint)
@@ -1043,17 +1028,21 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION @SCHEMA@.unlock(p_lease bigint, p_res bytea,
-				p_space smallint, p_s numeric, p_e numeric,
-				p_owner bigint, p_max bigint)
+CREATE OR REPLACE FUNCTION @SCHEMA@.unlock(p_lease bigint, p_res bytea,
+					   p_space smallint, p_s numeric,
+					   p_e numeric, p_owner bigint,
+					   p_max bigint)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
 	v_key bigint := @SCHEMA@.res_key(p_res);
+	v_dead boolean;
+	v_wait boolean;
 BEGIN
 	PERFORM pg_advisory_xact_lock(v_key);
-	IF @SCHEMA@.may_hand(v_key, p_res) THEN
-		RETURN @SCHEMA@.unlock_full(p_lease, p_res, p_space, p_s, p_e,
-					    p_owner, p_max);
+	SELECT o_dead, o_waiters INTO v_dead, v_wait
+	FROM @SCHEMA@.look(v_key, p_res);
+	IF v_dead THEN
+		PERFORM @SCHEMA@.purge_all(v_key, p_res);
 	END IF;
 	-- a lock cut in two (or trimmed) takes apply(); one inside the
 	-- range just goes
@@ -1073,26 +1062,35 @@ BEGIN
 		  AND h.r_start >= p_s AND h.r_end <= p_e
 		  AND (p_max IS NULL OR h.token <= p_max);
 	END IF;
+	IF v_wait THEN
+		PERFORM @SCHEMA@.handoff(v_key, p_res);
+	END IF;
 	RETURN @SCHEMA@.holds(v_key, p_res, p_space, p_lease, p_owner);
 END
 $$;
 
-CREATE FUNCTION @SCHEMA@.release(p_lease bigint, p_res bytea,
-				 p_space smallint, p_owner bigint,
-				 p_max bigint)
+CREATE OR REPLACE FUNCTION @SCHEMA@.release(p_lease bigint, p_res bytea,
+					    p_space smallint, p_owner bigint,
+					    p_max bigint)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
 	v_key bigint := @SCHEMA@.res_key(p_res);
+	v_dead boolean;
+	v_wait boolean;
 BEGIN
 	PERFORM pg_advisory_xact_lock(v_key);
-	IF @SCHEMA@.may_hand(v_key, p_res) THEN
-		RETURN @SCHEMA@.release_full(p_lease, p_res, p_space, p_owner,
-					     p_max);
+	SELECT o_dead, o_waiters INTO v_dead, v_wait
+	FROM @SCHEMA@.look(v_key, p_res);
+	IF v_dead THEN
+		PERFORM @SCHEMA@.purge_all(v_key, p_res);
 	END IF;
 	DELETE FROM @SCHEMA@.held h
 	WHERE h.rkey = v_key AND h.res = p_res AND h.space = p_space
 	  AND h.lease = p_lease AND h.owner = p_owner
 	  AND (p_max IS NULL OR h.token <= p_max);
+	IF v_wait THEN
+		PERFORM @SCHEMA@.handoff(v_key, p_res);
+	END IF;
 	IF p_max IS NULL THEN
 		RETURN 0;
 	END IF;
