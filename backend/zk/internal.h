@@ -71,11 +71,12 @@
  *    our code only through zk_log_cb (which any library call may reach);
  *  - the library's completion thread (one per handle): every watcher and
  *    async completion of the handle (zk_global_watcher, zk_node_watcher,
- *    zk_held_watcher, zk_get_done, zk_hb_done, zk_sync_done).  These only
- *    record, queue and signal: a sync call there waits for a completion
- *    that only this thread can deliver (deadlock), and zookeeper_close()
- *    there would join the thread itself.  Sync calls run on callers, the worker and
- *    the lease thread only.
+ *    zk_held_watcher, zk_held_armed, zk_get_done, zk_hb_done,
+ *    zk_sync_done).  These only record, queue and signal: a sync call
+ *    there waits for a completion that only this thread can deliver
+ *    (deadlock), and zookeeper_close() there would join the thread
+ *    itself.  Sync calls run on callers, the worker and the lease thread
+ *    only.
  * backend.h callbacks: cb->granted from the worker; cb->failed from the
  * worker and from zk_abandon (worker or lease thread); cb->lost from the
  * worker (a break) and from zk_abandon; cb->revoke from the worker (a
@@ -107,7 +108,9 @@
  *    much; never stuck, and the lease is revoked by the watcher anyway.
  *  - zb->cond (CLOCK_MONOTONIC) is broadcast on every change that anybody
  *    waits for: busy cleared, session state, a waiter kicked, a watch
- *    event queued, stopping.
+ *    event queued, stopping.  A broadcast wakes only the threads already
+ *    waiting: a thread that dropped the mutex checks again what it waits
+ *    for (stopping above all) before it sleeps on zb->cond.
  *  - A session (struct zk_sess) is reference counted under zb->mutex;
  *    whoever uses s->zh holds a reference, and the last reference of an
  *    abandoned session closes its handle (zk_sess_put, mutex dropped).
@@ -202,6 +205,8 @@ struct zk_waiter {
 	int64_t delay_until;
 };
 
+struct zk_arm; /* worker.c */
+
 /* one ZooKeeper session; the handle's context, so watchers know it.
  * zb, zh, gen: read-only once published */
 struct zk_sess {
@@ -214,6 +219,10 @@ struct zk_sess {
 			* the watcher read it (outside the mutex) */
 	bool dead;     /* guarded by zb->mutex: abandoned (nothing reads it) */
 	bool registered; /* its liveness node exists (worker, open only) */
+	/* guarded by zb->mutex: the watch arms sent on zh and not answered
+	 * yet (zk_held_arm_async); freed by their answer or, when none came
+	 * before the handle closed, with the session */
+	struct zk_arm *arms;
 };
 
 struct zk_backend {
@@ -404,6 +413,9 @@ bool zk_watch(zhandle_t *zh, const struct zk_blocker *blk, uint64_t wait_id);
 void zk_held_queue(struct zk_backend *zb, unsigned gen, const char *path,
 		   bool deleted, bool retry);
 int zk_held_arm(zhandle_t *zh, const char *path, int32_t *version);
+void zk_held_arm_async(struct zk_backend *zb, struct zk_sess *s,
+		       const char *path, int32_t version);
+void zk_held_arms_free(struct zk_sess *s);
 void *zk_worker_main(void *arg);
 
 /* ---- ops.c ------------------------------------------------------------- */

@@ -47,8 +47,9 @@
  *    only).
  *  - zk_*_locked and zk_owner_purge, zk_held_find: zb->mutex held.  An
  *    entry is freed by zk_owner_put_locked once unused, idle and empty.
- *  - zk_finish_grant arms the watch on the granted node (zk_held_arm);
- *    its events reach the worker through zk_held_queue (no mutex held).
+ *  - zk_finish_grant arms the watch on the granted node without waiting
+ *    for the answer (zk_held_arm_async); its events, and an answer that
+ *    needs a look, reach the worker through zk_held_queue (no mutex held).
  *  - Every write of a node records the version it left in n->version
  *    (under zb->mutex once the node is linked), so that the worker tells
  *    our own writes from a poke (internal.h).
@@ -575,7 +576,6 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 {
 	struct dl_range_set merged = { 0 }, mine = { 0 };
 	bool alive, fold = false;
-	int32_t version;
 	int rc;
 
 	/*
@@ -646,11 +646,9 @@ int zk_finish_grant(struct zk_backend *zb, struct zk_sess *s,
 	zk_owner_flush(zb, s, ow);
 	/* so that a break of it, and a poke, from any host, reach us; a
 	 * version we did not write: poked while it waited (the poker saw it
-	 * granted first), the worker reports it */
-	rc = zk_held_arm(s->zh, n->path, &version);
-	if (rc != ZOK || version != n->version)
-		zk_held_queue(zb, s->gen, n->path, rc == ZNONODE,
-			      rc != ZOK && rc != ZNONODE);
+	 * granted first), the worker reports it (ow is still busy: n is
+	 * ours to read) */
+	zk_held_arm_async(zb, s, n->path, n->version);
 	return 0;
 }
 

@@ -268,6 +268,7 @@ void zk_sess_put(struct zk_backend *zb, struct zk_sess *s)
 	pthread_mutex_unlock(&zb->mutex);
 	if (close_it) {
 		zookeeper_close(s->zh);
+		zk_held_arms_free(s);
 		free(s);
 	}
 }
@@ -587,6 +588,12 @@ void *zk_lease_main(void *arg)
 				pthread_mutex_lock(&zb->mutex);
 			}
 		}
+		/* the mutex was dropped for the heartbeat: zk_close's stop
+		 * may have been broadcast meanwhile, to nobody waiting, and
+		 * would otherwise be seen only a period later (timeout / 5:
+		 * 12 s for a 60 s session, the daemon's exit held up as long) */
+		if (zb->stopping)
+			break;
 		if (zb->last_ok_ms && zb->sess && deadline > now &&
 		    deadline < now + period)
 			zk_cond_wait_until(zb, deadline);

@@ -14,8 +14,9 @@
  *
  * Breaks.  An administrator's break (inspect.c, any host) deletes every
  * granted node of a resource; waiting nodes stay, so waiters are served in
- * order.  Each granted node of ours carries a data watch (zk_held_arm,
- * re-armed after each change event).  When one of our nodes is gone and
+ * order.  Each granted node of ours carries a data watch (armed at the
+ * grant without waiting, zk_held_arm_async; re-armed after each change
+ * event, zk_held_arm).  When one of our nodes is gone and
  * we did not delete it ourselves - we empty a node's ranges, under the
  * mutex, before we delete it, so a vanished node that still has ranges
  * was taken from us - the worker drops it and reports cb->lost
@@ -45,13 +46,15 @@
  * give a session up on the clock (the lease thread, session.c).
  *
  * Locking.
- *  - zk_node_watcher and zk_held_watcher run on the library's completion
- *    thread: they only set a waiter's kick flag or queue a zk_held_ev,
- *    under zb->mutex, and signal zb->cond.  zk_held_queue is callable
- *    from any thread without the mutex.
+ *  - zk_node_watcher, zk_held_watcher and zk_held_armed run on the
+ *    library's completion thread: they only set a waiter's kick flag or
+ *    queue a zk_held_ev (and take an arm off its session's list), under
+ *    zb->mutex, and signal zb->cond.  zk_held_queue is callable from any
+ *    thread without the mutex.
  *  - The worker sleeps on zb->cond with zb->mutex held, picks one piece
  *    of work under it, and drops it for the work: every ZooKeeper call
- *    and every backend.h callback here runs with no mutex held.
+ *    and every backend.h callback here runs with no mutex held; after
+ *    one it checks stopping again before it sleeps.
  *  - zk_reevaluate takes the waiter's busy flag, then its owner's (in
  *    that order; cancel() waits for the waiter's, zk_abandon skips a busy
  *    waiter and marks a busy owner stale).  While both are held the
@@ -187,6 +190,111 @@ int zk_held_arm(zhandle_t *zh, const char *path, int32_t *version)
 
 	*version = rc == ZOK ? st.version : -1;
 	return rc;
+}
+
+/* a watch arm on its way (zk_held_arm_async), on its session's list */
+struct zk_arm {
+	struct zk_arm *next; /* s->arms; zb->mutex */
+	struct zk_sess *s;
+	int32_t version; /* our last write of the node */
+	char path[ZK_PATH_MAX];
+};
+
+/* mutex held: take @a off its session's list of arms on their way */
+static void zk_arm_unlink_locked(struct zk_arm *a)
+{
+	struct zk_arm **p = &a->s->arms;
+
+	while (*p && *p != a)
+		p = &(*p)->next;
+	if (*p)
+		*p = a->next;
+}
+
+/*
+ * The answer to zk_held_arm_async (completion thread, so @a's session is
+ * still open): a version we did not write, a node gone, or no answer is
+ * looked at by the worker, as after zk_held_arm.  Nothing is looked at
+ * for a session no longer current: zk_abandon reported its locks lost,
+ * and a closing handle (ZCLOSING) is one of those or the backend's end.
+ */
+static void zk_held_armed(int rc, const char *value, int value_len,
+			  const struct Stat *stat, const void *data)
+{
+	struct zk_arm *a = (struct zk_arm *)data;
+	struct zk_sess *s = a->s;
+	struct zk_backend *zb = s->zb;
+	bool current;
+
+	(void)value;
+	(void)value_len;
+	pthread_mutex_lock(&zb->mutex);
+	zk_arm_unlink_locked(a);
+	current = zb->sess == s;
+	pthread_mutex_unlock(&zb->mutex);
+	if (current && rc != ZCLOSING &&
+	    (rc != ZOK || stat->version != a->version))
+		zk_held_queue(zb, s->gen, a->path, rc == ZNONODE,
+			      rc != ZOK && rc != ZNONODE);
+	free(a);
+}
+
+/*
+ * zk_held_arm without waiting for the answer: the grant is reported while
+ * the read that arms the watch is on its way, and the caller's next
+ * request follows it in the same session (one round trip less per lock).
+ * The session answers in order, so a poke or a break that the read missed
+ * fires the watch, and one it saw shows in the answer (zk_held_armed):
+ * either way the worker looks, as after a synchronous arm.  A connection
+ * lost first answers ZCONNECTIONLOSS: the worker arms it again once
+ * reconnected.  Nothing waits for the answer, so none ever holds up
+ * anything; the library does not promise one when its handle closes
+ * (a completion queued as the handle closes may never run), so the arm
+ * stays on its session's list until answered, and goes with the session
+ * otherwise (zk_held_arms_free).
+ */
+void zk_held_arm_async(struct zk_backend *zb, struct zk_sess *s,
+		       const char *path, int32_t version)
+{
+	struct zk_arm *a = malloc(sizeof(*a));
+	int rc;
+
+	if (!a) {
+		int32_t v;
+
+		rc = zk_held_arm(s->zh, path, &v);
+		if (rc != ZOK || v != version)
+			zk_held_queue(zb, s->gen, path, rc == ZNONODE,
+				      rc != ZOK && rc != ZNONODE);
+		return;
+	}
+	a->s = s;
+	a->version = version;
+	snprintf(a->path, sizeof(a->path), "%s", path);
+	/* linked first: the answer may come before zoo_awget returns */
+	pthread_mutex_lock(&zb->mutex);
+	a->next = s->arms;
+	s->arms = a;
+	pthread_mutex_unlock(&zb->mutex);
+	rc = zoo_awget(s->zh, path, zk_held_watcher, NULL, zk_held_armed, a);
+	if (rc != ZOK) {
+		/* not sent (a session no longer usable, or no memory): the
+		 * worker arms it once reconnected.  @a stays listed, since
+		 * the library may have registered its completion anyway */
+		zk_held_queue(zb, s->gen, path, false, true);
+	}
+}
+
+/* free the arms of @s that were never answered: its handle is closed (no
+ * completion can run any more) and nobody else holds @s */
+void zk_held_arms_free(struct zk_sess *s)
+{
+	while (s->arms) {
+		struct zk_arm *a = s->arms;
+
+		s->arms = a->next;
+		free(a);
+	}
 }
 
 /*
@@ -571,7 +679,11 @@ void *zk_worker_main(void *arg)
 			pthread_mutex_unlock(&zb->mutex);
 			if (zk_session_start(zb) < 0) {
 				pthread_mutex_lock(&zb->mutex);
-				zk_cond_wait_until(zb, dl_mono_ms() + 1000);
+				/* a stop broadcast while the mutex was
+				 * dropped woke nobody */
+				if (!zb->stopping)
+					zk_cond_wait_until(zb,
+							   dl_mono_ms() + 1000);
 				continue;
 			}
 			pthread_mutex_lock(&zb->mutex);
