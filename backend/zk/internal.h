@@ -259,8 +259,10 @@ struct zk_backend {
 	struct zk_sess *sess; /* current session, NULL while restarting */
 	int state;	      /* its last ZOO_*_STATE */
 	int negotiated_ms;
-	int64_t last_ok_ms; /* send time of the newest answered request */
-	bool hb_inflight;
+	int64_t last_ok_ms;   /* send time of the newest answered request */
+	unsigned hb_gen;      /* session of the heartbeat in flight; 0 none */
+	int64_t hb_sent_ms;   /* when the last heartbeat was sent */
+	unsigned hb_sess_gen; /* in which session */
 	bool need_session;
 	bool expired_pending;
 	bool connected_pending;

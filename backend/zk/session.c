@@ -34,7 +34,7 @@
  * once (nobody saw it go).
  *
  * Owns: struct zk_sess and its reference count, zb->sess/state/
- * negotiated_ms/last_ok_ms/hb_inflight/need_session/expired_pending/
+ * negotiated_ms/last_ok_ms/hb_gen/hb_sent_ms/need_session/expired_pending/
  * connected_pending/gen_counter/sessions_lost, conf->lease, the liveness
  * nodes, zk_abandon, the lease thread, the test hooks' helpers.  Does
  * not: decide grants (grant.c), re-evaluate the waiters a lock-delay ends
@@ -501,7 +501,7 @@ void zk_abandon(struct zk_backend *zb, unsigned gen, const char *why)
 
 /* ---- the lease thread ------------------------------------------------ */
 
-/* one heartbeat in flight (at most one: zb->hb_inflight) */
+/* a heartbeat in flight (at most one per session: zb->hb_gen) */
 struct zk_hb {
 	struct zk_backend *zb;
 	unsigned gen;
@@ -517,7 +517,8 @@ static void zk_hb_done(int rc, const struct Stat *stat, const void *data)
 
 	(void)stat;
 	pthread_mutex_lock(&zb->mutex);
-	zb->hb_inflight = false;
+	if (zb->hb_gen == hb->gen)
+		zb->hb_gen = 0;
 	if (zb->sess && zb->sess->gen == hb->gen &&
 	    (rc == ZOK || rc == ZNONODE) && hb->sent > zb->last_ok_ms) {
 		zb->last_ok_ms = hb->sent;
@@ -551,7 +552,7 @@ void *zk_lease_main(void *arg)
 
 	pthread_mutex_lock(&zb->mutex);
 	while (!zb->stopping) {
-		int64_t now = dl_mono_ms(), period, deadline;
+		int64_t now = dl_mono_ms(), period, deadline, next;
 		int to = zb->negotiated_ms ? zb->negotiated_ms : zb->timeout_ms;
 
 		period = to / 5 > 20 ? to / 5 : 20;
@@ -567,21 +568,33 @@ void *zk_lease_main(void *arg)
 			pthread_mutex_lock(&zb->mutex);
 			continue;
 		}
+		/* one heartbeat a period (not at every wake-up: the
+		 * condition is broadcast for much else), and at once in a new
+		 * session or when the last answer is a period old (back from
+		 * a disconnection); one left unanswered by a session that
+		 * ended (its completion may never run) does not hold up the
+		 * next */
 		if (zb->sess && zb->state == ZOO_CONNECTED_STATE &&
-		    !zb->hb_inflight) {
+		    zb->hb_gen != zb->sess->gen &&
+		    (now - zb->hb_sent_ms >= period ||
+		     now - zb->last_ok_ms >= period ||
+		     zb->hb_sess_gen != zb->sess->gen)) {
 			struct zk_hb *hb = malloc(sizeof(*hb));
 			struct zk_sess *s = zb->sess;
 
 			if (hb) {
 				*hb = (struct zk_hb){ zb, s->gen, now };
-				zb->hb_inflight = true;
+				zb->hb_gen = s->gen;
+				zb->hb_sess_gen = s->gen;
+				zb->hb_sent_ms = now;
 				s->refs++;
 				pthread_mutex_unlock(&zb->mutex);
 				if (zoo_aexists(s->zh, "/", 0, zk_hb_done,
 						hb) != ZOK) {
 					free(hb);
 					pthread_mutex_lock(&zb->mutex);
-					zb->hb_inflight = false;
+					if (zb->hb_gen == s->gen)
+						zb->hb_gen = 0;
 					pthread_mutex_unlock(&zb->mutex);
 				}
 				zk_sess_put(zb, s);
@@ -594,11 +607,12 @@ void *zk_lease_main(void *arg)
 		 * 12 s for a 60 s session, the daemon's exit held up as long) */
 		if (zb->stopping)
 			break;
+		next = zb->hb_sent_ms + period > now ? zb->hb_sent_ms + period
+						     : now + period;
 		if (zb->last_ok_ms && zb->sess && deadline > now &&
-		    deadline < now + period)
-			zk_cond_wait_until(zb, deadline);
-		else
-			zk_cond_wait_until(zb, now + period);
+		    deadline < next)
+			next = deadline;
+		zk_cond_wait_until(zb, next);
 	}
 	pthread_mutex_unlock(&zb->mutex);
 	return NULL;
