@@ -20,11 +20,11 @@
  * get -ENOLCK, with "in doubt" set if either attempt may have run.
  *
  * A call goes to the worker that went idle last (a stack, pb->idle): its
- * connection's server process is the one most recently busy, and calls
+ * connection's server process is the one most recently busy, so calls
  * made one at a time - a handoff between two hosts - all use the same
- * one (handed round all eight, they cost a third more each: cold
- * processes and threads).  When none is idle, the call is queued, and
- * each worker takes queued calls before it goes idle.
+ * warm thread and server process instead of going round all eight.
+ * When none is idle, the call is queued, and each worker takes queued
+ * calls before it goes idle.
  *
  * Locking: the queue (pb->qhead, qtail), the idle stack, each worker's
  * handed call and each call's done flag are guarded by pb->mutex; a

@@ -124,7 +124,9 @@
  * Test hooks (inert unless set): DLOCKFS_TEST_ZK_ABANDON_DELAY_MS delays
  * zk_abandon (a daemon slow to notice a lost session); DLOCKFS_TEST_ZK_
  * KICK_DELAY_MS delays each re-evaluation of a woken waiter (a daemon slow
- * to notice its grant).
+ * to notice its grant); DLOCKFS_TEST_ZK_HB_PAUSE_MS makes the lease thread
+ * pause after each heartbeat it sends, with the mutex dropped (a slow
+ * send: a stop made then must still end the daemon at once).
  */
 #ifndef DL_ZK_INTERNAL_H
 #define DL_ZK_INTERNAL_H
@@ -248,6 +250,10 @@ struct zk_backend {
 	 * the worker dawdles before it re-evaluates a kicked waiter (a
 	 * daemon slow to notice that its request was granted) */
 	int test_kick_delay_ms;
+	/* test hook, 0 unless DLOCKFS_TEST_ZK_HB_PAUSE_MS is set: how long
+	 * the lease thread pauses, mutex dropped, after sending a heartbeat
+	 * (logged as it starts, so a test can act inside the pause) */
+	int test_hb_pause_ms;
 
 	pthread_mutex_t mutex;
 	pthread_cond_t cond; /* CLOCK_MONOTONIC */
@@ -259,10 +265,9 @@ struct zk_backend {
 	struct zk_sess *sess; /* current session, NULL while restarting */
 	int state;	      /* its last ZOO_*_STATE */
 	int negotiated_ms;
-	int64_t last_ok_ms;   /* send time of the newest answered request */
-	unsigned hb_gen;      /* session of the heartbeat in flight; 0 none */
-	int64_t hb_sent_ms;   /* when the last heartbeat was sent */
-	unsigned hb_sess_gen; /* in which session */
+	int64_t last_ok_ms; /* send time of the newest answered request */
+	unsigned hb_gen;    /* session of the heartbeat in flight; 0 none */
+	int64_t hb_sent_ms; /* when the last heartbeat was sent */
 	bool need_session;
 	bool expired_pending;
 	bool connected_pending;

@@ -174,6 +174,7 @@ static int zk_open(const struct dl_backend_conf *conf,
 	zb->test_abandon_delay_ms = zk_test_env("DLOCKFS_TEST_ZK_ABANDON_DELAY_"
 						"MS");
 	zb->test_kick_delay_ms = zk_test_env("DLOCKFS_TEST_ZK_KICK_DELAY_MS");
+	zb->test_hb_pause_ms = zk_test_env("DLOCKFS_TEST_ZK_HB_PAUSE_MS");
 	zb->containers = true;
 	zb->acl = &ZOO_OPEN_ACL_UNSAFE;
 	if (user) {

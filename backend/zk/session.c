@@ -569,23 +569,21 @@ void *zk_lease_main(void *arg)
 			continue;
 		}
 		/* one heartbeat a period (not at every wake-up: the
-		 * condition is broadcast for much else), and at once in a new
-		 * session or when the last answer is a period old (back from
-		 * a disconnection); one left unanswered by a session that
-		 * ended (its completion may never run) does not hold up the
-		 * next */
+		 * condition is broadcast for much else), and at once when the
+		 * last answer is a period old (back from a disconnection; a
+		 * new session starts its lease at its connection); one left
+		 * unanswered by a session that ended (its completion may
+		 * never run) does not hold up the next */
 		if (zb->sess && zb->state == ZOO_CONNECTED_STATE &&
 		    zb->hb_gen != zb->sess->gen &&
 		    (now - zb->hb_sent_ms >= period ||
-		     now - zb->last_ok_ms >= period ||
-		     zb->hb_sess_gen != zb->sess->gen)) {
+		     now - zb->last_ok_ms >= period)) {
 			struct zk_hb *hb = malloc(sizeof(*hb));
 			struct zk_sess *s = zb->sess;
 
 			if (hb) {
 				*hb = (struct zk_hb){ zb, s->gen, now };
 				zb->hb_gen = s->gen;
-				zb->hb_sess_gen = s->gen;
 				zb->hb_sent_ms = now;
 				s->refs++;
 				pthread_mutex_unlock(&zb->mutex);
@@ -598,6 +596,13 @@ void *zk_lease_main(void *arg)
 					pthread_mutex_unlock(&zb->mutex);
 				}
 				zk_sess_put(zb, s);
+				if (zb->test_hb_pause_ms > 0) {
+					dl_log(DL_LOG_WARNING,
+					       "zk: test hook: heartbeat sent, "
+					       "pausing %d ms",
+					       zb->test_hb_pause_ms);
+					zk_test_sleep(zb->test_hb_pause_ms);
+				}
 				pthread_mutex_lock(&zb->mutex);
 			}
 		}

@@ -27,6 +27,7 @@
 #include <libpq-fe.h>
 
 #include "backend/backend.h"
+#include "backend/pg/internal.h"
 #include "backend/util/log.h"
 #include "tests/integration/be_harness.h"
 
@@ -543,9 +544,6 @@ static const char *uri_schema(char *buf, size_t len)
 	return buf;
 }
 
-/* the schema version this dlockfs makes (PG_SCHEMA_VERSION) */
-#define SCHEMA_NOW 4
-
 /* the schema's meta table as max(version) * 10 + its rows */
 static long meta_of(const char *sch)
 {
@@ -558,8 +556,9 @@ static long meta_of(const char *sch)
 
 /*
  * The schema (URI's, made at version 1 by pg_be.sh as a dlockfs without
- * poke did) is upgraded by the first open, in one go to the current version: one
- * row more in meta, a poke reaches the holder, a bump counts.
+ * poke did) is upgraded by the first open, in one go to the current
+ * version: one row more in meta, a poke reaches the holder, a bump
+ * counts.
  */
 static void sc_poke_upgrade(void)
 {
@@ -573,7 +572,7 @@ static void sc_poke_upgrade(void)
 			meta_of(sch));
 	host_open(&a, "a", NULL);
 	host_open(&b, "b", NULL);
-	if (meta_of(sch) != SCHEMA_NOW * 10 + 2)
+	if (meta_of(sch) != PG_SCHEMA_VERSION * 10 + 2)
 		be_fail("meta after the upgrade: %ld (max version * 10 + rows)",
 			meta_of(sch));
 	lock_in(&a, "u", DL_SPACE_FLOCK, DL_WRLCK, 1);
@@ -796,7 +795,7 @@ static void sc_version_upgrade(void)
 	if (sql_long(sql) != 1)
 		be_fail("no lock in the version 2 schema");
 	host_open(&a, "a", NULL);
-	if (meta_of(sch) != SCHEMA_NOW * 10 + 2)
+	if (meta_of(sch) != PG_SCHEMA_VERSION * 10 + 2)
 		be_fail("meta after the upgrade: %ld (max version * 10 + rows)",
 			meta_of(sch));
 	snprintf(sql, sizeof(sql),
@@ -816,18 +815,18 @@ static void sc_version_upgrade(void)
 
 	/* a newer dlockfs upgraded it meanwhile: refused by name */
 	snprintf(sql, sizeof(sql), "INSERT INTO %s.meta (version) VALUES (%d)",
-		 sch, SCHEMA_NOW + 1);
+		 sch, PG_SCHEMA_VERSION + 1);
 	sql_run(sql);
 	o = open_as("a", NULL);
 	ret = be_host_try_open(&a, "a", &o, err, sizeof(err));
 	if (ret == 0)
 		be_host_close(&a);
-	snprintf(sql, sizeof(sql), "version %d", SCHEMA_NOW + 1);
+	snprintf(sql, sizeof(sql), "version %d", PG_SCHEMA_VERSION + 1);
 	if (ret != -EINVAL || !strstr(err, sql))
-		be_fail("open of a version %d schema: %d (%s)", SCHEMA_NOW + 1,
-			ret, err);
+		be_fail("open of a version %d schema: %d (%s)",
+			PG_SCHEMA_VERSION + 1, ret, err);
 	snprintf(sql, sizeof(sql), "DELETE FROM %s.meta WHERE version = %d",
-		 sch, SCHEMA_NOW + 1);
+		 sch, PG_SCHEMA_VERSION + 1);
 	sql_run(sql);
 }
 
