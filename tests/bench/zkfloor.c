@@ -9,13 +9,19 @@
  * round trip).  Prints cycles/s and p50/p99 per cycle.  With
  * --clients N, then N processes, each with its own session and parent
  * node, run create + delete cycles at once: the floor of N lockers on N
- * files through one daemon.  A measuring program, not a test: it fails
- * only when a call it times fails.
+ * files through one daemon; then the same N processes run the recipe
+ * (create + get_children + delete, what a lock needs at least); then N
+ * threads of one process run the recipe on ONE shared session, as the
+ * daemon's callers do: whether one session in order costs throughput
+ * against N sessions.  A measuring program, not a test: it fails only
+ * when a call it times fails.
  *
  * usage: zkfloor [--seconds S] [--iters N] [--clients N] HOST:PORT
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,21 +130,24 @@ struct client_arg {
 	const char *hosts;
 	double seconds;
 	size_t iters;
+	bool recipe;	/* + get_children between create and delete */
+	zhandle_t *zh;	/* shared by the threads of shared_run(); or NULL */
 };
 
-/* one --clients process: create + delete under its own parent until the
- * time is up */
+/* client @i's cycles under its own parent, on @a->zh or a session of its
+ * own, until the time is up: create + delete, or the recipe */
 static uint64_t client_run(unsigned i, void *arg)
 {
 	const struct client_arg *a = arg;
 	char dir[64], node[80], path[256];
 	uint64_t n = 0, end;
-	zhandle_t *zh = zk_open(a->hosts);
+	zhandle_t *zh = a->zh ? a->zh : zk_open(a->hosts);
 	int rc;
 
 	if (!zh)
 		return UINT64_MAX;
-	snprintf(dir, sizeof(dir), "/zkfloor-%d-%u", (int)getppid(), i);
+	snprintf(dir, sizeof(dir), "/zkfloor-%d-%d-%u", (int)getppid(),
+		 (int)getpid(), i);
 	snprintf(node, sizeof(node), "%s/q-", dir);
 	rc = zoo_create(zh, dir, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT,
 			NULL, 0);
@@ -146,6 +155,12 @@ static uint64_t client_run(unsigned i, void *arg)
 	while (rc == ZOK && n < a->iters && now_ns() < end) {
 		rc = zoo_create(zh, node, "x", 1, &ZOO_OPEN_ACL_UNSAFE,
 				ZOO_EPHEMERAL_SEQUENTIAL, path, sizeof(path));
+		if (rc == ZOK && a->recipe) {
+			struct String_vector kids = { 0 };
+
+			rc = zoo_get_children(zh, dir, 0, &kids);
+			deallocate_String_vector(&kids);
+		}
 		if (rc == ZOK)
 			rc = zoo_delete(zh, path, -1);
 		n += rc == ZOK;
@@ -153,8 +168,64 @@ static uint64_t client_run(unsigned i, void *arg)
 	if (rc != ZOK)
 		fprintf(stderr, "zkfloor: client %u: %s\n", i, zerror(rc));
 	zoo_delete(zh, dir, -1);
-	zookeeper_close(zh);
+	if (!a->zh)
+		zookeeper_close(zh);
 	return rc == ZOK ? n : UINT64_MAX;
+}
+
+struct shared_thread {
+	pthread_t t;
+	unsigned i;
+	const struct client_arg *a;
+	uint64_t n;
+};
+
+static void *shared_main(void *arg)
+{
+	struct shared_thread *st = arg;
+
+	st->n = client_run(st->i, (void *)st->a);
+	return NULL;
+}
+
+/* @n threads run the recipe at once on ONE session; prints a row like
+ * bench_clients(); 0 or 1 when one failed */
+static int shared_run(unsigned n, const struct client_arg *ca)
+{
+	struct client_arg a = *ca;
+	struct shared_thread st[64];
+	uint64_t total = 0, start, ns;
+	unsigned started = 0;
+	char what[64];
+	int rc = 0;
+
+	a.recipe = true;
+	a.zh = zk_open(a.hosts);
+	if (!a.zh)
+		return 1;
+	start = now_ns();
+	for (; started < n; started++) {
+		st[started] = (struct shared_thread){ .i = started, .a = &a };
+		if (pthread_create(&st[started].t, NULL, shared_main,
+				   &st[started])) {
+			rc = 1;
+			break;
+		}
+	}
+	for (unsigned i = 0; i < started; i++) {
+		pthread_join(st[i].t, NULL);
+		if (st[i].n == UINT64_MAX)
+			rc = 1;
+		else
+			total += st[i].n;
+	}
+	ns = now_ns() - start;
+	zookeeper_close(a.zh);
+	snprintf(what, sizeof(what), "%u threads, one session, the recipe", n);
+	printf("  %-40s %8.0f /s  (%llu cycles)\n", what,
+	       (double)total * 1e9 / (double)(ns ? ns : 1),
+	       (unsigned long long)total);
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -204,12 +275,18 @@ int main(int argc, char **argv)
 	zoo_delete(zh, "/zkfloor", -1);
 	zookeeper_close(zh);
 	if (ret == 0 && nclients) {
-		struct client_arg ca = { argv[optind], seconds, iters };
+		struct client_arg ca = { argv[optind], seconds, iters, false,
+					 NULL };
 		char what[64];
 
 		snprintf(what, sizeof(what),
 			 "%u clients, create(E|S) + delete each", nclients);
 		ret = bench_clients(what, nclients, client_run, &ca);
+		ca.recipe = true;
+		snprintf(what, sizeof(what), "%u clients, the recipe each",
+			 nclients);
+		ret |= bench_clients(what, nclients, client_run, &ca);
+		ret |= shared_run(nclients, &ca);
 	}
 	return ret ? 1 : 0;
 usage:
