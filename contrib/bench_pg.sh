@@ -15,8 +15,10 @@
 #   - pgfloor: a bare libpq client against the same server: SELECT 1,
 #     pg_advisory_lock + unlock, a locks-table INSERT ON CONFLICT DO
 #     NOTHING + DELETE cycle (also 8 clients at once, a row each: the
-#     floor of 8 processes on 8 files), and dlockfs's own lock() +
-#     release() SQL functions called directly.
+#     floor of 8 processes on 8 files; and 8 clients calling dlockfs's
+#     lock() + unlock() directly, a file each: the same floor with our
+#     SQL), and dlockfs's own lock() + release() SQL functions called
+#     directly.
 # Whatever happens, both mounts are unmounted, our daemons stopped, our
 # server stopped (by PID) and the temporary directory removed.
 #
@@ -51,4 +53,4 @@ bench_far "$pg_port"
 bench_far_procs "postgresql://bench@127.0.0.1:$far_port/bench?schema=far" "$seconds"
 echo "== floor through the same link: bare libpq"
 "$build/tests/bench/pgfloor" --seconds "$seconds" --clients 8 \
-	"host=127.0.0.1 port=$far_port user=bench dbname=bench" bench
+	"host=127.0.0.1 port=$far_port user=bench dbname=bench" far

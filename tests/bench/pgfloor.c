@@ -11,7 +11,9 @@
  *    the durable floor;
  *  - with --clients N: N processes, each with its own connection and
  *    row, run the locks-table cycle at once (the floor of N lockers on N
- *    files through one daemon);
+ *    files through one daemon); with SCHEMA too, then N processes, each
+ *    with its own lease and resource, call dlockfs's lock() + unlock()
+ *    (the same floor with our SQL: what is left is the daemon's);
  *  - a bare handoff: two processes, each with its own connection
  *    LISTENing on its own channel, pass one locks-table row back and
  *    forth: one autocommit statement moves the row to the other and
@@ -133,6 +135,7 @@ struct client_arg {
 	const char *info; /* the conninfo */
 	double seconds;
 	size_t iters;
+	const char *schema; /* dclient_run(): dlockfs's schema */
 };
 
 /* one --clients process: its own connection and row, the locks-table
@@ -160,6 +163,56 @@ static uint64_t client_run(unsigned i, void *arg)
 		exec("tins", 2, v);
 		exec("tdel", 2, v);
 	}
+	PQfinish(conn);
+	return n;
+}
+
+/* one --clients process with SCHEMA: its own connection, lease and
+ * resource, dlockfs's lock() + unlock() (what a daemon's fcntl
+ * lock+unlock sends) until the time is up */
+static uint64_t dclient_run(unsigned i, void *arg)
+{
+	const struct client_arg *a = arg;
+	char res[64], lease[32], sql[256];
+	const char *v[] = { lease, res };
+	uint64_t n, start;
+	PGresult *r;
+
+	conn = PQconnectdb(a->info);
+	if (PQstatus(conn) != CONNECTION_OK) {
+		fprintf(stderr, "pgfloor: %s", PQerrorMessage(conn));
+		return UINT64_MAX;
+	}
+	snprintf(sql, sizeof(sql),
+		 "SELECT %.64s.reg('pgfloor-%u', %d, '00000000000000ff', "
+		 "600000, 0)",
+		 a->schema, i, (int)getpid());
+	r = PQexec(conn, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "pgfloor: %s", PQresultErrorMessage(r));
+		return UINT64_MAX;
+	}
+	snprintf(lease, sizeof(lease), "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	snprintf(res, sizeof(res), "pgfloor-%d-%u", (int)getppid(), i);
+	snprintf(sql, sizeof(sql),
+		 "SELECT r, token FROM %.64s.lock($1, $2::bytea, 1::smallint, "
+		 "2::smallint, 0, 18446744073709551615, 1, 1, 1)",
+		 a->schema);
+	prepare("dlock", sql);
+	snprintf(sql, sizeof(sql),
+		 "SELECT %.64s.unlock($1, $2::bytea, 1::smallint, 0, "
+		 "18446744073709551615, 1, NULL)",
+		 a->schema);
+	prepare("dunlock", sql);
+	start = now_ns();
+	for (n = 0; n < a->iters && now_ns() - start < a->seconds * 1e9; n++) {
+		exec("dlock", 2, v);
+		exec("dunlock", 2, v);
+	}
+	snprintf(sql, sizeof(sql), "SELECT %.64s.drop_lease(%s)", a->schema,
+		 lease);
+	run(sql);
 	PQfinish(conn);
 	return n;
 }
@@ -331,12 +384,17 @@ int main(int argc, char **argv)
 		      lat, names, 2, np, p);
 	}
 	if (nclients) {
-		struct client_arg ca = { argv[optind], seconds, iters };
+		struct client_arg ca = { argv[optind], seconds, iters, schema };
 		char what[64];
 
 		snprintf(what, sizeof(what),
 			 "%u clients, locks table, a row each", nclients);
 		if (bench_clients(what, nclients, client_run, &ca))
+			return 1;
+		snprintf(what, sizeof(what),
+			 "%u clients, lock() + unlock(), a file each",
+			 nclients);
+		if (schema && bench_clients(what, nclients, dclient_run, &ca))
 			return 1;
 	}
 	handoff_bench(argv[optind], "hand", seconds, iters, lat);
