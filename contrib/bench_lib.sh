@@ -361,23 +361,37 @@ bench_cache() {
 	echo "== cross-host ping-pong with cache=on (C <-> D): revocations"
 	"$bench" --pair --seconds "$seconds" "$tmp/c" "$tmp/d"
 	echo
-	echo "== three cache=on hosts at once, each on its own file (a, b, c:"
-	echo "   the uncontended fcntl cycle of each, then local: alone)"
-	local three=()
-	for h in c d e; do
-		mkdir -p "$tmp/$h/own-$h"
-		"$bench" --seconds "$seconds" "$tmp/$h/own-$h" \
-			>"$tmp/three-$h.out" 2>/dev/null &
-		three+=("$!")
-	done
-	wait "${three[@]}" # not the daemons: they are our children too
-	for h in c d e; do
-		printf '  host %s: ' "$h"
-		awk '/^\(a\)/ { a = 1 } a && /cycles\/s/ { print $2 " cycles/s"; exit }' \
-			"$tmp/three-$h.out"
-	done
+	echo "== three cache=on hosts at once, each on its own file (c, d, e:"
+	echo "   the uncontended fcntl cycle of each); then three lockers at"
+	echo "   once on local: (local speed for three at once on these two"
+	echo "   cores); then local: alone"
+	bench_three "$tmp/c/own-c" "$tmp/d/own-d" "$tmp/e/own-e"
+	bench_three "$tmp/l/own-1" "$tmp/l/own-2" "$tmp/l/own-3"
 	printf '  local: alone: '
-	"$bench" --seconds "$seconds" "$tmp/l" 2>/dev/null |
-		awk '/^\(a\)/ { a = 1 } a && /cycles\/s/ { print $2 " cycles/s"; exit }'
+	"$bench" --seconds "$seconds" "$tmp/l" 2>/dev/null | bench_cycles
 	echo
+}
+
+# the uncontended fcntl cycles/s in lockbench's table on stdin
+bench_cycles() {
+	awk '/^\(a\)/ { a = 1 } a && /cycles\/s/ { print $2 " cycles/s"; exit }'
+}
+
+# bench_three DIR... - a lockbench in each DIR (made if missing; their
+# last components differ) at once for $seconds; prints each one's
+# uncontended fcntl cycles/s
+bench_three() {
+	local d pids=()
+	for d in "$@"; do
+		mkdir -p "$d"
+		"$build/tests/bench/lockbench" --seconds "$seconds" "$d" \
+			>"$tmp/three-${d##*/}.out" 2>/dev/null &
+		pids+=("$!")
+	done
+	wait "${pids[@]}" # not the daemons: they are our children too
+	for d in "$@"; do
+		printf '  %s: ' "$d"
+		bench_cycles <"$tmp/three-${d##*/}.out"
+		rm -f "$tmp/three-${d##*/}.out"
+	done
 }

@@ -130,8 +130,8 @@ struct client_arg {
 	const char *hosts;
 	double seconds;
 	size_t iters;
-	bool recipe;	/* + get_children between create and delete */
-	zhandle_t *zh;	/* shared by the threads of shared_run(); or NULL */
+	bool recipe;   /* + get_children between create and delete */
+	zhandle_t *zh; /* shared by the threads of shared_run(); or NULL */
 };
 
 /* client @i's cycles under its own parent, on @a->zh or a session of its
