@@ -100,6 +100,36 @@ static void prepare(const char *name, const char *sql)
 	PQclear(r);
 }
 
+/* a lease of dlockfs's SCHEMA for host @host, its id in @lease; exits on
+ * an error */
+static void lease_reg(const char *schema, const char *host, char *lease,
+		      size_t len)
+{
+	char sql[256];
+	PGresult *r;
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT %.64s.reg('%.64s', %d, '00000000000000ff', 600000, "
+		 "0)",
+		 schema, host, (int)getpid());
+	r = PQexec(conn, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "pgfloor: %s", PQresultErrorMessage(r));
+		exit(1);
+	}
+	snprintf(lease, len, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+}
+
+static void lease_drop(const char *schema, const char *lease)
+{
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT %.64s.drop_lease(%.32s)", schema,
+		 lease);
+	run(sql);
+}
+
 /* run prepared @name with @n text parameters; exits on an error */
 static void exec(const char *name, int n, const char *const *v)
 {
@@ -176,25 +206,14 @@ static uint64_t dclient_run(unsigned i, void *arg)
 	char res[64], lease[32], sql[256];
 	const char *v[] = { lease, res };
 	uint64_t n, start;
-	PGresult *r;
 
 	conn = PQconnectdb(a->info);
 	if (PQstatus(conn) != CONNECTION_OK) {
 		fprintf(stderr, "pgfloor: %s", PQerrorMessage(conn));
 		return UINT64_MAX;
 	}
-	snprintf(sql, sizeof(sql),
-		 "SELECT %.64s.reg('pgfloor-%u', %d, '00000000000000ff', "
-		 "600000, 0)",
-		 a->schema, i, (int)getpid());
-	r = PQexec(conn, sql);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		fprintf(stderr, "pgfloor: %s", PQresultErrorMessage(r));
-		return UINT64_MAX;
-	}
-	snprintf(lease, sizeof(lease), "%s", PQgetvalue(r, 0, 0));
-	PQclear(r);
 	snprintf(res, sizeof(res), "pgfloor-%d-%u", (int)getppid(), i);
+	lease_reg(a->schema, res, lease, sizeof(lease));
 	snprintf(sql, sizeof(sql),
 		 "SELECT r, token FROM %.64s.lock($1, $2::bytea, 1::smallint, "
 		 "2::smallint, 0, 18446744073709551615, 1, 1, 1)",
@@ -210,9 +229,7 @@ static uint64_t dclient_run(unsigned i, void *arg)
 		exec("dlock", 2, v);
 		exec("dunlock", 2, v);
 	}
-	snprintf(sql, sizeof(sql), "SELECT %.64s.drop_lease(%s)", a->schema,
-		 lease);
-	run(sql);
+	lease_drop(a->schema, lease);
 	PQfinish(conn);
 	return n;
 }
@@ -401,19 +418,7 @@ int main(int argc, char **argv)
 	run("DROP TABLE pgfloor_locks");
 
 	if (schema) {
-		PGresult *r;
-
-		snprintf(sql, sizeof(sql),
-			 "SELECT %.64s.reg('pgfloor', %d, "
-			 "'00000000000000ff', 600000, 0)",
-			 schema, (int)getpid());
-		r = PQexec(conn, sql);
-		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-			fprintf(stderr, "pgfloor: %s", PQresultErrorMessage(r));
-			return 1;
-		}
-		snprintf(lease, sizeof(lease), "%s", PQgetvalue(r, 0, 0));
-		PQclear(r);
+		lease_reg(schema, "pgfloor", lease, sizeof(lease));
 		snprintf(sql, sizeof(sql),
 			 "SELECT r, token FROM %.64s.lock($1, $2::bytea, "
 			 "0::smallint, 2::smallint, 0, 18446744073709551615, "
@@ -434,9 +439,7 @@ int main(int argc, char **argv)
 			bench("dlockfs lock() + release() in SQL", seconds,
 			      iters, lat, names, 2, np, p);
 		}
-		snprintf(sql, sizeof(sql), "SELECT %.64s.drop_lease(%s)",
-			 schema, lease);
-		run(sql);
+		lease_drop(schema, lease);
 	}
 	free(lat);
 	PQfinish(conn);
